@@ -1,0 +1,304 @@
+-- rollout.testing: the in-host spec runner (`rollout test [PATH...]`).
+-- Specs are busted-style files (spec/*_spec.lua): describe / it / pending / before_each /
+-- after_each / setup / teardown / finally, and an `assert` with busted's common checks.
+-- Each `it` runs as its own task under a timeout, so specs may sleep, do HTTP and run
+-- processes; a failure or a hang fails that test only. The last line printed is
+-- `tests: N passed, N failed[, N skipped]`.
+local rollout = require("rollout")
+local fs = require("rollout.fs")
+local pretty = require("rollout.pretty")
+
+local M = {}
+
+-- ---- assertions -------------------------------------------------------------------
+
+local function fmt(v) return pretty.format(v, { depth = 5, width = 40 }) end
+
+local function deep_equal(a, b, seen)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then
+    return type(a) == "number" and type(b) == "number" and a ~= a and b ~= b -- NaN == NaN
+  end
+  seen = seen or {}
+  if seen[a] == b then return true end
+  seen[a] = b
+  for k, v in pairs(a) do if not deep_equal(v, b[k], seen) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+M.deep_equal = deep_equal
+
+local function fail(msg, level) error(msg, (level or 1) + 2) end
+
+local A = {}
+function A.equals(expected, actual, msg)
+  if expected ~= actual then
+    fail((msg and msg .. ": " or "") .. "expected " .. fmt(expected) .. ", got " .. fmt(actual))
+  end
+end
+function A.same(expected, actual, msg)
+  if not deep_equal(expected, actual) then
+    fail((msg and msg .. ": " or "") .. "expected (deep)\n" .. fmt(expected) .. "\ngot\n" .. fmt(actual))
+  end
+end
+function A.is_true(v, msg) if v ~= true then fail((msg or "expected true") .. ", got " .. fmt(v)) end end
+function A.is_false(v, msg) if v ~= false then fail((msg or "expected false") .. ", got " .. fmt(v)) end end
+function A.is_nil(v, msg) if v ~= nil then fail((msg or "expected nil") .. ", got " .. fmt(v)) end end
+function A.is_not_nil(v, msg) if v == nil then fail(msg or "expected a value, got nil") end end
+function A.truthy(v, msg) if not v then fail((msg or "expected truthy") .. ", got " .. fmt(v)) end end
+function A.falsy(v, msg) if v then fail((msg or "expected falsy") .. ", got " .. fmt(v)) end end
+function A.near(expected, actual, tol, msg)
+  if type(actual) ~= "number" or math.abs(expected - actual) > tol then
+    fail((msg and msg .. ": " or "") .. "expected " .. fmt(expected) .. " ± " .. tostring(tol) .. ", got " .. fmt(actual))
+  end
+end
+function A.matches(pattern, s, msg)
+  if type(s) ~= "string" or not s:find(pattern) then
+    fail((msg and msg .. ": " or "") .. "expected a string matching " .. fmt(pattern) .. ", got " .. fmt(s))
+  end
+end
+function A.has_error(fn, expected, msg)
+  local ok, err = pcall(fn)
+  if ok then fail(msg or "expected an error, none was raised") end
+  if expected ~= nil then
+    local s = type(err) == "string" and err or fmt(err)
+    if not s:find(expected, 1, true) then
+      fail((msg and msg .. ": " or "") .. "expected an error containing " .. fmt(expected) .. ", got " .. fmt(err))
+    end
+  end
+  return err
+end
+function A.is_table(v, msg) if type(v) ~= "table" then fail((msg or "expected a table") .. ", got " .. fmt(v)) end end
+function A.is_string(v, msg) if type(v) ~= "string" then fail((msg or "expected a string") .. ", got " .. fmt(v)) end end
+function A.is_number(v, msg) if type(v) ~= "number" then fail((msg or "expected a number") .. ", got " .. fmt(v)) end end
+function A.lt(a, b, msg) if not (a < b) then fail((msg and msg .. ": " or "") .. fmt(a) .. " is not < " .. fmt(b)) end end
+function A.le(a, b, msg) if not (a <= b) then fail((msg and msg .. ": " or "") .. fmt(a) .. " is not <= " .. fmt(b)) end end
+function A.gt(a, b, msg) if not (a > b) then fail((msg and msg .. ": " or "") .. fmt(a) .. " is not > " .. fmt(b)) end end
+function A.ge(a, b, msg) if not (a >= b) then fail((msg and msg .. ": " or "") .. fmt(a) .. " is not >= " .. fmt(b)) end end
+A.equal, A.are_equal, A.are_same, A.is_truthy, A.is_falsy = A.equals, A.equals, A.same, A.truthy, A.falsy
+A.error = A.has_error
+A.error_matches = function(fn, pattern, msg)
+  local ok, err = pcall(fn)
+  if ok then fail(msg or "expected an error, none was raised") end
+  if type(err) ~= "string" or not err:find(pattern) then
+    fail("expected an error matching " .. fmt(pattern) .. ", got " .. fmt(err))
+  end
+end
+-- busted's chained spellings: assert.are.equal, assert.is.truthy, assert.is_not.nil...
+A.are, A.is = A, A
+
+local assert_mt = { __call = function(_, v, msg, ...) if not v then fail(msg or "assertion failed!") end return v, msg, ... end }
+M.assert = setmetatable(A, assert_mt)
+
+-- ---- collection -------------------------------------------------------------------
+
+local function new_block(name, parent)
+  return { name = name, parent = parent, children = {}, before = {}, after = {}, setup = {}, teardown = {} }
+end
+
+local function full_name(block, test_name)
+  local parts = { test_name }
+  while block and block.parent do table.insert(parts, 1, block.name); block = block.parent end
+  return table.concat(parts, " > ")
+end
+
+local function collect(path, env_base)
+  local root = new_block(path, nil)
+  local current = root
+  local env = setmetatable({}, { __index = env_base })
+  env.describe = function(name, fn)
+    local b = new_block(name, current)
+    current.children[#current.children + 1] = b
+    local saved = current
+    current = b
+    fn()
+    current = saved
+  end
+  env.context = env.describe
+  env.it = function(name, fn, opts)
+    current.children[#current.children + 1] = { test = true, name = name, fn = fn, block = current, opts = opts or {} }
+  end
+  env.pending = function(name)
+    current.children[#current.children + 1] = { test = true, name = name, block = current, pending = true }
+  end
+  env.before_each = function(fn) current.before[#current.before + 1] = fn end
+  env.after_each = function(fn) current.after[#current.after + 1] = fn end
+  env.setup = function(fn) current.setup[#current.setup + 1] = fn end
+  env.teardown = function(fn) current.teardown[#current.teardown + 1] = fn end
+  env.lazy_setup, env.lazy_teardown = env.setup, env.teardown
+  env.strict_setup, env.strict_teardown = env.setup, env.teardown
+  env.assert = M.assert
+  env.finally = function(fn)
+    local ctx = M._current
+    if ctx then ctx.finally[#ctx.finally + 1] = fn end
+  end
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then return nil, err end
+  local ok, e = xpcall(chunk, debug.traceback)
+  if not ok then return nil, e end
+  return root
+end
+
+-- ---- running ----------------------------------------------------------------------
+
+local function chain(block, field, reverse)
+  local list = {}
+  while block do
+    local fns = block[field]
+    if reverse then
+      for i = 1, #fns do list[#list + 1] = fns[i] end
+    else
+      for i = #fns, 1, -1 do table.insert(list, 1, fns[i]) end
+    end
+    block = block.parent
+  end
+  return list
+end
+
+local function run_test(t, filter, stats, opts)
+  local name = full_name(t.block, t.name)
+  if filter and not name:find(filter, 1, true) then return end
+  if t.pending then
+    stats.skipped = stats.skipped + 1
+    print("  skip  " .. name)
+    return
+  end
+  local ctx = { finally = {} }
+  local t0 = rollout.now()
+  local task = rollout.spawn(function()
+    M._current = ctx
+    local ok, err = xpcall(function()
+      for _, f in ipairs(chain(t.block, "before")) do f() end
+      t.fn()
+    end, debug.traceback)
+    for _, f in ipairs(ctx.finally) do
+      local fok, ferr = xpcall(f, debug.traceback)
+      if not fok and ok then ok, err = false, ferr end
+    end
+    for _, f in ipairs(chain(t.block, "after", true)) do
+      local aok, aerr = xpcall(f, debug.traceback)
+      if not aok and ok then ok, err = false, aerr end
+    end
+    return ok, err
+  end)
+  local timeout = t.opts.timeout or opts.timeout
+  local r = table.pack(pcall(task.wait, task, timeout))
+  local ok, err
+  if not r[1] then
+    ok, err = false, tostring(r[2])
+  elseif r[2] == nil and r[3] == "timeout" and task:state() ~= "done" then
+    task:cancel("timeout")
+    for _, f in ipairs(ctx.finally) do pcall(f) end
+    for _, f in ipairs(chain(t.block, "after", true)) do pcall(f) end
+    ok, err = false, "timed out after " .. timeout .. " s"
+  else
+    ok, err = r[2], r[3]
+  end
+  local dt = rollout.now() - t0
+  if ok then
+    stats.passed = stats.passed + 1
+    print(string.format("  ok    %s (%.3f s)", name, dt))
+  else
+    stats.failed = stats.failed + 1
+    stats.failures[#stats.failures + 1] = { name = name, err = err }
+    print(string.format("  FAIL  %s (%.3f s)\n%s", name, dt, M.indent(tostring(err))))
+  end
+  io.stdout:flush()
+end
+
+function M.indent(s)
+  return (s:gsub("[^\n]+", function(l) return "        " .. l end))
+end
+
+local function has_tests(block, filter)
+  for _, c in ipairs(block.children) do
+    if c.test then
+      if not filter or full_name(c.block, c.name):find(filter, 1, true) then return true end
+    elseif has_tests(c, filter) then return true end
+  end
+  return false
+end
+
+local function run_block(block, filter, stats, opts)
+  if not has_tests(block, filter) then return end
+  for _, f in ipairs(block.setup) do
+    local ok, err = xpcall(f, debug.traceback)
+    if not ok then
+      stats.failed = stats.failed + 1
+      stats.failures[#stats.failures + 1] = { name = full_name(block, "setup"), err = err }
+      print("  FAIL  " .. full_name(block, "setup") .. "\n" .. M.indent(tostring(err)))
+      return
+    end
+  end
+  for _, c in ipairs(block.children) do
+    if c.test then run_test(c, filter, stats, opts) else run_block(c, filter, stats, opts) end
+  end
+  for _, f in ipairs(block.teardown) do
+    local ok, err = xpcall(f, debug.traceback)
+    if not ok then print("  teardown error in " .. block.name .. ": " .. tostring(err)) end
+  end
+end
+
+local function find_specs(path, out)
+  local st = fs.stat(path)
+  if not st then error("no such file or directory: " .. path, 0) end
+  if st.type == "dir" then
+    for _, name in ipairs(fs.list(path)) do
+      local p = path .. "/" .. name
+      local s = fs.stat(p)
+      if s and s.type == "dir" then find_specs(p, out)
+      elseif name:match("_spec%.lua$") then out[#out + 1] = p end
+    end
+  else
+    out[#out + 1] = path
+  end
+end
+
+--- rollout test [--filter TEXT] [--timeout SECONDS] [PATH...]
+function M.main(args)
+  local paths, filter, opts = {}, nil, { timeout = 120 }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--filter" then filter = args[i + 1]; i = i + 1
+    elseif a == "--timeout" then opts.timeout = tonumber(args[i + 1]); i = i + 1
+    elseif a:sub(1, 2) == "--" then
+      io.stderr:write("rollout test: unknown option " .. a .. "\n")
+      return 2
+    else paths[#paths + 1] = a end
+    i = i + 1
+  end
+  if #paths == 0 then paths = { "spec" } end
+  local files = {}
+  for _, p in ipairs(paths) do
+    local ok, err = pcall(find_specs, p, files)
+    if not ok then io.stderr:write("rollout test: " .. tostring(err) .. "\n"); return 2 end
+  end
+  local stats = { passed = 0, failed = 0, skipped = 0, failures = {} }
+  local env_base = _G
+  local t0 = rollout.now()
+  for _, file in ipairs(files) do
+    print(file)
+    local root, err = collect(file, env_base)
+    if not root then
+      stats.failed = stats.failed + 1
+      stats.failures[#stats.failures + 1] = { name = file, err = err }
+      print("  FAIL  loading " .. file .. "\n" .. M.indent(tostring(err)))
+    else
+      run_block(root, filter, stats, opts)
+    end
+    io.stdout:flush()
+  end
+  if #stats.failures > 0 then
+    print("\nFailures:")
+    for _, f in ipairs(stats.failures) do print("  " .. f.name) end
+  end
+  print(string.format("\n%d files, %.1f s", #files, rollout.now() - t0))
+  local line = string.format("tests: %d passed, %d failed", stats.passed, stats.failed)
+  if stats.skipped > 0 then line = line .. string.format(", %d skipped", stats.skipped) end
+  print(line)
+  if stats.failed > 0 or stats.passed == 0 then return 1 end
+  return 0
+end
+
+return M
