@@ -19,7 +19,14 @@ DEPS := build-essential pkg-config liblua5.4-dev lua5.4 libcurl4-openssl-dev lib
         util-linux procps
 
 .PHONY: all deps test asan bench install clean clean-build check-lua demo
-all: rollout
+all: rollout $(if $(wildcard sample/service.c),sample-service) $(if $(wildcard sample/loadgen.c),loadgen)
+
+# The sample service (the role podinfo plays for Flagger) and a steady-rate load generator.
+sample-service: sample/service.c $(wildcard sample/*.h)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -o $@ sample/service.c -lev -lm
+
+loadgen: sample/loadgen.c $(wildcard sample/*.h)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -o $@ sample/loadgen.c -lev -lm
 
 rollout: $(OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $(OBJ) $(LDLIBS)
@@ -39,7 +46,7 @@ deps:
 	else echo "make deps: all packages present"; fi
 
 # Every test: the Lua specs inside the real binary (they start real servers themselves).
-test: deps rollout
+test: deps all
 	./rollout test spec
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build (./rollout-asan, objects in
@@ -54,7 +61,7 @@ build-asan/%.o: src/%.c $(HDR)
 	@mkdir -p build-asan
 	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-asan: deps rollout-asan
+asan: deps all rollout-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ./rollout-asan test spec
 
@@ -71,7 +78,7 @@ check-lua:
 	luacheck -q lua spec playbooks
 
 clean-build:
-	rm -rf build rollout build-asan rollout-asan
+	rm -rf build rollout build-asan rollout-asan sample-service loadgen
 
 clean: clean-build
 

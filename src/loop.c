@@ -30,6 +30,7 @@
 #include "rollout/loop.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,7 +443,8 @@ static int core_clock(lua_State *L) {
         int v = luaL_checkoption(L, 1, NULL, names);
         if (!v && S.virtual_clock)
             return luaL_error(L, "clock: a virtual clock cannot return to real time");
-        if (v && !S.virtual_clock) S.vnow = mono_since_start();
+        /* start virtual time on a whole second: runs with the same seed stay bit-identical */
+        if (v && !S.virtual_clock) S.vnow = ceil(mono_since_start());
         S.virtual_clock = v;
     }
     lua_pushstring(L, S.virtual_clock ? "virtual" : "real");

@@ -4,13 +4,31 @@
 #include <lauxlib.h>
 
 #include "rollout/fs.h"
+#include "rollout/http.h"
 #include "rollout/loop.h"
+#include "rollout/net.h"
+#include "rollout/proc.h"
+#include "rollout/stats.h"
+#include "rollout/yaml.h"
+#include "rollout/json.h"
+#include "rollout/promtext.h"
+#include "rollout/histogram.h"
+#include "rollout/sim.h"
 #include "rollout/units.h"
 
 const rollout_module rollout_modules[] = {
     {"rollout.core", luaopen_rollout_core},
     {"rollout.units", luaopen_rollout_units},
     {"rollout.fs", luaopen_rollout_fs},
+    {"rollout.http", luaopen_rollout_http},
+    {"rollout.sim", luaopen_rollout_sim},
+    {"rollout.histogram", luaopen_rollout_histogram},
+    {"rollout.promtext", luaopen_rollout_promtext},
+    {"rollout.json", luaopen_rollout_json},
+    {"rollout.yaml", luaopen_rollout_yaml},
+    {"rollout.stats", luaopen_rollout_stats},
+    {"rollout.proc", luaopen_rollout_proc},
+    {"rollout.net", luaopen_rollout_net},
     {NULL, NULL},
 };
 

@@ -107,7 +107,7 @@ int units_duration(const char *s, size_t n, double *out, char *err, size_t errle
         if (!d) return fail(err, errlen, "malformed duration (want e.g. 250ms, 10s, 5m, 1h30m)", s0, n0);
         i += d;
         double unit = duration_unit(s + i, n - i, &ul);
-        if (unit < 0) return fail(err, errlen, "duration without a unit (ns, us, ms, s, m, h, d)", s0, n0);
+        if (unit < 0) return fail(err, errlen, "malformed duration: each number needs a unit (ns, us, ms, s, m, h, d)", s0, n0);
         i += ul;
         total += v * unit;
     }

@@ -1,0 +1,48 @@
+-- rollout check PLAYBOOK [--config FILE] [--set k=v ...] [--json]
+-- Validates the playbook without side effects, then checks what the router and sources
+-- can be checked for without moving traffic (socket reachable, names exist, API up).
+-- Exit 0 when everything is fine, 2 on a configuration error, 3 when a live check fails.
+local args = require("rollout.args")
+local playbook = require("rollout.playbook")
+local json = require("rollout.json")
+
+local M = {}
+local USAGE = "rollout check PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--offline]"
+
+function M.main(argv)
+  local opts, pos = args.parse(argv, { config = "value", set = "list", json = "flag", offline = "flag" })
+  if not opts then return args.usage_error("check", pos, USAGE) end
+  if #pos ~= 1 then return args.usage_error("check", "expected one playbook", USAGE) end
+  local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
+  if not pb then
+    if opts.json then
+      print(json.encode({ ok = false, errors = errs }, { sort = true }))
+    else
+      for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
+      io.stderr:write(string.format("%d error%s in %s\n", #errs, #errs == 1 and "" or "s", pos[1]))
+    end
+    return 2
+  end
+  for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
+  local items = { { name = "playbook", ok = true, detail = string.format("%d stages, %d triggers, %d pre-flight checks", #pb.stages, #pb.triggers, #pb.preflight) } }
+  if not opts.offline and pb.router then
+    local ok, routers = pcall(require, "rollout.routers")
+    if ok then
+      local r, err = routers.new(pb.router, {})
+      if not r then items[#items + 1] = { name = "router", ok = false, detail = err }
+      else for _, c in ipairs(r:check() or {}) do items[#items + 1] = c end end
+    end
+  end
+  local bad = 0
+  for _, it in ipairs(items) do if not it.ok then bad = bad + 1 end end
+  if opts.json then
+    print(json.encode({ ok = bad == 0, checks = items }, { sort = true }))
+  else
+    for _, it in ipairs(items) do
+      print(string.format("%-4s %s%s", it.ok and "ok" or "FAIL", it.name, it.detail and (": " .. tostring(it.detail)) or ""))
+    end
+  end
+  return bad == 0 and 0 or 3
+end
+
+return M

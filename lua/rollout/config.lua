@@ -1,0 +1,197 @@
+-- rollout.config: the runbook's canary-config.yaml (apiVersion dwcp.io/v1, kind
+-- CanaryDeployment) mapped onto a playbook: `rollout run playbooks/canary.lua --config
+-- playbooks/canary-config.yaml`. Its stages, golden signals, rollback triggers, feature
+-- flags and abTest section override the playbook's; keys rollout cannot use are reported
+-- as warnings (file:line: key: why), never silently dropped. A malformed value is an error
+-- naming the YAML file, line and key path. `${VAR}` is expanded from the environment.
+local yaml = require("rollout.yaml")
+local units = require("rollout.units")
+
+local M = {}
+
+local NULL = yaml.null
+
+local function expand_env(v)
+  if type(v) == "string" then
+    return (v:gsub("%${([%w_]+)}", function(name) return os.getenv(name) end))
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do v[k] = expand_env(x) end
+  end
+  return v
+end
+
+-- The trigger names canary.lua uses for the runbook's conditions.
+local TRIGGER_NAMES = { error_rate = "error_rate", latency_p99 = "latency_p99", p99 = "latency_p99",
+  health_score = "health_score", health = "health_score" }
+
+--- apply(raw_playbook, path) -> merged | nil, errors ; plus warnings in merged.config_warnings
+function M.apply(raw, path)
+  local doc, lines = yaml.load_file(path, { lines = true })
+  if not doc then
+    local line, msg = tostring(lines):match(":(%d+):%d+: (.*)$")
+    return nil, { { file = path, line = tonumber(line), path = "", msg = msg or tostring(lines) } }
+  end
+  local errors, warnings = {}, {}
+  local function line_of(tbl, key) return lines and lines[tbl] and lines[tbl][key] end
+  local function err(tbl, key, keypath, msg) errors[#errors + 1] = { file = path, line = line_of(tbl, key), path = keypath, msg = msg } end
+  local function warn(tbl, key, keypath, msg) warnings[#warnings + 1] = { file = path, line = line_of(tbl, key), path = keypath, msg = msg } end
+  if type(doc) ~= "table" then return nil, { { file = path, path = "", msg = "expected a mapping" } } end
+  if doc.apiVersion ~= "dwcp.io/v1" or doc.kind ~= "CanaryDeployment" then
+    err(doc, "kind", "kind", "expected apiVersion dwcp.io/v1, kind CanaryDeployment; got " .. tostring(doc.apiVersion) .. ", " .. tostring(doc.kind))
+    return nil, errors
+  end
+  expand_env(doc)
+  local spec = doc.spec
+  if type(spec) ~= "table" then err(doc, "spec", "spec", "required mapping"); return nil, errors end
+
+  local function known(tbl, keypath, keys)
+    for k in pairs(tbl) do
+      if not keys[k] then warn(tbl, k, keypath .. "." .. k, "not used by rollout: " .. (keys._why or "unknown key")) end
+    end
+  end
+
+  local function dur(tbl, key, keypath)
+    local v = tbl[key]
+    if v == nil or v == NULL then return nil end
+    local d, e = units.parse("duration", v)
+    if not d then err(tbl, key, keypath, e) end
+    return d and v
+  end
+
+  local function ratio(tbl, key, keypath)
+    local v = tbl[key]
+    if v == nil or v == NULL then return nil end
+    local r, e = units.parse("ratio", v)
+    if not r then err(tbl, key, keypath, e); return nil end
+    if r < 0 or r > 1 then err(tbl, key, keypath, "must be between 0 and 1 (or 0% and 100%)"); return nil end
+    return r
+  end
+
+  if doc.metadata then
+    raw.deployment_id = doc.metadata.labels and doc.metadata.labels["deployment-id"] or raw.deployment_id
+    known(doc.metadata, "metadata", { name = true, labels = true, namespace = true, _why = "" })
+    if doc.metadata.namespace then warn(doc.metadata, "namespace", "metadata.namespace", "not used by rollout: the router's own settings name the namespace") end
+  end
+  known(doc, "", { apiVersion = true, kind = true, metadata = true, spec = true })
+  known(spec, "spec", { baseline = true, canary = true, stages = true, goldenSignals = true, rollback = true,
+    featureFlags = true, abTest = true })
+
+  raw.versions = raw.versions or {}
+  for _, v in ipairs({ "baseline", "canary" }) do
+    local s = spec[v]
+    if type(s) == "table" then
+      raw.versions[v] = raw.versions[v] or {}
+      if s.version then raw.versions[v].version = tostring(s.version) end
+      for k in pairs(s) do
+        if k ~= "version" then
+          warn(s, k, "spec." .. v .. "." .. k, "not used by rollout directly (replicas and images belong to the deploy hook)")
+        end
+      end
+    end
+  end
+
+  if spec.stages ~= nil then
+    if type(spec.stages) ~= "table" or #spec.stages == 0 then err(spec, "stages", "spec.stages", "expected a non-empty list")
+    else
+      local stages = {}
+      for i, s in ipairs(spec.stages) do
+        local kp = "spec.stages[" .. i .. "]"
+        local old = raw.stages and raw.stages[i] or {}
+        local st = {}
+        for k, x in pairs(old) do st[k] = x end
+        st.thresholds = {}
+        for k, x in pairs(old.thresholds or {}) do st.thresholds[k] = x end
+        known(s, kp, { name = true, trafficPercent = true, duration = true, validation = true })
+        st.name = s.name and tostring(s.name) or st.name
+        if s.trafficPercent ~= nil then
+          if type(s.trafficPercent) ~= "number" then err(s, "trafficPercent", kp .. ".trafficPercent", "expected a number")
+          else st.weight = s.trafficPercent end
+        end
+        st.hold = dur(s, "duration", kp .. ".duration") or st.hold
+        local val = s.validation
+        if type(val) == "table" then
+          known(val, kp .. ".validation", { healthThreshold = true, errorThreshold = true, latencyP99Max = true, minSampleSize = true })
+          st.thresholds.health = ratio(val, "healthThreshold", kp .. ".validation.healthThreshold") or st.thresholds.health
+          st.thresholds.error_rate = ratio(val, "errorThreshold", kp .. ".validation.errorThreshold") or st.thresholds.error_rate
+          st.thresholds.p99 = dur(val, "latencyP99Max", kp .. ".validation.latencyP99Max") or st.thresholds.p99
+          if val.minSampleSize ~= nil then
+            if math.type(val.minSampleSize) ~= "integer" then err(val, "minSampleSize", kp .. ".validation.minSampleSize", "expected an integer")
+            else st.min_samples = val.minSampleSize end
+          end
+        end
+        stages[i] = st
+      end
+      raw.stages = stages
+    end
+  end
+
+  local g = spec.goldenSignals
+  if type(g) == "table" then
+    raw.thresholds = raw.thresholds or {}
+    local th = raw.thresholds
+    known(g, "spec.goldenSignals", { latency = true, traffic = true, errors = true, saturation = true })
+    if type(g.latency) == "table" then
+      known(g.latency, "spec.goldenSignals.latency", { p50Threshold = true, p95Threshold = true, p99Threshold = true })
+      th.p50 = dur(g.latency, "p50Threshold", "spec.goldenSignals.latency.p50Threshold") or th.p50
+      th.p95 = dur(g.latency, "p95Threshold", "spec.goldenSignals.latency.p95Threshold") or th.p95
+      th.p99 = dur(g.latency, "p99Threshold", "spec.goldenSignals.latency.p99Threshold") or th.p99
+    end
+    if type(g.traffic) == "table" then
+      known(g.traffic, "spec.goldenSignals.traffic", { minRequestsPerSecond = true })
+      if g.traffic.minRequestsPerSecond ~= nil then th.min_rps = g.traffic.minRequestsPerSecond end
+    end
+    if type(g.errors) == "table" then
+      known(g.errors, "spec.goldenSignals.errors", { maxErrorRate = true, criticalErrorRate = true })
+      th.error_rate = ratio(g.errors, "maxErrorRate", "spec.goldenSignals.errors.maxErrorRate") or th.error_rate
+      if g.errors.criticalErrorRate ~= nil then
+        ratio(g.errors, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate")
+        warn(g.errors, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate",
+          "not a gate: the error_rate rollback trigger (> 5% for 2m) is what acts on it")
+      end
+    end
+    if type(g.saturation) == "table" then
+      known(g.saturation, "spec.goldenSignals.saturation", { cpuMax = true, memoryMax = true, diskMax = true })
+      th.cpu = ratio(g.saturation, "cpuMax", "spec.goldenSignals.saturation.cpuMax") or th.cpu
+      th.memory = ratio(g.saturation, "memoryMax", "spec.goldenSignals.saturation.memoryMax") or th.memory
+      th.disk = ratio(g.saturation, "diskMax", "spec.goldenSignals.saturation.diskMax") or th.disk
+    end
+  end
+
+  local rb = spec.rollback
+  if type(rb) == "table" then
+    known(rb, "spec.rollback", { autoRollback = true, triggers = true, maxRollbackTime = true })
+    if rb.autoRollback == false then
+      err(rb, "autoRollback", "spec.rollback.autoRollback", "false is not supported: rollout always rolls back on a firing trigger")
+    end
+    raw.max_rollback_time = dur(rb, "maxRollbackTime", "spec.rollback.maxRollbackTime") or raw.max_rollback_time
+    if type(rb.triggers) == "table" then
+      local triggers = {}
+      for k, t in pairs(raw.triggers or {}) do triggers[k] = t end
+      for i, t in ipairs(rb.triggers) do
+        local kp = "spec.rollback.triggers[" .. i .. "]"
+        known(t, kp, { condition = true, duration = true })
+        local c, e = units.condition(tostring(t.condition))
+        if not c then err(t, "condition", kp .. ".condition", e)
+        else
+          local name = TRIGGER_NAMES[c.signal] or c.signal
+          triggers[name] = { condition = t.condition, duration = dur(t, "duration", kp .. ".duration") or 0 }
+        end
+      end
+      raw.triggers = triggers
+    end
+  end
+
+  if spec.featureFlags ~= nil then raw.feature_flags = spec.featureFlags end
+  local ab = spec.abTest
+  if type(ab) == "table" then
+    known(ab, "spec.abTest", { enabled = true, metricName = true, significanceLevel = true, minimumSampleSize = true })
+    raw.ab_test = { enabled = ab.enabled, metric = ab.metricName, significance = ab.significanceLevel, min_samples = ab.minimumSampleSize }
+  end
+
+  if #errors > 0 then return nil, errors end
+  raw.config_warnings = warnings
+  local function lines_for(_) return nil end
+  return raw, nil, lines_for
+end
+
+return M

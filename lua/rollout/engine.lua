@@ -1,0 +1,683 @@
+-- rollout.engine: the rollout state machine (DESIGN.md), with SEMANTICS.md's timing.
+--
+--   pending → preflight → deploy → stage[i] (shift, hold while triggers watch, gate)
+--           → promote → promoted;   any active state → rolling_back → rolled_back;
+--   paused (manual gate, inconclusive, operator) returns via resume.
+--
+-- One engine is one task. Every wait goes through wait_until(), which runs an evaluation
+-- tick every `interval` (sources sampled, triggers evaluated) once traffic has moved, and
+-- returns early when something interrupts: a trigger firing, a source-error limit, an
+-- operator command. Hooks run as their own tasks while the ticks go on, so a trigger
+-- fires while a hook waits, and the hook is cancelled. Every decision is an event that
+-- carries the numbers behind it.
+local rollout = require("rollout")
+local playbook = require("rollout.playbook")
+
+local M = {}
+local E = {}
+E.__index = E
+
+M.EXIT = { promoted = 0, rolled_back = 1, paused = 3, aborted = 3, failed = 3 }
+
+--- new(pb, env): env = {router=, sources = {...}, emit = fn(event), simulate = bool,
+--- run_hooks = bool, preflight = {name = "pass"|"fail"|"skip"} (simulation overrides),
+--- interactive = bool (a pause waits for an operator), who = "user"}
+function M.new(pb, env)
+  local self = setmetatable({
+    pb = pb, env = env, router = env.router, sources = env.sources or {},
+    state = "pending", ticking = false, consecutive_errors = 0, events = {},
+    trig = {}, weights = { baseline = 100, canary = 0 }, commands = {},
+  }, E)
+  for _, tr in ipairs(pb.triggers) do self.trig[tr.name] = { since = nil, state = "inactive" } end
+  return self
+end
+
+-- ---- events ---------------------------------------------------------------------------
+
+function E:elapsed() return rollout.now() - (self.t0 or rollout.now()) end
+
+function E:emit(kind, fields)
+  local ev = fields or {}
+  ev.event = kind
+  ev.t = self:elapsed()
+  if self.stage and ev.stage == nil then ev.stage = self.stage.name end
+  if self.env.emit then self.env.emit(ev, self) end
+  return ev
+end
+
+-- ---- signals --------------------------------------------------------------------------
+
+function E:signals(now, win)
+  local merged = { baseline = {}, canary = {} }
+  local any = false
+  for _, src in ipairs(self.sources) do
+    if src.signals then
+      any = true
+      local s, err = src:signals(now, win)
+      if not s then return nil, err or "source error" end
+      for _, v in ipairs({ "baseline", "canary" }) do
+        for k, x in pairs(s[v] or {}) do if merged[v][k] == nil then merged[v][k] = x end end
+      end
+    end
+  end
+  if not any then return nil, "no metric source configured" end
+  return merged
+end
+
+function E:provides(signal)
+  for _, src in ipairs(self.sources) do
+    if src.signals and (not src.provides or src.provides[signal]) then return true end
+  end
+  return false
+end
+
+local function compact(s)
+  if not s then return nil end
+  return { requests = s.requests, rps = s.rps, error_rate = s.error_rate, p50 = s.p50, p95 = s.p95,
+    p99 = s.p99, health = s.health, cpu = s.cpu, memory = s.memory, disk = s.disk, restarts = s.restarts }
+end
+
+-- ---- interrupts and commands ------------------------------------------------------------
+
+-- An interrupt is {action = "rollback"|"pause"|"resume"|"promote"|"promote_full"|"abort", reason=}.
+-- A rollback always wins over anything queued before it.
+function E:interrupt(intr)
+  local cur = self.pending
+  if cur and cur.action == "rollback" then return end
+  self.pending = intr
+  if self.task and self.task ~= rollout.current() then rollout.wake(self.task) end
+end
+
+function E:take_interrupt()
+  local p = self.pending
+  self.pending = nil
+  return p
+end
+
+--- command(name, arg, who): an operator's command (the control socket and the REPL call it).
+--- Returns true or nil, err.
+function E:command(name, arg, who)
+  local ok_states = { pause = true, resume = true, promote = true, promote_full = true, abort = true }
+  if not ok_states[name] then return nil, "unknown command '" .. tostring(name) .. "'" end
+  if self.outcome then return nil, "the rollout has ended (" .. self.outcome.outcome .. ")" end
+  self:emit("command", { command = name, arg = arg, who = who or "operator" })
+  if name == "abort" then
+    self:interrupt({ action = "rollback", reason = "manual", detail = arg, who = who })
+  else
+    self:interrupt({ action = name, reason = name == "pause" and "manual" or nil, who = who })
+  end
+  return true
+end
+
+-- ---- waiting and ticking ------------------------------------------------------------------
+
+--- Wait until `deadline` (scheduler seconds; math.huge for "until interrupted"), ticking.
+function E:wait_until(deadline)
+  while true do
+    local intr = self:take_interrupt()
+    if intr then return intr end
+    local now = rollout.now()
+    if now >= deadline then return nil end
+    local wake = deadline
+    if self.ticking and self.next_tick < wake then wake = self.next_tick end
+    if wake == math.huge then rollout.suspend() elseif wake > now then rollout.suspend(wake - now) end
+    if self.ticking and rollout.now() >= self.next_tick - 1e-9 then self:tick() end
+  end
+end
+
+function E:start_ticking(from)
+  self.ticking = true
+  self.next_tick = from + self.pb.interval
+end
+
+function E:reset_triggers(why)
+  for _, tr in ipairs(self.pb.triggers) do
+    local st = self.trig[tr.name]
+    if st.since then self:emit("trigger_reset", { trigger = tr.name, why = why }) end
+    st.since = nil
+  end
+end
+
+local function compare(v, op, x)
+  if op == ">" then return v > x elseif op == ">=" then return v >= x
+  elseif op == "<" then return v < x elseif op == "<=" then return v <= x
+  elseif op == "==" then return v == x else return v ~= x end
+end
+
+local function alert_matches(alert, matchers)
+  for k, want in pairs(matchers) do
+    local have = alert.labels and alert.labels[k] or alert[k]
+    if have ~= want then return false end
+  end
+  return true
+end
+
+function E:collect_alerts(now)
+  local alerts, err = {}, nil
+  for _, src in ipairs(self.sources) do
+    if src.alerts then
+      local list, e = src:alerts(now)
+      if list then for _, a in ipairs(list) do alerts[#alerts + 1] = a end else err = e end
+    end
+  end
+  return alerts, err
+end
+
+-- One trigger's condition at this evaluation: true, false, or nil (no data) with the value.
+function E:trigger_value(tr, now, cache, alerts)
+  if tr.kind == "alert" then
+    if not alerts then return nil end
+    for _, a in ipairs(alerts) do
+      if alert_matches(a, tr.alert) then return true, a.name end
+    end
+    return false, nil
+  end
+  local win = tr.window
+  if not cache[win] then cache[win] = self:signals(now, win) or false end
+  local sig = cache[win]
+  if not sig then return nil end
+  if tr.kind == "restarts" then
+    local n = sig.canary.restarts
+    if n == nil then return nil end
+    return n >= tr.restarts, n
+  elseif tr.kind == "check" then
+    local ok, res, value = pcall(tr.check, sig, self)
+    if not ok then
+      self:emit("trigger_error", { trigger = tr.name, error = tostring(res) })
+      return nil
+    end
+    if res == nil then return nil end
+    return res and true or false, value
+  end
+  local c = tr.condition
+  local v = sig[c.version][c.signal]
+  if v == nil then return nil end
+  return compare(v, c.op, c.value), v
+end
+
+function E:evaluate_triggers(now, cache)
+  local alerts = self:collect_alerts(now)
+  for _, tr in ipairs(self.pb.triggers) do
+    local st = self.trig[tr.name]
+    local cond, value = self:trigger_value(tr, now, cache, alerts)
+    if cond == nil then
+      if st.since then self:emit("trigger_reset", { trigger = tr.name, why = "no data" }) end
+      st.since, st.state = nil, "nodata"
+    elseif cond then
+      if not st.since then
+        st.since = now
+        self:emit("trigger_pending", { trigger = tr.name, value = value, condition = tr.condition and tr.condition.text, ["for"] = tr.duration })
+      end
+      st.state, st.value = "pending", value
+      if now - st.since >= tr.duration - 1e-9 then
+        st.state = "firing"
+        self:emit("trigger_fired", { trigger = tr.name, value = value, held = now - st.since, ["for"] = tr.duration,
+          condition = tr.condition and tr.condition.text })
+        self:interrupt({ action = "rollback", reason = "trigger:" .. tr.name, value = value })
+        return
+      end
+    else
+      if st.since then self:emit("trigger_resolved", { trigger = tr.name, value = value }) end
+      st.since, st.state, st.value = nil, "ok", value
+    end
+  end
+end
+
+function E:check_share(sig)
+  local w = self.weights.canary
+  local b, c = sig.baseline.rps, sig.canary.rps
+  if not (b and c) or b + c <= 0 or w <= 0 or w >= 100 then return end
+  -- right after a shift the window still holds traffic of the previous weight
+  if not self.stage_start or rollout.now() - self.stage_start < self.pb.trigger_window then return end
+  local share = c / (b + c)
+  local want = w / 100
+  if math.abs(share - want) / want > self.pb.policy.share_tolerance then
+    self:emit("share_warning", { weight = w, share = share * 100 })
+  end
+end
+
+--- One evaluation: sample every source, then triggers (SEMANTICS.md "Triggers").
+function E:tick()
+  local now = rollout.now()
+  local step = self.pb.interval
+  self.next_tick = self.next_tick + step
+  if self.next_tick <= now then self.next_tick = now + step end
+  local err
+  for _, src in ipairs(self.sources) do
+    if src.tick then
+      local ok, e = src:tick(now)
+      if not ok then err = err or e or "source error" end
+    end
+  end
+  local cache = {}
+  local sig
+  if not err then
+    sig, err = self:signals(now, self.pb.trigger_window)
+    cache[self.pb.trigger_window] = sig
+  end
+  if not sig then
+    self.consecutive_errors = self.consecutive_errors + 1
+    self:emit("source_error", { error = err, consecutive = self.consecutive_errors })
+    self:reset_triggers("source error")
+    if self.consecutive_errors > self.pb.policy.consecutive_error_limit then
+      self:interrupt({ action = self.pb.policy.inconclusive, reason = "inconclusive:source_errors",
+        detail = self.consecutive_errors .. " failed evaluations in a row" })
+    end
+    return
+  end
+  self.consecutive_errors = 0
+  self.last_signals = sig
+  self:emit("evaluation", { weight = self.weights.canary, baseline = compact(sig.baseline), canary = compact(sig.canary) })
+  if self.pb.policy.share_tolerance then self:check_share(sig) end
+  self:evaluate_triggers(now, cache)
+end
+
+-- ---- hooks --------------------------------------------------------------------------------
+
+function E:hook_ctx(extra)
+  local ctx = {
+    service = self.pb.service, versions = self.pb.versions, weights = self.weights,
+    stage = self.stage and self.stage.name, simulate = self.env.simulate, engine = self,
+    signals = function() return self.last_signals end,
+    log = function(msg) self:emit("log", { message = tostring(msg) }) end,
+  }
+  for k, v in pairs(extra or {}) do ctx[k] = v end
+  return ctx
+end
+
+local function run_argv(argv, timeout)
+  local proc = require("rollout.proc")
+  local r, err = proc.run({ argv = argv, timeout = timeout })
+  if not r then error(err, 0) end
+  if r.code ~= 0 then
+    error(string.format("%s exited with %s: %s", argv[1], tostring(r.code), (r.stderr or ""):sub(1, 300)), 0)
+  end
+  return true
+end
+
+--- Run a hook as a task while ticks go on. Returns true | false, err | nil, interrupt.
+function E:run_hook(name, extra, opts)
+  local fn = self.pb.hooks[name]
+  if not fn then return true end
+  if self.env.simulate and not self.env.run_hooks then
+    self:emit("hook_skipped", { hook = name, reason = "simulation" })
+    return true
+  end
+  opts = opts or {}
+  self:emit("hook_started", { hook = name })
+  local t0 = rollout.now()
+  local ctx = self:hook_ctx(extra)
+  local timeout = opts.timeout or self.pb.hook_timeout or 900
+  local task = rollout.spawn(function()
+    if type(fn) == "table" then return run_argv(fn, timeout) end
+    return fn(ctx)
+  end)
+  local me = rollout.current()
+  local watcher = rollout.spawn(function() pcall(task.wait, task); rollout.wake(me) end)
+  local deadline = t0 + timeout
+  while true do
+    local st = task:state()
+    if st == "done" or st == "failed" or st == "cancelled" then break end
+    if not opts.uninterruptible then
+      local intr = self:take_interrupt()
+      if intr and (intr.action == "rollback" or intr.action == "pause" or intr.action == "abort") then
+        task:cancel("interrupted: " .. tostring(intr.reason))
+        watcher:cancel()
+        self:emit("hook_cancelled", { hook = name, why = intr.reason, elapsed = rollout.now() - t0 })
+        return nil, intr
+      elseif intr then
+        self.deferred = intr -- resume/promote while a hook runs: act on it afterwards
+      end
+    end
+    local now = rollout.now()
+    if now >= deadline then
+      task:cancel("timeout")
+      watcher:cancel()
+      self:emit("hook_failed", { hook = name, error = "timed out after " .. timeout .. " s" })
+      return false, "hook " .. name .. " timed out"
+    end
+    local wake = deadline
+    if self.ticking and self.next_tick < wake then wake = self.next_tick end
+    rollout.suspend(math.max(0, wake - now))
+    if self.ticking and rollout.now() >= self.next_tick - 1e-9 then self:tick() end
+  end
+  watcher:cancel()
+  local st, a, b = task:result()
+  if st == "done" and a ~= false then
+    self:emit("hook_finished", { hook = name, elapsed = rollout.now() - t0 })
+    return true
+  end
+  local err = st == "done" and tostring(b or "returned false") or tostring(a)
+  self:emit("hook_failed", { hook = name, error = err, elapsed = rollout.now() - t0 })
+  return false, err
+end
+
+-- ---- traffic ------------------------------------------------------------------------------
+
+function E:shift(weight)
+  local w = { baseline = 100 - weight, canary = weight }
+  self:emit("weight_requested", { baseline = w.baseline, canary = w.canary })
+  local ok, err = self.router:set_weights(w, { attempts = 3 })
+  if not ok then
+    self:emit("weight_failed", { baseline = w.baseline, canary = w.canary, error = err })
+    return nil, err
+  end
+  self.weights = w
+  self:emit("weight_confirmed", { baseline = w.baseline, canary = w.canary })
+  return true
+end
+
+-- ---- preflight and baseline ---------------------------------------------------------------
+
+local function check_status(a, b)
+  if a == true or a == "pass" then return "pass", b end
+  if a == false or a == "fail" then return "fail", b end
+  if a == "skip" or a == nil then return "skip", b end
+  return "fail", "check returned " .. tostring(a)
+end
+
+function E:run_check(check)
+  if self.env.simulate then
+    local o = self.env.preflight and self.env.preflight[check.name]
+    return o or "pass", o and "scenario" or "simulated"
+  end
+  if check.skip then return "skip", check.skip end
+  if check.run then
+    local ok, a, b = pcall(check.run, self:hook_ctx({ check = check.name }))
+    if not ok then return "fail", tostring(a) end
+    return check_status(a, b)
+  end
+  if check.http then
+    local http = require("rollout.http")
+    local r, err = http.request({ method = "GET", url = check.http, timeout = check.timeout or 5 })
+    if not r then return "fail", err end
+    local want = check.expect_status
+    if (want and r.status ~= want) or (not want and (r.status < 200 or r.status > 299)) then
+      return "fail", check.http .. " answered " .. r.status
+    end
+    return "pass", check.http .. " answered " .. r.status
+  end
+  if check.command then
+    local ok, err = pcall(run_argv, check.command, check.timeout or 60)
+    if ok then return "pass", table.concat(check.command, " ") end
+    return "fail", tostring(err)
+  end
+  return "skip", "nothing to run"
+end
+
+function E:preflight()
+  self.state = "preflight"
+  local failed, counts = nil, { pass = 0, fail = 0, skip = 0 }
+  for _, check in ipairs(self.pb.preflight) do
+    local status, detail = self:run_check(check)
+    counts[status] = counts[status] + 1
+    self:emit("preflight_check", { check = check.name, status = status, detail = detail })
+    if status == "fail" and not failed then failed = check.name end
+  end
+  self:emit("preflight_done", { passed = counts.pass, failed = counts.fail, skipped = counts.skip })
+  return failed
+end
+
+function E:capture_baseline()
+  local win = self.pb.gate_window
+  for attempt = 1, 3 do
+    local now = rollout.now()
+    for _, src in ipairs(self.sources) do if src.tick then src:tick(now) end end
+    local sig = self:signals(now, win)
+    if sig and sig.baseline.requests and sig.baseline.requests > 0 then
+      self.baseline_snapshot = sig.baseline
+      self:emit("baseline_captured", { baseline = compact(sig.baseline), window = win })
+      return true
+    end
+    if attempt < 3 then rollout.sleep(self.pb.interval) end
+  end
+  self:emit("baseline_missing", { detail = "no baseline traffic measured; thresholds relative to the baseline cannot pass" })
+  return false
+end
+
+-- ---- gates --------------------------------------------------------------------------------
+
+local GATE_ORDER = { "error_rate", "p99", "p95", "p50", "health", "cpu", "memory", "disk" }
+
+function E:threshold_limit(t)
+  if not t.relative then return t.value end
+  local b = self.baseline_snapshot and self.baseline_snapshot[t.signal]
+  if b == nil then return nil end
+  if t.relative == "factor" then return b * t.factor end
+  return b + t.plus
+end
+
+--- The gate at the end of a hold: "pass" | "fail", signal | "extend", why | "inconclusive", why
+function E:evaluate_gate(stage)
+  local pb = self.pb
+  local now = rollout.now()
+  local held = now - self.stage_start
+  local win = math.min(stage.hold, pb.gate_window)
+  local th = playbook.stage_thresholds(pb, stage)
+  local ev = { stage = stage.name, window = win, held = held, checks = {} }
+  local sig, err = self:signals(now, win)
+  local short = {}
+  local failed, nodata
+  if not sig then
+    short[#short + 1] = "source_error"
+    ev.error = err
+  else
+    ev.baseline, ev.canary = compact(sig.baseline), compact(sig.canary)
+    local whole = self:signals(now, held + 1e-6)
+    local n = whole and whole.canary.requests or 0
+    ev.samples, ev.min_samples = n, stage.min_samples
+    if n < stage.min_samples then short[#short + 1] = "min_samples" end
+    if th.min_rps then
+      local total = (sig.baseline.rps or 0) + (sig.canary.rps or 0)
+      ev.total_rps, ev.min_rps = total, th.min_rps.value
+      if total < th.min_rps.value then short[#short + 1] = "min_rps" end
+    end
+    for _, name in ipairs(GATE_ORDER) do
+      local t = th[name]
+      if t then
+        local check = { signal = name, dir = t.dir }
+        ev.checks[#ev.checks + 1] = check
+        if not self:provides(t.signal) then
+          check.status = "not_measured"
+        else
+          local v, limit = sig.canary[t.signal], self:threshold_limit(t)
+          check.value, check.threshold = v, limit
+          if t.relative then check.relative = t.relative; check.baseline = self.baseline_snapshot and self.baseline_snapshot[t.signal] end
+          if v == nil or limit == nil then
+            check.status = "nodata"
+            nodata = nodata or name
+          else
+            local pass = (t.dir == "max" and v <= limit) or (t.dir == "min" and v >= limit)
+            check.status = pass and "pass" or "fail"
+            if not pass then failed = failed or name end
+          end
+        end
+      end
+    end
+  end
+  if nodata then short[#short + 1] = "no_data:" .. nodata end
+  local result, why
+  if #short > 0 then
+    if held + pb.interval <= stage.max_hold + 1e-9 then result, why = "extend", table.concat(short, ",")
+    else result, why = "inconclusive", short[1] end
+  elseif failed then result, why = "fail", failed
+  else result = "pass" end
+  ev.result, ev.why = result, why
+  self:emit("gate", ev)
+  return result, why
+end
+
+-- ---- stages -------------------------------------------------------------------------------
+
+-- Returns nil when the stage passed, or an interrupt to act on.
+function E:run_stage(stage)
+  self.stage = stage
+  self.state = "stage"
+  self:emit("stage_entered", { index = stage.index, weight = stage.weight, hold = stage.hold })
+  local ok, intr = self:run_hook("before_stage", { stage_index = stage.index })
+  if ok == nil then return intr end
+  if ok == false then return { action = "rollback", reason = "error:hook:before_stage", detail = intr } end
+  local shifted, err = self:shift(stage.weight)
+  if not shifted then return { action = "rollback", reason = "error:router", detail = err } end
+  self.stage_start = rollout.now()
+  self:start_ticking(self.stage_start)
+  local deadline = self.stage_start + stage.hold
+  while true do
+    local got = self:wait_until(deadline)
+    if got and got.action == "pause" then
+      local paused_at = rollout.now()
+      local after = self:pause(got.reason)
+      if after then return after end
+      deadline = deadline + (rollout.now() - paused_at) -- the hold resumes with the time left
+      got = nil
+    elseif got and got.action == "resume" then
+      got = nil -- not paused: nothing to resume
+    end
+    if got then
+      if got.action == "promote" then self:emit("stage_skipped", { by = got.who or "operator" }); break end
+      return got
+    end
+    if rollout.now() < deadline then goto continue end
+    local result, why = self:evaluate_gate(stage)
+    if result == "pass" then break end
+    if result == "fail" then return { action = "rollback", reason = "gate:" .. why } end
+    if result == "inconclusive" then
+      return { action = self.pb.policy.inconclusive, reason = "inconclusive:" .. why }
+    end
+    deadline = math.min(rollout.now() + self.pb.interval, self.stage_start + stage.max_hold)
+    self:emit("hold_extended", { why = why, until_held = deadline - self.stage_start, max_hold = stage.max_hold })
+    ::continue::
+  end
+  ok, intr = self:run_hook("after_stage", { stage_index = stage.index })
+  if ok == nil then return intr end
+  if ok == false then return { action = "rollback", reason = "error:hook:after_stage", detail = intr } end
+  if stage.pause then
+    return self:pause("manual_gate", true)
+  end
+  return nil
+end
+
+--- Pause: wait for an operator (resume/promote/abort) while triggers keep watching.
+--- Returns nil to carry on, or an interrupt. Non-interactive runs end here ("paused").
+function E:pause(reason, manual_gate)
+  self.state = "paused"
+  self:emit("paused", { reason = reason })
+  if not self.env.interactive then return { action = "stop_paused", reason = reason } end
+  self:run_hook("on_pause")
+  while true do
+    local intr = self:wait_until(math.huge)
+    if intr.action == "resume" or intr.action == "promote" then
+      if manual_gate and intr.action == "resume" then
+        self:emit("manual_gate_waiting", { detail = "a manual gate needs promote" })
+      else
+        self.state = "stage"
+        self:emit("resumed", { by = intr.who or "operator" })
+        self:run_hook("on_resume")
+        return nil
+      end
+    elseif intr.action == "promote_full" then
+      return intr
+    elseif intr.action == "rollback" then
+      return intr
+    end
+  end
+end
+
+-- ---- outcomes -----------------------------------------------------------------------------
+
+function E:finish(outcome, reason, at)
+  self.state = outcome
+  self.outcome = { outcome = outcome, reason = reason, at = at or self:elapsed(), stage = self.stage and self.stage.name }
+  self:emit("outcome", { outcome = outcome, reason = reason, at = self.outcome.at })
+  return self.outcome
+end
+
+function E:rollback(intr)
+  self.state = "rolling_back"
+  self.ticking = false
+  self:emit("rollback_started", { reason = intr.reason, detail = intr.detail, value = intr.value })
+  local deadline = rollout.now() + self.pb.max_rollback_time
+  local attempt, backoff = 0, 0.5
+  while true do
+    attempt = attempt + 1
+    local ok, err = self.router:set_weights({ baseline = 100, canary = 0 }, { attempts = 1, rollback = true })
+    self:emit("rollback_attempt", { attempt = attempt, ok = ok and true or false, error = err })
+    if ok then break end
+    local left = deadline - rollout.now()
+    if left <= 0 then
+      self:emit("rollback_unconfirmed", { attempts = attempt, error = err })
+      return self:finish("failed", "error:rollback_unconfirmed")
+    end
+    rollout.sleep(math.min(backoff, left))
+    backoff = math.min(backoff * 2, 10)
+  end
+  self.weights = { baseline = 100, canary = 0 }
+  self:emit("weight_confirmed", { baseline = 100, canary = 0 })
+  local at = self:elapsed()
+  self:run_hook("on_rollback", { reason = intr.reason }, { uninterruptible = true })
+  self:emit("rolled_back", { reason = intr.reason, at = at })
+  return self:finish("rolled_back", intr.reason, at)
+end
+
+function E:promote()
+  self.state = "promoting"
+  self:emit("promoting", {})
+  local ok, intr = self:run_hook("on_promote")
+  if ok == nil then return self:handle(intr) end
+  if ok == false then return self:finish("failed", "error:hook:on_promote") end
+  ok, intr = self:run_hook("finalize")
+  if ok == nil then return self:handle(intr) end
+  if ok == false then return self:finish("failed", "error:hook:finalize") end
+  self.ticking = false
+  return self:finish("promoted", nil)
+end
+
+-- Act on an interrupt that ended a stage. Returns an outcome, or nil to carry on.
+function E:handle(intr)
+  if intr.action == "rollback" then return self:rollback(intr) end
+  if intr.action == "stop_paused" then return self:finish("paused", intr.reason) end
+  if intr.action == "pause" then
+    local again = self:pause(intr.reason)
+    if again then return self:handle(again) end
+    return nil
+  end
+  if intr.action == "promote_full" then
+    self:emit("promote_full", { by = intr.who or "operator" })
+    local ok, err = self:shift(100)
+    if not ok then return self:rollback({ reason = "error:router", detail = err }) end
+    return self:promote()
+  end
+  return nil
+end
+
+--- run() -> {outcome=, reason=, at=, stage=}
+function E:run()
+  self.task = rollout.current()
+  self.t0 = rollout.now()
+  local pb = self.pb
+  self:emit("rollout_started", { playbook = pb.file, service = pb.service, who = self.env.who,
+    baseline = pb.versions.baseline.version, canary = pb.versions.canary.version, stages = #pb.stages,
+    simulate = self.env.simulate or nil })
+  local failed = self:preflight()
+  if failed then return self:finish("aborted", "preflight:" .. failed) end
+  self.state = "deploy"
+  local ok, err = self:run_hook("deploy")
+  if not ok then return self:finish("failed", "error:deploy", nil, err) end
+  self:capture_baseline()
+  if pb.header_override and self.router.header_override then
+    local hok, herr = self.router:header_override(pb.header_override)
+    self:emit("header_override", { name = pb.header_override.name, value = pb.header_override.value, ok = hok and true or false, error = herr })
+  end
+  for _, stage in ipairs(pb.stages) do
+    local intr = self:run_stage(stage)
+    if not intr and self.deferred then intr, self.deferred = self.deferred, nil end
+    if intr then
+      local outcome = self:handle(intr)
+      if outcome then return outcome end
+    end
+  end
+  return self:promote()
+end
+
+M.Engine = E
+return M

@@ -1,0 +1,110 @@
+-- rollout.output: how a rollout's events reach a person or a program.
+-- Plain lines (one per decision, with the numbers behind it), or JSON lines with --json
+-- (one object per event; the summary object last). Per-tick evaluations are shown only
+-- in JSON and with --verbose: a person needs the decisions, a pipeline wants everything.
+local json = require("rollout.json")
+
+local M = {}
+
+function M.clock(t)
+  if t == nil then return "?" end
+  local neg = t < 0
+  t = math.floor(math.abs(t) * 10 + 0.5) / 10
+  local h, m, s = math.floor(t / 3600), math.floor(t % 3600 / 60), t % 60
+  local out
+  if h > 0 then out = string.format("%dh%02dm%02ds", h, m, math.floor(s))
+  elseif m > 0 then out = string.format("%dm%02ds", m, math.floor(s))
+  else out = string.format("%.1fs", s) end
+  return (neg and "-" or "") .. out
+end
+
+local function pct(v) return v and string.format("%.2f%%", v * 100) or "no data" end
+local function ms(v) return v and string.format("%.0fms", v * 1000) or "no data" end
+
+local FORMAT = { error_rate = pct, health = pct, cpu = pct, memory = pct, disk = pct,
+  p50 = ms, p95 = ms, p99 = ms, rps = function(v) return v and string.format("%.1f/s", v) or "no data" end }
+M.FORMAT = FORMAT
+
+function M.value(signal, v)
+  local f = FORMAT[signal]
+  if f then return f(v) end
+  if type(v) == "number" then return string.format("%.4g", v) end
+  return tostring(v)
+end
+
+local function gate_line(ev)
+  local parts = {}
+  for _, c in ipairs(ev.checks or {}) do
+    if c.status == "not_measured" then
+      parts[#parts + 1] = c.signal .. " not measured"
+    else
+      local op = c.dir == "max" and "<=" or ">="
+      local mark = c.status == "pass" and "" or (" " .. c.status:upper())
+      parts[#parts + 1] = string.format("%s %s %s %s%s", c.signal, M.value(c.signal, c.value), op, M.value(c.signal, c.threshold), mark)
+    end
+  end
+  local extra = ""
+  if ev.samples then extra = string.format(" samples %d/%d", ev.samples, ev.min_samples or 0) end
+  if ev.total_rps then extra = extra .. string.format(" rps %.1f/%.0f", ev.total_rps, ev.min_rps) end
+  return string.format("gate %s: %s%s  %s%s", ev.stage or "?", ev.result, ev.why and (" (" .. ev.why .. ")") or "",
+    table.concat(parts, ", "), extra)
+end
+
+local LINES = {
+  rollout_started = function(e) return string.format("rollout %s: %s -> %s (%d stages)%s", e.service, e.baseline or "?", e.canary or "?", e.stages or 0, e.simulate and " [simulation]" or "") end,
+  preflight_check = function(e) return string.format("preflight %-5s %s%s", e.status, e.check, e.detail and (": " .. tostring(e.detail)) or "") end,
+  preflight_done = function(e) return string.format("preflight: %d passed, %d failed, %d skipped", e.passed, e.failed, e.skipped) end,
+  baseline_captured = function(e) return string.format("baseline captured: error_rate %s, p99 %s, rps %s", pct(e.baseline.error_rate), ms(e.baseline.p99), M.value("rps", e.baseline.rps)) end,
+  baseline_missing = function(e) return "baseline: " .. e.detail end,
+  stage_entered = function(e) return string.format("stage %s (%d): weight %s%%, hold %s", e.stage, e.index, tostring(e.weight), M.clock(e.hold)) end,
+  weight_confirmed = function(e) return string.format("weights confirmed: baseline %s%%, canary %s%%", tostring(e.baseline), tostring(e.canary)) end,
+  weight_failed = function(e) return string.format("weights NOT confirmed (baseline %s%%, canary %s%%): %s", tostring(e.baseline), tostring(e.canary), tostring(e.error)) end,
+  gate = gate_line,
+  hold_extended = function(e) return string.format("hold extended (%s): up to %s of %s", e.why, M.clock(e.until_held), M.clock(e.max_hold)) end,
+  trigger_pending = function(e) return string.format("trigger %s pending: %s (value %s, for %s)", e.trigger, e.condition or "", tostring(e.value), M.clock(e["for"])) end,
+  trigger_fired = function(e) return string.format("trigger %s FIRED after %s: %s (value %s)", e.trigger, M.clock(e.held), e.condition or "", tostring(e.value)) end,
+  trigger_resolved = function(e) return string.format("trigger %s resolved", e.trigger) end,
+  source_error = function(e) return string.format("source error (%d in a row): %s", e.consecutive, tostring(e.error)) end,
+  share_warning = function(e) return string.format("warning: canary gets %.1f%% of requests at weight %s%%", e.share, tostring(e.weight)) end,
+  hook_started = function(e) return "hook " .. e.hook .. " started" end,
+  hook_finished = function(e) return string.format("hook %s finished (%s)", e.hook, M.clock(e.elapsed)) end,
+  hook_failed = function(e) return string.format("hook %s FAILED: %s", e.hook, tostring(e.error)) end,
+  hook_cancelled = function(e) return string.format("hook %s cancelled: %s", e.hook, tostring(e.why)) end,
+  rollback_started = function(e) return "ROLLBACK: " .. tostring(e.reason) .. (e.detail and (" (" .. tostring(e.detail) .. ")") or "") end,
+  rollback_attempt = function(e) if e.ok then return nil end return string.format("rollback attempt %d failed: %s", e.attempt, tostring(e.error)) end,
+  paused = function(e) return "PAUSED: " .. tostring(e.reason) end,
+  resumed = function(e) return "resumed by " .. tostring(e.by) end,
+  command = function(e) return string.format("command %s from %s", e.command, tostring(e.who)) end,
+  log = function(e) return e.message end,
+  outcome = function(e) return string.format("outcome: %s%s at %s", e.outcome, e.reason and (" (" .. e.reason .. ")") or "", M.clock(e.at)) end,
+}
+
+--- printer{json = bool, verbose = bool, out = file} -> emit(ev)
+function M.printer(opts)
+  opts = opts or {}
+  local out = opts.out or io.stdout
+  if opts.json then
+    return function(ev)
+      out:write(json.encode(ev, { sort = true, non_finite = "null" }), "\n")
+      out:flush()
+    end
+  end
+  return function(ev)
+    local f = LINES[ev.event]
+    local line = f and f(ev)
+    if not line and opts.verbose then line = ev.event end
+    if line then
+      out:write(string.format("[%8s] %s\n", M.clock(ev.t), line))
+      out:flush()
+    end
+  end
+end
+
+function M.summary(outcome, opts)
+  if opts.json then
+    local s = { outcome = outcome.outcome, reason = outcome.reason or json.null, at = outcome.at, stage = outcome.stage or json.null }
+    io.stdout:write(json.encode(s, { sort = true }), "\n")
+  end
+end
+
+return M

@@ -1,0 +1,130 @@
+-- rollout.sim.source: synthetic traffic from a scenario (SEMANTICS.md): requests arrive at
+-- `rps` (Poisson), reach the canary with probability weight/100 (the simulated router's
+-- current weights), fail with the version's error_rate, and take a log-normal latency
+-- whose median is p50 and whose 99th percentile is p99. Health checks succeed with
+-- probability `health`, one per version per interval. The source also answers alerts and
+-- fails during the scenario's source_errors. Everything derives from the seed.
+local sim = require("rollout.sim")
+local histogram = require("rollout.histogram")
+local window = require("rollout.window")
+local scenario_mod = require("rollout.sim.scenario")
+
+local M = {}
+M.__index = M
+
+local function state_at(base, t)
+  local s = { error_rate = base.error_rate, latency = base.latency, health = base.health,
+    cpu = base.cpu, memory = base.memory, disk = base.disk }
+  for _, c in ipairs(base.changes or {}) do
+    if c.at <= t then for k, v in pairs(c) do if k ~= "at" then s[k] = v end end end
+  end
+  return s
+end
+
+local function rps_at(sc, t)
+  local rps = sc.rps
+  for _, c in ipairs(sc.traffic_changes) do if c.at <= t then rps = c.rps end end
+  return rps
+end
+
+--- new(scenario, {router=, interval=, history=})
+function M.new(sc, opts)
+  local self = setmetatable({
+    sc = sc, router = opts.router, interval = opts.interval or 10,
+    rng = sim.rng(sc.seed), store = window.new({ keep = opts.keep or 3600 }),
+    provides = { requests = true, rps = true, error_rate = true, p50 = true, p95 = true, p99 = true, health = true, restarts = true },
+    generated = 0,
+  }, M)
+  for _, g in ipairs({ "cpu", "memory", "disk" }) do
+    if sc.canary[g] or sc.baseline[g] then self.provides[g] = true end
+  end
+  -- traffic before t = 0, all on the baseline: what the runbook's Step 2 measures
+  local history = opts.history or 300
+  local t = -history
+  while t < 0 do
+    self:generate(t, t + self.interval, { baseline = 100, canary = 0 })
+    t = t + self.interval
+  end
+  self.last = 0
+  return self
+end
+
+-- Change points of the scenario inside (t0, t1], so each segment has one state.
+function M:cuts(t0, t1)
+  local cuts = { t0 }
+  local function add(at) if at > t0 and at < t1 then cuts[#cuts + 1] = at end end
+  for _, v in ipairs({ "baseline", "canary" }) do for _, c in ipairs(self.sc[v].changes or {}) do add(c.at) end end
+  for _, c in ipairs(self.sc.traffic_changes) do add(c.at) end
+  table.sort(cuts)
+  cuts[#cuts + 1] = t1
+  return cuts
+end
+
+function M:generate(t0, t1, weights)
+  local rng, sc = self.rng, self.sc
+  local rec = { baseline = { requests = 0, errors = 0, latency = histogram.new() },
+                canary = { requests = 0, errors = 0, latency = histogram.new() } }
+  local cuts = self:cuts(t0, t1)
+  for i = 1, #cuts - 1 do
+    local a, b = cuts[i], cuts[i + 1]
+    local n = rng:poisson(rps_at(sc, a) * (b - a))
+    local nc = rng:binomial(n, weights.canary / 100)
+    local counts = { baseline = n - nc, canary = nc }
+    for _, v in ipairs({ "baseline", "canary" }) do
+      local st, r, k = state_at(sc[v], a), rec[v], counts[v]
+      r.requests = r.requests + k
+      r.errors = r.errors + rng:binomial(k, st.error_rate)
+      local mu, sigma = scenario_mod.latency_params(st.latency)
+      rng:lognormal(r.latency, k, mu, sigma)
+    end
+  end
+  for _, v in ipairs({ "baseline", "canary" }) do
+    local st, r = state_at(sc[v], t1), rec[v]
+    r.health_total = 1
+    r.health_ok = rng:uniform() < st.health and 1 or 0
+    r.cpu, r.memory, r.disk = st.cpu, st.memory, st.disk
+    r.restarts = 0
+    self.generated = self.generated + r.requests
+  end
+  for _, at in ipairs(sc.restarts) do
+    if at > t0 and at <= t1 then rec.canary.restarts = rec.canary.restarts + 1 end
+  end
+  self.store:add("baseline", t1, rec.baseline)
+  self.store:add("canary", t1, rec.canary)
+end
+
+function M:source_error(t)
+  for _, e in ipairs(self.sc.source_errors) do
+    if t >= e.from and t < e.to then return true end
+  end
+  return false
+end
+
+--- tick(now): one interval of traffic; fails during the scenario's source_errors.
+function M:tick(now)
+  if now > self.last then
+    self:generate(self.last, now, self.router.weights)
+    self.last = now
+  end
+  if self:source_error(now) then return nil, "simulated source error" end
+  return true
+end
+
+function M:signals(now, win)
+  if self:source_error(now) then return nil, "simulated source error" end
+  return { baseline = self.store:signals("baseline", now, win), canary = self.store:signals("canary", now, win) }
+end
+
+function M:alerts(now)
+  local out = {}
+  for _, a in ipairs(self.sc.alerts) do
+    if a.at <= now and (not a.to or now < a.to) then
+      local labels = { severity = a.severity, alertname = a.name }
+      for k, v in pairs(a.labels) do labels[k] = v end
+      out[#out + 1] = { name = a.name, severity = a.severity, labels = labels }
+    end
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,50 @@
+-- rollout.sources: where signals and alerts come from. One module per type:
+--   scrape        GET each version's /metrics (or HAProxy's exporter); counter deltas
+--   prometheus    PromQL instant queries per version and window
+--   probe         synthetic requests at a fixed rate, and health checks
+--   alertmanager  active alerts (alerts() only; no signals)
+--
+-- The engine's interface, the same for every type:
+--   sources.validate(cfg) -> {"key: message", ...}    no side effects
+--   sources.new(cfg, ctx) -> src                       raises on a bad config
+--     ctx = {versions = {baseline = {name=, version=, url=, metrics=, health=}, canary = {...}},
+--            service = "name", emit = function(kind, fields) end}
+--   src:tick(now) -> true | nil, err      once per interval: collect (a failure is a source
+--                                         error of that interval, never a value)
+--   src:signals(now, window) -> {baseline = S, canary = S} | nil, err
+--     S = {requests=, rps=, error_rate=, p50=, p95=, p99=, health=, cpu=, memory=, disk=,
+--          restarts=}; nil means no data, never 0
+--   src:alerts() -> {{name=, severity=, labels=}, ...} | nil, err   (alertmanager only)
+--   src:close()                           stop background work (the probe's tasks)
+--   src.provides = {error_rate = true, p99 = true, ...}: the signals it can answer; the
+--   others are left out of its sets (nil), so merged sources never shadow each other
+--   src.name                              cfg.name, else the type
+-- The alertmanager source has alerts() and no signals method.
+local M = {}
+
+M.TYPES = { "scrape", "prometheus", "probe", "alertmanager" }
+
+local function module_for(cfg)
+  if type(cfg) ~= "table" then return nil, "source: expected a table, got " .. type(cfg) end
+  if cfg.type == nil then return nil, "type: required string (" .. table.concat(M.TYPES, ", ") .. ")" end
+  for _, t in ipairs(M.TYPES) do
+    if cfg.type == t then return require("rollout.sources." .. t) end
+  end
+  return nil, "type: unknown source type \"" .. tostring(cfg.type) .. "\" (" .. table.concat(M.TYPES, ", ") .. ")"
+end
+
+--- Problems with a source config as "key: message" strings; empty when fine.
+function M.validate(cfg)
+  local mod, err = module_for(cfg)
+  if not mod then return { err } end
+  return mod.validate(cfg)
+end
+
+--- A source object for cfg. Raises (a configuration error) listing every problem.
+function M.new(cfg, ctx)
+  local mod, err = module_for(cfg)
+  if not mod then error("source: " .. err, 2) end
+  return mod.new(cfg, ctx)
+end
+
+return M

@@ -1,0 +1,292 @@
+-- rollout.sources.prometheus: signals from PromQL instant queries against Prometheus's
+-- HTTP API, one query per signal per version, templated like the runbook's queries.
+--
+-- Template variables: {{version}} the version's version (ctx.versions[v].version, else its
+-- name, else "baseline"/"canary"), {{name}} its name, {{role}} "baseline"|"canary",
+-- {{service}} ctx.service, {{window}} the trailing window as a PromQL duration ("5m",
+-- "45s"), {{selector}} the expanded `selector` setting, {{errors}} the `errors` matchers.
+--
+-- Default queries (requests = http_requests_total, latency = http_request_duration_seconds,
+-- selector = version="{{version}}", errors = code=~"5.."):
+--   requests   sum(increase(http_requests_total{version="v1"}[5m]))
+--   rps        sum(rate(http_requests_total{version="v1"}[5m]))
+--   error_rate (sum(rate(http_requests_total{version="v1",code=~"5.."}[5m])) or vector(0))
+--              / sum(rate(http_requests_total{version="v1"}[5m]))
+--   p50/p95/p99 histogram_quantile(0.99, sum by (le) (rate(
+--              http_request_duration_seconds_bucket{version="v1"}[5m])))
+--   health     avg(avg_over_time(up{version="v1"}[5m]))      (share of successful scrapes)
+--   cpu        sum(rate(process_cpu_seconds_total{version="v1"}[5m]))   / cpu_limit
+--   memory     sum(process_resident_memory_bytes{version="v1"})         / memory_limit
+--              (only with memory_limit)
+--   restarts   sum(changes(process_start_time_seconds{version="v1"}[5m]))
+-- cfg.queries overrides any of them (false drops one) and may add disk; cpu_limit,
+-- memory_limit and disk_limit divide whatever the cpu/memory/disk query returns.
+--
+-- No data: an empty vector, NaN (0/0 when nothing was requested; histogram_quantile of
+-- no observations) is nil, never 0. A query that returns more than one series is an error
+-- (aggregate it), not a value picked at random.
+--
+-- Also: src:query(q [, vars]) -> {type=, value=|series=} and
+-- src:query_range(q, start, end, step [, vars]) -> list of {labels=, values={{t, v}, ...}}
+-- (start/end are Unix seconds, step seconds or "15s"), for replay.
+--
+-- Error policy: bad config raises from new(); transport failures, non-2xx statuses (with
+-- Prometheus's errorType and error when it sent its error envelope), malformed JSON and
+-- unexpected result types return nil, err naming the query.
+local http = require("rollout.http")
+local json = require("rollout.json")
+local units = require("rollout.units")
+local common = require("rollout.sources.common")
+
+local M = {}
+
+local SIGNALS = { "requests", "rps", "error_rate", "p50", "p95", "p99", "health", "cpu", "memory", "disk", "restarts" }
+local KNOWN_VARS = { version = true, name = true, role = true, service = true, window = true, selector = true,
+  errors = true }
+
+local function check_queries(q)
+  local keys = {}
+  for k in pairs(q) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local v = q[k]
+    local known = false
+    for _, s in ipairs(SIGNALS) do known = known or s == k end
+    if not known then return "." .. tostring(k) .. ": unknown signal (" .. table.concat(SIGNALS, ", ") .. ")" end
+    if v ~= false and type(v) ~= "string" then return "." .. k .. ": expected a PromQL string or false" end
+    if v then
+      local e = common.check_template(v, KNOWN_VARS)
+      if e then return "." .. k .. ": " .. e end
+    end
+  end
+end
+
+local SCHEMA = common.base_schema("prometheus")
+for k, rule in pairs({
+  url = { kind = "url", required = true, what = "URL of Prometheus (http://host:9090)" },
+  queries = { kind = "table", check = check_queries },
+  selector = { kind = "string", check = function(v) return common.check_template(v, KNOWN_VARS) end },
+  errors = { kind = "string" },
+  requests = { kind = "metric" },
+  latency = { kind = "metric" },
+  cpu_limit = { kind = "positive" },
+  memory_limit = { kind = "bytes" },
+  disk_limit = { kind = "positive" },
+  timeout = { kind = "duration" },
+  headers = { kind = "headers" },
+  bearer = { kind = "string" },
+}) do SCHEMA[k] = rule end
+
+--- Problems with cfg as "key: message" strings; empty when fine. No side effects.
+function M.validate(cfg)
+  local errs = common.check(cfg, SCHEMA)
+  if type(cfg) == "table" and type(cfg.queries) == "table" then
+    for k in pairs(cfg.queries) do
+      if type(k) ~= "string" then errs[#errs + 1] = "queries: keys must be signal names" break end
+    end
+  end
+  return errs
+end
+
+--- The default queries for a config (before template expansion).
+function M.default_queries(cfg)
+  local req = cfg.requests or "http_requests_total"
+  local lat = cfg.latency or "http_request_duration_seconds"
+  local all = "{{{selector}}}"
+  local bad = "{{{selector}},{{errors}}}"
+  local q = {
+    requests = "sum(increase(" .. req .. all .. "[{{window}}]))",
+    rps = "sum(rate(" .. req .. all .. "[{{window}}]))",
+    error_rate = "(sum(rate(" .. req .. bad .. "[{{window}}])) or vector(0)) / sum(rate(" .. req .. all
+      .. "[{{window}}]))",
+    health = "avg(avg_over_time(up" .. all .. "[{{window}}]))",
+    cpu = "sum(rate(process_cpu_seconds_total" .. all .. "[{{window}}]))",
+    restarts = "sum(changes(process_start_time_seconds" .. all .. "[{{window}}]))",
+  }
+  if cfg.requests == false then q.requests, q.rps, q.error_rate = nil, nil, nil end
+  if cfg.latency ~= false then
+    for name, p in pairs({ p50 = "0.5", p95 = "0.95", p99 = "0.99" }) do
+      q[name] = "histogram_quantile(" .. p .. ", sum by (le) (rate(" .. lat .. "_bucket" .. all .. "[{{window}}])))"
+    end
+  end
+  if cfg.memory_limit then q.memory = "sum(process_resident_memory_bytes" .. all .. ")" end
+  for k, v in pairs(cfg.queries or {}) do q[k] = v or nil end
+  return q
+end
+
+local P = {}
+P.__index = P
+
+--- new(cfg, ctx) -> source. Raises on a bad config (every problem listed).
+function M.new(cfg, ctx)
+  common.assert_valid("prometheus", M.validate(cfg), 2)
+  local self = setmetatable({
+    cfg = cfg, ctx = ctx or {}, name = cfg.name or "prometheus",
+    base = cfg.url:gsub("/+$", ""),
+    timeout = units.duration(cfg.timeout or 10),
+    queries = M.default_queries(cfg),
+    divisors = { cpu = cfg.cpu_limit, memory = cfg.memory_limit and units.bytes(cfg.memory_limit),
+      disk = cfg.disk_limit },
+    cache = nil,
+  }, P)
+  self.provides = {}
+  for sig in pairs(self.queries) do self.provides[sig] = true end
+  return self
+end
+
+--- Template variables of a version for a window (seconds).
+function P:vars(v, span)
+  local info = common.version_info(self.ctx, v)
+  local vars = {
+    version = info.version or info.name or v, name = info.name or v, role = v,
+    service = self.ctx.service or "", window = span and common.format_window(span) or "5m",
+    errors = self.cfg.errors or 'code=~"5.."',
+  }
+  vars.selector = common.expand(self.cfg.selector or 'version="{{version}}"', vars)
+  return vars
+end
+
+-- GET an API path; the decoded `data` of a success envelope, or nil, err.
+function P:_api(path, params, what)
+  local url = self.base .. path .. "?" .. http.encode_query(params)
+  local resp, err = http.get(url, { timeout = self.timeout, headers = self.cfg.headers, bearer = self.cfg.bearer })
+  if not resp then return nil, "prometheus: " .. err .. " for " .. what end
+  local doc = json.decode(resp.body)
+  if type(doc) == "table" and doc.status == "error" then
+    return nil, string.format("prometheus: %s: %s (HTTP %d) for %s", tostring(doc.errorType),
+      tostring(doc.error), resp.status, what)
+  end
+  if resp.status < 200 or resp.status > 299 then
+    return nil, string.format("prometheus: HTTP %d from %s for %s", resp.status, self.base, what)
+  end
+  if type(doc) ~= "table" or doc.status ~= "success" or type(doc.data) ~= "table" then
+    return nil, "prometheus: not a Prometheus API response (" .. (resp.body:sub(1, 60):gsub("%s+", " ")) .. ") for " .. what
+  end
+  return doc.data
+end
+
+local function sample(pair) -- [ts, "value"] -> ts, value|nil
+  if type(pair) ~= "table" then return nil end
+  return tonumber(pair[1]), common.parse_value(pair[2])
+end
+
+--- query(q [, vars]) -> {type = "vector"|"matrix"|"scalar"|"string", value = (scalar,
+--- string), series = {{labels=, value=} | {labels=, values={{t, v}...}}}} | nil, err.
+--- q is expanded with vars when given.
+function P:query(q, vars)
+  if vars then q = common.expand(q, vars) end
+  local data, err = self:_api("/api/v1/query", { query = q }, "query " .. q)
+  if not data then return nil, err end
+  local out, result = { type = data.resultType }, data.result
+  if data.resultType == "scalar" then
+    local _, v = sample(result)
+    out.value = v
+  elseif data.resultType == "string" then
+    out.value = type(result) == "table" and result[2] or nil
+  elseif data.resultType == "vector" then
+    out.series = {}
+    for i, s in ipairs(result or {}) do
+      local t, v = sample(s.value)
+      out.series[i] = { labels = s.metric or {}, value = v, t = t }
+    end
+  elseif data.resultType == "matrix" then
+    out.series = {}
+    for i, s in ipairs(result or {}) do
+      local values = {}
+      for _, p in ipairs(s.values or {}) do
+        local t, v = sample(p)
+        values[#values + 1] = { t, v }
+      end
+      out.series[i] = { labels = s.metric or {}, values = values }
+    end
+  else
+    return nil, "prometheus: unknown resultType " .. tostring(data.resultType) .. " for query " .. q
+  end
+  return out
+end
+
+--- value(q [, vars]) -> true, number|nil (nil: no data) | nil, err. One series at most.
+function P:value(q, vars)
+  local r, err = self:query(q, vars)
+  if not r then return nil, err end
+  if r.type == "scalar" then return true, r.value end
+  if r.type == "string" then
+    local v = common.parse_value(r.value)
+    if r.value ~= nil and v == nil and r.value:lower() ~= "nan" then
+      return nil, "prometheus: query returned a string that is not a number for " .. q
+    end
+    return true, v
+  end
+  if r.type == "matrix" then return nil, "prometheus: query returned a range vector (use rate() or similar): " .. q end
+  if #r.series > 1 then
+    return nil, "prometheus: query returned " .. #r.series .. " series; aggregate it (sum, avg, max): " .. q
+  end
+  return true, r.series[1] and r.series[1].value
+end
+
+--- query_range(q, start, end, step [, vars]) -> list of {labels=, values={{t, v}...}} | nil, err.
+function P:query_range(q, start, stop, step, vars)
+  if vars then q = common.expand(q, vars) end
+  local params = { query = q, start = string.format("%.3f", start), ["end"] = string.format("%.3f", stop),
+    step = string.format("%g", units.duration(step)) }
+  local data, err = self:_api("/api/v1/query_range", params, "range query " .. q)
+  if not data then return nil, err end
+  if data.resultType ~= "matrix" then
+    return nil, "prometheus: range query returned " .. tostring(data.resultType) .. ": " .. q
+  end
+  local out = {}
+  for i, s in ipairs(data.result or {}) do
+    local values = {}
+    for _, p in ipairs(s.values or {}) do
+      local t, v = sample(p)
+      values[#values + 1] = { t, v }
+    end
+    out[i] = { labels = s.metric or {}, values = values }
+  end
+  return out
+end
+
+--- tick(now) -> true | nil, err: checks that Prometheus answers (a failed check is a source
+--- error for this interval). Signals are queried when asked for.
+function P:tick()
+  local ok, err = self:value("vector(1)")
+  if not ok then return nil, err end
+  return true
+end
+
+--- signals(now, window) -> {baseline = S, canary = S} | nil, err. Every query of both
+--- versions runs concurrently; any failure fails the whole set (never a partial value).
+function P:signals(now, span)
+  local key = tostring(now) .. "/" .. tostring(span)
+  if self.cache and self.cache.key == key then return self.cache.value end
+  local fns = {}
+  for _, v in ipairs(common.VERSIONS) do
+    local vars = self:vars(v, span)
+    for sig, q in pairs(self.queries) do
+      fns[v .. "." .. sig] = function() return self:value(q, vars) end
+    end
+  end
+  local results = common.parallel(fns)
+  local out, errs = { baseline = {}, canary = {} }, {}
+  for k, r in pairs(results) do
+    local v, sig = k:match("^(%a+)%.(.+)$")
+    if r[1] then
+      local x = r[2]
+      if x and self.divisors[sig] then x = x / self.divisors[sig] end
+      out[v][sig] = x
+    else
+      errs[#errs + 1] = r[2]
+    end
+  end
+  if #errs > 0 then
+    table.sort(errs)
+    return nil, errs[1] .. (#errs > 1 and string.format(" (and %d more)", #errs - 1) or "")
+  end
+  self.cache = { key = key, value = out }
+  return out
+end
+
+function P:close() end
+
+M.Source = P
+return M

@@ -1,0 +1,100 @@
+-- The runbook's ten pre-flight checks (Step 4). Each is a real check through `http` or
+-- `proc` against a configurable target (the playbook's `params`), and is skipped with a
+-- stated reason when its target is not configured: a skip is visible, never a pass.
+-- A command is an argv list (never a shell), e.g.
+--   --set 'params.database_command=["psql","postgres://db/app","-c","SELECT 1"]' (via --config)
+local function params(ctx) return ctx.engine.pb.params or {} end
+
+local function run_command(ctx, key, what)
+  local argv = params(ctx)[key]
+  if not argv then return "skip", "params." .. key .. " not set (" .. what .. ")" end
+  if type(argv) == "string" then argv = { "sh", "-c", argv } end -- an explicit shell, by the user's choice
+  local r, err = proc.run({ argv = argv, timeout = 60 })
+  if not r then return false, err end
+  if r.code ~= 0 then return false, string.format("%s exited %d: %s", argv[1], r.code, (r.stderr or ""):sub(1, 200)) end
+  return true, (r.stdout or ""):gsub("%s+$", ""):sub(1, 200)
+end
+
+local function get_ok(url, what)
+  local r, err = http.request({ method = "GET", url = url, timeout = 5 })
+  if not r then return false, what .. ": " .. err end
+  if r.status < 200 or r.status > 299 then return false, string.format("%s: %s answered %d", what, url, r.status) end
+  return true, string.format("%s answered %d", url, r.status)
+end
+
+local function source_url(ctx, kind)
+  for _, s in ipairs(ctx.engine.pb.sources) do if s.type == kind then return s.url end end
+end
+
+return {
+  { name = "cluster_capacity", description = "1. cluster capacity",
+    run = function(ctx) return run_command(ctx, "capacity_command", "e.g. kubectl describe nodes") end },
+  { name = "baseline_status", description = "2. baseline deployment healthy",
+    run = function(ctx)
+      local b = ctx.versions.baseline
+      if b.health then return get_ok(b.health, "baseline health") end
+      return run_command(ctx, "baseline_status_command", "or set versions.baseline.health")
+    end },
+  { name = "database", description = "3. database connectivity",
+    run = function(ctx) return run_command(ctx, "database_command", "e.g. psql ... -c 'SELECT 1'") end },
+  { name = "traffic_routing", description = "4. traffic routing configuration",
+    run = function(ctx)
+      local router = ctx.engine.router
+      if not router or not router.check then return "skip", "no router to check" end
+      for _, c in ipairs(router:check()) do
+        if not c.ok then return false, c.name .. ": " .. tostring(c.detail) end
+      end
+      local w, err = router:get_weights()
+      if not w then return false, err end
+      if w.canary ~= 0 then return false, "canary already receives " .. w.canary .. "% (expected 0 before the rollout)" end
+      return true, "baseline 100%, canary 0%"
+    end },
+  { name = "monitoring", description = "5. monitoring stack (Prometheus ready)",
+    run = function(ctx)
+      local url = source_url(ctx, "prometheus")
+      if not url then return "skip", "no prometheus source configured" end
+      return get_ok(url .. "/-/ready", "prometheus")
+    end },
+  { name = "alertmanager", description = "6. alert configuration (Alertmanager up)",
+    run = function(ctx)
+      local url = source_url(ctx, "alertmanager")
+      if not url then return "skip", "no alertmanager source configured" end
+      return get_ok(url .. "/api/v2/status", "alertmanager")
+    end },
+  { name = "canary_image", description = "7. canary image available",
+    run = function(ctx)
+      local c = ctx.versions.canary
+      if c.ready then return get_ok(c.ready, "canary readiness") end
+      return run_command(ctx, "canary_image_command", "e.g. docker pull novacron/dwcp:v3.0.0")
+    end },
+  { name = "feature_flags", description = "8. feature flag configuration",
+    run = function(ctx)
+      local flags = ctx.engine.pb.feature_flags
+      local p = params(ctx)
+      if p.feature_flags_command then return run_command(ctx, "feature_flags_command", "") end
+      if not flags then return "skip", "no feature_flags in the playbook" end
+      local names = {}
+      for k, v in pairs(flags) do
+        if type(v) ~= "boolean" then return false, "feature flag " .. k .. " is not a boolean" end
+        names[#names + 1] = k .. "=" .. tostring(v)
+      end
+      table.sort(names)
+      return true, table.concat(names, ", ")
+    end },
+  { name = "external_dependencies", description = "9. external dependencies",
+    run = function(ctx)
+      local url = params(ctx).external_health_url
+      if not url then return "skip", "params.external_health_url not set" end
+      return get_ok(url, "external dependency")
+    end },
+  { name = "rollback_ready", description = "10. rollback readiness",
+    run = function(ctx)
+      local p = params(ctx)
+      if p.rollback_ready_command then return run_command(ctx, "rollback_ready_command", "") end
+      local router = ctx.engine.router
+      if not router then return "skip", "no router" end
+      local w, err = router:get_weights()
+      if not w then return false, "cannot read weights back, so a rollback could not be confirmed: " .. err end
+      return true, "router reads back weights; rollback sets baseline 100%"
+    end },
+}

@@ -1,0 +1,149 @@
+/* sim.c: the `sim` namespace. Seeded randomness for the simulator's synthetic traffic.
+ *
+ * Lua API:
+ *   sim.rng(seed) -> r                    xoshiro256** seeded through splitmix64
+ *   r:uniform() -> [0, 1)                 r:normal() -> N(0, 1)
+ *   r:poisson(lambda) -> integer          r:binomial(n, p) -> integer
+ *   r:lognormal(h, n, mu, sigma)          record n log-normal values (seconds) into the
+ *                                         histogram h, in C: the simulator's hot loop
+ * Same seed, same sequence, on every machine (no libc rand, no floating-point state).
+ * Error policy: wrong arguments raise.
+ */
+#include "rollout/sim.h"
+
+#include <math.h>
+
+#include <lauxlib.h>
+
+#include "rollout/histogram.h"
+
+#define RNG_MT "rollout.rng"
+
+histogram *histogram_check(lua_State *L, int idx); /* src/histogram.c */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t next_u64(sim_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+void sim_rng_seed(sim_rng *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+double sim_uniform(sim_rng *r) { return (double)(next_u64(r) >> 11) * 0x1.0p-53; }
+
+/* Marsaglia's polar method, without caching the second value (keeps the stream simple). */
+double sim_normal(sim_rng *r) {
+    double u, v, s;
+    do {
+        u = 2 * sim_uniform(r) - 1;
+        v = 2 * sim_uniform(r) - 1;
+        s = u * u + v * v;
+    } while (s >= 1 || s == 0);
+    return u * sqrt(-2 * log(s) / s);
+}
+
+/* Knuth's product method for small lambda, a rounded normal approximation beyond: the
+ * simulator needs the right mean and spread, not exact tails at lambda > 50. */
+uint64_t sim_poisson(sim_rng *r, double lambda) {
+    if (!(lambda > 0)) return 0;
+    if (lambda < 50) {
+        double l = exp(-lambda), p = 1;
+        uint64_t k = 0;
+        do {
+            k++;
+            p *= sim_uniform(r);
+        } while (p > l);
+        return k - 1;
+    }
+    double x = floor(lambda + sqrt(lambda) * sim_normal(r) + 0.5);
+    return x < 0 ? 0 : (uint64_t)x;
+}
+
+uint64_t sim_binomial(sim_rng *r, uint64_t n, double p) {
+    if (n == 0 || !(p > 0)) return 0;
+    if (p >= 1) return n;
+    if (n < 64) {
+        uint64_t k = 0;
+        for (uint64_t i = 0; i < n; i++) k += sim_uniform(r) < p;
+        return k;
+    }
+    double mean = (double)n * p;
+    if (mean < 30) {
+        uint64_t k = sim_poisson(r, mean);
+        return k > n ? n : k;
+    }
+    double x = floor(mean + sqrt(mean * (1 - p)) * sim_normal(r) + 0.5);
+    return x < 0 ? 0 : x > (double)n ? n : (uint64_t)x;
+}
+
+static sim_rng *check_rng(lua_State *L) { return luaL_checkudata(L, 1, RNG_MT); }
+
+/* sim.rng(seed) -> r  [-0, +1, e] */
+static int l_rng(lua_State *L) {
+    lua_Integer seed = luaL_optinteger(L, 1, 1);
+    sim_rng *r = lua_newuserdatauv(L, sizeof *r, 0);
+    sim_rng_seed(r, (uint64_t)seed);
+    luaL_setmetatable(L, RNG_MT);
+    return 1;
+}
+
+static int l_uniform(lua_State *L) { return lua_pushnumber(L, sim_uniform(check_rng(L))), 1; }
+static int l_normal(lua_State *L) { return lua_pushnumber(L, sim_normal(check_rng(L))), 1; }
+
+/* r:poisson(lambda) -> integer  [-0, +1, e] */
+static int l_poisson(lua_State *L) {
+    sim_rng *r = check_rng(L);
+    lua_pushinteger(L, (lua_Integer)sim_poisson(r, luaL_checknumber(L, 2)));
+    return 1;
+}
+
+/* r:binomial(n, p) -> integer  [-0, +1, e] */
+static int l_binomial(lua_State *L) {
+    sim_rng *r = check_rng(L);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0, 2, "n must be >= 0");
+    lua_pushinteger(L, (lua_Integer)sim_binomial(r, (uint64_t)n, luaL_checknumber(L, 3)));
+    return 1;
+}
+
+/* r:lognormal(h, n, mu, sigma)  [-0, +0, e] */
+static int l_lognormal(lua_State *L) {
+    sim_rng *r = check_rng(L);
+    histogram *h = histogram_check(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    double mu = luaL_checknumber(L, 4), sigma = luaL_checknumber(L, 5);
+    luaL_argcheck(L, sigma >= 0, 5, "sigma must be >= 0");
+    for (lua_Integer i = 0; i < n; i++) histogram_record(h, exp(mu + sigma * sim_normal(r)));
+    return 0;
+}
+
+int luaopen_rollout_sim(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"uniform", l_uniform},   {"normal", l_normal},       {"poisson", l_poisson},
+        {"binomial", l_binomial}, {"lognormal", l_lognormal}, {NULL, NULL},
+    };
+    luaL_newmetatable(L, RNG_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    static const luaL_Reg funcs[] = {{"rng", l_rng}, {NULL, NULL}};
+    luaL_newlib(L, funcs);
+    return 1;
+}
