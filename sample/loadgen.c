@@ -814,6 +814,8 @@ static bool resolve(void)
 static bool has_header(const char *name)
 {
     size_t n = strlen(name);
+    if (G.opt.headers.len == 0)
+        return false;
     const char *p = G.opt.headers.data, *end = p + G.opt.headers.len;
     while (p && p < end) {
         if ((size_t)(end - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':')

@@ -202,6 +202,17 @@ describe("routers.istio", function()
       assert.is_true(dry)
     end)
 
+    it("names a missing API outside a cluster", function()
+      local r = routers.new{ type = "istio", namespace = "production", virtualservice = "dwcp-v3",
+        baseline = "b", canary = "c", token_file = k8s.token_file, ca_file = k8s.ca }
+      local ok, err = r:get_weights()
+      assert.is_nil(ok)
+      assert.matches("no Kubernetes API", err)
+      local items = r:check()
+      assert.is_false(items[3].ok)
+      assert.equals("api (none)", items[3].name)
+    end)
+
     it("names a missing VirtualService", function()
       local items = new{ virtualservice = "nope" }:check()
       assert.is_false(items[3].ok)

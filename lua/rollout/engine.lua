@@ -19,6 +19,13 @@ E.__index = E
 
 M.EXIT = { promoted = 0, rolled_back = 1, paused = 3, aborted = 3, failed = 3 }
 
+local function compact(s)
+  if not s then return nil end
+  return { requests = s.requests, rps = s.rps, error_rate = s.error_rate, p50 = s.p50, p95 = s.p95,
+    p99 = s.p99, health = s.health, cpu = s.cpu, memory = s.memory, disk = s.disk, restarts = s.restarts }
+end
+M.compact = compact
+
 --- new(pb, env): env = {router=, sources = {...}, emit = fn(event), simulate = bool,
 --- run_hooks = bool, preflight = {name = "pass"|"fail"|"skip"} (simulation overrides),
 --- interactive = bool (a pause waits for an operator), who = "user"}
@@ -40,9 +47,35 @@ function E:emit(kind, fields)
   local ev = fields or {}
   ev.event = kind
   ev.t = self:elapsed()
+  if not self.env.simulate then ev.ts = rollout.time() end -- simulations stay byte-identical
   if self.stage and ev.stage == nil then ev.stage = self.stage.name end
   if self.env.emit then self.env.emit(ev, self) end
   return ev
+end
+
+--- status() -> a table for operators: state, stage, weights, time left, triggers, signals.
+function E:status()
+  local st = {
+    service = self.pb.service, state = self.state, weights = { baseline = self.weights.baseline, canary = self.weights.canary },
+    baseline = self.pb.versions.baseline.version, canary = self.pb.versions.canary.version,
+    elapsed = self:elapsed(), outcome = self.outcome, stages = #self.pb.stages,
+  }
+  if self.stage then
+    st.stage, st.stage_index = self.stage.name, self.stage.index
+    if self.stage_start then
+      st.held = rollout.now() - self.stage_start
+      st.hold = self.stage.hold
+      st.hold_left = math.max(0, self.stage.hold - st.held)
+    end
+  end
+  st.triggers = {}
+  for _, tr in ipairs(self.pb.triggers) do
+    local t = self.trig[tr.name]
+    st.triggers[tr.name] = { state = t.state, since = t.since and (rollout.now() - t.since) or nil, value = t.value }
+  end
+  if self.last_signals then st.signals = { baseline = compact(self.last_signals.baseline), canary = compact(self.last_signals.canary) } end
+  st.consecutive_errors = self.consecutive_errors
+  return st
 end
 
 -- ---- signals --------------------------------------------------------------------------
@@ -71,11 +104,6 @@ function E:provides(signal)
   return false
 end
 
-local function compact(s)
-  if not s then return nil end
-  return { requests = s.requests, rps = s.rps, error_rate = s.error_rate, p50 = s.p50, p95 = s.p95,
-    p99 = s.p99, health = s.health, cpu = s.cpu, memory = s.memory, disk = s.disk, restarts = s.restarts }
-end
 
 -- ---- interrupts and commands ------------------------------------------------------------
 
@@ -123,11 +151,6 @@ function E:wait_until(deadline)
     if wake == math.huge then rollout.suspend() elseif wake > now then rollout.suspend(wake - now) end
     if self.ticking and rollout.now() >= self.next_tick - 1e-9 then self:tick() end
   end
-end
-
-function E:start_ticking(from)
-  self.ticking = true
-  self.next_tick = from + self.pb.interval
 end
 
 function E:reset_triggers(why)
@@ -367,6 +390,27 @@ function E:shift(weight)
   return true
 end
 
+--- After a restart: read the router's weights back; re-apply the last confirmed ones if
+--- they differ (a proxy restarted with its config weights meanwhile).
+function E:reverify(weight)
+  local want = { baseline = 100 - weight, canary = weight }
+  local got, err = self.router:get_weights()
+  self:emit("weights_read_back", { want = want, got = got, error = err })
+  if got and got.baseline == want.baseline and got.canary == want.canary then
+    self.weights = want
+    return true
+  end
+  self:emit("weights_reapplied", { want = want, got = got })
+  local ok, serr = self.router:set_weights(want, { attempts = 3 })
+  if not ok then
+    self:emit("weight_failed", { baseline = want.baseline, canary = want.canary, error = serr })
+    return nil, serr
+  end
+  self.weights = want
+  self:emit("weight_confirmed", { baseline = want.baseline, canary = want.canary })
+  return true
+end
+
 -- ---- preflight and baseline ---------------------------------------------------------------
 
 local function check_status(a, b)
@@ -510,17 +554,30 @@ end
 -- ---- stages -------------------------------------------------------------------------------
 
 -- Returns nil when the stage passed, or an interrupt to act on.
-function E:run_stage(stage)
+function E:run_stage(stage, resume)
   self.stage = stage
   self.state = "stage"
-  self:emit("stage_entered", { index = stage.index, weight = stage.weight, hold = stage.hold })
-  local ok, intr = self:run_hook("before_stage", { stage_index = stage.index })
-  if ok == nil then return intr end
-  if ok == false then return { action = "rollback", reason = "error:hook:before_stage", detail = intr } end
-  local shifted, err = self:shift(stage.weight)
-  if not shifted then return { action = "rollback", reason = "error:router", detail = err } end
-  self.stage_start = rollout.now()
-  self:start_ticking(self.stage_start)
+  local ok, intr
+  if resume then
+    -- after a crash: the stage's weight was confirmed before; make sure it still is, and
+    -- continue the hold with the time that was left
+    self:emit("stage_resumed", { index = stage.index, weight = stage.weight, held = resume.held, hold = stage.hold })
+    local ok2, err2 = self:reverify(stage.weight)
+    if not ok2 then return { action = "rollback", reason = "error:router", detail = err2 } end
+    self.stage_start = rollout.now() - (resume.held or 0)
+  else
+    self:emit("stage_entered", { index = stage.index, weight = stage.weight, hold = stage.hold })
+    ok, intr = self:run_hook("before_stage", { stage_index = stage.index })
+    if ok == nil then return intr end
+    if ok == false then return { action = "rollback", reason = "error:hook:before_stage", detail = intr } end
+    local shifted, err = self:shift(stage.weight)
+    if not shifted then return { action = "rollback", reason = "error:router", detail = err } end
+    self.stage_start = rollout.now()
+  end
+  -- evaluations on the stage's own grid: stage start + k * interval
+  local step = self.pb.interval
+  self.ticking = true
+  self.next_tick = self.stage_start + (math.floor((rollout.now() - self.stage_start) / step + 1e-9) + 1) * step
   local deadline = self.stage_start + stage.hold
   while true do
     local got = self:wait_until(deadline)
@@ -654,6 +711,7 @@ end
 function E:run()
   self.task = rollout.current()
   self.t0 = rollout.now()
+  if self.env.resume then return self:run_resumed(self.env.resume) end
   local pb = self.pb
   self:emit("rollout_started", { playbook = pb.file, service = pb.service, who = self.env.who,
     baseline = pb.versions.baseline.version, canary = pb.versions.canary.version, stages = #pb.stages,
@@ -670,6 +728,35 @@ function E:run()
   end
   for _, stage in ipairs(pb.stages) do
     local intr = self:run_stage(stage)
+    if not intr and self.deferred then intr, self.deferred = self.deferred, nil end
+    if intr then
+      local outcome = self:handle(intr)
+      if outcome then return outcome end
+    end
+  end
+  return self:promote()
+end
+
+--- Continue a rollout from a journal's state (rollout.journal.replay):
+--- resume = {stage_index=, held=, elapsed=, baseline_snapshot=, phase = "stage"|"rolling_back"|"promoting", reason=}
+function E:run_resumed(r)
+  local pb = self.pb
+  self.t0 = rollout.now() - (r.elapsed or 0)
+  self.baseline_snapshot = r.baseline_snapshot
+  self:emit("rollout_resumed", { phase = r.phase, stage_index = r.stage_index, held = r.held, who = self.env.who })
+  if r.phase == "rolling_back" then
+    self.stage = r.stage_index and pb.stages[r.stage_index] or nil
+    return self:rollback({ reason = r.reason or "resumed rollback" })
+  end
+  if r.phase == "promoting" then
+    self.stage = pb.stages[#pb.stages]
+    self.weights = { baseline = 0, canary = 100 }
+    return self:promote()
+  end
+  local first = r.stage_index or 1
+  for i = first, #pb.stages do
+    local stage = pb.stages[i]
+    local intr = self:run_stage(stage, i == first and r.stage_confirmed and { held = r.held } or nil)
     if not intr and self.deferred then intr, self.deferred = self.deferred, nil end
     if intr then
       local outcome = self:handle(intr)

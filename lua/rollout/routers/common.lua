@@ -288,7 +288,7 @@ local function check_set_opts(o)
   if o == nil then return {} end
   if type(o) ~= "table" then error("set_weights: opts must be a table", 3) end
   for k in pairs(o) do
-    if k ~= "attempts" and k ~= "deadline" and k ~= "backoff" and k ~= "backoff_max" then
+    if k ~= "attempts" and k ~= "deadline" and k ~= "backoff" and k ~= "backoff_max" and k ~= "rollback" then
       error("set_weights: unknown option " .. tostring(k), 3)
     end
   end
@@ -299,10 +299,14 @@ local function check_set_opts(o)
 end
 
 function Router:_set(want, o)
-  self:_emit("weight_requested", { requested = copy(want) })
+  local function emit(kind, fields)
+    fields.rollback = o.rollback and true or nil -- the engine marks a rollback's attempts
+    self:_emit(kind, fields)
+  end
+  emit("weight_requested", { requested = copy(want) })
   local ok, err = retry(o, function(attempt, t0)
     local function failed(e)
-      self:_emit("router_error", { requested = copy(want), attempt = attempt, elapsed = rollout.now() - t0, error = e })
+      emit("router_error", { requested = copy(want), attempt = attempt, elapsed = rollout.now() - t0, error = e })
       return nil, e
     end
     local done, aerr = self:_apply(want)
@@ -311,12 +315,12 @@ function Router:_set(want, o)
     if not got then return failed(rerr) end
     if not M.same_weights(got, want) then
       local msg = "read back " .. M.fmt_weights(got) .. ", requested " .. M.fmt_weights(want)
-      self:_emit("weight_mismatch", { requested = copy(want), observed = got, attempt = attempt,
+      emit("weight_mismatch", { requested = copy(want), observed = got, attempt = attempt,
         elapsed = rollout.now() - t0, error = msg })
       return nil, msg
     end
     self.last, self.confirmed_at = copy(want), rollout.time()
-    self:_emit("weight_confirmed", { requested = copy(want), observed = got, attempt = attempt,
+    emit("weight_confirmed", { requested = copy(want), observed = got, attempt = attempt,
       elapsed = rollout.now() - t0 })
     return true
   end)

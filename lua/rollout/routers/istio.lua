@@ -94,16 +94,14 @@ function M.new(cfg, opts)
   local api = cfg.api
   if not api then
     local host, port = os.getenv("KUBERNETES_SERVICE_HOST"), os.getenv("KUBERNETES_SERVICE_PORT")
-    if not host then
-      error("routers.istio: api not set and not running in a cluster (KUBERNETES_SERVICE_HOST unset)", 2)
-    end
-    api = "https://" .. (host:find(":") and "[" .. host .. "]" or host) .. ":" .. (port or "443")
+    -- Outside a cluster with no `api`: every call fails with a reason (check() shows it).
+    if host then api = "https://" .. (host:find(":") and "[" .. host .. "]" or host) .. ":" .. (port or "443") end
   end
-  self.api = api:gsub("/+$", "")
+  self.api = api and (api:gsub("/+$", "")) or nil
   self.ns = cfg.namespace
   self.timeout = common.duration(cfg.timeout, 10)
   self.token_file = cfg.token_file or (SA_DIR .. "/token")
-  self.ca_file = cfg.ca_file or (self.api:match("^https:") and SA_DIR .. "/ca.crt" or nil)
+  self.ca_file = cfg.ca_file or ((self.api or "https:"):match("^https:") and SA_DIR .. "/ca.crt" or nil)
   self.token_refresh = common.duration(cfg.token_refresh, 60)
   self.poll_interval = common.duration(cfg.poll_interval, 1)
   self.dest = { baseline = dest(cfg.baseline), canary = dest(cfg.canary) }
@@ -138,6 +136,9 @@ end
 --- One API call. body (a table) is sent as JSON with content type ctype. Returns the
 --- decoded object and the response | nil, err.
 function R:_call(method, path, body, ctype)
+  if not self.api then
+    return nil, "no Kubernetes API: set `api`, or run in a cluster (KUBERNETES_SERVICE_HOST is unset)"
+  end
   local function once(force_token)
     local tok, err = self:_token(force_token)
     if not tok then return nil, err end
@@ -410,7 +411,7 @@ function R:_checks()
   end
   if not tok then return items end
   local vs, err = self:_get_vs()
-  items[#items + 1] = item("api " .. self.api, vs ~= nil, vs and ("GET " .. self.vs_path .. " ok") or err)
+  items[#items + 1] = item("api " .. (self.api or "(none)"), vs ~= nil, vs and ("GET " .. self.vs_path .. " ok") or err)
   if not vs then return items end
   local i = self:_managed_index(vs.spec.http)
   local w, werr
