@@ -46,7 +46,8 @@ describe("histogram", function()
       local exact, estimate = exact_quantile(values, q), h:quantile(q)
       local err = relative_error(estimate, exact)
       assert.truthy(err <= 0.01, ("p%g: %.6g vs exact %.6g (%.3f %%)"):format(q * 100, estimate, exact, err * 100))
-      assert.truthy(err <= histogram.MAX_RELATIVE_ERROR * (1 + 1e-9), ("p%g beyond the documented bound"):format(q * 100))
+      assert.truthy(err <= histogram.MAX_RELATIVE_ERROR * (1 + 1e-9),
+        ("p%g beyond the documented bound"):format(q * 100))
     end
     assert.equals(values[1], h:min())
     assert.equals(values[#values], h:max())

@@ -36,7 +36,8 @@ end
 local CAPTURE = [=[
 set -u
 kind=$1; out=$2; dir=$3
-free_port() { local p; while :; do p=$(( 20000 + RANDOM % 40000 )); ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
+free_port() { local p
+  while :; do p=$(( 20000 + RANDOM % 40000 )); ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
 wait_http() { local url=$1 to=${2:-30} t0=$(date +%s%N)
   until curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
     (( ($(date +%s%N)-t0)/1000000000 >= to )) && return 1; sleep 0.05; done; }
@@ -45,7 +46,8 @@ trap '[ -n "$pid" ] && kill -TERM $pid 2>/dev/null && wait $pid 2>/dev/null' EXI
 case $kind in
 prometheus)
   port=$(free_port)
-  printf 'global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n' $port > $dir/cfg.yml
+  printf '%s\n' "global:" "  scrape_interval: 1s" "scrape_configs:" "  - job_name: self" "    static_configs:" \
+    "      - targets: [\"127.0.0.1:$port\"]" > $dir/cfg.yml
   prometheus --config.file=$dir/cfg.yml --storage.tsdb.path=$dir/data --web.listen-address=127.0.0.1:$port \
     --log.level=warn >$dir/log 2>&1 &
   pid=$!; url=http://127.0.0.1:$port/metrics; ready=http://127.0.0.1:$port/-/ready ;;
@@ -54,14 +56,16 @@ haproxy)
   printf '%s\n' global "    stats socket $dir/haproxy.sock mode 600 level admin" defaults "    mode http" \
     "    timeout connect 2s" "    timeout client 30s" "    timeout server 30s" \
     "frontend fe" "    bind 127.0.0.1:$port" "    default_backend be" \
-    "frontend prom" "    bind 127.0.0.1:$port2" "    http-request use-service prometheus-exporter if { path /metrics }" \
+    "frontend prom" "    bind 127.0.0.1:$port2" \
+    "    http-request use-service prometheus-exporter if { path /metrics }" \
     "backend be" "    balance roundrobin" "    server baseline 127.0.0.1:$p1 weight 100" \
     "    server canary 127.0.0.1:$p1 weight 0" > $dir/haproxy.cfg
   haproxy -db -f $dir/haproxy.cfg >$dir/log 2>&1 &
   pid=$!; url=http://127.0.0.1:$port2/metrics; ready=$url ;;
 etcd)
   c=$(free_port); p=$(free_port)
-  etcd --name n1 --data-dir $dir/data --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \
+  etcd --name n1 --data-dir $dir/data \
+    --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \
     --listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p \
     --initial-cluster n1=http://127.0.0.1:$p --initial-cluster-state new --log-level warn --logger zap >$dir/log 2>&1 &
   pid=$!; url=http://127.0.0.1:$c/metrics; ready=http://127.0.0.1:$c/health ;;
@@ -439,7 +443,8 @@ describe("promtext.select", function()
     local r = assert(promtext.select(haproxy, {
       { name = "haproxy_server_http_responses_total", labels = { proxy = "be" }, group_by = "server" },
       { name = "haproxy_server_http_responses_total", labels = { proxy = "be", code = { re = "[45]xx" } } },
-      { name = "haproxy_server_http_responses_total", labels = { code = { nre = "[45]xx" }, server = { ne = "baseline" } } },
+      { name = "haproxy_server_http_responses_total",
+        labels = { code = { nre = "[45]xx" }, server = { ne = "baseline" } } },
       { name = "haproxy_server_weight", group_by = "server" },
       { name = "no_such_metric" },
     }))
@@ -512,7 +517,8 @@ describe("promtext.select", function()
 
   it("raises on bad selectors, naming the key", function()
     assert.has_error(function() promtext.select("", { { nam = "x" } }) end, "selectors[1]: unknown key 'nam'")
-    assert.has_error(function() promtext.select("", { { name = "x", histogram = "y" } }) end, "exactly one of name, histogram")
+    assert.has_error(function() promtext.select("", { { name = "x", histogram = "y" } }) end,
+      "exactly one of name, histogram")
     assert.has_error(function() promtext.select("", { {} }) end, "exactly one of name, histogram")
     assert.has_error(function() promtext.select("", { { name = "x", labels = { a = { re = "(" } } } }) end,
       "selectors[1].labels.a: bad regex")

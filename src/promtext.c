@@ -652,15 +652,34 @@ int promtext_parse(promtext_parser *p, const char *buf, size_t len, const promte
 
 #define PARSER_MT "rollout.promtext_parser"
 
-/* The module's parser lives in a userdata upvalue, so its buffers are reused across
- * calls and freed by __gc even when building the result raised (out of memory). */
-static promtext_parser *module_parser(lua_State *L) {
-    return luaL_checkudata(L, lua_upvalueindex(1), PARSER_MT);
+typedef struct {
+    promtext_parser parser;
+    int busy;
+} parser_box;
+
+/* The module's parser lives in a userdata upvalue, so its buffers are reused across calls
+ * and freed by __gc even when building a result raised. A call made while it is busy (a
+ * Lua __gc finalizer run by the collector mid-build that parses again) gets a fresh one
+ * instead: two parses never share buffers. The box is left on the stack to keep it alive.
+ * [-0, +1, m] */
+static parser_box *parser_acquire(lua_State *L) {
+    parser_box *b = luaL_checkudata(L, lua_upvalueindex(1), PARSER_MT);
+    if (b->busy) {
+        b = lua_newuserdatauv(L, sizeof *b, 0);
+        promtext_parser_init(&b->parser);
+        b->busy = 0;
+        luaL_setmetatable(L, PARSER_MT);
+    } else {
+        lua_pushvalue(L, lua_upvalueindex(1));
+    }
+    b->busy = 1;  /* stays set if the call raises: later calls then use fresh parsers */
+    return b;
 }
 
 /* __gc [-0, +0, -] */
 static int parser_gc(lua_State *L) {
-    promtext_parser_free(luaL_checkudata(L, 1, PARSER_MT));
+    parser_box *b = luaL_checkudata(L, 1, PARSER_MT);
+    promtext_parser_free(&b->parser);
     return 0;
 }
 
@@ -782,12 +801,12 @@ static void push_wanted(lua_State *L, int opts) {
 static int l_parse(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    promtext_parser *p = module_parser(L);
     luaL_checkstack(L, 16, "promtext.parse");
     lua_settop(L, 2);
     struct build b = {.L = L, .cur = NO_FAMILY};
     push_wanted(L, 2);
     b.want = lua_gettop(L);
+    parser_box *box = parser_acquire(L);  /* after the last check that may raise */
     lua_createtable(L, 0, 3);
     b.result = lua_gettop(L);
     lua_newtable(L);
@@ -798,7 +817,9 @@ static int l_parse(lua_State *L) {
     b.samples = lua_gettop(L);
     promtext_handler h = {build_family, build_sample, &b};
     promtext_error err;
-    if (promtext_parse(p, text, len, &h, &err) != PROMTEXT_OK) return push_parse_error(L, &err);
+    int rc = promtext_parse(&box->parser, text, len, &h, &err);
+    box->busy = 0;
+    if (rc != PROMTEXT_OK) return push_parse_error(L, &err);
     lua_pushvalue(L, b.families);
     lua_setfield(L, b.result, "families");
     lua_pushinteger(L, b.nfamilies);
@@ -844,15 +865,18 @@ static int l_bench_parse(lua_State *L) {
     const char *text = luaL_checklstring(L, 1, &len);
     lua_Integer iterations = luaL_optinteger(L, 2, 1);
     luaL_argcheck(L, iterations >= 1, 2, "iterations must be >= 1");
-    promtext_parser *p = module_parser(L);
+    parser_box *box = parser_acquire(L);
     struct walk w = {0};
     promtext_handler h = {walk_family, walk_sample, &w};
     promtext_error err;
     double cpu0 = clock_seconds(CLOCK_THREAD_CPUTIME_ID), wall0 = clock_seconds(CLOCK_MONOTONIC);
-    for (lua_Integer i = 0; i < iterations; i++) {
+    int rc = PROMTEXT_OK;
+    for (lua_Integer i = 0; i < iterations && rc == PROMTEXT_OK; i++) {
         w.nfamilies = w.nsamples = 0;
-        if (promtext_parse(p, text, len, &h, &err) != PROMTEXT_OK) return push_parse_error(L, &err);
+        rc = promtext_parse(&box->parser, text, len, &h, &err);
     }
+    box->busy = 0;
+    if (rc != PROMTEXT_OK) return push_parse_error(L, &err);
     double cpu = clock_seconds(CLOCK_THREAD_CPUTIME_ID) - cpu0, wall = clock_seconds(CLOCK_MONOTONIC) - wall0;
     lua_createtable(L, 0, 4);
     lua_pushnumber(L, cpu);
@@ -1217,7 +1241,6 @@ static int l_select(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     luaL_checktype(L, 2, LUA_TTABLE);
-    promtext_parser *p = module_parser(L);
     lua_settop(L, 2);
     struct select_state *st = lua_newuserdatauv(L, sizeof *st, 0);
     memset(st, 0, sizeof *st);
@@ -1228,8 +1251,10 @@ static int l_select(lua_State *L) {
         st->nsel = i + 1;  /* before compiling, so __gc frees a half-compiled one */
         compile_selector(L, &st->sel[i], (int)i + 1);
     }
+    parser_box *box = parser_acquire(L);  /* after the checks that may raise */
     promtext_handler h = {NULL, select_sample, st};
-    int rc = promtext_parse(p, text, len, &h, &st->err);
+    int rc = promtext_parse(&box->parser, text, len, &h, &st->err);
+    box->busy = 0;
     if (rc == SELECT_OOM) return luaL_error(L, "promtext.select: out of memory");
     if (rc != PROMTEXT_OK) return push_parse_error(L, &st->err);
     lua_createtable(L, (int)n, 0);
@@ -1259,8 +1284,9 @@ int luaopen_rollout_promtext(lua_State *L) {
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     luaL_newlibtable(L, funcs);
-    promtext_parser *p = lua_newuserdatauv(L, sizeof *p, 0);
-    promtext_parser_init(p);
+    parser_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+    promtext_parser_init(&box->parser);
+    box->busy = 0;
     luaL_setmetatable(L, PARSER_MT);
     luaL_setfuncs(L, funcs, 1);
     return 1;

@@ -28,8 +28,8 @@ function M.main(argv)
   if not opts.offline and pb.router then
     local ok, routers = pcall(require, "rollout.routers")
     if ok then
-      local r, err = routers.new(pb.router, {})
-      if not r then items[#items + 1] = { name = "router", ok = false, detail = err }
+      local okr, r = pcall(routers.new, pb.router, {})
+      if not okr then items[#items + 1] = { name = "router", ok = false, detail = tostring(r) }
       else for _, c in ipairs(r:check() or {}) do items[#items + 1] = c end end
     end
   end
