@@ -3,6 +3,7 @@
 
 #include <lauxlib.h>
 
+#include "rollout/codec.h"
 #include "rollout/fs.h"
 #include "rollout/http.h"
 #include "rollout/loop.h"
@@ -29,6 +30,7 @@ const rollout_module rollout_modules[] = {
     {"rollout.stats", luaopen_rollout_stats},
     {"rollout.proc", luaopen_rollout_proc},
     {"rollout.net", luaopen_rollout_net},
+    {"rollout.codec", luaopen_rollout_codec},
     {NULL, NULL},
 };
 

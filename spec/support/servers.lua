@@ -18,8 +18,8 @@
 -- Helpers for the servers we use: servers.nginx{...} (static files, extra config) and
 -- servers.python_http() (spec/support/http_server.py: slow, echo, status, headers routes).
 --
--- Processes are started through /bin/sh (io.popen, returns at once) and stopped by pid;
--- liveness reads /proc/PID/stat, so a reparented zombie counts as stopped.
+-- Processes start with proc.spawn (never a shell; they die with us), or through /bin/sh
+-- when rollout.proc is not built in.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local http = require("rollout.http")
@@ -72,8 +72,25 @@ local function is_alive(pid)
 end
 M.is_alive = is_alive
 
--- Start argv in dir, output to log; returns the pid.
-local function spawn(argv, dir, log, env)
+-- A started process: pid, alive(), signal(sig), wait_gone(seconds) -> bool.
+-- With rollout.proc (fork + exec, reaped by the loop, own process group, dies with us).
+local function launch_proc(proc, argv, dir, log, env)
+  local child, err = proc.spawn({ argv = argv, cwd = dir, stdout = log, stderr = log, env = env })
+  if not child then error(err, 0) end
+  return {
+    pid = child:pid(),
+    alive = function() return child:running() end,
+    signal = function(sig) return child:kill(sig) end,
+    wait_gone = function(seconds)
+      local _, e = child:wait(seconds)
+      return e ~= "timeout"
+    end,
+  }
+end
+
+-- Without it: through /bin/sh (io.popen returns at once); the process is reparented, so
+-- liveness reads /proc/PID/stat, where a zombie counts as gone.
+local function launch_sh(argv, dir, log, env)
   local parts = {}
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
   for _, a in ipairs(argv) do parts[#parts + 1] = shell_quote(a) end
@@ -82,8 +99,23 @@ local function spawn(argv, dir, log, env)
   local p = assert(io.popen(cmd, "r"))
   local pid = tonumber(p:read("l"))
   p:close()
-  if not pid then error("could not start " .. tostring(argv[1])) end
-  return pid
+  if not pid then error("could not start " .. tostring(argv[1]), 0) end
+  return {
+    pid = pid,
+    alive = function() return is_alive(pid) end,
+    signal = function(sig) return fs.kill(pid, sig == "KILL" and 9 or 15) end,
+    wait_gone = function(seconds)
+      local deadline = rollout.now() + seconds
+      while is_alive(pid) and rollout.now() < deadline do rollout.sleep(0.01) end
+      return not is_alive(pid)
+    end,
+  }
+end
+
+local function launch(argv, dir, log, env)
+  local ok, proc = pcall(require, "rollout.proc")
+  if ok and type(proc) == "table" and proc.spawn then return launch_proc(proc, argv, dir, log, env) end
+  return launch_sh(argv, dir, log, env)
 end
 
 local function log_tail(path, n)
@@ -102,19 +134,17 @@ function Server:stop(grace)
   if self.stopped then return true end
   self.stopped = true
   running[self] = nil
-  fs.kill(self.pid, 15)
-  local deadline = rollout.now() + (grace or 5)
-  while is_alive(self.pid) and rollout.now() < deadline do rollout.sleep(0.01) end
-  if is_alive(self.pid) then
-    fs.kill(self.pid, 9)
-    while is_alive(self.pid) do rollout.sleep(0.01) end
+  self.process.signal("TERM")
+  if not self.process.wait_gone(grace or 5) then
+    self.process.signal("KILL")
+    self.process.wait_gone(5)
   end
   if self.own_dir and not self.keep_dir then fs.rmtree(self.dir) end
   return true
 end
 
 function Server:log(n) return log_tail(self.logfile, n or 20) end
-function Server:alive() return is_alive(self.pid) end
+function Server:alive() return self.process.alive() end
 function Server:__tostring() return string.format("%s pid %d on %s", self.name, self.pid, self.url) end
 
 local function expand(v, port, dir)
@@ -139,11 +169,12 @@ local function attempt(opts, port, dir)
     url = (opts.scheme or "http") .. "://127.0.0.1:" .. port, own_dir = opts.dir == nil, keep_dir = opts.keep_dir,
   }, Server)
   s.ready_url = opts.ready_url and expand(opts.ready_url, port, dir) or s.url .. "/"
-  s.pid = spawn(argv2, dir, logfile, opts.env)
+  s.process = launch(argv2, dir, logfile, opts.env)
+  s.pid = s.process.pid
   running[s] = true
   local deadline = rollout.now() + (opts.timeout or 15)
   while rollout.now() < deadline do
-    if not is_alive(s.pid) then
+    if not s.process.alive() then
       running[s] = nil
       s.stopped = true
       return nil, string.format("%s exited before it was ready:\n%s", s.name, log_tail(logfile))

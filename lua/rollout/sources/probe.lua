@@ -109,7 +109,6 @@ end
 
 function P:_request(v)
   local cfg = self.cfg
-  self.inflight = self.inflight + 1
   local ok, resp = pcall(http.request, { url = self.urls[v], method = cfg.method or "GET", headers = cfg.headers,
     body = cfg.body, timeout = self.timeout })
   self.inflight = self.inflight - 1
@@ -136,10 +135,11 @@ end
 --- start(): begin the synthetic traffic and health checks (idempotent).
 function P:start()
   if self.started then return end
+  self.closed = false
   self.started = true
   for _, v in ipairs(common.VERSIONS) do
     self.tasks[#self.tasks + 1] = rollout.every(1 / self.rate, function()
-      self.sent = self.sent + 1
+      self.sent, self.inflight = self.sent + 1, self.inflight + 1 -- from the spawn, not its first run
       rollout.spawn(self._request, self, v)
     end)
   end
@@ -150,7 +150,7 @@ end
 
 --- tick(now) -> true: move what completed since the last tick into the window.
 function P:tick(now)
-  if not self.started then self:start() end
+  if not self.started and not self.closed then self:start() end
   for _, v in ipairs(common.VERSIONS) do
     local acc = self.pending[v]
     self.pending[v] = fresh()
@@ -173,10 +173,11 @@ function P:latency(version, now, span)
   return self.window:latency(version, now, span)
 end
 
---- close(): stop the background tasks. In-flight requests finish on their own.
+--- close(): stop the background tasks (a later tick does not restart them; start() does).
+--- In-flight requests finish on their own.
 function P:close()
   for _, t in ipairs(self.tasks) do t:cancel("closed") end
-  self.tasks, self.started = {}, false
+  self.tasks, self.started, self.closed = {}, false, true
 end
 
 M.Source = P
