@@ -1,7 +1,7 @@
 # rollout: build, test, bench, demo, deps, install.
 PREFIX    ?= /usr/local
 CC        ?= cc
-PKGS      := lua5.4 libcurl yaml-0.1 libcjson
+PKGS      := lua5.4 libcurl yaml-0.1 libcjson libedit
 WARN      := -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
@@ -16,7 +16,7 @@ HDR  := $(wildcard include/rollout/*.h)
 DEPS := build-essential pkg-config liblua5.4-dev lua5.4 libcurl4-openssl-dev libcjson-dev libev-dev \
         libyaml-dev libedit-dev haproxy nginx-light wrk socat curl python3 python3-prometheus-client python3-scipy \
         prometheus prometheus-alertmanager etcd-server iptables iproute2 lua-check clang libclang-rt-14-dev \
-        util-linux procps
+        util-linux procps openssl
 
 .PHONY: all deps test asan bench install clean clean-build check-lua demo
 all: rollout $(if $(wildcard sample/service.c),sample-service) $(if $(wildcard sample/loadgen.c),loadgen)

@@ -72,7 +72,8 @@ local ok, err = pcall(function()
     concurrency, mo, rounds, seconds, math.min(table.unpack(r_ours)), math.max(table.unpack(r_ours))))
   print(string.format("wrk -t1 -c%d (anchor): %8.0f req/s  (min %.0f, max %.0f)", concurrency, mw,
     math.min(table.unpack(r_wrk)), math.max(table.unpack(r_wrk))))
-  print(string.format("ratio http.get / wrk:   %8.2f       (median per round; target >= 0.35, bare libcurl-multi + libev 0.43)", mr))
+  print(string.format("ratio http.get / wrk:   %8.2f       (median per round; target >= 0.35, "
+    .. "bare libcurl-multi + libev 0.43)", mr))
   if mw < 0.5 * 74000 then
     print("note: wrk reached less than half its reference (74k req/s): the machine is busy, so the ratio is noisy")
   end

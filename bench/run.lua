@@ -3,6 +3,7 @@
 -- and prints each one's output, which carries its own anchor from the same run.
 -- Usage: ./rollout bench/run.lua [NAME...]   (NAME: "http" runs bench/http_bench.lua)
 local fs = require("rollout.fs")
+local rollout = require("rollout")
 
 local exe = arg and arg[-1] or "./rollout"
 local dir = (arg and arg[0] or "bench/run.lua"):match("^(.*)/[^/]*$") or "bench"

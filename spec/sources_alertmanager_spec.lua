@@ -53,7 +53,8 @@ end
 
 describe("alertmanager source config", function()
   it("requires url and checks matchers", function()
-    local errs = alertmanager.validate({ type = "alertmanager", matchers = { 'severity="critical"', 42, "nonsense", "x={{team}}" } })
+    local errs = alertmanager.validate({ type = "alertmanager",
+      matchers = { 'severity="critical"', 42, "nonsense", "x={{team}}" } })
     table.sort(errs)
     assert.same({ "matchers.2: expected a string such as 'severity=\"critical\"'",
       "url: required URL of Alertmanager (http://host:9093)" }, errs)

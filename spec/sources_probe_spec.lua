@@ -22,7 +22,9 @@ describe("probe source config", function()
     table.sort(errs)
     assert.same({ "bogus: unknown key", "errors: code: unbalanced parentheses in regex \"(5\"",
       "rate: must be a finite number > 0", 'urls.canary: expected an http:// or https:// URL, got "x"' }, errs)
-    local err = assert.has_error(function() sources.new({ type = "probe" }, { versions = { baseline = {}, canary = {} } }) end)
+    local err = assert.has_error(function()
+      sources.new({ type = "probe" }, { versions = { baseline = {}, canary = {} } })
+    end)
     assert.matches("versions.baseline.url: required", err)
   end)
 end)
@@ -36,7 +38,8 @@ describe("probe source against sample services", function()
   end)
 
   it("gives error_rate, latency and health per version", function()
-    local v1 = support.start { version = "v1", args = { "--latency-p50", "30ms", "--latency-p99", "60ms", "--seed", "6" } }
+    local v1 = support.start { version = "v1",
+      args = { "--latency-p50", "30ms", "--latency-p99", "60ms", "--seed", "6" } }
     local v2 = support.start { version = "v2", args = { "--error-rate", "0.3", "--unhealthy", "--seed", "7" } }
     started[1], started[2] = v1, v2
     src = sources.new({ type = "probe", rate = 40, health_interval = 0.25, health_timeout = 1 }, support.ctx(v1, v2))

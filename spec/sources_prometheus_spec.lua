@@ -81,7 +81,8 @@ describe("prometheus source config", function()
   it("requires url, names unknown keys and bad templates", function()
     local errs = prometheus.validate({ type = "prometheus", bogus = 1, queries = { p99 = "x{{nope}}", latency = "y" } })
     table.sort(errs)
-    assert.same({ "bogus: unknown key", "queries.latency: unknown signal (requests, rps, error_rate, p50, p95, p99, health, cpu, memory, disk, restarts)",
+    assert.same({ "bogus: unknown key",
+      "queries.latency: unknown signal (requests, rps, error_rate, p50, p95, p99, health, cpu, memory, disk, restarts)",
       "url: required URL of Prometheus (http://host:9090)" }, errs)
     errs = prometheus.validate({ type = "prometheus", url = "http://x:9090", queries = { p99 = "x{{nope}}" } })
     assert.same({ "queries.p99: unknown template variable {{nope}}" }, errs)
@@ -94,7 +95,8 @@ describe("prometheus source config", function()
     assert.equals('sum(rate(http_requests_total{version="v2"}[5m]))', common.expand(src.queries.rps, vars))
     assert.equals('(sum(rate(http_requests_total{version="v2",code=~"5.."}[5m])) or vector(0)) / '
       .. 'sum(rate(http_requests_total{version="v2"}[5m]))', common.expand(src.queries.error_rate, vars))
-    assert.equals('histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{version="v2"}[5m])))',
+    assert.equals('histogram_quantile(0.99, sum by (le) '
+      .. '(rate(http_request_duration_seconds_bucket{version="v2"}[5m])))',
       common.expand(src.queries.p99, vars))
     local custom = sources.new({ type = "prometheus", url = "http://127.0.0.1:1", selector = 'deployment="{{role}}"',
       errors = 'status=~"5.."', queries = { health = false } }, support.ctx())
@@ -112,7 +114,8 @@ describe("prometheus source against a real Prometheus", function()
   after_each(function() support.stop(started) end)
 
   it("answers signals per version, no data for an empty result, and errors once Prometheus stops", function()
-    local v1 = support.start { version = "v1", args = { "--latency-p50", "20ms", "--latency-p99", "60ms", "--seed", "4" } }
+    local v1 = support.start { version = "v1",
+      args = { "--latency-p50", "20ms", "--latency-p99", "60ms", "--seed", "4" } }
     local v2 = support.start { version = "v2", args = { "--error-rate", "0.2", "--latency-p50", "50ms", "--latency-p99",
       "150ms", "--seed", "5" } }
     started[1], started[2] = v1, v2
@@ -143,7 +146,8 @@ describe("prometheus source against a real Prometheus", function()
     assert.equals(warm.requests + s2.requests, total)
     assert.near(s2.requests, sig.canary.requests, 0.35 * s2.requests)
     assert.near(s1.requests, sig.baseline.requests, 0.35 * s1.requests)
-    assert.near(sig.canary.requests / win, sig.canary.rps, 0.02 * sig.canary.rps, "rps = increase / window (two evaluation instants)")
+    assert.near(sig.canary.requests / win, sig.canary.rps, 0.02 * sig.canary.rps,
+      "rps = increase / window (two evaluation instants)")
     -- a ratio of two rates over the same samples: the extrapolation cancels
     assert.near(s2.errors / s2.requests, sig.canary.error_rate, 0.01)
     assert.equals(0, sig.baseline.error_rate, "no errors is 0 (or vector(0)), not no data")
@@ -182,7 +186,8 @@ describe("prometheus source against a real Prometheus", function()
     assert.is_true(okv)
     assert.is_nil(v, "NaN is no data")
     okv, v = src:value("vector(1) / 0")
-    assert.equals(math.huge, v)
+    assert.is_true(okv)
+    assert.equals(math.huge, v, "+Inf is a value")
     local none, err = src:value("up")
     assert.is_nil(none)
     assert.matches("returned 2 series; aggregate it", err)
@@ -221,7 +226,8 @@ describe("prometheus source against a real Prometheus", function()
         location /exec/ { default_type application/json;
           return 422 '{"status":"error","errorType":"execution","error":"query timed out"}'; }
         location /garbage/ { return 200 "<html>not prometheus</html>"; }
-        location /odd/ { default_type application/json; return 200 '{"status":"success","data":{"resultType":"blob","result":[]}}'; }
+        location /odd/ { default_type application/json;
+          return 200 '{"status":"success","data":{"resultType":"blob","result":[]}}'; }
       ]],
     })
     started[1] = ng

@@ -17,7 +17,8 @@ local function ctx_for(b, c) return support.ctx(b, c) end
 describe("scrape source config", function()
   it("accepts a minimal config and dispatches on type", function()
     assert.same({}, sources.validate({ type = "scrape" }))
-    assert.same({}, sources.validate({ type = "scrape", preset = "haproxy", url = "http://127.0.0.1:1/metrics", backend = "be" }))
+    assert.same({}, sources.validate({ type = "scrape", preset = "haproxy", url = "http://127.0.0.1:1/metrics",
+      backend = "be" }))
   end)
 
   it("names unknown keys, bad values and missing companions", function()
@@ -37,9 +38,39 @@ describe("scrape source config", function()
       sources.validate({ type = "graphite" }))
     local err = assert.has_error(function() sources.new({ type = "scrape", bogus = true }, {}) end)
     assert.matches("bogus: unknown key", err)
-    err = assert.has_error(function() sources.new({ type = "scrape" }, { versions = { baseline = {}, canary = {} } }) end)
+    err = assert.has_error(function()
+      sources.new({ type = "scrape" }, { versions = { baseline = {}, canary = {} } })
+    end)
     assert.matches("versions.baseline.metrics: required", err)
     assert.matches("versions.canary.metrics: required", err)
+  end)
+end)
+
+describe("label matchers and windows", function()
+  local common = require("rollout.sources.common")
+
+  it("parses PromQL matchers; a status class matches its codes", function()
+    assert.same({ code = { re = "5.." }, method = "GET" }, common.parse_matchers('{code=~"5..", method="GET"}'))
+    assert.same({ code = { nre = "2.." }, path = { ne = "/x" } }, common.parse_matchers('code!~"2..",path!="/x"'))
+    local f = assert(common.matcher_fn(assert(common.parse_matchers('code="5xx"'))))
+    assert.is_true(f({ code = "5xx" }))
+    assert.is_true(f({ code = "503" }))
+    assert.is_false(f({ code = "200" }))
+    assert.is_false(f({}))
+    local g = assert(common.matcher_fn(assert(common.parse_matchers('code=~"4..|5[0-9]{2}"'))))
+    assert.is_true(g({ code = "404" }))
+    assert.is_true(g({ code = "599" }))
+    assert.is_false(g({ code = "5000" }))
+    local _, err = common.parse_matchers('code=5')
+    assert.equals("expected a quoted value for label code", err)
+    _, err = common.parse_matchers('code=="5"')
+    assert.matches("bad matcher", err)
+  end)
+
+  it("formats windows as PromQL durations", function()
+    local out = {}
+    for i, w in ipairs({ 300, 60, 45, 7200, 1.5, 300.000001, 5400 }) do out[i] = common.format_window(w) end
+    assert.same({ "5m", "1m", "45s", "2h", "1500ms", "5m", "90m" }, out)
   end)
 end)
 
@@ -60,10 +91,12 @@ describe("scrape source increments", function()
     if t.start then lines[#lines + 1] = "process_start_time_seconds " .. t.start end
     return table.concat(lines, "\n") .. "\n"
   end
-  local ctx = { versions = { baseline = { metrics = "http://127.0.0.1:1/m" }, canary = { metrics = "http://127.0.0.1:1/m" } } }
+  local ctx = { versions = { baseline = { metrics = "http://127.0.0.1:1/m" },
+    canary = { metrics = "http://127.0.0.1:1/m" } } }
 
   it("spreads bucket counts as histogram_quantile interpolates, +Inf at the highest bound", function()
-    local h = scrape.histogram_from_buckets({ { le = 0.1, count = 50 }, { le = 0.2, count = 100 }, { le = math.huge, count = 100 } })
+    local h = scrape.histogram_from_buckets({ { le = 0.1, count = 50 }, { le = 0.2, count = 100 },
+      { le = math.huge, count = 100 } })
     assert.equals(100, h:count())
     -- histogram_quantile(0.5) = 0.1 (rank 50 ends the first bucket); 0.75 -> 0.15; 0.99 -> 0.198
     assert.near(0.1, h:quantile(0.5), 0.004)
@@ -71,7 +104,8 @@ describe("scrape source increments", function()
     assert.near(0.198, h:quantile(0.99), 0.006)
     local inf = scrape.histogram_from_buckets({ { le = 0.5, count = 0 }, { le = math.huge, count = 10 } })
     assert.near(0.5, inf:quantile(0.5), 0.01)
-    assert.equals(0, scrape.histogram_from_buckets({}):count())
+    assert.is_nil(scrape.histogram_from_buckets({}), "no observations, no histogram")
+    assert.is_nil(scrape.histogram_from_buckets({ { le = 0.1, count = 0 }, { le = math.huge, count = 0 } }))
   end)
 
   it("turns deltas into records; a reset counts the new value and a restart", function()
@@ -81,7 +115,8 @@ describe("scrape source increments", function()
     s0.t = 0
     local first = src:_record(s0, nil, 0)
     assert.is_nil(first.requests, "the first scrape only sets the baseline")
-    local s1 = assert(src:snapshot("canary", text({ ok = 190, bad = 20, buckets = { { "0.05", 80 }, { "0.1", 20 }, { "+Inf", 0 } },
+    local s1 = assert(src:snapshot("canary", text({ ok = 190, bad = 20,
+      buckets = { { "0.05", 80 }, { "0.1", 20 }, { "+Inf", 0 } },
       cpu = 6, start = 1000 })))
     s1.t = 10
     local r1 = src:_record(s1, s0, 10)
@@ -91,7 +126,8 @@ describe("scrape source increments", function()
     assert.near(0.05, r1.cpu, 1e-9) -- 1 cpu-second over 10 s on 2 cores
     assert.equals(100, r1.latency:count())
     -- process restarted: counters start over at small values, start time moves
-    local s2 = assert(src:snapshot("canary", text({ ok = 7, bad = 3, buckets = { { "0.05", 10 }, { "0.1", 0 }, { "+Inf", 0 } },
+    local s2 = assert(src:snapshot("canary", text({ ok = 7, bad = 3,
+      buckets = { { "0.05", 10 }, { "0.1", 0 }, { "+Inf", 0 } },
       cpu = 0.5, start = 2000 })))
     local r2, why = src:_record(s2, s1, 20)
     assert.equals("process_start_time_seconds changed", why)
@@ -137,7 +173,8 @@ describe("scrape source against sample-service", function()
 
   it("counts requests and errors exactly and reads latency quantiles from the histogram", function()
     local v1 = start { version = "v1", args = { "--latency-p50", "20ms", "--latency-p99", "80ms", "--seed", "1" } }
-    local v2 = start { version = "v2", args = { "--error-rate", "0.2", "--latency-p50", "20ms", "--latency-p99", "80ms", "--seed", "2" } }
+    local v2 = start { version = "v2",
+      args = { "--error-rate", "0.2", "--latency-p50", "20ms", "--latency-p99", "80ms", "--seed", "2" } }
     local src = sources.new({ type = "scrape" }, ctx_for(v1, v2))
     assert(src:tick(rollout.now()))
     local l1 = support.load(v1.url .. "/", 600)
@@ -215,6 +252,54 @@ describe("scrape source against sample-service", function()
     assert.equals(1, sig.canary.restarts)
     assert.equals(0, sig.baseline.restarts)
     assert.same({ { kind = "restart", version = "canary", reason = "process_start_time_seconds changed" } }, events)
+  end)
+end)
+
+describe("scrape source with replicas", function()
+  local started
+  before_each(function() started = {} end)
+  after_each(function() support.stop(started) end)
+
+  it("adds up a version's replicas and counts a restart of one of them", function()
+    local base = support.start { version = "v1" }
+    local c1 = support.start { version = "v2" }
+    local c2 = support.start { version = "v2", args = { "--error-rate", "1" } }
+    started[1], started[2], started[3] = base, c1, c2
+    local src = sources.new({ type = "scrape", memory_limit = "1Gi",
+      targets = { baseline = base.metrics, canary = { c1.metrics, c2.metrics } } }, support.ctx())
+    assert(src:tick(rollout.now()))
+    support.load(c1.url .. "/", 30)
+    support.load(c2.url .. "/", 10)
+    local now = rollout.now()
+    assert(src:tick(now))
+    local sig = assert(src:signals(now, 60))
+    assert.equals(40, sig.canary.requests)
+    assert.equals(10 / 40, sig.canary.error_rate)
+    assert.is_number(sig.canary.memory)
+    assert.equals(0, sig.baseline.requests)
+    local port = c2.port
+    c2:stop()
+    local ok, err = src:tick(rollout.now())
+    assert.is_nil(ok, "one replica down fails the tick")
+    assert.matches("scrape canary: connection refused", err)
+    started[3] = support.start { version = "v2", port = port }
+    rollout.sleep(1.1)
+    support.load(started[3].url .. "/", 5)
+    support.load(c1.url .. "/", 5)
+    now = rollout.now()
+    assert(src:tick(now))
+    assert.equals(10, src.last.canary.requests)
+    assert.equals(1, src.last.canary.restarts)
+    sig = assert(src:signals(now, 60))
+    assert.equals(50, sig.canary.requests)
+    assert.equals(1, sig.canary.restarts)
+  end)
+
+  it("checks replica lists", function()
+    assert.same({ "targets.canary.2: expected an http:// or https:// URL, got \"x\"" },
+      scrape.validate({ type = "scrape", targets = { canary = { "http://a/metrics", "x" } } }))
+    assert.same({ "targets.canary: expected a URL or a non-empty list of URLs" },
+      scrape.validate({ type = "scrape", targets = { canary = {} } }))
   end)
 end)
 

@@ -12,6 +12,7 @@
  *   fs.chmod(path, mode) -> true | nil, err
  *   fs.getpid() -> pid;  fs.kill(pid, sig=0) -> true | nil, err (sig 0 checks existence)
  *   fs.realpath(path) -> path | nil, err;  fs.getuid() -> uid
+ *   fs.isatty(fd) -> bool                   whether descriptor fd (0, 1, 2, ...) is a terminal
  * Error policy: wrong argument types raise; file-system failures return nil, "path: reason".
  */
 #include "rollout/fs.h"
@@ -275,11 +276,19 @@ static int fs_realpath(lua_State *L) {
     return 1;
 }
 
+/* fs.isatty(fd) -> bool  [-0, +1, e]: a live progress view only where a person watches. */
+static int fs_isatty(lua_State *L) {
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    lua_pushboolean(L, fd >= 0 && fd <= INT_MAX && isatty((int)fd));
+    return 1;
+}
+
 static const luaL_Reg fs_funcs[] = {
     {"list", fs_list},     {"stat", fs_stat},         {"mkdir", fs_mkdir},
     {"mkdtemp", fs_mkdtemp}, {"rmtree", fs_rmtree},   {"write_atomic", fs_write_atomic},
     {"read", fs_read},     {"chmod", fs_chmod},       {"getpid", fs_getpid},
     {"getuid", fs_getuid}, {"kill", fs_kill},         {"realpath", fs_realpath},
+    {"isatty", fs_isatty},
     {NULL, NULL},
 };
 

@@ -104,7 +104,7 @@ void histogram_bucket_bounds(size_t bucket, double *lo, double *hi) {
 
 int histogram_quantile(const histogram *h, double q, double *out) {
     if (!h->count) return -1;
-    q = q < 0 ? 0 : q > 1 ? 1 : q;
+    q = q > 0 ? (q < 1 ? q : 1) : 0;  /* NaN too */
     double r = ceil(q * (double)h->count);
     uint64_t rank = r < 1 ? 1 : (uint64_t)r, seen = 0;
     if (rank == 1 || rank >= h->count) return *out = rank == 1 ? h->min : h->max, 0;
@@ -160,10 +160,12 @@ void histogram_window_reset(histogram_window *w) {
     w->newest = INT64_MIN;
 }
 
+/* The interval number of a time, clamped far inside int64 so that epoch +- nslots cannot
+ * overflow (and NaN, which Lua never passes, lands at the top). */
 static int64_t window_epoch(const histogram_window *w, double now) {
     double e = floor(now / w->width);
-    if (e >= 9.2e18) return INT64_MAX - 1;
-    if (e <= -9.2e18) return INT64_MIN + 1;
+    if (!(e < 4e18)) return (int64_t)4e18;
+    if (e < -4e18) return (int64_t)-4e18;
     return (int64_t)e;
 }
 
@@ -174,7 +176,7 @@ static size_t window_pos(const histogram_window *w, int64_t epoch) {
 
 int histogram_window_record(histogram_window *w, double now, double v, uint64_t n) {
     int64_t epoch = window_epoch(w, now);
-    if (w->newest != INT64_MIN && epoch <= w->newest - (int64_t)w->nslots) return -1;
+    if (w->newest != INT64_MIN && epoch + (int64_t)w->nslots <= w->newest) return -1;
     if (epoch > w->newest) w->newest = epoch;
     size_t pos = window_pos(w, epoch);
     if (w->epochs[pos] != epoch) {
@@ -189,7 +191,7 @@ void histogram_window_collect(histogram_window *w, double now, double span, hist
     histogram_init(out);
     int64_t cur = window_epoch(w, now);
     double want = ceil(span / w->width - 1e-9);
-    int64_t n = want < 1 ? 1 : want > (double)w->nslots ? (int64_t)w->nslots : (int64_t)want;
+    int64_t n = want >= 1 ? (want <= (double)w->nslots ? (int64_t)want : (int64_t)w->nslots) : 1;  /* NaN: 1 */
     for (int64_t k = cur - n + 1; k <= cur; k++) {
         size_t pos = window_pos(w, k);
         if (w->epochs[pos] == k) histogram_merge(out, &w->slots[pos]);
@@ -205,8 +207,9 @@ double histogram_window_width(const histogram_window *w) { return w->width; }
 #define WINDOW_MT "rollout.histogram_window"
 #define BENCH_MT "rollout.histogram_bench"
 
-/* The userdata holds a pointer, so C code (a probe) can keep recording into the same
- * histogram it handed to Lua while Lua holds a reference. */
+/* The userdata holds a pointer, so C code (a probe, the simulator) that got the histogram
+ * from histogram_push_new or histogram_check can record into it directly, for as long as
+ * it keeps the Lua value referenced (a registry ref): __gc frees it. */
 typedef struct {
     histogram *h;
 } histogram_box;

@@ -18,8 +18,11 @@
  *   http.encode_query{k=v, k={v1, v2}} -> "k=v&..."   keys sorted, so the result is stable
  *   http.configure{max_connections=, max_host_connections=, max_body=, timeout=} -> settings
  *   http.stats() -> {active=, pooled=, sockets=}
- * Repeated response headers are joined with ", ". A body without a method means POST.
- * `timeout = false` waits forever. With `unix_socket`, a url may be just a path ("/v1/x").
+ * Repeated response headers are joined with ", ". A body without a method means POST; a
+ * body goes without Content-Type unless `headers` give one. Redirects are followed only with
+ * `follow = true`. Certificates are verified unless `insecure = true`. The default timeout is
+ * 30 s (http.configure), `timeout = false` waits forever. With `unix_socket`, the url may be
+ * just a path ("/v1/x"). Errors never show a URL's user:password.
  *
  * Error policy: wrong argument types, unknown options and header values with CR/LF raise;
  * transport failures return nil, err ("connection refused (http://127.0.0.1:1/)",
@@ -33,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -56,7 +60,7 @@ struct http_req {
     struct http_req *prev, *next;     /* active list, or pool (next only) */
     struct http_buf body, head;
     size_t max_body;
-    double timeout;
+    double timeout, connect_timeout;
     int too_big, no_memory;
     int dirty;                        /* options beyond the hot path set: reset before reuse */
     int body_ref;                     /* request body anchored in the registry */
@@ -291,10 +295,10 @@ static int push_response(lua_State *co, struct http_req *r) {
 static void url_host(const char *url, char *out, size_t n) {
     char *host = NULL;
     CURLU *u = curl_url();
-    snprintf(out, n, "%s", url);
+    snprintf(out, n, "%.*s", (int)n - 1, url);
     if (u && curl_url_set(u, CURLUPART_URL, url, CURLU_GUESS_SCHEME) == CURLUE_OK &&
         curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
-        snprintf(out, n, "%s", host);
+        snprintf(out, n, "%.*s", (int)n - 1, host);
     curl_free(host);
     curl_url_cleanup(u);
 }
@@ -304,12 +308,24 @@ static const char *curl_reason(struct http_req *r, CURLcode rc) {
 }
 
 /* A reason a person can act on, for each transport failure. */
+/* url without "user:password@", so errors can be logged. */
+static const char *url_redact(const char *url, char *out, size_t n) {
+    const char *p = strstr(url, "://");
+    if (!p) return url;
+    p += 3;
+    const char *at = strchr(p, '@'), *end = p + strcspn(p, "/?#");
+    if (!at || at > end) return url;
+    snprintf(out, n, "%.*s%s", (int)(p - url), url, at + 1);
+    return out;
+}
+
 static void describe_error(struct http_req *r, CURLcode rc, char *msg, size_t n) {
     const char *url = NULL;
     long os_errno = 0;
+    char clean[1024];
     curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
     curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
-    if (!url) url = "?";
+    url = url ? url_redact(url, clean, sizeof clean) : "?";
     char host[256];
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
@@ -322,7 +338,9 @@ static void describe_error(struct http_req *r, CURLcode rc, char *msg, size_t n)
         else snprintf(msg, n, "could not connect: %s (%s)", curl_reason(r, rc), url);
         break;
     case CURLE_OPERATION_TIMEDOUT:
-        if (strstr(r->errbuf, "onnection timed out")) snprintf(msg, n, "connect timed out (%s)", url);
+        if (r->connect_timeout > 0 && (r->timeout <= 0 || r->connect_timeout < r->timeout) &&
+            strstr(r->errbuf, "onnection timed out"))
+            snprintf(msg, n, "connect timed out after %g s (%s)", r->connect_timeout, url);
         else snprintf(msg, n, "timed out after %g s", r->timeout);
         break;
     case CURLE_WRITE_ERROR:
@@ -352,7 +370,7 @@ static void describe_error(struct http_req *r, CURLcode rc, char *msg, size_t n)
 
 /* nil, err  [-0, +2, m] */
 static int push_error(lua_State *co, struct http_req *r, CURLcode rc) {
-    char msg[CURL_ERROR_SIZE + 512];
+    char msg[4096]; /* room for a 1 KiB url, curl's error text and ours */
     describe_error(r, rc, msg, sizeof msg);
     lua_pushnil(co);
     lua_pushstring(co, msg);
@@ -430,7 +448,7 @@ static int http_on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *s
     }
     if (!s && !(s = sock_new(fd))) return -1;
     int events = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
-    if (ev_is_active(&s->io) && s->io.events == events) return 0;
+    if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == events) return 0;
     ev_io_stop(loop_ev(), &s->io);
     ev_io_set(&s->io, fd, events);
     ev_io_start(loop_ev(), &s->io);
@@ -633,11 +651,13 @@ static void headers_check(lua_State *L, struct http_opts *o) {
 }
 
 static int headers_build(lua_State *L, struct http_opts *o, struct http_req *r) {
+    int has_type = 0;
     if (o->headers_idx) {
         lua_pushnil(L);
         while (lua_next(L, o->headers_idx)) {
             size_t nl, vl;
             const char *k = lua_tolstring(L, -2, &nl), *v = lua_tolstring(L, -1, &vl);
+            if (nl == 12 && !strcasecmp(k, "content-type")) has_type = 1;
             int rc = header_add(r, "", k, nl, v, vl);
             lua_pop(L, 1);
             if (rc != 0) return lua_pop(L, 1), -1;
@@ -646,6 +666,8 @@ static int headers_build(lua_State *L, struct http_opts *o, struct http_req *r) 
     if (o->bearer && header_add(r, "Bearer ", "Authorization", 13, o->bearer, strlen(o->bearer)) != 0)
         return -1;
     if (o->body && header_line(r, "Expect:") != 0) return -1; /* no 100-continue round trip */
+    if (o->body && !has_type && header_line(r, "Content-Type:") != 0)
+        return -1; /* not curl's invented application/x-www-form-urlencoded */
     return 0;
 }
 
@@ -656,6 +678,7 @@ static void easy_configure(lua_State *L, struct http_opts *o, struct http_req *r
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->req_headers);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000 + 0.5));
     r->timeout = o->timeout;
+    r->connect_timeout = o->connect_timeout;
     r->max_body = o->max_body;
     const char *m = o->method ? o->method : o->body ? "POST" : "GET";
     if (o->body) {

@@ -16,6 +16,9 @@
 #include "rollout/histogram.h"
 #include "rollout/sim.h"
 #include "rollout/units.h"
+#include "rollout/journal.h"
+#include "rollout/budget.h"
+#include "rollout/edit.h"
 
 const rollout_module rollout_modules[] = {
     {"rollout.core", luaopen_rollout_core},
@@ -30,6 +33,9 @@ const rollout_module rollout_modules[] = {
     {"rollout.stats", luaopen_rollout_stats},
     {"rollout.proc", luaopen_rollout_proc},
     {"rollout.net", luaopen_rollout_net},
+    {"rollout.journal.core", luaopen_rollout_journal_core},
+    {"rollout.budget", luaopen_rollout_budget},
+    {"rollout.edit", luaopen_rollout_edit},
     {"rollout.codec", luaopen_rollout_codec},
     {NULL, NULL},
 };

@@ -96,7 +96,7 @@ static void timer_arm_until(ev_timer *t, double deadline) {
 /* A deadline on the monotonic clock from an optional timeout at idx; -1 for none. */
 static double opt_deadline(lua_State *L, int idx) {
     if (lua_isnoneornil(L, idx)) return -1;
-    double s;
+    double s = 0;
     if (lua_type(L, idx) == LUA_TNUMBER) {
         s = lua_tonumber(L, idx);
     } else {

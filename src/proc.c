@@ -143,7 +143,7 @@ static double check_seconds_at(lua_State *L, int idx, double def, const char *wh
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
     char err[128];
-    double v;
+    double v = 0;
     if (lua_type(L, idx) != LUA_TSTRING || units_duration(s, n, &v, err, sizeof err) != 0)
         luaL_error(L, "%s must be seconds or a duration like \"5s\"", what);
     return v;

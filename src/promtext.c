@@ -36,7 +36,6 @@
  */
 #include "rollout/promtext.h"
 
-#include <errno.h>
 #include <math.h>
 #include <regex.h>
 #include <stdarg.h>
@@ -686,7 +685,7 @@ static int parser_gc(lua_State *L) {
 /* Push nil, "line N: message" (or the message alone for line 0). [-0, +2, m] */
 static int push_parse_error(lua_State *L, const promtext_error *err) {
     lua_pushnil(L);
-    if (err->line) lua_pushfstring(L, "line %d: %s", (int)err->line, err->message);
+    if (err->line) lua_pushfstring(L, "line %I: %s", (lua_Integer)err->line, err->message);
     else lua_pushstring(L, err->message);
     return 2;
 }

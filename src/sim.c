@@ -6,6 +6,12 @@
  *   r:poisson(lambda) -> integer          r:binomial(n, p) -> integer
  *   r:lognormal(h, n, mu, sigma)          record n log-normal values (seconds) into the
  *                                         histogram h, in C: the simulator's hot loop
+ *   r:lognormal_sample(h, n, mu, sigma, k) -> list
+ *                                         the same n draws recorded the same way (the
+ *                                         stream is identical to r:lognormal), and also
+ *                                         min(n, k) of them returned, evenly spaced in draw
+ *                                         order: the draws are i.i.d., so that is a random
+ *                                         sample without spending further random numbers
  * Same seed, same sequence, on every machine (no libc rand, no floating-point state).
  * Error policy: wrong arguments raise.
  */
@@ -134,10 +140,35 @@ static int l_lognormal(lua_State *L) {
     return 0;
 }
 
+/* r:lognormal_sample(h, n, mu, sigma, k) -> list  [-0, +1, e] */
+static int l_lognormal_sample(lua_State *L) {
+    sim_rng *r = check_rng(L);
+    histogram *h = histogram_check(L, 2);
+    lua_Integer n = luaL_checkinteger(L, 3);
+    double mu = luaL_checknumber(L, 4), sigma = luaL_checknumber(L, 5);
+    lua_Integer k = luaL_checkinteger(L, 6);
+    luaL_argcheck(L, sigma >= 0, 5, "sigma must be >= 0");
+    luaL_argcheck(L, k >= 0, 6, "k must be >= 0");
+    lua_Integer keep = n < k ? (n > 0 ? n : 0) : k;
+    lua_createtable(L, (int)keep, 0);
+    lua_Integer next = 0, kept = 0; /* the index of the next draw to keep */
+    for (lua_Integer i = 0; i < n; i++) {
+        double v = exp(mu + sigma * sim_normal(r));
+        histogram_record(h, v);
+        if (i == next && kept < keep) {
+            lua_pushnumber(L, v);
+            lua_rawseti(L, -2, ++kept);
+            next = (lua_Integer)((double)kept * (double)n / (double)keep);
+        }
+    }
+    return 1;
+}
+
 int luaopen_rollout_sim(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"uniform", l_uniform},   {"normal", l_normal},       {"poisson", l_poisson},
-        {"binomial", l_binomial}, {"lognormal", l_lognormal}, {NULL, NULL},
+        {"binomial", l_binomial}, {"lognormal", l_lognormal}, {"lognormal_sample", l_lognormal_sample},
+        {NULL, NULL},
     };
     luaL_newmetatable(L, RNG_MT);
     luaL_newlib(L, methods);

@@ -18,9 +18,11 @@
  * Families: x_bucket, x_sum and x_count belong to family x when x was declared a histogram
  * (x_sum and x_count when a summary). A sample whose name belongs to no declared family
  * starts (or continues) a family of type untyped named after it. Errors, each naming its
- * line: a second TYPE or HELP for one family, a TYPE or HELP after the family's samples,
- * unknown types, bad names, unterminated label values, bad escapes, duplicate labels,
- * missing or malformed values and timestamps, trailing garbage.
+ * line: a second TYPE or HELP for one family, a TYPE or HELP after the family's samples or
+ * apart from its other metadata lines, unknown types, bad names, unterminated label
+ * values, bad escapes, duplicate labels, missing or malformed values and timestamps,
+ * trailing garbage. (Stricter than the Python client, as strict as Go's parser but for
+ * that one ordering rule, which lets families be reported as the text streams by.)
  *
  * Error policy: the parser never reads outside [buf, buf + len) and never aborts; malformed
  * input returns PROMTEXT_ERROR with {line, message}. Out of memory is reported the same way

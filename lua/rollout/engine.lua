@@ -540,6 +540,11 @@ function E:evaluate_gate(stage)
     end
   end
   if nodata then short[#short + 1] = "no_data:" .. nodata end
+  if #short == 0 and not failed then
+    -- every static threshold holds: the statistical judge, where enabled (rollout.analysis)
+    local verdict, jwhy = require("rollout.analysis").gate(self, stage)
+    if verdict == "fail" then failed = jwhy elseif verdict == "inconclusive" then short[1] = jwhy end
+  end
   local result, why
   if #short > 0 then
     if held + pb.interval <= stage.max_hold + 1e-9 then result, why = "extend", table.concat(short, ",")

@@ -2,6 +2,10 @@
 -- Plain lines (one per decision, with the numbers behind it), or JSON lines with --json
 -- (one object per event; the summary object last). Per-tick evaluations are shown only
 -- in JSON and with --verbose: a person needs the decisions, a pipeline wants everything.
+-- On a terminal (stdout a TTY, TERM not "dumb", no --json) the same decision lines scroll
+-- above a live progress view (rollout.progress); ROLLOUT_PROGRESS=0 keeps plain lines.
+-- ROLLOUT_EVENT_LOG=FILE also appends every event as a JSON line to FILE, whatever is
+-- shown, for a wrapper (tools/demo.lua) that passes the terminal through to `rollout run`.
 local json = require("rollout.json")
 
 local M = {}
@@ -79,25 +83,65 @@ local LINES = {
   outcome = function(e) return string.format("outcome: %s%s at %s", e.outcome, e.reason and (" (" .. e.reason .. ")") or "", M.clock(e.at)) end,
 }
 
---- printer{json = bool, verbose = bool, out = file} -> emit(ev)
+--- The plain line for an event (without the time column), or nil for events a person
+--- does not need (per-tick evaluations, router and source chatter).
+function M.line(ev)
+  local f = LINES[ev.event]
+  return f and f(ev) or nil
+end
+
+--- Whether stdout is a terminal a person watches (the progress view's condition).
+function M.interactive(out)
+  if out ~= io.stdout then return false end
+  local p = os.getenv("ROLLOUT_PROGRESS")
+  if p == "0" or p == "no" then return false end
+  local term = os.getenv("TERM")
+  if term == "dumb" then return false end
+  local ok, fs = pcall(require, "rollout.fs")
+  return ok and fs.isatty ~= nil and fs.isatty(1)
+end
+
+-- ROLLOUT_EVENT_LOG: every event also as a JSON line in that file (appended, flushed).
+local function with_event_log(emit)
+  local path = os.getenv("ROLLOUT_EVENT_LOG")
+  if not path or path == "" then return emit end
+  local f, err = io.open(path, "a")
+  if not f then
+    io.stderr:write("rollout: ROLLOUT_EVENT_LOG: ", tostring(err), "\n")
+    return emit
+  end
+  return function(ev, engine)
+    f:write(json.encode(ev, { sort = true, non_finite = "null" }), "\n")
+    f:flush()
+    return emit(ev, engine)
+  end
+end
+
+--- printer{json = bool, verbose = bool, out = file, progress = bool} -> emit(ev [, engine])
+--- progress: true forces the live view, false plain lines; default: on a terminal.
 function M.printer(opts)
   opts = opts or {}
   local out = opts.out or io.stdout
   if opts.json then
-    return function(ev)
+    return with_event_log(function(ev)
       out:write(json.encode(ev, { sort = true, non_finite = "null" }), "\n")
       out:flush()
-    end
+    end)
   end
-  return function(ev)
-    local f = LINES[ev.event]
-    local line = f and f(ev)
+  local progress = opts.progress
+  if progress == nil then progress = M.interactive(out) end
+  if progress then
+    local view = require("rollout.progress").new({ out = out, line = M.line, value = M.value, clock = M.clock, verbose = opts.verbose })
+    return with_event_log(view.emit)
+  end
+  return with_event_log(function(ev)
+    local line = M.line(ev)
     if not line and opts.verbose then line = ev.event end
     if line then
       out:write(string.format("[%8s] %s\n", M.clock(ev.t), line))
       out:flush()
     end
-  end
+  end)
 end
 
 function M.summary(outcome, opts)

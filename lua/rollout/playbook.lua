@@ -228,6 +228,42 @@ local function check_version(ctx, path, v)
   })
 end
 
+-- "metrics[2].direction: msg" (rollout.judge's errors) -> an error at path + that key path.
+local function keyed_errors(ctx, path, errs)
+  for _, e in ipairs(errs) do
+    local key, msg = e:match("^([%w_%.%[%]]+): (.*)$")
+    local p = path
+    if key then
+      for part in key:gmatch("[^%.]+") do
+        local name, rest = part:match("^([^%[]*)(.*)$")
+        if name ~= "" then p = extend(p, name) end
+        for idx in rest:gmatch("%[(%d+)%]") do p = extend(p, tonumber(idx)) end
+      end
+    else
+      msg = e
+    end
+    ctx:err(p, msg)
+  end
+end
+
+--- The judge's settings: the playbook's `judge = {...}`, a stage's `judge = true | {...}`
+--- (rollout.judge.validate says what is allowed), and the runbook's `ab_test`.
+function M.check_judge(ctx, path, v, where)
+  if where == "stage" and type(v) == "boolean" then return v end
+  if type(v) ~= "table" then
+    ctx:err(path, (where == "stage" and "expected true, false or a table" or "expected a table") .. ", got " .. typename(v))
+    return nil
+  end
+  keyed_errors(ctx, path, require("rollout.judge").validate(v, { where = where }))
+  return v
+end
+
+local function check_ab_test(ctx, path, v)
+  if not want(ctx, path, v, "table") then return nil end
+  keyed_errors(ctx, path, require("rollout.judge").validate_ab_test(v))
+  return v
+end
+
 local function check_stage(ctx, path, v)
   local st = check_record(ctx, path, v, {
     name = check_string,
@@ -237,7 +273,7 @@ local function check_stage(ctx, path, v)
     thresholds = check_thresholds,
     min_samples = function(c, p, x) return check_integer(c, p, x, 0) end,
     pause = check_bool,
-    judge = function(c, p, x) if type(x) ~= "boolean" and not want(c, p, x, "table") then return nil end return x end,
+    judge = function(c, p, x) return M.check_judge(c, p, x, "stage") end,
   }, { "weight", "hold" })
   return st
 end
@@ -384,6 +420,17 @@ end
 
 local function any_table(ctx, path, v) if want(ctx, path, v, "table") then return v end end
 
+-- notifications: rollout.notify checks them (types, urls and secrets from *_env/*_file).
+local function check_notifications(ctx, path, v)
+  local errs = require("rollout.notify").check(v)
+  for _, e in ipairs(errs) do
+    local p = path
+    for _, part in ipairs(e.path) do p = extend(p, part) end
+    ctx:err(p, e.msg)
+  end
+  if #errs == 0 then return v end
+end
+
 local TOP = {
   name = check_string, service = check_string, description = check_string,
   versions = function(ctx, path, v)
@@ -404,7 +451,8 @@ local TOP = {
   hooks = check_hooks,
   policy = check_policy,
   max_rollback_time = function(c, p, v) return check_duration(c, p, v, true) end,
-  feature_flags = any_table, ab_test = any_table, judge = any_table, notifications = any_table,
+  feature_flags = any_table, ab_test = check_ab_test, judge = function(c, p, v) return M.check_judge(c, p, v, "playbook") end,
+  notifications = check_notifications,
   metadata = any_table, deployment_id = check_string, commit_time = check_string,
   params = any_table,
 }

@@ -124,7 +124,8 @@ function M.ctx(baseline, canary, extra)
     if not s then return { name = name, version = version } end
     return { name = name, version = s.version or version, url = s.url, metrics = s.metrics, health = s.health }
   end
-  local ctx = { service = "sample", versions = { baseline = v(baseline, "baseline", "v1"), canary = v(canary, "canary", "v2") } }
+  local ctx = { service = "sample",
+    versions = { baseline = v(baseline, "baseline", "v1"), canary = v(canary, "canary", "v2") } }
   for k, x in pairs(extra or {}) do ctx[k] = x end
   return ctx
 end

@@ -22,13 +22,14 @@ function M.simulate(pb, sc, opts)
   local t0 = rollout.now()
   router.now = function() return rollout.now() - t0 end
   local src = require("rollout.sim.source").new(sc, { router = router, interval = pb.interval,
-    history = math.max(pb.gate_window, pb.trigger_window) })
+    history = math.max(pb.gate_window, pb.trigger_window), reservoir = opts.reservoir })
   -- the source lives on scenario time (t = 0 at the start); the clock may be past 0
   local source = {
     provides = src.provides,
     tick = function(_, now) return src:tick(now - t0) end,
     signals = function(_, now, win) return src:signals(now - t0, win) end,
     alerts = function(_, now) return src:alerts(now - t0) end,
+    samples = function(_, now, win, o) return src:samples(now - t0, win, o) end,
   }
   local sources = { source }
   for _, extra in ipairs(opts.extra_sources or {}) do sources[#sources + 1] = extra end

@@ -4,10 +4,17 @@
 -- whose median is p50 and whose 99th percentile is p99. Health checks succeed with
 -- probability `health`, one per version per interval. The source also answers alerts and
 -- fails during the scenario's source_errors. Everything derives from the seed.
+--
+-- For the judge it also keeps raw latencies: each interval's record holds `samples`, up to
+-- `reservoir` (default 500) of that interval's latencies per version, taken from the very
+-- draws that fill the histogram (sim's lognormal_sample), so the random stream and every
+-- other signal are the same as without them. samples(now, window) serves them
+-- (rollout.analysis documents the shape).
 local sim = require("rollout.sim")
 local histogram = require("rollout.histogram")
 local window = require("rollout.window")
 local scenario_mod = require("rollout.sim.scenario")
+local reservoir = require("rollout.reservoir")
 
 local M = {}
 M.__index = M
@@ -27,13 +34,13 @@ local function rps_at(sc, t)
   return rps
 end
 
---- new(scenario, {router=, interval=, history=})
+--- new(scenario, {router=, interval=, history=, reservoir = latencies kept per version per interval})
 function M.new(sc, opts)
   local self = setmetatable({
     sc = sc, router = opts.router, interval = opts.interval or 10,
     rng = sim.rng(sc.seed), store = window.new({ keep = opts.keep or 3600 }),
     provides = { requests = true, rps = true, error_rate = true, p50 = true, p95 = true, p99 = true, health = true, restarts = true },
-    generated = 0,
+    generated = 0, reservoir = opts.reservoir or 500,
   }, M)
   for _, g in ipairs({ "cpu", "memory", "disk" }) do
     if sc.canary[g] or sc.baseline[g] then self.provides[g] = true end
@@ -65,6 +72,8 @@ function M:generate(t0, t1, weights)
   local rec = { baseline = { requests = 0, errors = 0, latency = histogram.new() },
                 canary = { requests = 0, errors = 0, latency = histogram.new() } }
   local cuts = self:cuts(t0, t1)
+  local keep = self.reservoir
+  local parts = { baseline = {}, canary = {} }
   for i = 1, #cuts - 1 do
     local a, b = cuts[i], cuts[i + 1]
     local n = rng:poisson(rps_at(sc, a) * (b - a))
@@ -75,7 +84,18 @@ function M:generate(t0, t1, weights)
       r.requests = r.requests + k
       r.errors = r.errors + rng:binomial(k, st.error_rate)
       local mu, sigma = scenario_mod.latency_params(st.latency)
-      rng:lognormal(r.latency, k, mu, sigma)
+      if keep > 0 then
+        local p = parts[v]
+        p[#p + 1] = { values = rng:lognormal_sample(r.latency, k, mu, sigma, keep), n = k }
+      else
+        rng:lognormal(r.latency, k, mu, sigma)
+      end
+    end
+  end
+  if keep > 0 then
+    for _, v in ipairs({ "baseline", "canary" }) do
+      local p = parts[v]
+      rec[v].samples = #p == 1 and p[1].values or reservoir.merge(p, keep)
     end
   end
   for _, v in ipairs({ "baseline", "canary" }) do
@@ -113,6 +133,15 @@ end
 function M:signals(now, win)
   if self:source_error(now) then return nil, "simulated source error" end
   return { baseline = self.store:signals("baseline", now, win), canary = self.store:signals("canary", now, win) }
+end
+
+--- samples(now, window) -> {baseline = S, canary = S} for the judge: raw latencies and
+--- per-interval series over (now - window, now] (rollout.analysis.window_samples).
+function M:samples(now, win, opts)
+  if self:source_error(now) then return nil, "simulated source error" end
+  local analysis = require("rollout.analysis")
+  return { baseline = analysis.window_samples(self.store, "baseline", now, win, opts),
+           canary = analysis.window_samples(self.store, "canary", now, win, opts) }
 end
 
 function M:alerts(now)

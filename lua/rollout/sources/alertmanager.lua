@@ -121,7 +121,7 @@ function A:tick(now)
   return true
 end
 
-function A:close() end
+function A.close() end
 
 M.Source = A
 return M

@@ -184,7 +184,9 @@ function M.parse_matchers(spec)
     end
     return out
   end
-  if type(spec) ~= "string" then return nil, "expected label matchers such as 'code=~\"5..\"', got " .. type_name(spec) end
+  if type(spec) ~= "string" then
+    return nil, "expected label matchers such as 'code=~\"5..\"', got " .. type_name(spec)
+  end
   local s = spec:match("^%s*{?(.-)}?%s*$")
   local out, i = {}, 1
   while true do
@@ -272,7 +274,7 @@ end
 function compile_simple(re)
   local atoms, i = {}, 1
   while i <= #re do
-    local c, atom = re:sub(i, i), nil
+    local c, atom = re:sub(i, i), nil -- luacheck: ignore atom (every branch sets it)
     if c == "\\" then
       local n = re:sub(i + 1, i + 1)
       atom = (n == "d" and "%d") or (n == "w" and "[%w_]") or (n == "s" and "%s") or ("%" .. n)
@@ -362,13 +364,15 @@ function M.check_template(s, known)
   end
 end
 
---- A window in seconds as a PromQL duration: 300 -> "5m", 45 -> "45s", 1.5 -> "1500ms".
+--- A window in seconds as a PromQL duration, to the millisecond: 300 -> "5m", 45 -> "45s",
+--- 300.000001 -> "5m", 1.5 -> "1500ms", 5400 -> "90m", 7200 -> "2h".
 function M.format_window(seconds)
-  if seconds % 1 ~= 0 then return string.format("%dms", math.floor(seconds * 1000 + 0.5)) end
-  seconds = math.floor(seconds)
-  if seconds >= 3600 and seconds % 3600 == 0 then return (seconds // 3600) .. "h" end
-  if seconds >= 60 and seconds % 60 == 0 then return (seconds // 60) .. "m" end
-  return seconds .. "s"
+  local ms = math.max(1, math.floor(seconds * 1000 + 0.5))
+  if ms % 1000 ~= 0 then return ms .. "ms" end
+  local s = ms // 1000
+  if s % 3600 == 0 then return (s // 3600) .. "h" end
+  if s % 60 == 0 then return (s // 60) .. "m" end
+  return s .. "s"
 end
 
 --- Parse a Prometheus sample value ("1.5", "NaN", "+Inf"). NaN -> nil (no data).

@@ -160,7 +160,8 @@ function P:_api(path, params, what)
     return nil, string.format("prometheus: HTTP %d from %s for %s", resp.status, self.base, what)
   end
   if type(doc) ~= "table" or doc.status ~= "success" or type(doc.data) ~= "table" then
-    return nil, "prometheus: not a Prometheus API response (" .. (resp.body:sub(1, 60):gsub("%s+", " ")) .. ") for " .. what
+    local head = resp.body:sub(1, 60):gsub("%s+", " ")
+    return nil, "prometheus: not a Prometheus API response (" .. head .. ") for " .. what
   end
   return doc.data
 end
@@ -286,7 +287,7 @@ function P:signals(now, span)
   return out
 end
 
-function P:close() end
+function P.close() end
 
 M.Source = P
 return M

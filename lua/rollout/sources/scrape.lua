@@ -26,8 +26,10 @@
 -- Config (keys relative to the source table):
 --   type = "scrape", name =
 --   url = "http://lb:8404/metrics"  one endpoint for every version; needs version_label
---   targets = {baseline = URL, canary = URL}   per-version endpoints (default: each
---                                    version's ctx.versions[v].metrics)
+--   targets = {baseline = URL, canary = {URL, URL}}   per-version endpoints; a list is the
+--                                    version's replicas: counts add up, histograms merge,
+--                                    cpu/memory/disk are the most saturated replica's
+--                                    (default: each version's ctx.versions[v].metrics)
 --   version_label = "server"         with url: the label naming the version's series
 --   version_values = {baseline = "blue", canary = "green"}   its values (default: each
 --                                    version's name, else "baseline"/"canary")
@@ -74,10 +76,19 @@ local DEFAULTS = {
   keep = 3600,
 }
 
+-- {baseline = URL | {URL, ...}, canary = ...}: a list is a version's replicas.
 local function each_url(v)
   for k, u in pairs(v) do
-    local e = common.KINDS.url(u)
-    if e then return "." .. k .. ": " .. e end
+    if type(u) == "table" then
+      if #u == 0 then return "." .. k .. ": expected a URL or a non-empty list of URLs" end
+      for i, x in ipairs(u) do
+        local e = common.KINDS.url(x)
+        if e then return "." .. k .. "." .. i .. ": " .. e end
+      end
+    else
+      local e = common.KINDS.url(u)
+      if e then return "." .. k .. ": " .. e end
+    end
   end
 end
 
@@ -95,7 +106,9 @@ for k, rule in pairs({
   version_label = { kind = "string" },
   version_values = { kind = "versions", check = each_string },
   labels = { kind = "matchers" },
-  preset = { kind = "string", check = function(v) if not PRESETS[v] then return "unknown preset \"" .. v .. "\" (haproxy)" end end },
+  preset = { kind = "string", check = function(v)
+    if not PRESETS[v] then return "unknown preset \"" .. v .. "\" (haproxy)" end
+  end },
   backend = { kind = "string" },
   requests = { kind = "metric" },
   errors = { kind = "matchers" },
@@ -122,7 +135,9 @@ function M.validate(cfg)
   if cfg.version_label and not cfg.url then
     errs[#errs + 1] = "url: required with version_label"
   end
-  if cfg.preset == "haproxy" and not cfg.url then errs[#errs + 1] = "url: required with preset \"haproxy\" (the exporter's /metrics)" end
+  if cfg.preset == "haproxy" and not cfg.url then
+    errs[#errs + 1] = "url: required with preset \"haproxy\" (the exporter's /metrics)"
+  end
   if cfg.backend and cfg.preset ~= "haproxy" then errs[#errs + 1] = "backend: only with preset = \"haproxy\"" end
   if cfg.requests == false then errs[#errs + 1] = "requests: cannot be switched off" end
   return errs
@@ -141,8 +156,12 @@ local function spread(h, lo, hi, n)
 end
 
 --- A histogram from cumulative bucket counts {{le=, count=}, ...} sorted by le (here: the
---- deltas of one interval). See the header for how counts are placed within a bucket.
+--- deltas of one interval), or nil when they hold no observation (a histogram is ~40 KB:
+--- idle intervals should not cost one). See the header for how counts are placed.
 function M.histogram_from_buckets(buckets)
+  local total = 0
+  for _, b in ipairs(buckets) do total = math.max(total, b.count) end
+  if total < 0.5 then return nil end
   local h = histogram.new()
   local lo, cum = 0, 0
   for _, b in ipairs(buckets) do
@@ -165,13 +184,16 @@ local function bucket_deltas(cur, base)
   return out
 end
 
+-- The histogram's total is its last cumulative bucket (+Inf).
+local function total(buckets)
+  local last = buckets and buckets[#buckets]
+  return last and last.count or 0
+end
+
 local function went_down(cur, prev)
-  if cur.requests < prev.requests or cur.errors < prev.errors then return "counter reset" end
-  if cur.cpu and prev.cpu and cur.cpu < prev.cpu then return "counter reset" end
-  local before = {}
-  for _, b in ipairs(prev.buckets or {}) do before[b.le] = b.count end
-  for _, b in ipairs(cur.buckets or {}) do
-    if before[b.le] and b.count < before[b.le] then return "counter reset" end
+  if cur.requests < prev.requests or cur.errors < prev.errors or total(cur.buckets) < total(prev.buckets)
+    or (cur.cpu and prev.cpu and cur.cpu < prev.cpu) then
+    return "counter reset"
   end
 end
 
@@ -192,8 +214,8 @@ function S:_record(cur, prev, now)
   if why then rec.restarts, base = 1, ZERO end
   rec.requests = cur.requests - base.requests
   rec.errors = math.min(cur.errors - base.errors, rec.requests)
-  if cur.buckets and #cur.buckets > 0 then
-    rec.latency = M.histogram_from_buckets(bucket_deltas(cur.buckets, not why and prev.buckets or nil))
+  if total(cur.buckets) > total(base.buckets) then
+    rec.latency = M.histogram_from_buckets(bucket_deltas(cur.buckets, base.buckets))
   end
   local dt = now - prev.t
   if cur.cpu and (why or prev.cpu) and dt > 0 then
@@ -218,7 +240,7 @@ function M.new(cfg, ctx)
     cpu_limit = c.cpu_limit or 1,
     memory_limit = c.memory_limit and units.bytes(c.memory_limit),
     disk_limit = c.disk_limit and units.bytes(c.disk_limit),
-    prev = {}, urls = {}, last = {}, match = {},
+    prev = {}, urls = {}, last = {}, match = {}, selectors = {}, index = {},
   }, S)
   local base = assert(common.parse_matchers(c.labels))
   if cfg.preset == "haproxy" and cfg.backend then base.proxy = base.proxy or cfg.backend end
@@ -227,8 +249,11 @@ function M.new(cfg, ctx)
   for _, v in ipairs(common.VERSIONS) do
     local info = common.version_info(ctx, v)
     local url = (c.targets and c.targets[v]) or c.url or info.metrics
-    if not url then missing[#missing + 1] = "versions." .. v .. ".metrics: required (or the source's url or targets)" end
-    self.urls[v] = url
+    if not url then
+      missing[#missing + 1] = "versions." .. v .. ".metrics: required (or the source's url or targets)"
+    end
+    self.urls[v] = type(url) == "table" and url or { url }
+    self.prev[v] = {}
     local own = {}
     if c.version_label and url == c.url then
       own[c.version_label] = (c.version_values and c.version_values[v]) or info.name or v
@@ -243,7 +268,7 @@ function M.new(cfg, ctx)
   if c.disk then self.provides.disk = true end
   -- A shared endpoint (a load balancer's exporter) resets its counters when the balancer
   -- restarts, which says nothing about the versions: no restarts from it.
-  if c.url and not (c.targets and c.targets.baseline and c.targets.canary) and not c.start_time then
+  if c.url and not (c.targets and c.targets.baseline and c.targets.canary) and not cfg.start_time then
     self.provides.restarts = nil
   end
   return self
@@ -251,6 +276,7 @@ end
 
 -- The promtext.select selectors for one version: requests, errors, latency, gauges.
 function S:_selectors(v)
+  if self.selectors[v] then return self.selectors[v], self.index[v] end
   local c, m = self.cfg, self.match[v]
   local list, index = {}, {}
   local function add(key, sel) list[#list + 1] = sel; index[key] = #list end
@@ -260,6 +286,7 @@ function S:_selectors(v)
   for _, g in ipairs({ "cpu", "memory", "disk", "start_time" }) do
     if c[g] and (g ~= "memory" or self.memory_limit) then add(g, { name = c[g], labels = m.own }) end
   end
+  self.selectors[v], self.index[v] = list, index
   return list, index
 end
 
@@ -289,31 +316,63 @@ local function fetch(self, url)
   return resp.body
 end
 
---- tick(now) -> true | nil, err: scrape every version once and record the interval.
+-- One record of a version from its replicas' records: counts add up, latencies merge,
+-- saturation is the most saturated replica's (a gate on cpu should see the hot one).
+local function combine(recs)
+  if #recs == 1 then return recs[1] end
+  local out, hists = { restarts = 0 }, {}
+  for _, r in ipairs(recs) do
+    out.restarts = out.restarts + r.restarts
+    if r.requests then out.requests, out.errors = (out.requests or 0) + r.requests, (out.errors or 0) + r.errors end
+    if r.latency then hists[#hists + 1] = r.latency end
+    for _, g in ipairs({ "cpu", "memory", "disk" }) do
+      if r[g] and (out[g] == nil or r[g] > out[g]) then out[g] = r[g] end
+    end
+  end
+  if #hists == 1 then out.latency = hists[1]
+  elseif #hists > 1 then
+    out.latency = histogram.new()
+    for _, h in ipairs(hists) do out.latency:merge(h) end
+  end
+  return out
+end
+
+--- tick(now) -> true | nil, err: scrape every version once and record the interval. A
+--- version whose replicas partly failed records the ones that answered; the tick fails.
 function S:tick(now)
   local fns, bodies = {}, {}
   for _, v in ipairs(common.VERSIONS) do
-    local url = self.urls[v]
-    fns[url] = fns[url] or function() return fetch(self, url) end
+    for _, url in ipairs(self.urls[v]) do
+      fns[url] = fns[url] or function() return fetch(self, url) end
+    end
   end
   for url, r in pairs(common.parallel(fns)) do bodies[url] = r end
   local errs = {}
   for _, v in ipairs(common.VERSIONS) do
-    local url = self.urls[v]
-    local body, err = bodies[url][1], bodies[url][2]
-    local snap
-    if body then
-      snap, err = self:snapshot(v, body)
-      if not snap then err = url .. ": " .. err end
+    local recs = {}
+    for _, url in ipairs(self.urls[v]) do
+      local body, err = bodies[url][1], bodies[url][2]
+      local snap
+      if body then
+        snap, err = self:snapshot(v, body)
+        if not snap then err = url .. ": " .. err end
+      end
+      if snap then
+        snap.t = now
+        local rec, why = self:_record(snap, self.prev[v][url], now)
+        if why then
+          common.emit(self.ctx, "restart", { source = self.name, version = v, target = url, reason = why })
+        end
+        recs[#recs + 1] = rec
+        self.prev[v][url] = snap
+      else
+        errs[#errs + 1] = "scrape " .. v .. ": " .. err
+      end
     end
-    if snap then
-      snap.t = now
-      local rec, why = self:_record(snap, self.prev[v], now)
-      if why then common.emit(self.ctx, "restart", { source = self.name, version = v, reason = why }) end
+    if #recs > 0 then
+      local rec = combine(recs)
       self.window:add(v, now, rec)
-      self.prev[v], self.last[v] = snap, rec
-    else
-      errs[#errs + 1] = "scrape " .. v .. ": " .. err
+      self.last[v] = rec
     end
   end
   if #errs > 0 then return nil, table.concat(errs, "; ") end
@@ -333,7 +392,7 @@ function S:latency(version, now, span)
   return self.window:latency(version, now, span)
 end
 
-function S:close() end
+function S.close() end
 
 M.Source = S
 return M

@@ -1,0 +1,557 @@
+-- rollout.judge: a statistical canary judge modelled on Kayenta's NetflixACAJudge.
+--
+-- Pure: judge.evaluate(config, data) compares, per metric, the canary's samples with the
+-- baseline's and returns a classification per metric, a score per group and a summary
+-- score 0..100 with a result. It knows nothing of stages, sources or time
+-- (rollout.analysis feeds it and turns its result into a gate decision).
+--
+-- Per metric, in Kayenta's order:
+--   1. NaN strategy: "remove" drops NaN values, "replace" makes them 0.
+--   2. Outliers: "remove" keeps values within [Q1 - f*IQR, Q3 + f*IQR] of each version
+--      (f = outlier_factor, 3 as Kayenta), "keep" (the default) leaves the tail alone:
+--      for latency the tail is the signal.
+--   3. Too few requests behind the samples (min_samples): Nodata, and the metric is listed
+--      in result.insufficient (the gate waits for more data).
+--   4. No values left in either version: Nodata, or NodataFail when must_have_data.
+--   5. Identical samples, or a single value in both: Pass.
+--   6. Mann-Whitney U (rollout.stats) with a Hodges-Lehmann confidence interval for the
+--      shift canary - baseline at `confidence`. With bound = tolerance * |shift|:
+--        High when direction is increase/either, ci.lo > bound and effect > allowed_increase
+--        Low  when direction is decrease/either, ci.hi < -bound and effect < allowed_decrease
+--        else Pass.
+--      effect is the mean ratio canary/baseline ("mean_ratio", the default) or the common
+--      language effect size P(canary > baseline) ("cles").
+--   7. A `critical` metric classified High (Low) with effect beyond critical_increase
+--      (critical_decrease) is a critical failure.
+-- Groups: a group's score is 100 * Pass / (Pass + High + Low + NodataFail); a group
+-- with no such metric has no data and adds nothing. The summary is the sum of group
+-- scores times weight/100; groups without a weight share what the weights leave. A
+-- critical failure, or no data in at least half of the metrics (nodata_limit), makes
+-- the score 0. result: "pass" (score >= pass), "marginal" (>= marginal), else "fail".
+--
+-- Error policy: evaluate() raises on a configuration validate() rejects (a programming
+-- error: playbooks are validated on load); data problems are classifications, not errors.
+local stats = require("rollout.stats")
+local units = require("rollout.units")
+
+local M = {}
+
+local NAN = 0 / 0
+
+--- Signals a metric can compare. "latency" is raw request latencies (seconds) from the
+--- sources' reservoirs; the others are per-interval values of that signal.
+M.SIGNALS = {
+  latency = "raw request latencies", error_rate = "per-interval error rate",
+  p50 = "per-interval p50", p95 = "per-interval p95", p99 = "per-interval p99",
+  rps = "per-interval request rate", health = "per-interval health", cpu = "per-interval cpu",
+  memory = "per-interval memory", disk = "per-interval disk",
+}
+M.ALIASES = { latency_p50 = "p50", latency_p95 = "p95", latency_p99 = "p99", errors = "error_rate",
+  error = "error_rate", health_score = "health", request_rate = "rps", latencies = "latency" }
+
+M.DEFAULTS = {
+  window = "gate", confidence = 0.98, tolerance = 0.25, pass = 95, marginal = 75,
+  on_marginal = "inconclusive", min_samples = 0, max_samples = 20000, nodata_limit = 0.5,
+}
+M.METRIC_DEFAULTS = {
+  direction = "increase", effect = "mean_ratio", critical = false, must_have_data = false,
+  nan = "remove", outliers = "keep", outlier_factor = 3,
+}
+
+--- What the judge compares when a playbook turns it on without naming metrics: errors
+--- (critical), the latency distribution, and its tail. Every metric fails only on a
+--- significant change that is also large enough to matter (allowed_increase).
+M.DEFAULT_METRICS = {
+  { name = "error_rate", direction = "increase", allowed_increase = 1.5, critical = true, group = "errors" },
+  { name = "latency", direction = "increase", allowed_increase = 1.1, group = "latency" },
+  { name = "p99", direction = "increase", allowed_increase = 1.2, group = "tail" },
+}
+M.DEFAULT_GROUPS = { errors = 40, latency = 30, tail = 30 }
+
+-- ---- validation -----------------------------------------------------------------------
+
+local TOP_KEYS = {
+  stages = true, window = true, confidence = true, significance = true, tolerance = true, pass = true,
+  marginal = true, on_marginal = true, min_samples = true, max_samples = true, groups = true,
+  metrics = true, nodata_limit = true, description = true,
+}
+local METRIC_KEYS = {
+  name = true, signal = true, direction = true, allowed_increase = true, allowed_decrease = true,
+  critical_increase = true, critical_decrease = true, effect = true, critical = true,
+  must_have_data = true, nan = true, outliers = true, outlier_factor = true, group = true, groups = true,
+  min_samples = true, confidence = true, significance = true, tolerance = true, description = true,
+}
+
+local function sorted_keys(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out, function(a, b) return tostring(a) < tostring(b) end)
+  return out
+end
+
+local function known_list(keys)
+  return table.concat(sorted_keys(keys), ", ")
+end
+
+local function as_number(v)
+  if type(v) == "number" then return v end
+  if type(v) == "string" then
+    local r = units.parse("ratio", v)
+    if r then return r end
+    return tonumber(v)
+  end
+end
+
+local function signal_of(m)
+  local s = m.signal or m.name
+  if type(s) ~= "string" then return nil end
+  return M.ALIASES[s] or s
+end
+M.signal_of = signal_of
+
+-- Checks shared by the top level and a metric: confidence/significance, tolerance, min_samples.
+local function check_stats_keys(cfg, path, errs)
+  local function e(k, msg) errs[#errs + 1] = path .. k .. ": " .. msg end
+  if cfg.confidence ~= nil and cfg.significance ~= nil then e("significance", "set confidence or significance, not both") end
+  for _, k in ipairs({ "confidence", "significance" }) do
+    if cfg[k] ~= nil then
+      local v = as_number(cfg[k])
+      if not v or v <= 0 or v >= 1 then e(k, "expected a number between 0 and 1 (exclusive), got " .. tostring(cfg[k])) end
+    end
+  end
+  if cfg.tolerance ~= nil then
+    local v = as_number(cfg.tolerance)
+    if not v or v < 0 then e("tolerance", "expected a number >= 0, got " .. tostring(cfg.tolerance)) end
+  end
+  if cfg.min_samples ~= nil and (math.type(cfg.min_samples) ~= "integer" or cfg.min_samples < 0) then
+    e("min_samples", "expected an integer >= 0, got " .. tostring(cfg.min_samples))
+  end
+end
+
+local ENUMS = {
+  direction = { increase = true, decrease = true, either = true },
+  effect = { mean_ratio = true, cles = true },
+  nan = { remove = true, replace = true },
+  outliers = { keep = true, remove = true },
+}
+
+local function check_metric(m, path, errs)
+  local function e(k, msg) errs[#errs + 1] = path .. k .. ": " .. msg end
+  if type(m) ~= "table" then errs[#errs + 1] = path:sub(1, -2) .. ": expected a metric table, got " .. type(m); return end
+  for _, k in ipairs(sorted_keys(m)) do
+    if not METRIC_KEYS[k] then e(tostring(k), "unknown key (known: " .. known_list(METRIC_KEYS) .. ")") end
+  end
+  if type(m.name) ~= "string" or m.name == "" then e("name", "required string") end
+  if m.signal ~= nil and type(m.signal) ~= "string" then e("signal", "expected a string") end
+  local sig = signal_of(m)
+  if sig and not M.SIGNALS[sig] then
+    e(m.signal and "signal" or "name", "unknown signal '" .. tostring(m.signal or m.name) .. "' (" .. known_list(M.SIGNALS) ..
+      "; set `signal` when the name is a label)")
+  end
+  for _, k in ipairs(sorted_keys(ENUMS)) do
+    local allowed = ENUMS[k]
+    if m[k] ~= nil and not allowed[m[k]] then e(k, "must be one of " .. known_list(allowed) .. ", got " .. tostring(m[k])) end
+  end
+  for _, k in ipairs({ "critical", "must_have_data" }) do
+    if m[k] ~= nil and type(m[k]) ~= "boolean" then e(k, "expected a boolean, got " .. type(m[k])) end
+  end
+  if m.outlier_factor ~= nil and (type(m.outlier_factor) ~= "number" or m.outlier_factor <= 0) then
+    e("outlier_factor", "expected a number > 0")
+  end
+  if m.group ~= nil and m.groups ~= nil then e("groups", "set group or groups, not both") end
+  if m.group ~= nil and (type(m.group) ~= "string" or m.group == "") then e("group", "expected a string") end
+  if m.groups ~= nil then
+    if type(m.groups) ~= "table" or #m.groups == 0 then e("groups", "expected a non-empty list of group names")
+    else for i, g in ipairs(m.groups) do if type(g) ~= "string" then e("groups[" .. i .. "]", "expected a string") end end end
+  end
+  local cles = m.effect == "cles"
+  local thr = {}
+  for _, k in ipairs({ "allowed_increase", "allowed_decrease", "critical_increase", "critical_decrease" }) do
+    if m[k] ~= nil then
+      local v = as_number(m[k])
+      if not v then e(k, "expected a number, got " .. tostring(m[k]))
+      elseif cles and (v < 0 or v > 1) then e(k, "a cles threshold is a probability between 0 and 1")
+      elseif k:match("increase$") and v < (cles and 0.5 or 1) then
+        e(k, cles and "must be >= 0.5 (P(canary > baseline))" or "must be >= 1 (a ratio canary/baseline)")
+      elseif k:match("decrease$") and (v > (cles and 0.5 or 1) or v < 0) then
+        e(k, cles and "must be between 0 and 0.5" or "must be between 0 and 1 (a ratio canary/baseline)")
+      else thr[k] = v end
+    end
+  end
+  if thr.critical_increase and thr.allowed_increase and thr.critical_increase < thr.allowed_increase then
+    e("critical_increase", "must not be below allowed_increase")
+  end
+  if thr.critical_decrease and thr.allowed_decrease and thr.critical_decrease > thr.allowed_decrease then
+    e("critical_decrease", "must not be above allowed_decrease")
+  end
+  check_stats_keys(m, path, errs)
+end
+
+local function metric_list(metrics)
+  if type(metrics) ~= "table" then return nil end
+  if #metrics > 0 or next(metrics) == nil then return metrics, "list" end
+  local out = {}
+  for _, k in ipairs(sorted_keys(metrics)) do
+    local m = metrics[k]
+    if type(m) == "table" then
+      local c = {}
+      for kk, v in pairs(m) do c[kk] = v end
+      c.name = c.name or k
+      out[#out + 1] = c
+    else
+      out[#out + 1] = m
+    end
+  end
+  return out, "map", sorted_keys(metrics)
+end
+
+local function groups_of(m)
+  if m.groups then return m.groups end
+  return { m.group or m.name }
+end
+
+--- validate(cfg [, {where = "stage"}]) -> list of "key: message" (empty when valid).
+--- A stage's table (where = "stage") may override any key but `stages`.
+function M.validate(cfg, opts)
+  opts = opts or {}
+  local errs = {}
+  if type(cfg) ~= "table" then return { "expected a table, got " .. type(cfg) } end
+  local function e(k, msg) errs[#errs + 1] = k .. ": " .. msg end
+  for _, k in ipairs(sorted_keys(cfg)) do
+    if not TOP_KEYS[k] then e(tostring(k), "unknown key (known: " .. known_list(TOP_KEYS) .. ")")
+    elseif k == "stages" and opts.where == "stage" then e(k, "only at the playbook's top-level judge") end
+  end
+  if cfg.stages ~= nil and cfg.stages ~= true and cfg.stages ~= false and cfg.stages ~= "all" then
+    if type(cfg.stages) ~= "table" then e("stages", "expected true, \"all\" or a list of stage names")
+    else for i, s in ipairs(cfg.stages) do if type(s) ~= "string" then e("stages[" .. i .. "]", "expected a stage name") end end end
+  end
+  if cfg.window ~= nil and cfg.window ~= "gate" and cfg.window ~= "hold" then
+    local d = units.parse("duration", cfg.window)
+    if not d or d <= 0 then e("window", "expected \"gate\", \"hold\" or a duration, got " .. tostring(cfg.window)) end
+  end
+  check_stats_keys(cfg, "", errs)
+  for _, k in ipairs({ "pass", "marginal" }) do
+    if cfg[k] ~= nil and (type(cfg[k]) ~= "number" or cfg[k] < 0 or cfg[k] > 100) then
+      e(k, "expected a score between 0 and 100, got " .. tostring(cfg[k]))
+    end
+  end
+  local pass = type(cfg.pass) == "number" and cfg.pass or M.DEFAULTS.pass
+  if type(cfg.marginal) == "number" and cfg.marginal > pass then e("marginal", "must not be above pass (" .. pass .. ")") end
+  if cfg.on_marginal ~= nil and cfg.on_marginal ~= "pass" and cfg.on_marginal ~= "fail" and cfg.on_marginal ~= "inconclusive" then
+    e("on_marginal", "must be pass, fail or inconclusive, got " .. tostring(cfg.on_marginal))
+  end
+  if cfg.max_samples ~= nil and (math.type(cfg.max_samples) ~= "integer" or cfg.max_samples < 10) then
+    e("max_samples", "expected an integer >= 10")
+  end
+  if cfg.nodata_limit ~= nil and (type(cfg.nodata_limit) ~= "number" or cfg.nodata_limit <= 0 or cfg.nodata_limit > 1) then
+    e("nodata_limit", "expected a fraction in (0, 1]")
+  end
+  local used = {}
+  if cfg.metrics ~= nil then
+    local list, kind, keys = metric_list(cfg.metrics)
+    if not list then e("metrics", "expected a list of metrics or a table name = {...}")
+    elseif #list == 0 then e("metrics", "needs at least one metric")
+    else
+      local names = {}
+      for i, m in ipairs(list) do
+        local p = kind == "map" and ("metrics." .. tostring(keys[i]) .. ".") or ("metrics[" .. i .. "].")
+        check_metric(m, p, errs)
+        if type(m) == "table" then
+          if type(m.name) == "string" then
+            if names[m.name] then e(p .. "name", "duplicate metric name '" .. m.name .. "'") end
+            names[m.name] = true
+          end
+          if type(m.groups) == "table" or m.groups == nil then
+            for _, g in ipairs(groups_of(m)) do if type(g) == "string" then used[g] = true end end
+          end
+        end
+      end
+    end
+  end
+  if cfg.groups ~= nil then
+    if type(cfg.groups) ~= "table" then e("groups", "expected a table group = weight")
+    else
+      local sum, all = 0, true
+      for _, g in ipairs(sorted_keys(cfg.groups)) do
+        local w = cfg.groups[g]
+        if type(g) ~= "string" then e("groups", "group names must be strings")
+        elseif type(w) ~= "number" or w < 0 or w > 100 then e("groups." .. g, "expected a weight between 0 and 100")
+        else sum = sum + w end
+        if cfg.metrics ~= nil and type(g) == "string" and not used[g] then e("groups." .. g, "no metric belongs to this group") end
+      end
+      if sum > 100 + 1e-9 then e("groups", string.format("weights add up to %g; at most 100", sum)) end
+      if cfg.metrics ~= nil then
+        for g in pairs(used) do if cfg.groups[g] == nil then all = false end end
+        if all and next(used) and math.abs(sum - 100) > 1e-9 then
+          e("groups", string.format("every group has a weight, so they must add up to 100 (they add up to %g)", sum))
+        end
+      end
+    end
+  end
+  return errs
+end
+
+local AB_KEYS = { enabled = true, metric = true, significance = true, min_samples = true, gate = true,
+  allowed_increase = true, description = true }
+
+--- validate_ab_test(ab) -> list of "key: message": the runbook's abTest (enabled,
+--- metricName, significanceLevel, minimumSampleSize), plus `gate` (true or stage names:
+--- where it gates) and `allowed_increase` (the effect it tolerates, default 1).
+function M.validate_ab_test(ab)
+  if type(ab) ~= "table" then return { "expected a table, got " .. type(ab) } end
+  local errs = {}
+  local function e(k, msg) errs[#errs + 1] = k .. ": " .. msg end
+  for _, k in ipairs(sorted_keys(ab)) do
+    if not AB_KEYS[k] then e(tostring(k), "unknown key (known: " .. known_list(AB_KEYS) .. ")") end
+  end
+  if ab.enabled ~= nil and type(ab.enabled) ~= "boolean" then e("enabled", "expected a boolean") end
+  if ab.metric ~= nil then
+    local sig = type(ab.metric) == "string" and (M.ALIASES[ab.metric] or ab.metric)
+    if not (sig and M.SIGNALS[sig]) then e("metric", "unknown metric '" .. tostring(ab.metric) .. "' (" .. known_list(M.SIGNALS) .. ", latency_p99, ...)") end
+  end
+  if ab.significance ~= nil then
+    local v = as_number(ab.significance)
+    if not v or v <= 0 or v >= 1 then e("significance", "expected a number between 0 and 1 (exclusive)") end
+  end
+  if ab.min_samples ~= nil and (math.type(ab.min_samples) ~= "integer" or ab.min_samples < 0) then
+    e("min_samples", "expected an integer >= 0")
+  end
+  if ab.gate ~= nil and type(ab.gate) ~= "boolean" then
+    if type(ab.gate) ~= "table" then e("gate", "expected true, false or a list of stage names")
+    else for i, g in ipairs(ab.gate) do if type(g) ~= "string" then e("gate[" .. i .. "]", "expected a stage name") end end end
+  end
+  if ab.allowed_increase ~= nil then
+    local v = as_number(ab.allowed_increase)
+    if not v or v < 1 then e("allowed_increase", "expected a ratio >= 1") end
+  end
+  return errs
+end
+
+-- ---- configuration --------------------------------------------------------------------
+
+local function confidence_of(t, fallback)
+  if t.significance ~= nil then return 1 - as_number(t.significance) end
+  if t.confidence ~= nil then return as_number(t.confidence) end
+  return fallback
+end
+
+--- normalise(cfg) -> a complete configuration: defaults filled in, metrics a list with
+--- every key set. Raises on a configuration validate() rejects.
+function M.normalise(cfg)
+  if cfg and cfg.normalised then return cfg end
+  cfg = cfg or {}
+  local errs = M.validate(cfg)
+  if #errs > 0 then error("judge configuration: " .. table.concat(errs, "; "), 2) end
+  local out = { normalised = true }
+  for k, v in pairs(M.DEFAULTS) do out[k] = v end
+  for k, v in pairs(cfg) do if k ~= "metrics" and k ~= "groups" and k ~= "significance" then out[k] = v end end
+  out.confidence = confidence_of(cfg, M.DEFAULTS.confidence)
+  out.tolerance = as_number(out.tolerance)
+  local list = cfg.metrics and metric_list(cfg.metrics) or M.DEFAULT_METRICS
+  out.groups = {}
+  for g, w in pairs(cfg.groups or (cfg.metrics == nil and M.DEFAULT_GROUPS) or {}) do out.groups[g] = w end
+  out.metrics = {}
+  for i, m in ipairs(list) do
+    local n = {}
+    for k, v in pairs(M.METRIC_DEFAULTS) do n[k] = v end
+    for k, v in pairs(m) do n[k] = v end
+    n.signal = signal_of(m)
+    n.groups = groups_of(m)
+    n.group = nil
+    n.confidence = confidence_of(m, out.confidence)
+    n.significance = nil
+    n.tolerance = m.tolerance ~= nil and as_number(m.tolerance) or out.tolerance
+    n.min_samples = m.min_samples or out.min_samples
+    local cles = n.effect == "cles"
+    n.allowed_increase = as_number(m.allowed_increase) or (cles and 0.5 or 1)
+    n.allowed_decrease = as_number(m.allowed_decrease) or (cles and 0.5 or 1)
+    n.critical_increase = as_number(m.critical_increase) or n.allowed_increase
+    n.critical_decrease = as_number(m.critical_decrease) or n.allowed_decrease
+    out.metrics[i] = n
+  end
+  return out
+end
+
+--- merge(base, over) -> a configuration with `over`'s keys replacing `base`'s (a stage's
+--- judge table over the playbook's). Neither is modified.
+function M.merge(base, over)
+  local out = {}
+  for k, v in pairs(base or {}) do out[k] = v end
+  if type(over) == "table" then for k, v in pairs(over) do out[k] = v end end
+  if out.confidence ~= nil and out.significance ~= nil then
+    -- the more specific table wins
+    if type(over) == "table" and over.significance ~= nil then out.confidence = nil else out.significance = nil end
+  end
+  out.stages, out.normalised = nil, nil
+  return out
+end
+
+-- ---- classification -------------------------------------------------------------------
+
+local function clean(values, m)
+  local out = {}
+  for _, v in ipairs(values or {}) do
+    if v ~= v then
+      if m.nan == "replace" then out[#out + 1] = 0 end
+    else
+      out[#out + 1] = v
+    end
+  end
+  if m.outliers == "remove" and #out > 0 then out = stats.iqr_filter(out, m.outlier_factor) end
+  return out
+end
+
+local function identical(a, b)
+  if #a ~= #b then return false end
+  local x, y = table.move(a, 1, #a, 1, {}), table.move(b, 1, #b, 1, {})
+  table.sort(x)
+  table.sort(y)
+  for i = 1, #x do if x[i] ~= y[i] then return false end end
+  return true
+end
+
+local function one_value(a, b)
+  local v = a[1] or b[1]
+  for _, x in ipairs(a) do if x ~= v then return false end end
+  for _, x in ipairs(b) do if x ~= v then return false end end
+  return true
+end
+
+local function describe(t)
+  if #t == 0 then return { count = 0 } end
+  return { count = #t, mean = stats.mean(t), median = stats.median(t), p99 = stats.quantile(t, 0.99) }
+end
+
+--- classify(metric, baseline, canary [, n]) -> a metric result (metric normalised; n =
+--- {baseline=, canary=} requests behind the samples, defaulting to their sizes).
+function M.classify(m, baseline_raw, canary_raw, n)
+  local r = { name = m.name, signal = m.signal, direction = m.direction, critical_metric = m.critical, groups = m.groups,
+    critical = false }
+  local b, c = clean(baseline_raw, m), clean(canary_raw, m)
+  r.samples = { baseline = #b, canary = #c }
+  r.n = { baseline = n and n.baseline or #b, canary = n and n.canary or #c }
+  r.baseline, r.canary = describe(b), describe(c)
+  if m.min_samples > 0 and (r.n.baseline < m.min_samples or r.n.canary < m.min_samples) then
+    r.classification, r.insufficient = "Nodata", true
+    r.reason = string.format("too few samples: baseline %d, canary %d, need %d", r.n.baseline, r.n.canary, m.min_samples)
+    return r
+  end
+  if #b == 0 or #c == 0 then
+    r.classification = m.must_have_data and "NodataFail" or "Nodata"
+    r.reason = (#b == 0 and "no baseline data" or "no canary data") .. (m.must_have_data and " (must_have_data)" or "")
+    return r
+  end
+  if identical(b, c) then r.classification, r.reason = "Pass", "identical samples"; return r end
+  if one_value(b, c) then r.classification, r.reason = "Pass", "a single value in both"; return r end
+  local mw = stats.mann_whitney(b, c, { confidence = m.confidence })
+  r.p, r.p_less, r.p_greater = mw.p, mw.p_less, mw.p_greater
+  r.shift, r.ci, r.ratio, r.cles = mw.shift, { mw.ci[1], mw.ci[2] }, mw.mean_ratio, mw.cles
+  r.confidence = m.confidence
+  local effect = m.effect == "cles" and mw.cles or mw.mean_ratio
+  r.effect = effect
+  local bound = m.tolerance * math.abs(mw.shift)
+  r.bound = bound
+  local up = m.direction ~= "decrease"
+  local down = m.direction ~= "increase"
+  if up and mw.ci[1] > bound and effect > m.allowed_increase then
+    r.classification = "High"
+    r.reason = string.format("canary higher: shift %.4g, %g%% interval [%.4g, %.4g], %s %.3f > %g", mw.shift,
+      m.confidence * 100, mw.ci[1], mw.ci[2], m.effect, effect, m.allowed_increase)
+    r.critical = m.critical and effect > m.critical_increase or false
+  elseif down and mw.ci[2] < -bound and effect < m.allowed_decrease then
+    r.classification = "Low"
+    r.reason = string.format("canary lower: shift %.4g, %g%% interval [%.4g, %.4g], %s %.3f < %g", mw.shift,
+      m.confidence * 100, mw.ci[1], mw.ci[2], m.effect, effect, m.allowed_decrease)
+    r.critical = m.critical and effect < m.critical_decrease or false
+  else
+    r.classification = "Pass"
+    if up and mw.ci[1] > bound then r.reason = string.format("significant but within allowed_increase (%s %.3f)", m.effect, effect)
+    elseif down and mw.ci[2] < -bound then r.reason = string.format("significant but within allowed_decrease (%s %.3f)", m.effect, effect) end
+  end
+  return r
+end
+
+-- ---- scoring --------------------------------------------------------------------------
+
+--- score(config, metric_results) -> summary score, groups, critical names, nodata count
+function M.score(cfg, results)
+  local groups, order = {}, {}
+  for _, r in ipairs(results) do
+    for _, g in ipairs(r.groups) do
+      local grp = groups[g]
+      if not grp then
+        grp = { name = g, counts = { Pass = 0, High = 0, Low = 0, Nodata = 0, NodataFail = 0 }, metrics = {} }
+        groups[g] = grp
+        order[#order + 1] = g
+      end
+      grp.counts[r.classification] = grp.counts[r.classification] + 1
+      grp.metrics[#grp.metrics + 1] = r.name
+    end
+  end
+  table.sort(order)
+  local weighted, sum = {}, 0
+  for g, w in pairs(cfg.groups) do weighted[g] = true; sum = sum + w end
+  local unweighted = 0
+  for _, g in ipairs(order) do if not weighted[g] then unweighted = unweighted + 1 end end
+  local share = unweighted > 0 and math.max(0, 100 - sum) / unweighted or 0
+  local total = 0
+  local out = {}
+  for _, g in ipairs(order) do
+    local grp = groups[g]
+    local c = grp.counts
+    local denom = c.Pass + c.High + c.Low + c.NodataFail
+    grp.weight = cfg.groups[g] or share
+    if denom > 0 then
+      grp.score = 100 * c.Pass / denom
+      total = total + grp.score * grp.weight / 100
+    else
+      grp.nodata = true
+    end
+    out[#out + 1] = grp
+  end
+  return total, out
+end
+
+--- evaluate(config, data) -> result
+---   data[metric name] = {baseline = {numbers...}, canary = {numbers...},
+---                        n = {baseline=, canary=}}   (n: requests behind them, optional)
+---   result = {score = 0..100, result = "pass"|"marginal"|"fail", reason =,
+---             metrics = {{name=, classification=, p=, shift=, ci=, ratio=, cles=, ...}},
+---             groups = {{name=, score=, weight=, counts=}}, critical = {names},
+---             nodata = bool (the no-data rule zeroed the score), insufficient = {names}}
+function M.evaluate(config, data)
+  local cfg = M.normalise(config)
+  data = data or {}
+  local results, critical, insufficient, nodata = {}, {}, {}, 0
+  for i, m in ipairs(cfg.metrics) do
+    local d = data[m.name] or {}
+    local r = M.classify(m, d.baseline, d.canary, d.n)
+    results[i] = r
+    if r.critical then critical[#critical + 1] = m.name end
+    if r.insufficient then insufficient[#insufficient + 1] = m.name end
+    if r.classification == "Nodata" or r.classification == "NodataFail" then nodata = nodata + 1 end
+  end
+  local score, groups = M.score(cfg, results)
+  local out = { metrics = results, groups = groups, critical = critical, insufficient = insufficient,
+    pass = cfg.pass, marginal = cfg.marginal }
+  if #critical > 0 then
+    out.score, out.result = 0, "fail"
+    out.reason = "critical metric failed: " .. table.concat(critical, ", ")
+  elseif #results > 0 and nodata / #results >= cfg.nodata_limit then
+    out.score, out.result, out.nodata = 0, "fail", true
+    out.reason = string.format("no data in %d of %d metrics", nodata, #results)
+  else
+    out.score = score
+    if score >= cfg.pass - 1e-9 then out.result = "pass"
+    elseif score >= cfg.marginal - 1e-9 then out.result = "marginal"
+    else out.result = "fail" end
+    local bad = {}
+    for _, r in ipairs(results) do
+      if r.classification ~= "Pass" and r.classification ~= "Nodata" then bad[#bad + 1] = r.name .. " " .. r.classification end
+    end
+    out.reason = #bad > 0 and table.concat(bad, ", ") or nil
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,204 @@
+-- tools/demo.lua: `make demo`. A real canary release on this machine, end to end.
+--
+--   ./rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--keep]
+--
+-- Starts on loopback (tools/demo_stack.lua): the sample service as baseline v2.9.0 and
+-- canary v3.0.0, HAProxy in front of them, load through HAProxy, and with --prometheus a
+-- real Prometheus scraping both and an Alertmanager it sends alerts to. Then it runs
+--   rollout run playbooks/demo.lua --set ...(the addresses)...
+-- as a child with this terminal passed through, so the live progress view shows. By default
+-- the canary starts failing 20 % of its requests when HAProxy gives it 25 % (stage 2), and
+-- the engine must roll it back by itself; with --good nothing is injected and the canary
+-- must be promoted. At the end (also on Ctrl-C or SIGTERM) everything it started is
+-- stopped, and it prints the outcome, why, what users saw, and where the record is.
+--
+-- Exit status: 0 when the demo behaved as designed (bad canary rolled back by a trigger or
+-- a gate, good canary promoted), 1 when it did not, 2 for a usage error, 130 when
+-- interrupted.
+local ROOT = ((arg and arg[0] or "tools/demo.lua"):match("^(.*)/[^/]*$") or "tools") .. "/.."
+package.path = ROOT .. "/?.lua;" .. package.path
+
+local rollout = require("rollout")
+local fs = require("rollout.fs")
+local proc = require("rollout.proc")
+local demo_stack = require("tools.demo_stack")
+
+local USAGE = "usage: rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--keep]"
+local FAULT = { error_rate = 0.2 }
+
+local opts = { rps = 200 }
+do
+  local i = 1
+  while arg and i <= #arg do
+    local a = arg[i]
+    if a == "--good" then opts.good = true
+    elseif a == "--prometheus" then opts.prometheus = true
+    elseif a == "--keep" then opts.keep = true
+    elseif a == "--rps" and tonumber(arg[i + 1]) then opts.rps = tonumber(arg[i + 1]); i = i + 1
+    elseif a == "--help" or a == "-h" then print(USAGE); return 0
+    else io.stderr:write("demo: unknown argument '", a, "'\n", USAGE, "\n"); return 2 end
+    i = i + 1
+  end
+end
+
+local tty = fs.isatty(1)
+local function style(code, s) if tty then return "\27[" .. code .. "m" .. s .. "\27[0m" end return s end
+local function say(fmt, ...) io.stdout:write(style("1;34", "demo: ") .. string.format(fmt, ...) .. "\n"); io.stdout:flush() end
+
+-- ---- Ctrl-C and SIGTERM: stop the rollout gracefully, then everything else --------------
+
+local stack
+local interrupted
+local function on_signals()
+  local sig = rollout.wait_signal("INT", "TERM")
+  interrupted = sig
+  io.stderr:write("\ndemo: SIG" .. sig .. ": stopping everything the demo started\n")
+  local run = stack and stack.current_run
+  if run and run:running() then
+    io.stderr:write("demo: asking rollout run to stop (it pauses, then rolls back to baseline 100 %)\n")
+    -- `rollout run` pauses on the first SIGINT and rolls back on a second within 5 s
+    run.child:kill("INT")
+    if select(2, run.child:wait(3)) == "timeout" then
+      run.child:kill("INT")
+      if select(2, run.child:wait(10)) == "timeout" then run.child:kill("KILL") end
+    end
+  end
+  demo_stack.stop_all(opts.keep)
+end
+local signal_task = rollout.spawn(function()
+  on_signals()
+  -- a second signal while stopping: no more patience
+  rollout.wait_signal("INT", "TERM")
+  for s in pairs(demo_stack.live) do for _, p in ipairs(s.procs) do pcall(p.child.kill, p.child, "KILL") end end
+  os.exit(130)
+end)
+
+-- ---- the record: journal and report, when `rollout run` and `rollout report` have them ---
+
+local function run_supports(flag)
+  local r = proc.run({ argv = { rollout.exe, "run", "--help" }, timeout = 10 })
+  return r and ((r.stdout or "") .. (r.stderr or "")):find(flag, 1, true) ~= nil
+end
+
+local function has_command(name)
+  return package.searchpath("rollout.cmd." .. name, package.path) ~= nil
+end
+
+local function results_dir()
+  local dir = string.format("/tmp/rollout-demo-%s-%d", os.date("%Y%m%d-%H%M%S"), fs.getpid())
+  assert(fs.mkdir(dir, 493))
+  return dir
+end
+
+-- ---- the demo ---------------------------------------------------------------------------
+
+local function describe_start(s)
+  say("on loopback: sample-service %s (baseline) on :%d, %s (canary) on :%d", demo_stack.BASELINE, s.baseline.port,
+    demo_stack.CANARY, s.canary.port)
+  say("HAProxy on :%d (backend %s, runtime API %s), load %d req/s through it", s.haproxy_proc.port, demo_stack.BACKEND,
+    s.haproxy_proc.socket, opts.rps)
+  if s.prom then say("Prometheus on :%d scraping both every 1 s; Alertmanager on :%d", s.prom.port, s.am.port) end
+  if opts.good then
+    say("the canary is healthy this time: the rollout should promote it " .. style("1", "(make demo GOOD=1)"))
+  else
+    say("the canary will start failing %d%% of its requests when it reaches stage 2 (25%% of traffic);",
+      math.floor(FAULT.error_rate * 100))
+    say("the engine should notice and roll it back by itself " .. style("1", "(make demo GOOD=1 promotes a healthy one)"))
+  end
+end
+
+local function verdict(res, s)
+  local final = s:canary_weight()
+  if opts.good then
+    if res.outcome == "promoted" and final == 100 then return true, "promoted, and HAProxy sends the canary 100 %" end
+    return false, string.format("expected the healthy canary to be promoted, got %s (%s), HAProxy canary weight %s",
+      tostring(res.outcome), tostring(res.reason), tostring(final))
+  end
+  local by_policy = res.reason and (res.reason:match("^trigger:") or res.reason:match("^gate:"))
+  if res.outcome == "rolled_back" and by_policy and final == 0 and s.canary.fault_at then
+    return true, "rolled back by the playbook's own policy, and HAProxy sends the canary 0 %"
+  end
+  return false, string.format("expected the failing canary to be rolled back by a trigger or gate, got %s (%s), "
+    .. "HAProxy canary weight %s, fault injected: %s", tostring(res.outcome), tostring(res.reason), tostring(final),
+    s.canary.fault_at and "yes" or "no")
+end
+
+local function report_figures(res, s)
+  local t = demo_stack.rollback_timing(res.events)
+  if s.canary.fault_at then
+    local to = (t and t.confirmed or rollout.time()) + 1
+    local failed, sent = s.load:failed_between(s.canary.fault_at, to)
+    say("users sent %d requests while the failing canary was live; %s failed", sent, style("1", tostring(failed)))
+    if t and t.confirmed then
+      say("fault -> HAProxy at 0 %%: %.1f s", t.confirmed - s.canary.fault_at)
+    end
+  end
+  if t and t.seconds then
+    say("trigger %s: condition held (pending + for %s s) -> HAProxy confirmed 0 %%: %.2f s",
+      t.reason:gsub("^trigger:", ""), tostring(t["for"]), t.seconds)
+  end
+  local _, summary = s.load:read()
+  if summary then say("load in all: %d requests, %d failed", summary.sent or 0, summary.failed or 0) end
+end
+
+local function main()
+  local out = results_dir()
+  local err
+  stack, err = demo_stack.start({ prometheus = opts.prometheus, alertmanager = opts.prometheus, rules = opts.prometheus,
+    rps = opts.rps })
+  if not stack then
+    if interrupted then return 130 end
+    io.stderr:write("demo: could not start the demo's components: ", tostring(err), "\n")
+    return 1
+  end
+  describe_start(stack)
+  if not opts.good then
+    stack:on_weight(25, function() stack.canary:fault(FAULT) end)
+  end
+  local args = {}
+  local journal
+  if run_supports("--journal") then
+    journal = out .. "/demo.journal"
+    args = { "--journal", journal }
+  end
+  local sets = stack:sets({ prometheus = opts.prometheus })
+  local shown = { "rollout run playbooks/demo.lua" }
+  for _, s in ipairs(sets) do shown[#shown + 1] = "--set " .. s end
+  for _, a in ipairs(args) do shown[#shown + 1] = a end
+  say("%s", table.concat(shown, " \\\n      "))
+  io.stdout:write("\n")
+  local res, rerr = stack:run({ sets = sets, inherit = true, args = args })
+  if interrupted then return 130 end
+  if not res then io.stderr:write("demo: ", tostring(rerr), "\n"); return 1 end
+  io.stdout:write("\n")
+  local ok, why = verdict(res, stack)
+  stack.load:stop()
+  report_figures(res, stack)
+  -- keep the record: the events (JSON lines), the load generator's seconds
+  fs.write_atomic(out .. "/events.jsonl", fs.read(res.log) or "")
+  fs.write_atomic(out .. "/loadgen.jsonl", fs.read(stack.load.file) or "")
+  say("outcome: %s%s (exit %s)", style(res.outcome == "promoted" and "1;32" or "1;31", tostring(res.outcome)),
+    res.reason and (", reason " .. style("1", res.reason)) or "", tostring(res.code))
+  if journal and fs.stat(journal) then say("journal: %s", journal) end
+  say("events:  %s/events.jsonl (every decision with the numbers behind it)", out)
+  if journal and fs.stat(journal) and has_command("report") then
+    local r = proc.run({ argv = { rollout.exe, "report", journal }, timeout = 60 })
+    if r and r.code == 0 then
+      local path = out .. "/report.md"
+      fs.write_atomic(path, r.stdout)
+      say("report:  %s", path)
+    end
+  end
+  if ok then say("%s: %s", style("1;32", "as designed"), why) else say("%s: %s", style("1;31", "NOT as designed"), why) end
+  return ok and 0 or 1
+end
+
+local okm, code = pcall(main)
+if not okm then
+  if not interrupted then io.stderr:write("demo: ", tostring(code), "\n") end
+  code = interrupted and 130 or 1
+end
+if stack then stack:stop(opts.keep) end
+if opts.keep and stack then say("kept the stack's files in %s", stack.dir) end
+signal_task:cancel("done")
+return code
