@@ -51,7 +51,8 @@ end
 
 local function parse_cost(body)
   local iters = math.max(1, math.floor(2e6 / #body))
-  local t = promtext.bench_parse(body, iters)
+  local r = promtext.bench_parse(body, iters)
+  local t = type(r) == "table" and r.cpu or r -- {cpu=, wall=} (older builds: seconds)
   return t / iters * 1e6
 end
 

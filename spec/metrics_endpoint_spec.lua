@@ -206,8 +206,12 @@ scrape_configs:
       { name = "Initial", weight = 10, hold = "2s" }, { name = "Half", weight = 50, hold = "2s" },
       { name = "Full", weight = 100, hold = "2s" } } })
     local t_start = rollout.time()
-    local outcome = obs.run(pb, obs.scenario(), { emit = ep.emit, on_engine = function(e) ep:bind(e) end })
-    assert.equals("promoted", outcome.outcome, tostring(outcome.reason))
+    local outcome, _, events = obs.run(pb, obs.scenario(), { emit = ep.emit, on_engine = function(e) ep:bind(e) end })
+    if outcome.outcome ~= "promoted" then
+      local lines = {}
+      for _, ev in ipairs(events) do lines[#lines + 1] = json.encode(ev, { sort = true }) end
+      error("expected promoted, got " .. tostring(outcome.outcome) .. " " .. tostring(outcome.reason) .. "\n" .. table.concat(lines, "\n"))
+    end
     local t_end = rollout.time()
 
     -- until a scrape after the outcome has landed

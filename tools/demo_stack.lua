@@ -434,14 +434,14 @@ function L:failed_between(from, to)
   return failed, sent
 end
 
---- loadgen{rps = 200, url = HAProxy's, connections = 16} -> load
+--- loadgen{rps = 200, url = HAProxy's, connections = 32} -> load
 function S:loadgen(opts)
   opts = opts or {}
   self.nload = (self.nload or 0) + 1
   local file = self.dir .. "/loadgen-" .. self.nload .. ".jsonl"
   local started = rollout.time()
   local p, err = self:spawn("loadgen-" .. self.nload, { M.ROOT .. "/loadgen", "--url", opts.url or (self.haproxy_proc.url .. "/"),
-    "--rps", tostring(opts.rps or 200), "--connections", tostring(opts.connections or 16),
+    "--rps", tostring(opts.rps or 200), "--connections", tostring(opts.connections or 32),
     "--report-interval", "1s", "--timeout", "5s" }, { stdout = file })
   if not p then return nil, err end
   return setmetatable({ proc = p, file = file, started = started, rps = opts.rps or 200 }, L)
@@ -565,11 +565,18 @@ function M.start(opts)
   M.live[self] = true
   local function fail(err) self:stop(); return nil, err end
   local err
-  self.baseline, err = self:sample("baseline", M.BASELINE)
-  if not self.baseline then return fail(err) end
+  -- both versions answer in a realistic time (log-normal, median 15 ms, P99 60 ms), so
+  -- the P99 columns and gates have something to judge
+  local latency = { "--latency-p50", "15ms", "--latency-p99", "60ms" }
+  local bargs = {}
+  for _, a in ipairs(latency) do bargs[#bargs + 1] = a end
+  for _, a in ipairs(opts.baseline_args or {}) do bargs[#bargs + 1] = a end
   local cargs = {}
+  for _, a in ipairs(latency) do cargs[#cargs + 1] = a end
   for _, a in ipairs(opts.canary_args or {}) do cargs[#cargs + 1] = a end
   if opts.crash_loop then cargs[#cargs + 1] = "--crash-after-seconds"; cargs[#cargs + 1] = tostring(opts.crash_loop) end
+  self.baseline, err = self:sample("baseline", M.BASELINE, bargs)
+  if not self.baseline then return fail(err) end
   self.canary, err = self:sample("canary", M.CANARY, cargs)
   if not self.canary then return fail(err) end
   if opts.crash_loop then self.canary:supervise(0.1) end

@@ -161,6 +161,13 @@ function M.enabled(pb, stage)
   return M.judge_config(pb, stage) ~= nil or M.ab_config(pb, stage) ~= nil
 end
 
+--- wanted(pb) -> whether any stage runs the judge or the A/B test (a simulation keeps raw
+--- latencies only then).
+function M.wanted(pb)
+  for _, st in ipairs(pb.stages or {}) do if M.enabled(pb, st) then return true end end
+  return false
+end
+
 -- ---- the gate ------------------------------------------------------------------------------
 
 local function window_of(cfg, pb, stage, held)

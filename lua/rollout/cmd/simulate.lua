@@ -22,7 +22,7 @@ function M.simulate(pb, sc, opts)
   local t0 = rollout.now()
   router.now = function() return rollout.now() - t0 end
   local src = require("rollout.sim.source").new(sc, { router = router, interval = pb.interval,
-    history = math.max(pb.gate_window, pb.trigger_window), reservoir = opts.reservoir })
+    history = math.max(pb.gate_window, pb.trigger_window), reservoir = opts.reservoir or (require("rollout.analysis").wanted(pb) and 500 or 0) })
   -- the source lives on scenario time (t = 0 at the start); the clock may be past 0
   local source = {
     provides = src.provides,
