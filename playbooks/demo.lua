@@ -17,7 +17,8 @@
 --     --set versions.canary.url=http://127.0.0.1:P2 --set versions.canary.metrics=http://127.0.0.1:P2/metrics
 -- Metrics come from scraping the services (sources[1], scrape: their latency histogram,
 -- request counters and process metrics, whose start time gives restarts); a probe
--- (sources[2]) checks /health every second for `health`. With a real Prometheus:
+-- (sources[2]) checks /health every second for `health` (and fills in for a version the
+-- scrape has no requests for). With a real Prometheus:
 --   --set sources[1].type=prometheus --set sources[1].url=http://127.0.0.1:PROM
 -- and with Alertmanager, for the critical_alert trigger:
 --   --set sources[3].type=alertmanager --set sources[3].url=http://127.0.0.1:AM
@@ -43,9 +44,9 @@ pb.router.override_header = pb.header_override.name
 
 pb.sources = {
   { type = "scrape", name = "metrics" },
-  -- /health every second; its synthetic requests also go to /health, which the service
-  -- leaves out of its request metrics, so users' traffic alone makes the error rate
-  { type = "probe", name = "health", rate = 1, path = "/health", health_interval = "1s", health_timeout = "500ms" },
+  -- /health every second, and one synthetic request per second to each version: a
+  -- version with no users' traffic (the baseline at 100 %) still has numbers, its own
+  { type = "probe", name = "probe", rate = 1, health_interval = "1s", health_timeout = "500ms" },
 }
 
 pb.interval = "1s"

@@ -1,6 +1,6 @@
 -- tools/demo.lua: `make demo`. A real canary release on this machine, end to end.
 --
---   ./rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--keep]
+--   ./rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--out DIR] [--keep]
 --
 -- Starts on loopback (tools/demo_stack.lua): the sample service as baseline v2.9.0 and
 -- canary v3.0.0, HAProxy in front of them, load through HAProxy, and with --prometheus a
@@ -23,7 +23,7 @@ local fs = require("rollout.fs")
 local proc = require("rollout.proc")
 local demo_stack = require("tools.demo_stack")
 
-local USAGE = "usage: rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--keep]"
+local USAGE = "usage: rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--out DIR] [--keep]"
 local FAULT = { error_rate = 0.2 }
 
 local opts = { rps = 200 }
@@ -35,6 +35,7 @@ do
     elseif a == "--prometheus" then opts.prometheus = true
     elseif a == "--keep" then opts.keep = true
     elseif a == "--rps" and tonumber(arg[i + 1]) then opts.rps = tonumber(arg[i + 1]); i = i + 1
+    elseif a == "--out" and arg[i + 1] then opts.out = arg[i + 1]; i = i + 1
     elseif a == "--help" or a == "-h" then print(USAGE); return 0
     else io.stderr:write("demo: unknown argument '", a, "'\n", USAGE, "\n"); return 2 end
     i = i + 1
@@ -84,7 +85,9 @@ local function has_command(name)
   return package.searchpath("rollout.cmd." .. name, package.path) ~= nil
 end
 
+-- Where the record stays after the stack's temp dir is gone (--out, else a fresh /tmp dir).
 local function results_dir()
+  if opts.out then assert(fs.mkdir(opts.out, 493, true)); return opts.out end
   local dir = string.format("/tmp/rollout-demo-%s-%d", os.date("%Y%m%d-%H%M%S"), fs.getpid())
   assert(fs.mkdir(dir, 493))
   return dir

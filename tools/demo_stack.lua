@@ -212,6 +212,19 @@ function Svc:supervise(delay)
   stack.tasks[#stack.tasks + 1] = self.supervisor
 end
 
+--- crash_loop(after): from now on the service exits `after` seconds after every start and
+--- is restarted on its port (a crash-looping pod). The first crash is now.
+function Svc:crash_loop(after, delay)
+  local extra = {}
+  for _, a in ipairs(self.extra or {}) do extra[#extra + 1] = a end
+  extra[#extra + 1] = "--crash-after-seconds"
+  extra[#extra + 1] = tostring(after)
+  self.extra = extra
+  if not self.supervisor then self:supervise(delay) end
+  self.crash_loop_at = rollout.time()
+  self.proc.child:kill("KILL")
+end
+
 -- ---- HAProxy ---------------------------------------------------------------------------
 
 local HAPROXY_CFG = [[
@@ -554,7 +567,7 @@ end
 -- ---- the whole stack -------------------------------------------------------------------
 
 --- start{prometheus = bool, alertmanager = bool, rules = bool, rps = 200, canary_args = {...},
----       crash_loop = seconds|nil, load = true} -> stack | nil, err (anything started is stopped)
+---       baseline_args = {...}, load = true} -> stack | nil, err (anything started is stopped)
 function M.start(opts)
   opts = opts or {}
   for _, exe in ipairs({ "sample-service", "loadgen" }) do
@@ -574,12 +587,10 @@ function M.start(opts)
   local cargs = {}
   for _, a in ipairs(latency) do cargs[#cargs + 1] = a end
   for _, a in ipairs(opts.canary_args or {}) do cargs[#cargs + 1] = a end
-  if opts.crash_loop then cargs[#cargs + 1] = "--crash-after-seconds"; cargs[#cargs + 1] = tostring(opts.crash_loop) end
   self.baseline, err = self:sample("baseline", M.BASELINE, bargs)
   if not self.baseline then return fail(err) end
   self.canary, err = self:sample("canary", M.CANARY, cargs)
   if not self.canary then return fail(err) end
-  if opts.crash_loop then self.canary:supervise(0.1) end
   self.haproxy_proc, err = self:haproxy(self.baseline, self.canary)
   if not self.haproxy_proc then return fail(err) end
   if opts.alertmanager then

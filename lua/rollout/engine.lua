@@ -49,7 +49,12 @@ function E:emit(kind, fields)
   ev.t = self:elapsed()
   if not self.env.simulate then ev.ts = rollout.time() end -- simulations stay byte-identical
   if self.stage and ev.stage == nil then ev.stage = self.stage.name end
-  if self.env.emit then self.env.emit(ev, self) end
+  if self.env.emit then
+    -- a sink that journals returns true, or false, err when the event is not on disk
+    local ok, err = self.env.emit(ev, self)
+    if ok == false then self.journal_error = tostring(err or "journal write failed")
+    elseif ok == true then self.journal_error = nil end
+  end
   return ev
 end
 
@@ -75,6 +80,8 @@ function E:status()
   end
   if self.last_signals then st.signals = { baseline = compact(self.last_signals.baseline), canary = compact(self.last_signals.canary) } end
   st.consecutive_errors = self.consecutive_errors
+  if self.state == "paused" then st.reason = self.pause_reason end
+  st.journal_error = self.journal_error
   return st
 end
 
@@ -125,9 +132,11 @@ end
 --- command(name, arg, who): an operator's command (the control socket and the REPL call it).
 --- Returns true or nil, err.
 function E:command(name, arg, who)
-  local ok_states = { pause = true, resume = true, promote = true, promote_full = true, abort = true }
+  local ok_states = { pause = true, resume = true, promote = true, promote_full = true, abort = true,
+    retry = true, set_weight = true }
   if not ok_states[name] then return nil, "unknown command '" .. tostring(name) .. "'" end
   if self.outcome then return nil, "the rollout has ended (" .. self.outcome.outcome .. ")" end
+  if name == "set_weight" then return self:set_weight(arg, who) end
   self:emit("command", { command = name, arg = arg, who = who or "operator" })
   if name == "abort" then
     self:interrupt({ action = "rollback", reason = "manual", detail = arg, who = who })
@@ -137,11 +146,80 @@ function E:command(name, arg, who)
   return true
 end
 
+--- set weight N (the control socket): an operator's canary weight, applied by the engine's
+--- task like any shift (requested, confirmed, journaled); it holds until the next stage's
+--- shift or a rollback. Waits up to 30 s for the confirmation: true | nil, err.
+function E:set_weight(arg, who)
+  local w = tonumber(arg)
+  if not w or w < 0 or w > 100 then return nil, "set weight: expected a canary weight 0..100, got " .. tostring(arg) end
+  if self.state ~= "stage" and self.state ~= "paused" then
+    return nil, "set weight: the rollout is " .. tostring(self.state) .. "; a weight can be set during a stage or a pause"
+  end
+  self:emit("command", { command = "set_weight", arg = w, who = who or "operator" })
+  local me = rollout.current()
+  self.override = { weight = w, who = who or "operator", reply = me ~= self.task and me or nil }
+  if me == self.task then return self:apply_override() end
+  rollout.wake(self.task)
+  local ok, err = rollout.suspend(30)
+  if ok == nil and err == "timeout" then return nil, "set weight: queued, not applied within 30 s (a hook is running?)" end
+  return ok, err
+end
+
+function E:apply_override()
+  local o = self.override
+  self.override = nil
+  local ok, err, intr = self:shift(o.weight, { by = o.who })
+  if intr then self:interrupt(intr) end
+  if o.reply then rollout.wake(o.reply, ok, err) end
+  return ok, err
+end
+
+--- stop(reason): end the run paused (SIGTERM, SIGINT) with traffic where the last confirmed
+--- weights put it. A running hook is cancelled, as for any pause.
+function E:stop(reason, who)
+  if self.outcome then return nil, "the rollout has ended (" .. self.outcome.outcome .. ")" end
+  self.env.interactive = false
+  self:emit("command", { command = "stop", arg = reason, who = who or "signal" })
+  self:interrupt({ action = "pause", reason = reason, who = who })
+  return true
+end
+
+--- Never act without a record: called before every router action. While the journal cannot
+--- be written the rollout is paused (ticks go on, triggers keep watching); each later event
+--- retries the journal, and `resume`/`retry` retry it on purpose. Returns nil to go ahead,
+--- or an interrupt that came meanwhile for the caller to act on once the record is written.
+function E:await_record()
+  if not self.journal_error then return nil end
+  local state, held = self.state, nil
+  self.state = "paused"
+  self.pause_reason = "journal unwritable: " .. self.journal_error
+  self:emit("paused", { reason = self.pause_reason })
+  while self.journal_error do
+    if not self.env.interactive then
+      self.state = state
+      return { action = "stop_paused", reason = "journal unwritable" }
+    end
+    local intr = self:wait_until(rollout.now() + self.pb.interval)
+    if intr and (intr.action == "resume" or intr.action == "retry") then
+      self:emit("journal_retry", { by = intr.who or "operator" })
+    elseif intr and intr.action == "pause" and not self.env.interactive then
+      self.state = state
+      return { action = "stop_paused", reason = intr.reason }
+    elseif intr and intr.action ~= "resume" and intr.action ~= "pause" then
+      if not (held and held.action == "rollback") then held = intr end -- acted on once recorded
+    end
+  end
+  self.state = state
+  self:emit("resumed", { by = "journal writable again" })
+  return held
+end
+
 -- ---- waiting and ticking ------------------------------------------------------------------
 
 --- Wait until `deadline` (scheduler seconds; math.huge for "until interrupted"), ticking.
 function E:wait_until(deadline)
   while true do
+    if self.override then self:apply_override() end
     local intr = self:take_interrupt()
     if intr then return intr end
     local now = rollout.now()
@@ -327,13 +405,19 @@ function E:run_hook(name, extra, opts)
     return true
   end
   opts = opts or {}
+  if not opts.uninterruptible then -- a hook acts too: not without a record
+    local held = self:await_record()
+    if held then return nil, held end
+  end
   self:emit("hook_started", { hook = name })
   local t0 = rollout.now()
   local ctx = self:hook_ctx(extra)
   local timeout = opts.timeout or self.pb.hook_timeout or 900
   local task = rollout.spawn(function()
     if type(fn) == "table" then return run_argv(fn, timeout) end
-    return fn(ctx)
+    -- preemptible: a hook stuck in a loop yields to the loop every 10 ms, so triggers and
+    -- the control socket go on and the timeout below can cancel it
+    return require("rollout.budget").run(fn, { seconds = timeout }, ctx)
   end)
   local me = rollout.current()
   local watcher = rollout.spawn(function() pcall(task.wait, task); rollout.wake(me) end)
@@ -363,6 +447,7 @@ function E:run_hook(name, extra, opts)
     if self.ticking and self.next_tick < wake then wake = self.next_tick end
     rollout.suspend(math.max(0, wake - now))
     if self.ticking and rollout.now() >= self.next_tick - 1e-9 then self:tick() end
+    if self.override then self:apply_override() end
   end
   watcher:cancel()
   local st, a, b = task:result()
@@ -377,9 +462,11 @@ end
 
 -- ---- traffic ------------------------------------------------------------------------------
 
-function E:shift(weight)
+function E:shift(weight, extra)
   local w = { baseline = 100 - weight, canary = weight }
-  self:emit("weight_requested", { baseline = w.baseline, canary = w.canary })
+  self:emit("weight_requested", { baseline = w.baseline, canary = w.canary, by = extra and extra.by })
+  local intr = self:await_record()
+  if intr then return nil, "interrupted while the journal was unwritable", intr end
   local ok, err = self.router:set_weights(w, { attempts = 3 })
   if not ok then
     self:emit("weight_failed", { baseline = w.baseline, canary = w.canary, error = err })
@@ -401,6 +488,8 @@ function E:reverify(weight)
     return true
   end
   self:emit("weights_reapplied", { want = want, got = got })
+  local intr = self:await_record()
+  if intr then return nil, "interrupted while the journal was unwritable", intr end
   local ok, serr = self.router:set_weights(want, { attempts = 3 })
   if not ok then
     self:emit("weight_failed", { baseline = want.baseline, canary = want.canary, error = serr })
@@ -567,15 +656,24 @@ function E:run_stage(stage, resume)
     -- after a crash: the stage's weight was confirmed before; make sure it still is, and
     -- continue the hold with the time that was left
     self:emit("stage_resumed", { index = stage.index, weight = stage.weight, held = resume.held, hold = stage.hold })
-    local ok2, err2 = self:reverify(stage.weight)
+    local last = resume.last_confirmed
+    local ok2, err2, intr2 = self:reverify(last and last.canary or stage.weight)
+    if intr2 then return intr2 end
     if not ok2 then return { action = "rollback", reason = "error:router", detail = err2 } end
+    if resume.paused then -- an operator's pause outlives a crash; triggers watch meanwhile
+      self.ticking = true
+      self.next_tick = rollout.now() + self.pb.interval
+      local after = self:pause(resume.paused)
+      if after then return after end
+    end
     self.stage_start = rollout.now() - (resume.held or 0)
   else
     self:emit("stage_entered", { index = stage.index, weight = stage.weight, hold = stage.hold })
     ok, intr = self:run_hook("before_stage", { stage_index = stage.index })
     if ok == nil then return intr end
     if ok == false then return { action = "rollback", reason = "error:hook:before_stage", detail = intr } end
-    local shifted, err = self:shift(stage.weight)
+    local shifted, err, intr2 = self:shift(stage.weight)
+    if intr2 then return intr2 end
     if not shifted then return { action = "rollback", reason = "error:router", detail = err } end
     self.stage_start = rollout.now()
   end
@@ -624,11 +722,15 @@ end
 function E:pause(reason, manual_gate)
   self.state = "paused"
   self:emit("paused", { reason = reason })
+  self.pause_reason = reason
   if not self.env.interactive then return { action = "stop_paused", reason = reason } end
   self:run_hook("on_pause")
   while true do
+    if not self.env.interactive then return { action = "stop_paused", reason = self.pause_reason } end
     local intr = self:wait_until(math.huge)
-    if intr.action == "resume" or intr.action == "promote" then
+    if intr.action == "pause" and not self.env.interactive then
+      return { action = "stop_paused", reason = intr.reason }
+    elseif intr.action == "resume" or intr.action == "promote" then
       if manual_gate and intr.action == "resume" then
         self:emit("manual_gate_waiting", { detail = "a manual gate needs promote" })
       else
@@ -637,9 +739,9 @@ function E:pause(reason, manual_gate)
         self:run_hook("on_resume")
         return nil
       end
-    elseif intr.action == "promote_full" then
-      return intr
-    elseif intr.action == "rollback" then
+    elseif intr.action == "promote_full" or intr.action == "rollback" or intr.action == "retry"
+      or intr.action == "stop_paused" then
+      if intr.action == "retry" then self.state = "stage" end
       return intr
     end
   end
@@ -662,6 +764,8 @@ function E:rollback(intr)
   local attempt, backoff = 0, 0.5
   while true do
     attempt = attempt + 1
+    local stop = self:await_record()
+    if stop and stop.action == "stop_paused" then return self:finish("paused", "journal unwritable") end
     local ok, err = self.router:set_weights({ baseline = 100, canary = 0 }, { attempts = 1, rollback = true })
     self:emit("rollback_attempt", { attempt = attempt, ok = ok and true or false, error = err })
     if ok then break end
@@ -697,6 +801,10 @@ end
 -- Act on an interrupt that ended a stage. Returns an outcome, or nil to carry on.
 function E:handle(intr)
   if intr.action == "rollback" then return self:rollback(intr) end
+  if intr.action == "retry" then
+    self:emit("stage_retry", { by = intr.who or "operator" })
+    return nil, "retry"
+  end
   if intr.action == "stop_paused" then return self:finish("paused", intr.reason) end
   if intr.action == "pause" then
     local again = self:pause(intr.reason)
@@ -705,7 +813,8 @@ function E:handle(intr)
   end
   if intr.action == "promote_full" then
     self:emit("promote_full", { by = intr.who or "operator" })
-    local ok, err = self:shift(100)
+    local ok, err, intr2 = self:shift(100)
+    if intr2 then return self:handle(intr2) end
     if not ok then return self:rollback({ reason = "error:router", detail = err }) end
     return self:promote()
   end
@@ -731,13 +840,25 @@ function E:run()
     local hok, herr = self.router:header_override(pb.header_override)
     self:emit("header_override", { name = pb.header_override.name, value = pb.header_override.value, ok = hok and true or false, error = herr })
   end
-  for _, stage in ipairs(pb.stages) do
-    local intr = self:run_stage(stage)
+  return self:run_stages(1)
+end
+
+--- The stages from `first` on (the first one continuing `resume`, if given), then promote.
+--- A `retry` runs the current stage again from its start.
+function E:run_stages(first, resume)
+  local pb = self.pb
+  local i = first
+  while i <= #pb.stages do
+    local intr = self:run_stage(pb.stages[i], resume)
+    resume = nil
     if not intr and self.deferred then intr, self.deferred = self.deferred, nil end
+    local again
     if intr then
-      local outcome = self:handle(intr)
+      local outcome
+      outcome, again = self:handle(intr)
       if outcome then return outcome end
     end
+    if again ~= "retry" then i = i + 1 end
   end
   return self:promote()
 end
@@ -755,20 +876,12 @@ function E:run_resumed(r)
   end
   if r.phase == "promoting" then
     self.stage = pb.stages[#pb.stages]
-    self.weights = { baseline = 0, canary = 100 }
+    local ok, err, intr = self:reverify(100) -- also completes a promote --full cut short
+    if intr then return self:handle(intr) end
+    if not ok then return self:rollback({ reason = "error:router", detail = err }) end
     return self:promote()
   end
-  local first = r.stage_index or 1
-  for i = first, #pb.stages do
-    local stage = pb.stages[i]
-    local intr = self:run_stage(stage, i == first and r.stage_confirmed and { held = r.held } or nil)
-    if not intr and self.deferred then intr, self.deferred = self.deferred, nil end
-    if intr then
-      local outcome = self:handle(intr)
-      if outcome then return outcome end
-    end
-  end
-  return self:promote()
+  return self:run_stages(r.stage_index or 1, r.stage_confirmed and r or nil)
 end
 
 M.Engine = E

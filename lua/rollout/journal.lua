@@ -225,7 +225,8 @@ W.__index = W
 --- if any, is cut off and the cut recorded); seq continues its numbering.
 function M.open(path)
   local events, info
-  if fs.stat(path) then
+  local st = fs.stat(path)
+  if st and st.type == "file" then
     local lines, rinfo = core.read(path)
     if not lines then return nil, rinfo end
     info = rinfo

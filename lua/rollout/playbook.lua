@@ -384,29 +384,19 @@ local function check_policy(ctx, path, v)
   })
 end
 
+-- Routers and sources validate their own tables (rollout.routers / rollout.sources
+-- dispatch on `type` to the known modules); each problem comes back as "key: message".
 local function check_plugin(kind)
   return function(ctx, path, v)
     if not want(ctx, path, v, "table") then return nil end
-    if type(v.type) ~= "string" then ctx:err(extend(path, "type"), "required string"); return nil end
-    local ok, mod = pcall(require, "rollout." .. kind .. "." .. v.type)
-    if not ok then
-      if tostring(mod):find("not found", 1, true) then
-        ctx:err(extend(path, "type"), "unknown " .. kind:gsub("s$", "") .. " type '" .. v.type .. "'")
+    for _, e in ipairs(require("rollout." .. kind).validate(v) or {}) do
+      local key, msg = e:match("^([%w_%.%[%]]+): (.*)$")
+      if key then
+        local p = path
+        for part in key:gmatch("[^%.%[%]]+") do p = extend(p, tonumber(part) or part) end
+        ctx:err(p, msg)
       else
-        ctx:err(extend(path, "type"), tostring(mod))
-      end
-      return nil
-    end
-    if mod.validate then
-      for _, e in ipairs(mod.validate(v) or {}) do
-        local key, msg = e:match("^([%w_%.%[%]]+): (.*)$")
-        if key then
-          local p = path
-          for part in key:gmatch("[^%.]+") do p = extend(p, tonumber(part) or part) end
-          ctx:err(p, msg)
-        else
-          ctx:err(path, e)
-        end
+        ctx:err(path, e)
       end
     end
     return v

@@ -266,7 +266,7 @@ function V:trigger_line()
   if #pend > 0 then return sgr("33", "trigger " .. table.concat(pend, "; "), self.color) end
   if self.source_error then return sgr("33", "source error: " .. tostring(self.source_error), self.color) end
   if #self.trigger_order > 0 and self.stage then
-    return string.format("triggers: %d watching (%s), none pending", #self.trigger_order, table.concat(self.trigger_order, ", "))
+    return string.format("triggers: %d watching, none pending", #self.trigger_order)
   end
   return ""
 end
