@@ -78,10 +78,61 @@ check-lua:
 	luacheck -q lua spec playbooks
 
 clean-build:
-	rm -rf build rollout build-asan rollout-asan sample-service loadgen
+	rm -rf build rollout build-asan rollout-asan build-fuzz sample-service loadgen
 
 clean: clean-build
 
 # The main job. Until the full canary demo lands this shows the host working.
 demo: deps rollout
 	./rollout examples/host.lua
+
+# ---- fuzzing (libFuzzer, clang) -----------------------------------------------------------
+# `make fuzz FUZZ_SECONDS=N` builds every target in fuzz/ with ASan + UBSan and runs each for
+# N seconds (default 60) on its corpus: fuzz/corpus/<target>/ (kept in the repo, small) is
+# read, new inputs go to build-fuzz/corpus/<target>/ and crashes to build-fuzz/crash-<target>-*.
+# `make fuzz-merge` folds the new inputs that add coverage into fuzz/corpus (-merge=1).
+# fuzz/regressions/<target>/ holds every crash input found; `make fuzz` replays them first.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := promtext json yaml units
+FUZZ_FLAGS   := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+                -fno-sanitize-recover=undefined -DFUZZ_LUADIR='"$(CURDIR)/lua"'
+FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fuzz_objs = $(patsubst %,build-fuzz/%.o,$(1))
+FUZZ_DEPS_promtext := promtext
+FUZZ_DEPS_json     := json
+FUZZ_DEPS_yaml     := yaml json units
+FUZZ_DEPS_units    := units promtext
+FUZZ_DEPS_control  := units json
+
+.PHONY: fuzz fuzz-build fuzz-merge
+.PRECIOUS: build-fuzz/%.o
+build-fuzz/%.o: src/%.c $(HDR)
+	@mkdir -p build-fuzz
+	clang $(ALL_CFLAGS) $(FUZZ_FLAGS) -c -o $@ $<
+
+.SECONDEXPANSION:
+build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(HDR) $$(call fuzz_objs,$$(FUZZ_DEPS_$$*))
+	clang $(ALL_CFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(call fuzz_objs,$(FUZZ_DEPS_$*)) $(LDLIBS)
+
+fuzz-build: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t fuzz/corpus/$$t; \
+	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
+	  if [ -d fuzz/regressions/$$t ] && [ -n "$$(ls fuzz/regressions/$$t)" ]; then \
+	    echo "fuzz $$t: replaying fuzz/regressions/$$t"; \
+	    $(FUZZ_ENV) build-fuzz/fuzz_$$t -runs=0 $$dict fuzz/regressions/$$t >/dev/null 2>build-fuzz/replay-$$t.log \
+	      || { tail -40 build-fuzz/replay-$$t.log; exit 1; }; fi; \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_ENV) build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 $$dict -artifact_prefix=build-fuzz/crash-$$t- \
+	    build-fuzz/corpus/$$t fuzz/corpus/$$t 2>build-fuzz/fuzz-$$t.log \
+	    || { tail -60 build-fuzz/fuzz-$$t.log; exit 1; }; \
+	  grep -E '^#[0-9]+.*(DONE|cov:)' build-fuzz/fuzz-$$t.log | tail -1; \
+	  grep -E 'stat::number_of_executed_units' build-fuzz/fuzz-$$t.log; \
+	done
+
+fuzz-merge: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_ENV) build-fuzz/fuzz_$$t -merge=1 fuzz/corpus/$$t build-fuzz/corpus/$$t 2>&1 | tail -1; done

@@ -327,4 +327,23 @@ describe("the rollout executable", function()
     assert.equals(3, r2.code)
     assert.matches("deadlock", r2.stderr)
   end)
+
+  it("under the virtual clock, a signal still reaches a script whose timers keep time jumping", function()
+    local p = script("vsig.lua", 'local n = 0\nrollout.every("1s", function() n = n + 1 end)\n' ..
+      'print(rollout.wait_signal("TERM"))\nprint(n > 0)\n')
+    local h = assert(proc.spawn({ argv = { rollout.exe, "--clock=virtual", p }, stdout = dir .. "/vsig.out" }))
+    rollout.sleep(0.5)
+    h:kill("TERM")
+    local code = h:wait(5)
+    assert.equals(0, code)
+    assert.equals("TERM\ntrue\n", require("rollout.fs").read(dir .. "/vsig.out"))
+  end)
+
+  it("a waiter that gave up does not silence the failure of the task it waited for", function()
+    local p = script("gaveup.lua", 'local a = rollout.spawn(function() rollout.sleep(0.2); error("late boom") end)\n' ..
+      'print(rollout.wait_any({a}, 0.01))\nrollout.sleep(0.4)\n')
+    local r = run({ p }, 10)
+    assert.equals(0, r.code)
+    assert.matches("late boom", r.stderr)
+  end)
 end)

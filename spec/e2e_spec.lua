@@ -27,7 +27,12 @@ local function measure(s, res, fault_at, label)
   local t = demo_stack.rollback_timing(res.events)
   assert(t and t.confirmed, "no weight_confirmed canary 0 after rollback_started:\n" .. dump(res))
   local polled = s:zero_at(fault_at or t.rollback_started)
-  assert(polled, "our own poll of HAProxy never read canary 0 after the fault")
+  if not polled then
+    local seen = {}
+    for _, w in ipairs(s.weights) do seen[#seen + 1] = string.format("%.3f:%d", w.t, w.canary) end
+    error(string.format("our own poll of HAProxy never read canary 0 after %.3f (engine: %.3f); it saw %s",
+      fault_at or t.rollback_started, t.confirmed, table.concat(seen, " ")))
+  end
   s.load:stop()
   local failed, sent = s.load:failed_between(fault_at or t.rollback_started, t.confirmed + 1)
   say("%s: %d of %d requests failed for users while the bad canary was live", label, failed, sent)

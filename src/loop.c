@@ -65,6 +65,7 @@ struct task {
     unsigned long seq;
     int heap_idx;         /* -1 when not in the timer heap */
     int joiners;          /* tasks waiting in task:wait() */
+    task *waiting_on;     /* the task this one waits for in task:wait() */
 };
 
 static struct {
@@ -484,16 +485,28 @@ static int task_wait_k(lua_State *L, int status, lua_KContext ctx) {
     lua_getiuservalue(L, 1, 1);
     if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED)
         return finished_results(L, t, 2);
-    /* woken by the timeout: stop waiting on t, so its end cannot wake us later */
-    lua_getfield(L, 2, "waiters");
-    task *self = loop_task_of(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, self->ref);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    t->joiners--;
+    /* woken by the timeout; joiner_cancel already took us off t's waiters */
     lua_pushnil(L);
     lua_pushliteral(L, "timeout");
     return 2;
+}
+
+/* A waiter that stops waiting (timeout or cancel) leaves the target's waiters, so the
+ * target's end cannot wake it later and its failure is reported if nobody else waits. */
+static void joiner_cancel(void *ud) {
+    task *self = ud, *t = self->waiting_on;
+    self->waiting_on = NULL;
+    if (!t || t->ref == LUA_NOREF || self->ref == LUA_NOREF) return;
+    lua_State *L = S.L;
+    push_box(L, t);
+    lua_getfield(L, -1, "waiters");
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, self->ref);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 2);
+    if (t->joiners > 0) t->joiners--;
 }
 
 /* task:wait([timeout]) -> results...  | raises the task's error | nil, "timeout"  [-0, +?, e] */
@@ -518,7 +531,8 @@ static int task_wait(lua_State *L) {
     lua_rawset(L, -3);
     lua_settop(L, 1);
     t->joiners++;
-    park(L, W_NONE, NULL, NULL);
+    self->waiting_on = t;
+    park(L, W_NONE, joiner_cancel, self);
     if (timeout >= 0) arm_deadline(self, timeout, 1);
     return lua_yieldk(L, 0, 0, task_wait_k);
 }
@@ -715,6 +729,9 @@ static void loop_turn(lua_State *L) {
     fire_due_timers();
     if (S.ready_head) return;
     if (S.virtual_clock && S.io_pending == 0 && S.heap_len) {
+        /* serve what is already there (a signal, a connection) before time jumps */
+        ev_run(S.ev, EVRUN_NOWAIT);
+        if (S.ready_head) return;
         if (S.heap[0]->deadline > S.vnow) S.vnow = S.heap[0]->deadline;
         fire_due_timers();
         return;

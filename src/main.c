@@ -2,6 +2,7 @@
  * library (source tree or installed), and hands argv to lua/rollout/cli.lua, which runs as
  * the main task. Policy, including every command, lives in Lua. */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,7 @@ int main(int argc, char **argv) {
                         "set ROLLOUT_LUADIR\n", luadir);
         return 2;
     }
+    signal(SIGPIPE, SIG_IGN); /* a closed peer is an error return, never a dead engine */
     lua_State *L = luaL_newstate();
     if (!L) return fprintf(stderr, "rollout: out of memory\n"), 3;
     luaL_openlibs(L);

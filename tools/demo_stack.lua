@@ -312,6 +312,20 @@ function S:on_weight(at, fn)
   self:watch()
 end
 
+--- Back to the start for another rollout on the same stack: canary without faults,
+--- HAProxy at baseline 100 / canary 0, no weight hooks, the header ACL empty.
+function S:reset()
+  self.hooks = {}
+  self.canary.fault_at = nil
+  assert(self.canary:fault({ error_rate = 0 }))
+  local conn = assert(net.connect_unix(self.haproxy_proc.socket, 2))
+  conn:send("set weight " .. M.BACKEND .. "/baseline 100; set weight " .. M.BACKEND .. "/canary 0; clear acl "
+    .. self.haproxy_proc.acl .. "\n")
+  conn:receive("a", 2)
+  conn:close()
+  assert(wait_for(function() return self:canary_weight() == 0 end, 5), "HAProxy did not go back to canary 0")
+end
+
 --- The first time (epoch) after `since` at which HAProxy read back canary 0 %.
 function S:zero_at(since)
   for _, w in ipairs(self.weights or {}) do

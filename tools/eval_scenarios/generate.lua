@@ -7,11 +7,11 @@
 --   rollout tools/eval_scenarios/generate.lua DIR   writes them as scenario files
 --
 -- Families (count):
---   good_noise (30)      canary within +-4 % latency and +-15 % errors of its baseline
+--   good_noise (30)      canary within +-5 % latency and +-15 % errors of its baseline
 --   good_better (5)      canary faster or with fewer errors
---   bad_errors (10)      +0.3 to +0.7 pp errors, below every static limit (<= 0.9 %)
---   bad_latency (10)     p50 and p99 x1.3 to x1.8, below the static limits
---   bad_tail (8)         p99 x1.45 to x2.2 with the same median, below the static limits
+--   bad_errors (10)      +0.25 to +0.7 pp errors, below every static limit (< 0.95 %)
+--   bad_latency (10)     p50 and p99 x1.2 to x1.8, below the static limits
+--   bad_tail (8)         p99 x1.25 to x2.2 with the same median, below the static limits
 --   bad_over (12)        over a static limit (errors 1.2-4 %, p99 550-900 ms, p50 210-300 ms),
 --                        under the triggers
 --   bad_late (12)        a good canary that turns bad (either kind) between 7 m and 43 m
@@ -85,7 +85,7 @@ end
 local FAMILIES = {
   { "good_noise", 30, function(g, seed)
     local b = baseline(g)
-    local c = scale(b, g.u(0.97, 1.04), g.u(0.97, 1.04), g.u(0.85, 1.15))
+    local c = scale(b, g.u(0.95, 1.05), g.u(0.95, 1.05), g.u(0.85, 1.15))
     return scenario_of(seed, g.pick(RPS), b, c), "good"
   end },
   { "good_better", 5, function(g, seed)
@@ -95,20 +95,20 @@ local FAMILIES = {
   end },
   { "bad_errors", 10, function(g, seed)
     local b = baseline(g)
-    local c = scale(b, g.u(0.98, 1.03), g.u(0.98, 1.03), 1, g.u(0.003, 0.007))
+    local c = scale(b, g.u(0.98, 1.03), g.u(0.98, 1.03), 1, g.u(0.0025, 0.007))
     if not under_limits(c) then return nil end
     return scenario_of(seed, g.pick(RPS), b, c), "bad"
   end },
   { "bad_latency", 10, function(g, seed)
     local b = baseline(g)
-    local f = g.u(1.3, 1.8)
+    local f = g.u(1.2, 1.8)
     local c = scale(b, f, f * g.u(0.95, 1.05), g.u(0.9, 1.1))
     if not under_limits(c) then return nil end
     return scenario_of(seed, g.pick(RPS), b, c), "bad"
   end },
   { "bad_tail", 8, function(g, seed)
     local b = baseline(g)
-    local c = scale(b, g.u(0.98, 1.02), g.u(1.45, 2.2), g.u(0.9, 1.1))
+    local c = scale(b, g.u(0.98, 1.02), g.u(1.25, 2.2), g.u(0.9, 1.1))
     if not under_limits(c) then return nil end
     return scenario_of(seed, g.pick(RPS), b, c), "bad"
   end },

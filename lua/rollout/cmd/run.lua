@@ -1,15 +1,36 @@
 -- rollout run PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--verbose]
+--                      [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control]
 -- Runs a playbook for real: its router moves real traffic, its sources read real metrics.
--- SIGINT or SIGTERM pauses: traffic stays where the last confirmed weights put it, the
--- run exits 3; a second SIGINT within 5 s rolls back (exit 1 once 0 % is confirmed).
+--
+-- Journal: every event goes to DIR/<start>-<pid>.jsonl (rollout.journal), fsync'd before it
+-- is printed or acted on; DIR defaults to ./.rollout/journal/<service>. DIR/lock makes sure
+-- one engine runs a rollout: a second one refuses, naming the holder's pid.
+-- A run that finds an unfinished journal in DIR (a crash, kill -9, SIGTERM) says so and
+-- refuses; --resume continues it (same stage, the router's weights checked against the
+-- last confirmed ones and re-applied if they differ, the hold continued with the time that
+-- was left), --fresh (or --restart) starts over and marks the old journal abandoned.
+--
+-- Control socket: <run dir>/<service>.sock (rollout.control), run dir --run-dir, else
+-- $XDG_RUNTIME_DIR/rollout, /run/rollout for root, ./.rollout/run otherwise. A pause waits
+-- there for an operator's resume, promote or abort (rollout ctl, rollout attach).
+--
+-- Signals: SIGINT or SIGTERM pauses, persists, and exits 3 with traffic where the journal's
+-- last confirmed weights put it (run --resume continues). A second SIGINT within 5 s rolls
+-- back (exit 1 once 0 % is confirmed).
+--
+-- Exit codes: 0 promoted, 1 rolled back, 2 usage, configuration, lock or journal problems
+-- before anything was done, 3 paused, aborted or failed.
 local rollout = require("rollout")
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local engine = require("rollout.engine")
 local output = require("rollout.output")
+local journal = require("rollout.journal")
+local control = require("rollout.control")
 
 local M = {}
-local USAGE = "rollout run PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--verbose]"
+local USAGE = "rollout run PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--verbose]\n"
+  .. "         [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control]"
 
 --- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
 function M.build(pb, emit)
@@ -42,47 +63,154 @@ function M.build(pb, emit)
   return router, list
 end
 
+local function who()
+  return os.getenv("SUDO_USER") or os.getenv("USER") or os.getenv("LOGNAME") or "unknown"
+end
+
+local function fail(msg)
+  io.stderr:write("rollout run: ", msg, "\n")
+  return 2
+end
+
+local function describe(s)
+  local w = s.weights and string.format("baseline %s%% / canary %s%%", tostring(s.weights.baseline), tostring(s.weights.canary))
+    or "no weights confirmed"
+  local when = s.last_ts and os.date("!%Y-%m-%d %H:%M:%SZ", math.floor(s.last_ts)) or "?"
+  return string.format("stage %s, %s, %s; last event %s", tostring(s.stage or "-"),
+    s.outcome and ("ended " .. s.outcome) or "not ended", w, when)
+end
+
+-- The journal to write and the resume state: writer, resume | nil, exit code.
+local function open_journal(dir, pb, opts)
+  local path, events, _ = journal.latest(dir)
+  if not path and events then return nil, fail("cannot read the journal: " .. tostring(events)) end
+  local unfinished
+  if path then
+    local s = journal.summary(events)
+    if not s.finished then unfinished = { path = path, summary = s, events = events } end
+  end
+  if unfinished and not opts.resume and not opts.fresh then
+    return nil, fail(string.format("an unfinished rollout of %s is in %s\n  %s\n"
+      .. "run again with --resume to continue it, or --fresh to start over (the old journal is kept, marked abandoned)",
+      tostring(unfinished.summary.service or pb.service), unfinished.path, describe(unfinished.summary)))
+  end
+  if opts.resume then
+    if not unfinished then
+      return nil, fail("nothing to resume in " .. dir .. (path and (" (the last rollout ended: "
+        .. tostring(journal.summary(events).outcome) .. ")") or " (no journal)"))
+    end
+    local s = unfinished.summary
+    if s.service and s.service ~= pb.service then
+      return nil, fail(unfinished.path .. " is a rollout of " .. s.service .. ", not of " .. tostring(pb.service))
+    end
+    local r, why = journal.replay(unfinished.events)
+    if not r and why ~= "start" then return nil, fail("cannot resume " .. unfinished.path .. ": " .. tostring(why)) end
+    local w, err = journal.open(unfinished.path)
+    if not w then return nil, fail("journal: " .. tostring(err)) end
+    return w, r -- r == nil: no stage was entered; the rollout starts over in the same journal
+  end
+  if unfinished then
+    local old, err = journal.open(unfinished.path)
+    if not old then return nil, fail("journal: " .. tostring(err)) end
+    local ok, aerr = old:append({ event = "abandoned", ts = rollout.time(), who = who(),
+      detail = "rollout run --fresh started over" })
+    old:close()
+    if not ok then return nil, fail("journal: " .. tostring(aerr)) end
+  end
+  local w, err = journal.open(journal.new_path(dir))
+  if not w then return nil, fail("journal: " .. tostring(err)) end
+  return w, nil
+end
+
+local RUN_OPTS = { config = "value", set = "list", json = "flag", verbose = "flag", journal = "value",
+  resume = "flag", fresh = "flag", restart = "flag", run_dir = "value", no_control = "flag" }
+
 function M.main(argv)
-  local opts, pos = args.parse(argv, { config = "value", set = "list", json = "flag", verbose = "flag" })
+  local opts, pos = args.parse(argv, RUN_OPTS)
   if not opts then return args.usage_error("run", pos, USAGE) end
   if #pos ~= 1 then return args.usage_error("run", "expected one playbook", USAGE) end
+  opts.fresh = opts.fresh or opts.restart
+  if opts.resume and opts.fresh then return args.usage_error("run", "--resume and --fresh exclude each other", USAGE) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
     for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
     return 2
   end
   for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
+
+  -- one engine per rollout, and a record before anything acts
+  local dir = opts.journal or journal.default_dir(pb.service)
+  local ok, derr = journal.mkdirs(dir)
+  if not ok then return fail("journal directory: " .. tostring(derr)) end
+  local lock, lerr, holder = journal.lock(dir)
+  if not lock then
+    if holder then return fail(string.format("another engine (pid %d) is running this rollout (%s)", holder, lerr)) end
+    return fail("lock: " .. tostring(lerr))
+  end
+  local writer, resume = open_journal(dir, pb, opts)
+  if not writer then lock:release(); return resume end
+
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
+  local ctl
+  local sink = writer:sink(function(ev, eng)
+    printer(ev, eng)
+    if ctl then ctl:record(ev) end
+  end)
   local e
   local router, sources = M.build(pb, function(kind, fields) if e then e:emit(kind, fields) end end)
   if not router then
-    io.stderr:write("rollout run: ", sources, "\n")
-    return 2
+    writer:close(); lock:release()
+    return fail(sources)
   end
-  e = engine.new(pb, { router = router, sources = sources, emit = printer, interactive = false,
-    who = os.getenv("SUDO_USER") or os.getenv("USER") or "unknown" })
-  local main = rollout.current()
+  e = engine.new(pb, { router = router, sources = sources, emit = sink, interactive = true, who = who(),
+    resume = resume })
+
+  local socket
+  if not opts.no_control then
+    socket = control.socket_path(opts.run_dir or control.default_run_dir(), pb.service)
+    local cerr
+    ctl, cerr = control.serve(e, { path = socket, journal = writer.path })
+    if not ctl then
+      writer:close(); lock:release()
+      for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
+      return fail("control socket: " .. tostring(cerr))
+    end
+  end
+  local rok, rerr = writer:append({ event = "engine_started", ts = rollout.time(), pid = require("rollout.fs").getpid(),
+    who = who(), playbook = pb.file, journal = writer.path, socket = socket, resume = resume and true or nil })
+  if not rok then
+    if ctl then ctl:close() end
+    writer:close(); lock:release()
+    for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
+    return fail("the journal cannot be written, nothing was done: " .. tostring(rerr))
+  end
+  io.stderr:write("rollout: journal ", writer.path, "\n")
+  if socket then io.stderr:write("rollout: control socket ", socket, " (rollout ctl ", socket, " status | rollout attach ", socket, ")\n") end
+
   local interrupted
   local watcher = rollout.spawn(function()
     local sig = rollout.wait_signal("INT", "TERM")
     interrupted = sig
-    e:command("pause", "SIG" .. sig, "signal")
+    e:stop("signal:" .. sig, "SIG" .. sig)
   end)
   local task = rollout.spawn(function() return e:run() end)
   local outcome = task:wait()
   watcher:cancel()
   if interrupted and outcome.outcome == "paused" then
-    io.stderr:write(string.format("rollout: paused by SIG%s with traffic at baseline %d%% / canary %d%%; press Ctrl-C again within 5 s to roll back\n",
-      interrupted, e.weights.baseline, e.weights.canary))
-    local again = rollout.wait_signal("INT", 5)
+    io.stderr:write(string.format("rollout: paused by SIG%s with traffic at baseline %s%% / canary %s%% (as journaled); "
+      .. "`rollout run %s --resume` continues%s\n", interrupted, tostring(e.weights.baseline), tostring(e.weights.canary),
+      pos[1], interrupted == "INT" and "; press Ctrl-C again within 5 s to roll back" or ""))
+    local again = interrupted == "INT" and rollout.wait_signal("INT", 5)
     if again then
       e.outcome = nil
       outcome = e:rollback({ reason = "manual", detail = "second SIGINT" })
     end
   end
+  if ctl then ctl:close() end
   for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
+  writer:close()
+  lock:release()
   output.summary(outcome, { json = opts.json })
-  local _ = main
   return engine.EXIT[outcome.outcome] or 3
 end
 
