@@ -16,7 +16,7 @@ HDR  := $(wildcard include/rollout/*.h)
 DEPS := build-essential pkg-config liblua5.4-dev lua5.4 libcurl4-openssl-dev libcjson-dev libev-dev \
         libyaml-dev libedit-dev haproxy nginx-light wrk socat curl python3 python3-prometheus-client python3-scipy \
         prometheus prometheus-alertmanager etcd-server iptables iproute2 lua-check clang libclang-rt-14-dev \
-        util-linux procps openssl
+        util-linux procps openssl chromium jq bc
 
 .PHONY: all deps test asan bench install clean clean-build check-lua demo
 all: rollout $(if $(wildcard sample/service.c),sample-service) $(if $(wildcard sample/loadgen.c),loadgen)
@@ -68,6 +68,12 @@ asan: deps all rollout-asan
 bench: deps rollout
 	./rollout bench/run.lua
 
+# Decision quality: shared + generated labelled scenarios, static thresholds vs the judge
+# (tools/eval.lua; docs/judge.md explains the labels and the table).
+.PHONY: eval
+eval: rollout
+	./rollout tools/eval.lua
+
 install: rollout
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rollout/lua
 	install -m 755 rollout $(DESTDIR)$(PREFIX)/bin/rollout
@@ -82,9 +88,12 @@ clean-build:
 
 clean: clean-build
 
-# The main job. Until the full canary demo lands this shows the host working.
-demo: deps rollout
-	./rollout examples/host.lua
+# The main job: a real canary on loopback (HAProxy, the sample service as v2.9.0 and v3.0.0,
+# load), the runbook's five stages in seconds, live progress. By default the canary starts
+# failing in stage 2 and is rolled back; GOOD=1 promotes a healthy one; PROMETHEUS=1 reads
+# metrics through a real Prometheus, whose alert in Alertmanager can fire critical_alert.
+demo: deps all
+	./rollout tools/demo.lua $(if $(GOOD),--good) $(if $(PROMETHEUS),--prometheus)
 
 # ---- fuzzing (libFuzzer, clang) -----------------------------------------------------------
 # `make fuzz FUZZ_SECONDS=N` builds every target in fuzz/ with ASan + UBSan and runs each for
@@ -92,17 +101,19 @@ demo: deps rollout
 # read, new inputs go to build-fuzz/corpus/<target>/ and crashes to build-fuzz/crash-<target>-*.
 # `make fuzz-merge` folds the new inputs that add coverage into fuzz/corpus (-merge=1).
 # fuzz/regressions/<target>/ holds every crash input found; `make fuzz` replays them first.
+# -detect_leaks=0: libFuzzer would run LeakSanitizer after every input (the lua_State keeps
+# memory between inputs by design); leaks are still checked once at exit.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := promtext json yaml units
+FUZZ_TARGETS := promtext json yaml units control
 FUZZ_FLAGS   := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined -DFUZZ_LUADIR='"$(CURDIR)/lua"'
 FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fuzz_objs = $(patsubst %,build-fuzz/%.o,$(1))
 FUZZ_DEPS_promtext := promtext
 FUZZ_DEPS_json     := json
-FUZZ_DEPS_yaml     := yaml json units
-FUZZ_DEPS_units    := units promtext
-FUZZ_DEPS_control  := units json
+FUZZ_DEPS_yaml     := yaml json units stats
+FUZZ_DEPS_units    := units promtext stats
+FUZZ_DEPS_control  := $(filter-out main,$(SRC:src/%.c=%))
 
 .PHONY: fuzz fuzz-build fuzz-merge
 .PRECIOUS: build-fuzz/%.o
@@ -126,7 +137,7 @@ fuzz: fuzz-build
 	      || { tail -40 build-fuzz/replay-$$t.log; exit 1; }; fi; \
 	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
 	  $(FUZZ_ENV) build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	    -print_final_stats=1 $$dict -artifact_prefix=build-fuzz/crash-$$t- \
+	    -detect_leaks=0 -print_final_stats=1 $$dict -artifact_prefix=build-fuzz/crash-$$t- \
 	    build-fuzz/corpus/$$t fuzz/corpus/$$t 2>build-fuzz/fuzz-$$t.log \
 	    || { tail -60 build-fuzz/fuzz-$$t.log; exit 1; }; \
 	  grep -E '^#[0-9]+.*(DONE|cov:)' build-fuzz/fuzz-$$t.log | tail -1; \

@@ -48,12 +48,17 @@ local function one(label, runner)
   local t0 = rollout.time()
   local detail = runner()
   local fault = s.canary.fault_at
+  rollout.sleep(1) -- our poll (every 20 ms) may not have seen the last change yet
   local zero = fault and s:zero_at(fault)
-  rollout.sleep(1)
   s.load:stop()
   local failed, sent = 0, 0
   if fault and zero then failed, sent = s.load:failed_between(fault, zero + 1) end
   local _, summary = s.load:read()
+  if fault and not zero then
+    local seen = {}
+    for _, w in ipairs(s.weights) do seen[#seen + 1] = string.format("%.3f:%d", w.t, w.canary) end
+    print(label .. ": no 0 after the fault " .. string.format("%.3f", fault) .. "; HAProxy weights seen: " .. table.concat(seen, " "))
+  end
   return { label = label, fault = fault, zero = zero, seconds = zero and fault and zero - fault, failed = failed,
     sent = sent, total_failed = summary and summary.failed, detail = detail, started = t0 }
 end
@@ -67,7 +72,8 @@ local function engine(sets_opts)
       if ev.event == "rollback_started" then confirm = ev.ts end
       if confirm and ev.event == "weight_confirmed" and ev.canary == 0 then confirm = ev.ts - confirm; break end
     end
-    return { outcome = res.outcome, reason = res.reason, confirm = confirm, timing = t }
+    return { outcome = res.outcome, reason = res.reason, confirm = confirm, timing = t,
+      output = res.outcome ~= "rolled_back" and res.output or nil }
   end
 end
 
@@ -104,7 +110,7 @@ for _, r in ipairs(results) do
   local rt = base.seconds and r.seconds and r.seconds / base.seconds or 0
   print(string.format("  %-36s %8s %6d/%-5d %12s %8.1f %8.1f", r.label, tostring(r.detail.outcome), r.failed, r.sent,
     r.seconds and string.format("%.2f s", r.seconds) or "never", rf, rt))
-  if r.detail.outcome ~= "rolled_back" then bad = true end
+  if r.detail.outcome ~= "rolled_back" or not r.seconds then bad = true end
 end
 local confirms = {}
 for _, r in ipairs(results) do if r.detail.confirm then confirms[#confirms + 1] = r.detail.confirm end end
@@ -122,7 +128,10 @@ for _, r in ipairs(results) do
   end
 end
 if bad then
-  for _, r in ipairs(results) do if r.detail.output then print(r.detail.output) end end
+  for _, r in ipairs(results) do
+    print(string.format("%s: %s (%s), fault at %s", r.label, tostring(r.detail.outcome), tostring(r.detail.reason), tostring(r.fault)))
+    if r.detail.output then print(r.detail.output) end
+  end
   return 1
 end
 return 0

@@ -14,10 +14,12 @@
 
 #include "fuzz_lua.h"
 #include "rollout/promtext.h"
+#include "rollout/stats.h"
 #include "rollout/units.h"
 
 static const fuzz_module modules[] = {
     {"rollout.units", luaopen_rollout_units},
+    {"rollout.stats", luaopen_rollout_stats},
     {NULL, NULL},
 };
 

@@ -66,7 +66,8 @@ describe("DORA", function()
         keep[#keep + 1] = json.encode(v, { sort = true })
         if v.event == "preflight_check" and v.status == "fail" then break end
       end
-      keep[#keep + 1] = json.encode({ event = "outcome", outcome = "aborted", reason = "preflight:database", at = 0, t = 0, ts = TS0 + 4 * DAY + 3600 })
+      keep[#keep + 1] = json.encode({ event = "outcome", outcome = "aborted", reason = "preflight:database", at = 0, t = 0,
+        ts = TS0 + 4 * DAY + 3600 })
       assert(fs.write_atomic(path, table.concat(keep, "\n") .. "\n"))
     end
     -- not journals, and a simulation without wall-clock times
@@ -123,7 +124,8 @@ describe("DORA", function()
     assert.matches("\n  deployment frequency   Daily: 6 promoted in 6 days %(0%.99 per day, 7%.0 per week%)\n", r.stdout)
     assert.matches("\n  change failure rate    25%.0%% %(2 of 8 changes that reached users were rolled back or failed%)\n", r.stdout)
     assert.matches("\n  time to restore        median 21%.0s, max 30%.0s over 2 rollbacks", r.stdout)
-    assert.matches("\n  lead time for changes  median 3%.4 hours %(min 115 minutes, max 4%.9 hours%) over 4 promoted with commit_time\n", r.stdout)
+    assert.matches("\n  lead time for changes  median 3%.4 hours %(min 115 minutes, max 4%.9 hours%) "
+      .. "over 4 promoted with commit_time\n", r.stdout)
     assert.matches("skipped: .*sim%.jsonl: no wall%-clock times", r.stdout)
     assert.matches("README%.json: no events", r.stderr)
     r = cli("--dora", dir .. "/journals", "--json")

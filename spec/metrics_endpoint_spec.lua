@@ -56,7 +56,8 @@ describe("metrics collector", function()
     local ok, lint = promtool(text)
     assert.is_true(ok, lint)
     local s = samples(text)
-    assert.equals(1, s['rollout_info{service="dwcp-v3",playbook="playbooks/canary.lua",baseline="v2.9.0",canary="v3.0.0",deployment_id=""}'])
+    assert.equals(1, s['rollout_info{service="dwcp-v3",playbook="playbooks/canary.lua",baseline="v2.9.0",canary="v3.0.0",'
+      .. 'deployment_id=""}'])
     assert.equals(1, s['rollout_phase{service="dwcp-v3",phase="rolled_back"}'])
     assert.equals(0, s['rollout_phase{service="dwcp-v3",phase="progressing"}'])
     assert.equals(2, s['rollout_status{service="dwcp-v3"}'])
@@ -97,6 +98,13 @@ describe("metrics collector", function()
     assert.equals(0, e['rollout_signal{service="x",version="canary",signal="requests"}'])
     assert.is_nil(e['rollout_signal{service="x",version="canary",signal="error_rate"}'])
     assert.equals(0, e['rollout_signal{service="x",version="baseline",signal="error_rate"}'])
+  end)
+
+  it("documents every metric it can expose", function()
+    local doc = assert(fs.read("docs/observability.md"))
+    for _, name in ipairs(me.NAMES) do
+      assert.truthy(doc:find("| `" .. name .. "` |", 1, true), name .. " is not in docs/observability.md")
+    end
   end)
 
   it("escapes label values", function()
@@ -247,5 +255,30 @@ scrape_configs:
     local distinct = 0
     for _ in pairs(seen) do distinct = distinct + 1 end
     assert.truthy(distinct >= 2, "weights seen by prometheus: " .. json.encode(doc.data.result))
+
+    -- the Grafana dashboard is built on these names: every query parses, every rollout_*
+    -- name it uses is one we export, and the panels have data
+    local dash = assert(json.decode(assert(fs.read("contrib/grafana-dashboard.json"))))
+    local exported = {}
+    for _, name in ipairs(me.NAMES) do exported[name] = true end
+    for name in assert(http.get(ep.url)).body:gmatch("# TYPE (%S+)") do
+      assert.truthy(exported[name], name .. " is exposed but not in metrics_endpoint.NAMES")
+    end
+    local exprs = {}
+    for _, p in ipairs(dash.panels) do
+      for _, t in ipairs(p.targets or {}) do exprs[#exprs + 1] = { p.title, t.expr } end
+    end
+    for _, a in ipairs(dash.annotations.list) do exprs[#exprs + 1] = { a.name, a.expr } end
+    assert.gt(#exprs, 20)
+    local with_data = 0
+    for _, pe in ipairs(exprs) do
+      local q = pe[2]:gsub("%$service", "obs-demo"):gsub("%$__rate_interval", "1m")
+      for name in q:gmatch("(rollout_[%w_]+)") do
+        assert.truthy(exported[name], pe[1] .. ": " .. name .. " is not exported")
+      end
+      local res = query(prom, q)
+      if #res > 0 then with_data = with_data + 1 end
+    end
+    assert.gt(with_data, #exprs - 6, "most dashboard queries return series")
   end, { timeout = 90 })
 end)

@@ -190,9 +190,11 @@ describe("notifications during a rollout", function()
 
   it("posts the rollback with when, who and why", function()
     rx = receiver()
-    local pb = with_notifications({ { type = "deployment_api", url = rx.url .. "/deployments" } })
+    -- the canary fails from 0.1 s; the trigger (> 20 % for 200 ms) fires long before the 1.5 s gate
+    local pb = with_notifications({ { type = "deployment_api", url = rx.url .. "/deployments" } },
+      { stages = { { name = "Initial", weight = 10, hold = "1.5s" }, { name = "Full", weight = 100, hold = "1s" } } })
     local sc = obs.scenario({ canary = { error_rate = 0.003, latency = { p50 = "42ms", p99 = "190ms" },
-      changes = { { at = "0.5s", error_rate = 0.5 } } } })
+      changes = { { at = "0.1s", error_rate = 0.9 } } } })
     local outcome, events = run_with(pb, sc)
     assert.equals("rolled_back", outcome.outcome)
     assert.equals("trigger:error_rate", outcome.reason)
@@ -322,4 +324,59 @@ describe("notification delivery", function()
     -- the failures are engine events: with a t, in the rollout's own stream
     assert.is_number(by.hang.t)
   end)
+end)
+
+describe("rollout run with --metrics-listen and notifications", function()
+  local live = require("spec.support.live_rollout")
+  local http = require("rollout.http")
+  local env, rx
+  after_each(function()
+    if rx then rx.close(); rx = nil end
+    if env then env.stop(); env = nil end
+  end)
+
+  it("serves /metrics while it runs, posts the start and the rollback, and journals every delivery", function()
+    rx = receiver()
+    env = live.env({ canary_args = { "--error-rate", "0.5" } })
+    local port
+    do local s = assert(net.listen_tcp("127.0.0.1", 0)); port = s:port(); s:close() end
+    local run = live.start(env, { "--no-control", "--metrics-listen", "127.0.0.1:" .. port,
+      "--set", "notifications[1].type=deployment_api", "--set", "notifications[1].url=" .. rx.url .. "/deployments",
+      "--set", "notifications[2].type=slack", "--set", "notifications[2].url=" .. rx.url .. "/slack" })
+    -- scrape while it runs: the canary is at 10 % and the trigger sees its errors
+    local seen_weight, seen_signal
+    local deadline = rollout.now() + 30
+    while rollout.now() < deadline and run.child:running() do
+      local r = http.get("http://127.0.0.1:" .. port .. "/metrics", { timeout = 1 })
+      if r and r.status == 200 then
+        seen_weight = seen_weight or r.body:match('rollout_canary_weight{service="fast"} 10\n')
+        seen_signal = seen_signal or r.body:match('rollout_signal{service="fast",version="canary",signal="error_rate"} ([%d%.e%-]+)\n')
+      end
+      rollout.sleep(0.05)
+    end
+    local code = run:wait(30)
+    assert.equals(1, code, run:stderr())
+    assert.matches("rollout: metrics http://127%.0%.0%.1:" .. port .. "/metrics", run:stderr())
+    assert.truthy(seen_weight, "never scraped the canary at 10 %")
+    assert.gt(tonumber(seen_signal), 0.2)
+    local start = rx.on("/deployments")[1].json
+    assert.equals("fast", start.service)
+    assert.equals("v1", start.from_version)
+    assert.equals("v2", start.to_version)
+    local rb = rx.on("/deployments/rollback")[1].json
+    assert.equals(start.deployment_id, rb.deployment_id)
+    assert.equals("trigger:errors", rb.reason_code)
+    assert.truthy(#rx.on("/slack") >= 3)
+    local events = live.events(env)
+    assert.equals(#rx.requests, live.count(events, "notification_sent"))
+    -- and the report reads the real journal
+    local path = require("rollout.journal").list(env.journal_dir)[1]
+    local r = assert(require("rollout.proc").run({ argv = { rollout.exe, "report", path, "--json", "-" }, timeout = 30 }))
+    local doc = assert(json.decode(r.stdout), r.stderr)
+    assert.equals("rolled_back", doc.outcome)
+    assert.equals(start.deployment_id, doc.deployment_id)
+    assert.matches("^Rolled back at [%d%.]+s during ten %(canary at 10%%%): trigger errors fired", doc.why)
+    -- the endpoint is gone with the process
+    assert.is_nil(http.get("http://127.0.0.1:" .. port .. "/metrics", { timeout = 1 }))
+  end, { timeout = 120 })
 end)

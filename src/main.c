@@ -13,6 +13,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "rollout/alloc.h"
 #include "rollout/loop.h"
 #include "rollout/modules.h"
 
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN); /* a closed peer is an error return, never a dead engine */
-    lua_State *L = luaL_newstate();
+    lua_State *L = alloc_newstate(); /* luaL_newstate on rollout.alloc's allocator */
     if (!L) return fprintf(stderr, "rollout: out of memory\n"), 3;
     luaL_openlibs(L);
     loop_init(L, 0);

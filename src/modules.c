@@ -18,6 +18,7 @@
 #include "rollout/units.h"
 #include "rollout/journal.h"
 #include "rollout/budget.h"
+#include "rollout/alloc.h"
 #include "rollout/edit.h"
 
 const rollout_module rollout_modules[] = {
@@ -35,6 +36,7 @@ const rollout_module rollout_modules[] = {
     {"rollout.net", luaopen_rollout_net},
     {"rollout.journal.core", luaopen_rollout_journal_core},
     {"rollout.budget", luaopen_rollout_budget},
+    {"rollout.alloc", luaopen_rollout_alloc},
     {"rollout.edit", luaopen_rollout_edit},
     {"rollout.codec", luaopen_rollout_codec},
     {NULL, NULL},

@@ -61,7 +61,7 @@ static size_t scan_number(const char *s, size_t n, double *out) {
         if (j < n && (s[j] == '-' || s[j] == '+')) eneg = s[j++] == '-';
         while (j < n && is_digit(s[j]) && e < 400) e = e * 10 + (s[j++] - '0'), ed++;
         if (ed) {
-            v *= pow(10, eneg ? -e : e);
+            if (v != 0) v *= pow(10, eneg ? -e : e); /* 0e999 is 0, not 0 * inf = NaN */
             i = j;
         }
     }
@@ -151,6 +151,7 @@ int units_bytes(const char *s, size_t n, double *out, char *err, size_t errlen) 
         if (!byte_units[k].name) return fail(err, errlen, "unknown size unit", s0, n0);
         v *= byte_units[k].factor;
     }
+    if (!isfinite(v)) return fail(err, errlen, "size too large", s0, n0);
     *out = v;
     return 0;
 }
@@ -161,6 +162,7 @@ int units_value(const char *s, size_t n, double *out, int *kind, char *err, size
     trim(&t, &m);
     double v;
     size_t i = scan_number(t, m, &v);
+    if (i && !isfinite(v)) return fail(err, errlen, "number too large", s, n);
     if (i && i == m) return *kind = UNIT_NUMBER, *out = v, 0;
     if (i && i + 1 == m && t[i] == '%') return *kind = UNIT_RATIO, *out = v / 100, 0;
     if (units_duration(t, m, out, NULL, 0) == 0) return *kind = UNIT_DURATION, 0;

@@ -53,17 +53,20 @@ local interrupted
 local function on_signals()
   local sig = rollout.wait_signal("INT", "TERM")
   interrupted = sig
-  io.stderr:write("\ndemo: SIG" .. sig .. ": stopping everything the demo started\n")
   local run = stack and stack.current_run
   if run and run:running() then
-    io.stderr:write("demo: asking rollout run to stop (it pauses, then rolls back to baseline 100 %)\n")
-    -- `rollout run` pauses on the first SIGINT and rolls back on a second within 5 s
+    -- `rollout run` pauses on the first SIGINT and rolls back on a second within 5 s; we
+    -- print nothing until it has exited, so its live view is not drawn over our lines
     run.child:kill("INT")
-    if select(2, run.child:wait(3)) == "timeout" then
-      run.child:kill("INT")
-      if select(2, run.child:wait(10)) == "timeout" then run.child:kill("KILL") end
-    end
+    local log = stack.current_run_log
+    demo_stack.wait_for(function()
+      return not run:running() or ((fs.read(log) or ""):find('"event":"outcome"', 1, true) ~= nil)
+    end, 3)
+    if run:running() then run.child:kill("INT") end
+    if select(2, run.child:wait(10)) == "timeout" then run.child:kill("KILL") end
+    io.stderr:write("\ndemo: SIG" .. sig .. ": the rollout was paused, then rolled back to baseline 100 %\n")
   end
+  io.stderr:write("demo: SIG" .. sig .. ": stopping everything the demo started\n")
   demo_stack.stop_all(opts.keep)
 end
 local signal_task = rollout.spawn(function()
@@ -75,11 +78,6 @@ local signal_task = rollout.spawn(function()
 end)
 
 -- ---- the record: journal and report, when `rollout run` and `rollout report` have them ---
-
-local function run_supports(flag)
-  local r = proc.run({ argv = { rollout.exe, "run", "--help" }, timeout = 10 })
-  return r and ((r.stdout or "") .. (r.stderr or "")):find(flag, 1, true) ~= nil
-end
 
 local function has_command(name)
   return package.searchpath("rollout.cmd." .. name, package.path) ~= nil
@@ -100,7 +98,12 @@ local function describe_start(s)
     demo_stack.CANARY, s.canary.port)
   say("HAProxy on :%d (backend %s, runtime API %s), load %d req/s through it", s.haproxy_proc.port, demo_stack.BACKEND,
     s.haproxy_proc.socket, opts.rps)
-  if s.prom then say("Prometheus on :%d scraping both every 1 s; Alertmanager on :%d", s.prom.port, s.am.port) end
+  if s.prom then
+    say("Prometheus on :%d scraping both every 1 s (the playbook reads its metrics there); Alertmanager on :%d",
+      s.prom.port, s.am.port)
+    say("Prometheus alerts (DWCPCanaryCriticalErrorRate, severity critical) when the canary's errors pass the")
+    say("runbook's criticalErrorRate (5 %%); the playbook's critical_alert trigger watches Alertmanager for it")
+  end
   if opts.good then
     say("the canary is healthy this time: the rollout should promote it " .. style("1", "(make demo GOOD=1)"))
   else
@@ -159,15 +162,15 @@ local function main()
     stack:on_weight(25, function() stack.canary:fault(FAULT) end)
   end
   local args = {}
-  local journal
-  if run_supports("--journal") then
-    journal = out .. "/demo.journal"
-    args = { "--journal", journal }
+  local journal_dir
+  if demo_stack.run_supports("--journal") then
+    journal_dir = out .. "/journal"
+    args = { "--journal", journal_dir }
   end
   local sets = stack:sets({ prometheus = opts.prometheus })
   local shown = { "rollout run playbooks/demo.lua" }
   for _, s in ipairs(sets) do shown[#shown + 1] = "--set " .. s end
-  for _, a in ipairs(args) do shown[#shown + 1] = a end
+  for i = 1, #args, 2 do shown[#shown + 1] = args[i] .. " " .. args[i + 1] end
   say("%s", table.concat(shown, " \\\n      "))
   io.stdout:write("\n")
   local res, rerr = stack:run({ sets = sets, inherit = true, args = args })
@@ -182,14 +185,19 @@ local function main()
   fs.write_atomic(out .. "/loadgen.jsonl", fs.read(stack.load.file) or "")
   say("outcome: %s%s (exit %s)", style(res.outcome == "promoted" and "1;32" or "1;31", tostring(res.outcome)),
     res.reason and (", reason " .. style("1", res.reason)) or "", tostring(res.code))
-  if journal and fs.stat(journal) then say("journal: %s", journal) end
+  local journal
+  for _, name in ipairs(journal_dir and fs.list(journal_dir) or {}) do
+    if name:match("%.jsonl$") then journal = journal_dir .. "/" .. name end
+  end
+  if journal then say("journal: %s", journal) end
   say("events:  %s/events.jsonl (every decision with the numbers behind it)", out)
-  if journal and fs.stat(journal) and has_command("report") then
-    local r = proc.run({ argv = { rollout.exe, "report", journal }, timeout = 60 })
-    if r and r.code == 0 then
-      local path = out .. "/report.md"
-      fs.write_atomic(path, r.stdout)
-      say("report:  %s", path)
+  if journal and has_command("report") then
+    local html, md = out .. "/report.html", out .. "/report.md"
+    local r = proc.run({ argv = { rollout.exe, "report", journal, "--html", html, "--markdown", md }, timeout = 60 })
+    if r and r.code == 0 and fs.stat(md) then
+      say("report:  %s (and %s)", md, fs.stat(html) and html or "no HTML")
+    else
+      say("report:  could not be made: %s", r and (r.stderr or ""):gsub("%s+$", "") or "rollout report did not run")
     end
   end
   if ok then say("%s: %s", style("1;32", "as designed"), why) else say("%s: %s", style("1;31", "NOT as designed"), why) end

@@ -499,6 +499,16 @@ function S:sets(opts)
   return out
 end
 
+-- Which of run's optional flags this binary has (journal and control socket landed later).
+local run_flags
+function M.run_supports(flag)
+  if not run_flags then
+    local r = proc.run({ argv = { rollout.exe, "run", "--help" }, timeout = 10 })
+    run_flags = r and ((r.stdout or "") .. (r.stderr or "")) or ""
+  end
+  return run_flags:find(flag, 1, true) ~= nil
+end
+
 local function read_events(path)
   local events = {}
   for line in (fs.read(path) or ""):gmatch("[^\n]+") do
@@ -523,11 +533,21 @@ function S:run(opts)
   for _, s in ipairs(opts.sets or self:sets(opts)) do argv[#argv + 1] = "--set"; argv[#argv + 1] = s end
   if opts.json then argv[#argv + 1] = "--json" end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  -- each run its own journal and control socket, inside the stack's dir unless the caller
+  -- chose (never ./.rollout: parallel runs must not share a journal lock or a socket)
+  local has = {}
+  for _, a in ipairs(argv) do has[a] = true end
+  if not has["--journal"] and M.run_supports("--journal") then
+    argv[#argv + 1] = "--journal"; argv[#argv + 1] = self.dir .. "/journal-" .. self.nrun
+  end
+  if not has["--run-dir"] and M.run_supports("--run-dir") then
+    argv[#argv + 1] = "--run-dir"; argv[#argv + 1] = self.dir .. "/run-" .. self.nrun
+  end
   local p, err = self:spawn("rollout-run-" .. self.nrun, argv, {
     stdout = opts.inherit and "inherit" or out, stderr = opts.inherit and "inherit" or out,
     env = { ROLLOUT_EVENT_LOG = log, ROLLOUT_PROGRESS = opts.progress == false and "0" or nil } })
   if not p then return nil, err end
-  self.current_run = p
+  self.current_run, self.current_run_log = p, log
   local t0 = rollout.now()
   local code, how = p.child:wait(opts.timeout)
   if how == "timeout" then

@@ -173,7 +173,7 @@ local function tally(cases, results, configs)
   local t = {}
   for _, cfg in ipairs(configs) do
     local s = { good = 0, bad = 0, inc = 0, promote_ok = 0, false_rb = 0, good_paused = 0, rb_ok = 0, missed = 0,
-      bad_paused = 0, inc_ok = 0, inc_other = 0, ttd = {}, fam = {}, wrong = {} }
+      bad_paused = 0, inc_ok = 0, inc_other = 0, ttd = {}, ttd_late = {}, fam = {}, wrong = {} }
     for _, c in ipairs(cases) do
       local r = by[c.name .. "|" .. cfg.key]
       if r then
@@ -191,6 +191,7 @@ local function tally(cases, results, configs)
           if r.outcome == "rolled_back" then
             s.rb_ok = s.rb_ok + 1; ok = true
             s.ttd[#s.ttd + 1] = math.max(0, r.at - (c.fault_at or 0))
+            if (c.fault_at or 0) > 0 then s.ttd_late[#s.ttd_late + 1] = s.ttd[#s.ttd] end
           elseif r.outcome == "promoted" then s.missed = s.missed + 1
           else s.bad_paused = s.bad_paused + 1 end
         elseif c.label == "inconclusive" then
@@ -202,7 +203,7 @@ local function tally(cases, results, configs)
           r.reason ~= json.null and r.reason or "", mmss(r.at)) end
       end
     end
-    s.median_ttd = median(s.ttd)
+    s.median_ttd, s.median_ttd_late = median(s.ttd), median(s.ttd_late)
     t[cfg.key] = s
   end
   return t
@@ -234,6 +235,7 @@ local function print_table(cases, results, configs)
   row("missed bad canaries (bad promoted)", function(s) return tostring(s.missed) end)
   row("bad paused", function(s) return tostring(s.bad_paused) end)
   row("median time to detect", function(s) return mmss(s.median_ttd) end)
+  row("median time to detect, faults after t = 0", function(s) return mmss(s.median_ttd_late) .. " (" .. #s.ttd_late .. ")" end)
   row("correct pauses (low traffic, outage)", function(s) return s.inc_ok .. " / " .. s.inc end)
   print()
   local fams, seen = {}, {}
@@ -251,7 +253,8 @@ end
 -- ---- main -------------------------------------------------------------------------------------
 
 local function main(argv)
-  local opts, pos = args.parse(argv, { jobs = "value", only = "value", configs = "value", out = "value", worker = "value", wrong = "flag", from = "value" })
+  local opts, pos = args.parse(argv, { jobs = "value", only = "value", configs = "value", out = "value", worker = "value",
+    wrong = "flag", from = "value" })
   if not opts then io.stderr:write("eval: ", tostring(pos), "\n"); return 2 end
   if opts.worker then return worker(opts.worker, opts) end
   local jobs = tonumber(opts.jobs or 2)
@@ -275,7 +278,8 @@ local function main(argv)
     fs.write_atomic(opts.out, table.concat(lines, "\n") .. "\n")
   end
   local t = print_table(cases, results, configs)
-  print(string.format("labels: tools/eval_scenarios/labels.lua (bad: errors +%.2f pp and x%.1f, p50 x%.2f and +%d ms, or p99 x%.2f and +%d ms; good: within x%.2f latency, x%.1f or +%.2f pp errors)",
+  print(string.format("labels: tools/eval_scenarios/labels.lua (bad: errors +%.2f pp and x%.1f, p50 x%.2f and +%d ms, " ..
+    "or p99 x%.2f and +%d ms; good: within x%.2f latency, x%.1f or +%.2f pp errors)",
     labels.BAD.err_pp * 100, labels.BAD.err_ratio, labels.BAD.p50_ratio, labels.BAD.p50_abs * 1000, labels.BAD.p99_ratio,
     labels.BAD.p99_abs * 1000, labels.GOOD.lat_ratio, labels.GOOD.err_ratio, labels.GOOD.err_pp * 100))
   if opts.wrong then

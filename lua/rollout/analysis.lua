@@ -35,8 +35,10 @@
 -- latencies (rollout.reservoir; the simulator keeps up to 500 per version per interval),
 -- and the window's reservoirs are merged in proportion to each interval's requests and
 -- capped at `max_samples` (default 20,000) per version. A source without samples() but
--- with a rollout.window in `window` is read the same way. Without either (Prometheus
--- today) the judge has no data and its gate is inconclusive.
+-- with a rollout.window in `window` (scrape, probe) is read the same way, without raw
+-- latencies. A signal that no source provides is "not measured": the default metrics
+-- leave it out (the event lists it), a metric the playbook names has no data. Without
+-- either kind of source (Prometheus today) the judge's gate is inconclusive.
 --
 -- Error policy: configuration errors were reported when the playbook loaded; a source's
 -- failure is an inconclusive verdict with the source's message in the event.
@@ -52,7 +54,9 @@ local NAN = 0 / 0
 
 local GAUGES = { "cpu", "memory", "disk" }
 
---- window_samples(store, version, now, window [, {max = n, interval = s}]) -> V (see above)
+--- window_samples(store, version, now, window [, {max = n, interval = s, raw = bool}]) -> V
+--- (see above). `latency` is there when raw (the source keeps reservoirs) or when some
+--- interval in the window has `samples`; otherwise the signal is not measured.
 function M.window_samples(store, version, now, win, opts)
   opts = opts or {}
   local list = store.records[version] or {}
@@ -84,7 +88,8 @@ function M.window_samples(store, version, now, win, opts)
   for _, g in ipairs(GAUGES) do
     if gauges[g] and gauges[g].seen then gauges[g].seen = nil; v[g] = gauges[g] end
   end
-  v.latency = reservoir.merge(parts, opts.max or judge.DEFAULTS.max_samples)
+  -- raw latencies only where the source keeps them (opts.raw) or some interval has them
+  if opts.raw or #parts > 0 then v.latency = reservoir.merge(parts, opts.max or judge.DEFAULTS.max_samples) end
   return v
 end
 
@@ -122,11 +127,14 @@ local function listed(stages, stage)
   return false
 end
 
+-- normalised configurations, per playbook and stage (a playbook does not change once loaded)
 local cache = setmetatable({}, { __mode = "k" })
 
-local function cached(stage, key, build)
-  local c = cache[stage]
-  if not c then c = {}; cache[stage] = c end
+local function cached(pb, stage, key, build)
+  local per_pb = cache[pb]
+  if not per_pb then per_pb = setmetatable({}, { __mode = "k" }); cache[pb] = per_pb end
+  local c = per_pb[stage]
+  if not c then c = {}; per_pb[stage] = c end
   if c[key] == nil then c[key] = build() or false end
   return c[key] or nil
 end
@@ -136,7 +144,7 @@ function M.judge_config(pb, stage)
   local own = stage.judge
   if own == false then return nil end
   if not own and not (pb.judge and listed(pb.judge.stages, stage)) then return nil end
-  return cached(stage, "judge", function()
+  return cached(pb, stage, "judge", function()
     return judge.normalise(judge.merge(pb.judge, type(own) == "table" and own or nil))
   end)
 end
@@ -152,7 +160,7 @@ M.AB_ALLOWED_INCREASE = 1.1
 function M.ab_config(pb, stage)
   local ab = pb.ab_test
   if not (type(ab) == "table" and ab.enabled and ab.gate and listed(ab.gate, stage)) then return nil end
-  return cached(stage, "ab_test", function()
+  return cached(pb, stage, "ab_test", function()
     return judge.normalise({
       window = "hold", significance = ab.significance or 0.05, min_samples = ab.min_samples or 0,
       pass = 100, marginal = 100,
@@ -177,7 +185,8 @@ end
 -- ---- the gate ------------------------------------------------------------------------------
 
 local function window_of(cfg, pb, stage, held)
-  if cfg.window == "hold" then return held + 1e-6 end
+  -- the whole hold: the intervals that ended after the stage began
+  if cfg.window == "hold" then return held - 1e-6 end
   if cfg.window == "gate" then return math.min(stage.hold, pb.gate_window) end
   return units.parse("duration", cfg.window)
 end
@@ -220,10 +229,26 @@ local function run(engine, stage, name, cfg, now, held)
     engine:emit("judge", ev)
     return ev.verdict, ev.why
   end
-  local input = {}
+  -- A signal no source provides is not measured (as a static threshold's "not_measured"):
+  -- the default metrics leave it out; a metric the playbook names stays and has no data.
+  local input, kept, not_measured = {}, {}, {}
   for _, m in ipairs(cfg.metrics) do
+    if data.baseline[m.signal] == nil and data.canary[m.signal] == nil then not_measured[#not_measured + 1] = m.name end
+    if not (cfg.default_metrics and data.baseline[m.signal] == nil and data.canary[m.signal] == nil) then kept[#kept + 1] = m end
     input[m.name] = { baseline = data.baseline[m.signal], canary = data.canary[m.signal],
       n = { baseline = data.baseline.requests or 0, canary = data.canary.requests or 0 } }
+  end
+  if #not_measured > 0 then ev.not_measured = not_measured end
+  if #kept == 0 then
+    ev.verdict, ev.why = "inconclusive", name .. "_no_data"
+    engine:emit("judge", ev)
+    return ev.verdict, ev.why
+  end
+  if #kept < #cfg.metrics then
+    local c = {}
+    for k, v in pairs(cfg) do c[k] = v end
+    c.metrics = kept
+    cfg = c
   end
   local res = judge.evaluate(cfg, input)
   local v, why = verdict(res, cfg, name)

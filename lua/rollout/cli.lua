@@ -32,6 +32,9 @@ local COMMANDS = {
   { "attach", "attach to a running rollout's control socket" },
   { "ctl", "send one command to a running rollout" },
   { "report", "render a journal as HTML, Markdown or JSON" },
+  { "agent", "fleet mode: drive many rollouts coordinated through etcd: rollout agent --etcd URL" },
+  { "submit", "fleet mode: store a rollout in etcd for the agents: rollout submit PLAYBOOK --etcd URL" },
+  { "list", "fleet mode: every rollout in etcd, its owner, stage, weight and state" },
   { "test", "run the specs: rollout test [PATH...] [--filter TEXT]" },
   { "version", "print the version" },
 }

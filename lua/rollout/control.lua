@@ -136,7 +136,10 @@ function M.status_text(st)
   for _, name in ipairs(names) do trig[#trig + 1] = name .. " " .. tostring(st.triggers[name].state) end
   if #trig > 0 then lines[#lines + 1] = "triggers: " .. table.concat(trig, ", ") end
   if st.journal_error then lines[#lines + 1] = "JOURNAL UNWRITABLE: " .. st.journal_error end
-  if st.outcome then lines[#lines + 1] = "outcome: " .. tostring(st.outcome.outcome) .. (st.outcome.reason and (" (" .. st.outcome.reason .. ")") or "") end
+  if st.outcome then
+    local o = st.outcome
+    lines[#lines + 1] = "outcome: " .. tostring(o.outcome) .. (o.reason and (" (" .. o.reason .. ")") or "")
+  end
   if st.signals then lines[#lines + 1] = M.signals_text(st.signals) end
   return table.concat(lines, "\n")
 end
@@ -302,6 +305,9 @@ local function response_json(res)
   local out = { ok = res.ok and true or false, text = res.text or "", incomplete = res.incomplete or nil,
     error = res.error }
   if res.value ~= nil then out.value = res.value end
+  local ok, text = pcall(journal.encode, out)
+  if ok then return text end
+  out.value = nil -- not even clean() made it encodable: the text says it all
   return journal.encode(out)
 end
 

@@ -18,6 +18,9 @@ local E = {}
 E.__index = E
 
 M.EXIT = { promoted = 0, rolled_back = 1, paused = 3, aborted = 3, failed = 3 }
+-- What a hook may spend unless the playbook's hook_budget says otherwise: VM instructions
+-- while it runs, seconds of wall time, bytes its Lua heap may grow by.
+M.HOOK_BUDGET = { instructions = 1e9, time = 900, memory = 256 * 1024 * 1024 }
 
 local function compact(s)
   if not s then return nil end
@@ -412,12 +415,15 @@ function E:run_hook(name, extra, opts)
   self:emit("hook_started", { hook = name })
   local t0 = rollout.now()
   local ctx = self:hook_ctx(extra)
-  local timeout = opts.timeout or self.pb.hook_timeout or 900
+  local hb = self.pb.hook_budget or {}
+  local timeout = opts.timeout or hb.time or self.pb.hook_timeout or M.HOOK_BUDGET.time
+  local limits = { seconds = timeout, instructions = hb.instructions or M.HOOK_BUDGET.instructions }
   local task = rollout.spawn(function()
     if type(fn) == "table" then return run_argv(fn, timeout) end
     -- preemptible: a hook stuck in a loop yields to the loop every 10 ms, so triggers and
-    -- the control socket go on and the timeout below can cancel it
-    return require("rollout.budget").run(fn, { seconds = timeout }, ctx)
+    -- the control socket go on and the timeout below can cancel it; a runaway (instructions,
+    -- time, memory: rollout.budget, rollout.alloc) fails this hook only
+    return require("rollout.budget").run(require("rollout.alloc").run, limits, fn, hb.memory or M.HOOK_BUDGET.memory, ctx)
   end)
   local me = rollout.current()
   local watcher = rollout.spawn(function() pcall(task.wait, task); rollout.wake(me) end)
@@ -456,6 +462,7 @@ function E:run_hook(name, extra, opts)
     return true
   end
   local err = st == "done" and tostring(b or "returned false") or tostring(a)
+  if err:find("budget exceeded", 1, true) then err = "hook " .. name .. ": " .. err end
   self:emit("hook_failed", { hook = name, error = err, elapsed = rollout.now() - t0 })
   return false, err
 end
@@ -829,7 +836,7 @@ function E:run()
   local pb = self.pb
   self:emit("rollout_started", { playbook = pb.file, service = pb.service, who = self.env.who,
     baseline = pb.versions.baseline.version, canary = pb.versions.canary.version, stages = #pb.stages,
-    simulate = self.env.simulate or nil })
+    simulate = self.env.simulate or nil, commit_time = pb.commit_time, deployment_id = pb.deployment_id })
   local failed = self:preflight()
   if failed then return self:finish("aborted", "preflight:" .. failed) end
   self.state = "deploy"

@@ -191,7 +191,9 @@ end
 
 -- ---- writing --------------------------------------------------------------------------
 
--- Anything json.encode refuses (functions, userdata, cycles) becomes its tostring.
+-- Anything json.encode refuses becomes something it takes: functions, userdata and threads
+-- their tostring, cycles "<cycle>", a table with other keys than 1..n an object whose keys
+-- are strings.
 local function clean(v, seen)
   local t = type(v)
   if t == "table" then
@@ -199,17 +201,24 @@ local function clean(v, seen)
     seen = seen or {}
     if seen[v] then return "<cycle>" end
     seen[v] = true
-    local o = {}
-    for k, x in pairs(v) do
-      if type(k) == "string" or math.type(k) == "integer" then o[k] = clean(x, seen) end
+    local n, count, o = #v, 0, {}
+    for _ in pairs(v) do count = count + 1 end
+    if count == n and (n > 0 or getmetatable(v) == json.array_mt) then
+      for i = 1, n do o[i] = clean(v[i], seen) end
+      setmetatable(o, json.array_mt)
+    else
+      for k, x in pairs(v) do o[type(k) == "string" and k or tostring(k)] = clean(x, seen) end
     end
     seen[v] = nil
-    return setmetatable(o, getmetatable(v) == json.array_mt and json.array_mt or nil)
+    return o
   elseif t == "function" or t == "thread" or (t == "userdata" and v ~= json.null) then
     return tostring(v)
+  elseif t == "string" or t == "number" or t == "boolean" or v == nil then
+    return v
   end
-  return v
+  return tostring(v)
 end
+M.clean = clean
 
 local function encode(ev)
   local ok, line = pcall(json.encode, ev, { sort = true, non_finite = "null", invalid_utf8 = "replace" })

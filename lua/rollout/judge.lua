@@ -36,8 +36,6 @@ local units = require("rollout.units")
 
 local M = {}
 
-local NAN = 0 / 0
-
 --- Signals a metric can compare. "latency" is raw request latencies (seconds) from the
 --- sources' reservoirs; the others are per-interval values of that signal.
 M.SIGNALS = {
@@ -59,14 +57,15 @@ M.METRIC_DEFAULTS = {
 }
 
 --- What the judge compares when a playbook turns it on without naming metrics: errors
---- (critical), the latency distribution, and its tail. Every metric fails only on a
---- significant change that is also large enough to matter (allowed_increase).
+--- (critical), the latency distribution, and its tail, one group each. Every metric fails
+--- only on a significant change that is also large enough to matter (allowed_increase).
 M.DEFAULT_METRICS = {
   { name = "error_rate", direction = "increase", allowed_increase = 1.5, critical = true, group = "errors" },
   { name = "latency", direction = "increase", allowed_increase = 1.1, group = "latency" },
   { name = "p99", direction = "increase", allowed_increase = 1.2, group = "tail" },
 }
-M.DEFAULT_GROUPS = { errors = 40, latency = 30, tail = 30 }
+-- (no weights: the groups share the score equally, so any one High fails it, and a group a
+-- source cannot measure can be left out without leaving its weight behind)
 
 -- ---- validation -----------------------------------------------------------------------
 
@@ -307,7 +306,9 @@ function M.validate_ab_test(ab)
   if ab.enabled ~= nil and type(ab.enabled) ~= "boolean" then e("enabled", "expected a boolean") end
   if ab.metric ~= nil then
     local sig = type(ab.metric) == "string" and (M.ALIASES[ab.metric] or ab.metric)
-    if not (sig and M.SIGNALS[sig]) then e("metric", "unknown metric '" .. tostring(ab.metric) .. "' (" .. known_list(M.SIGNALS) .. ", latency_p99, ...)") end
+    if not (sig and M.SIGNALS[sig]) then
+      e("metric", "unknown metric '" .. tostring(ab.metric) .. "' (" .. known_list(M.SIGNALS) .. ", latency_p99, ...)")
+    end
   end
   if ab.significance ~= nil then
     local v = as_number(ab.significance)
@@ -349,7 +350,8 @@ function M.normalise(cfg)
   out.tolerance = as_number(out.tolerance)
   local list = cfg.metrics and metric_list(cfg.metrics) or M.DEFAULT_METRICS
   out.groups = {}
-  for g, w in pairs(cfg.groups or (cfg.metrics == nil and M.DEFAULT_GROUPS) or {}) do out.groups[g] = w end
+  for g, w in pairs(cfg.groups or {}) do out.groups[g] = w end
+  out.default_metrics = cfg.metrics == nil
   out.metrics = {}
   for i, m in ipairs(list) do
     local n = {}
@@ -465,8 +467,11 @@ function M.classify(m, baseline_raw, canary_raw, n)
     r.critical = m.critical and effect < m.critical_decrease or false
   else
     r.classification = "Pass"
-    if up and mw.ci[1] > bound then r.reason = string.format("significant but within allowed_increase (%s %.3f)", m.effect, effect)
-    elseif down and mw.ci[2] < -bound then r.reason = string.format("significant but within allowed_decrease (%s %.3f)", m.effect, effect) end
+    if up and mw.ci[1] > bound then
+      r.reason = string.format("significant but within allowed_increase (%s %.3f)", m.effect, effect)
+    elseif down and mw.ci[2] < -bound then
+      r.reason = string.format("significant but within allowed_decrease (%s %.3f)", m.effect, effect)
+    end
   end
   return r
 end

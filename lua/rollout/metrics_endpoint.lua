@@ -271,17 +271,32 @@ function Writer:sample(labels, value)
 end
 
 local HELP = {
-  rollout_source_errors_total = { "counter", "Evaluations whose metric sources failed (a failed query or scrape is an error, never a value)." },
+  rollout_source_errors_total = { "counter",
+    "Evaluations whose metric sources failed (a failed query or scrape is an error, never a value)." },
   rollout_router_errors_total = { "counter", "Router operations that failed, by operation (shift, rollback attempt, header_override)." },
-  rollout_decisions_total = { "counter", "Decisions taken: advance, extend, rollback, pause, resume, promote, promote_full, skip_stage, abort." },
-  rollout_gate_evaluations_total = { "counter", "Gate evaluations at the end of a hold, by stage and result (pass, fail, extend, inconclusive)." },
-  rollout_rollbacks_total = { "counter", "Rollbacks started, by reason (trigger:<name>, gate:<signal>, manual, error:<what>, inconclusive:<why>)." },
+  rollout_decisions_total = { "counter",
+    "Decisions taken: advance, extend, rollback, pause, resume, promote, promote_full, skip_stage, abort." },
+  rollout_gate_evaluations_total = { "counter",
+    "Gate evaluations at the end of a hold, by stage and result (pass, fail, extend, inconclusive)." },
+  rollout_rollbacks_total = { "counter",
+    "Rollbacks started, by reason (trigger:<name>, gate:<signal>, manual, error:<what>, inconclusive:<why>)." },
   rollout_trigger_fired_total = { "counter", "Rollback triggers that fired, by trigger." },
   rollout_hook_failures_total = { "counter", "Hooks that failed or timed out, by hook." },
-  rollout_share_warnings_total = { "counter", "Evaluations where the canary's request share was more than the tolerance away from its weight." },
+  rollout_share_warnings_total = { "counter",
+    "Evaluations where the canary's request share was more than the tolerance away from its weight." },
   rollout_commands_total = { "counter", "Operator commands received, by command." },
   rollout_notifications_total = { "counter", "Notifications delivered or given up on, by notifier and result (sent, failed)." },
 }
+--- Every metric family this module can expose (the counters after HELP appear on first use).
+M.NAMES = { "rollout_build_info", "rollout_info", "rollout_phase", "rollout_status", "rollout_outcome_info",
+  "rollout_stages", "rollout_stage_index", "rollout_stage_hold_seconds", "rollout_stage_held_seconds",
+  "rollout_canary_weight", "rollout_baseline_weight", "rollout_start_time_seconds", "rollout_elapsed_seconds",
+  "rollout_signal", "rollout_evaluations_total", "rollout_last_evaluation_time_seconds",
+  "rollout_consecutive_source_errors", "rollout_gate_value", "rollout_gate_threshold", "rollout_gate_passed",
+  "rollout_gate_samples", "rollout_gate_min_samples", "rollout_trigger_state", "rollout_trigger_value" }
+for name in pairs(HELP) do M.NAMES[#M.NAMES + 1] = name end
+table.sort(M.NAMES)
+
 -- counters that exist (at 0) from the start, so rate() and alerts see them
 local ALWAYS = { "rollout_source_errors_total", "rollout_router_errors_total", "rollout_decisions_total" }
 
@@ -302,7 +317,8 @@ function C:render()
     w:family("rollout_info", "gauge", "The rollout being run: service, playbook, baseline and canary versions (value 1).")
     w:sample({ "service", svc, "playbook", i.playbook, "baseline", i.baseline, "canary", i.canary, "deployment_id", i.deployment_id }, 1)
   end
-  w:family("rollout_phase", "gauge", "The rollout's phase, one-hot over pending, preflight, deploy, progressing, paused, rolling_back, promoting, promoted, rolled_back, aborted, failed.")
+  w:family("rollout_phase", "gauge", "The rollout's phase, one-hot over pending, preflight, deploy, progressing, paused, "
+    .. "rolling_back, promoting, promoted, rolled_back, aborted, failed.")
   for _, p in ipairs(M.PHASES) do w:sample({ "service", svc, "phase", p }, p == phase and 1 or 0) end
   w:family("rollout_status", "gauge", "As flagger_canary_status: 0 running, 1 promoted, 2 rolled back, aborted or failed, 3 paused.")
   w:sample(S, STATUS_OF[phase] or 0)
@@ -331,7 +347,8 @@ function C:render()
   w:family("rollout_elapsed_seconds", "gauge", "Seconds since the rollout started (frozen at its outcome).")
   w:sample(S, self.finished_t or (st and st.elapsed) or self.last_t)
 
-  w:family("rollout_signal", "gauge", "Signals as measured at the last evaluation, per version (trigger window): error_rate and health are ratios, latencies seconds.")
+  w:family("rollout_signal", "gauge", "Signals as measured at the last evaluation, per version (trigger window): "
+    .. "error_rate and health are ratios, latencies seconds.")
   for _, v in ipairs({ "baseline", "canary" }) do
     for _, s in ipairs(M.SIGNALS) do w:sample({ "service", svc, "version", v, "signal", s }, self.signals[v][s]) end
   end
@@ -341,7 +358,8 @@ function C:render()
     w:family("rollout_last_evaluation_time_seconds", "gauge", "When the last evaluation with data happened, Unix seconds.")
     w:sample(S, self.last_evaluation_ts)
   end
-  w:family("rollout_consecutive_source_errors", "gauge", "Failed evaluations in a row (the rollout is inconclusive past consecutive_error_limit).")
+  w:family("rollout_consecutive_source_errors", "gauge",
+    "Failed evaluations in a row (the rollout is inconclusive past consecutive_error_limit).")
   w:sample(S, st and st.consecutive_errors or self.consecutive_errors)
 
   w:family("rollout_gate_value", "gauge", "Each gate's last measured canary value, per stage and signal.")
@@ -438,7 +456,7 @@ local INDEX = [[<!doctype html><html><head><meta charset="utf-8"><title>rollout<
 -- One connection: requests until the peer closes, asks to, or stays idle.
 local function serve_conn(ep, conn)
   while true do
-    local line, err = conn:receive("l", ep.idle_timeout)
+    local line = conn:receive("l", ep.idle_timeout)
     if not line then break end
     if line ~= "" then
       local method, target, version = line:match("^(%u+) (%S+) HTTP/(%d%.%d)$")

@@ -186,12 +186,7 @@ end
 
 -- One line a person reads, the same words as the terminal's plain output.
 local function text_line(ev)
-  local buf = {}
-  local emit = require("rollout.output").printer({ out = { write = function(_, ...) for _, s in ipairs({ ... }) do buf[#buf + 1] = s end end, flush = function() end } })
-  emit(ev)
-  local s = table.concat(buf):gsub("^%[[^%]]*%]%s*", ""):gsub("\n$", "")
-  if s == "" then s = ev.event end
-  return s
+  return require("rollout.output").line(ev) or ev.event
 end
 M.text_line = text_line
 
@@ -493,7 +488,8 @@ function Set:observe(ev, engine)
       if n:wants(ev.event) and not noise then
         local payload, which = PAYLOAD[n.cfg.type](self, n.cfg, ev)
         if payload then
-          n:push({ event = ev.event, url = which or "url", body = json.encode(payload, { sort = true, non_finite = "null", invalid_utf8 = "replace" }) })
+          local body = json.encode(payload, { sort = true, non_finite = "null", invalid_utf8 = "replace" })
+          n:push({ event = ev.event, url = which or "url", body = body })
         end
       end
     end

@@ -48,7 +48,9 @@ local function gate_line(ev)
     end
   end
   local extra = ""
-  if ev.samples then extra = string.format(" samples %d/%d", ev.samples, ev.min_samples or 0) end
+  -- a Prometheus source counts with increase(), which extrapolates: 52.3 requests
+  local function whole(n) return math.floor((n or 0) + 0.5) end
+  if ev.samples then extra = string.format(" samples %d/%d", whole(ev.samples), whole(ev.min_samples)) end
   if ev.total_rps then extra = extra .. string.format(" rps %.1f/%.0f", ev.total_rps, ev.min_rps) end
   return string.format("gate %s: %s%s  %s%s", ev.stage or "?", ev.result, ev.why and (" (" .. ev.why .. ")") or "",
     table.concat(parts, ", "), extra)

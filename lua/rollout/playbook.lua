@@ -439,6 +439,17 @@ local TOP = {
   triggers = check_triggers,
   preflight = check_preflight,
   hooks = check_hooks,
+  hook_budget = function(ctx, path, v) -- what one hook may spend (rollout.engine HOOK_BUDGET)
+    return check_record(ctx, path, v, {
+      instructions = function(c, p, x) return check_integer(c, p, x, 1) end,
+      time = function(c, p, x) return check_duration(c, p, x, true) end,
+      memory = function(c, p, x)
+        local n, err = units.parse("bytes", x)
+        if not n or n < 1 then c:err(p, err or "must be at least 1 byte"); return nil end
+        return n
+      end,
+    })
+  end,
   policy = check_policy,
   max_rollback_time = function(c, p, v) return check_duration(c, p, v, true) end,
   feature_flags = any_table, ab_test = check_ab_test, judge = function(c, p, v) return M.check_judge(c, p, v, "playbook") end,

@@ -167,7 +167,11 @@ function A.source_error(m) m.counts.source_errors = m.counts.source_errors + 1 e
 function A.share_warning(m) m.counts.share_warnings = m.counts.share_warnings + 1 end
 function A.weight_failed(m, ev) m.counts.router_errors = m.counts.router_errors + 1; m.decisions[#m.decisions + 1] = ev end
 function A.rollback_attempt(m, ev) if not ev.ok then m.counts.router_errors = m.counts.router_errors + 1 end end
-function A.hook_failed(m, ev) m.counts.hook_failures = m.counts.hook_failures + 1; m.hooks[#m.hooks + 1] = ev; m.decisions[#m.decisions + 1] = ev end
+function A.hook_failed(m, ev)
+  m.counts.hook_failures = m.counts.hook_failures + 1
+  m.hooks[#m.hooks + 1] = ev
+  m.decisions[#m.decisions + 1] = ev
+end
 function A.hook_finished(m, ev) m.hooks[#m.hooks + 1] = ev end
 A.hook_cancelled = A.hook_failed
 function A.rollback_started(m, ev)
@@ -182,8 +186,9 @@ end
 function A.rollback_unconfirmed(m, ev) m.decisions[#m.decisions + 1] = ev end
 function A.command(m, ev) m.commands[#m.commands + 1] = ev; m.decisions[#m.decisions + 1] = ev end
 local function decision(m, ev) m.decisions[#m.decisions + 1] = ev end
-A.paused, A.resumed, A.promoting, A.promote_full, A.stage_skipped, A.hold_extended = decision, decision, decision, decision, decision, decision
-A.preflight_done = decision
+for _, k in ipairs({ "paused", "resumed", "promoting", "promote_full", "stage_skipped", "hold_extended", "preflight_done" }) do
+  A[k] = decision
+end
 function A.notification_sent(m) m.notifications.sent = m.notifications.sent + 1 end
 function A.notification_failed(m, ev) m.notifications.failed[#m.notifications.failed + 1] = ev end
 function A.outcome(m, ev)
@@ -222,7 +227,8 @@ end
 local function explain(m)
   local o = m.outcome
   if not o then
-    return string.format("Unfinished: the record stops at %s%s (the rollout is still running, or its process died; `rollout run` resumes it).",
+    return string.format("Unfinished: the record stops at %s%s (the rollout is still running, or its process died; "
+      .. "`rollout run` resumes it).",
       clock(m.duration), m.last_stage and (" in stage " .. m.last_stage) or "")
   end
   local reason, at = o.reason or "", clock(o.at or o.t)
@@ -264,12 +270,16 @@ local function explain(m)
     if reason:find("source_errors", 1, true) then text = text .. string.format("; %d failed evaluations", m.counts.source_errors) end
   elseif reason == "manual" then
     local c = find_last(m.commands, function(e) return e.command == "abort" or e.command == "pause" end)
-    text = c and string.format("%s by %s%s", c.command, tostring(c.who), c.arg and (" (" .. tostring(c.arg) .. ")") or "") or "by an operator"
+    text = c and string.format("%s by %s%s", c.command, tostring(c.who), c.arg and (" (" .. tostring(c.arg) .. ")") or "")
+      or "by an operator"
   elseif reason:match("^preflight:") then
     local chk = find_last(m.preflight, function(e) return e.status == "fail" end)
-    text = "pre-flight check " .. reason:gsub("^preflight:", "") .. " failed" .. (chk and chk.detail and (": " .. tostring(chk.detail)) or "")
+    text = "pre-flight check " .. reason:gsub("^preflight:", "") .. " failed"
+      .. (chk and chk.detail and (": " .. tostring(chk.detail)) or "")
   else
     text = reason ~= "" and reason or "no reason recorded"
+    local rb = m.rollbacks[#m.rollbacks]
+    if rb and rb.detail then text = text .. " (" .. tostring(rb.detail) .. ")" end
   end
   local verb = ({ rolled_back = "Rolled back", paused = "Paused", aborted = "Aborted", failed = "Failed" })[o.outcome] or o.outcome
   local s = string.format("%s at %s%s: %s.", verb, at, where, text)
@@ -330,7 +340,8 @@ function M.json(m)
     local last = st.gates[#st.gates]
     stages[#stages + 1] = { name = st.name, index = st.index, weight = st.weight, hold = st.hold, started = null(st.t_start),
       ended = null(st.t_end), result = null(st.result), gate_evaluations = #st.gates,
-      checks = last and last.checks or json.array({}), samples = null(last and last.samples), min_samples = null(last and last.min_samples) }
+      checks = last and last.checks or json.array({}), samples = null(last and last.samples),
+      min_samples = null(last and last.min_samples) }
   end
   local gates = {}
   for _, g in ipairs(m.gates) do
@@ -358,7 +369,8 @@ function M.json(m)
     playbook = null(m.playbook), baseline = null(m.baseline), canary = null(m.canary), started_by = null(m.who),
     started_at = null(iso(m.started_ts)), ended_at = null(iso(m.ended_ts)), duration_seconds = m.duration,
     simulated = m.simulated, finished = m.finished, commit_time = null(m.commit_time),
-    lead_time_seconds = null((m.commit_ts and m.outcome and m.outcome.outcome == "promoted" and m.ended_ts) and (m.ended_ts - m.commit_ts) or nil),
+    lead_time_seconds = null((m.commit_ts and m.outcome and m.outcome.outcome == "promoted" and m.ended_ts)
+      and (m.ended_ts - m.commit_ts) or nil),
     outcome = m.outcome and m.outcome.outcome or "unfinished", reason = null(m.outcome and m.outcome.reason),
     at = null(m.outcome and m.outcome.at), why = m.why,
     headline = h and { from = h.from, t = h.t, canary = h.canary, baseline = h.baseline } or json.null,
@@ -450,7 +462,7 @@ function M.markdown(m, opts)
     "- **Date:** " .. date,
     "- **Version:** " .. tostring(m.canary) .. (m.baseline and (" (from " .. m.baseline .. ")") or ""),
     "- **Type:** Canary",
-    "- **Duration:** " .. minutes(m.duration) .. " minutes",
+    "- **Duration:** " .. (m.duration < 60 and string.format("%.1f seconds", m.duration) or (minutes(m.duration) .. " minutes")),
     "- **Success:** " .. success,
     "- **Rollbacks:** " .. (#rb > 0 and (#rb .. " (" .. table.concat(rb, "; ") .. ")") or "None"),
     "- **Issues:** " .. (#issues > 0 and table.concat(issues, "; ") or "None"),
@@ -467,9 +479,14 @@ function M.markdown(m, opts)
     for _, st in ipairs(m.stages) do
       local g = st.gates[#st.gates]
       local checks = {}
-      for _, c in ipairs(g and g.checks or {}) do if c.status ~= "not_measured" then checks[#checks + 1] = check_text(c) .. (c.status ~= "pass" and (" **" .. c.status .. "**") or "") end end
+      for _, c in ipairs(g and g.checks or {}) do
+        if c.status ~= "not_measured" then
+          checks[#checks + 1] = check_text(c) .. (c.status ~= "pass" and (" **" .. c.status .. "**") or "")
+        end
+      end
       L[#L + 1] = string.format("| %s | %s%% | %s | %s | %s |", st.name, tostring(st.weight), g and g.result or "not reached",
-        #checks > 0 and table.concat(checks, ", ") or "–", g and g.samples and string.format("%d/%d", g.samples, g.min_samples or 0) or "–")
+        #checks > 0 and table.concat(checks, ", ") or "–",
+        g and g.samples and string.format("%d/%d", g.samples, g.min_samples or 0) or "–")
     end
     L[#L + 1] = ""
   end
@@ -530,7 +547,8 @@ local function chart(m, signal, title, id)
   local function yw(w) return T + ph - (w / 100) * ph end
   local o = {}
   local function add(s, ...) o[#o + 1] = select("#", ...) > 0 and string.format(s, ...) or s end
-  add('<svg xmlns="http://www.w3.org/2000/svg" id="%s" class="chart" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-labelledby="%s-title">',
+  add('<svg xmlns="http://www.w3.org/2000/svg" id="%s" class="chart" viewBox="0 0 %d %d" width="%d" height="%d" role="img"'
+    .. ' aria-labelledby="%s-title">',
     id, W, H, W, H, id)
   add('<title id="%s-title">%s</title>', id, esc(title))
   add('<rect x="0" y="0" width="%d" height="%d" fill="#ffffff"/>', W, H)
@@ -572,7 +590,8 @@ local function chart(m, signal, title, id)
       last = w.canary or last
     end
     d[#d + 1] = string.format("H%s", n2(x(tmax)))
-    add('<path class="weight" d="%s" fill="none" stroke="%s" stroke-width="1.5" stroke-opacity="0.75"><title>canary weight (right axis)</title></path>',
+    add('<path class="weight" d="%s" fill="none" stroke="%s" stroke-width="1.5" stroke-opacity="0.75">'
+      .. '<title>canary weight (right axis)</title></path>',
       table.concat(d, " "), COLORS.weight)
   end
   -- gate thresholds over each stage
@@ -581,9 +600,11 @@ local function chart(m, signal, title, id)
     for _, c in ipairs(g.checks or {}) do
       if c.signal == signal and type(c.threshold) == "number" then
         local x0 = st and x(st.t_start or 0) or x(g.t - (g.window or 0))
-        add('<line class="threshold" x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="1.2" stroke-dasharray="6,4"><title>%s</title></line>',
+        add('<line class="threshold" x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="1.2" stroke-dasharray="6,4">'
+          .. '<title>%s</title></line>',
           n2(x0), n2(y(c.threshold)), n2(x(g.t)), n2(y(c.threshold)), COLORS.threshold,
-          esc(string.format("%s gate threshold: %s %s", tostring(g.stage), c.dir == "max" and "≤" or "≥", fmt_value(signal, c.threshold))))
+          esc(string.format("%s gate threshold: %s %s", tostring(g.stage), c.dir == "max" and "≤" or "≥",
+            fmt_value(signal, c.threshold))))
       end
     end
   end
@@ -603,7 +624,8 @@ local function chart(m, signal, title, id)
         local cx, cy = sg[1]:match("([^,]+),(.+)")
         add('<circle class="series-%s" cx="%s" cy="%s" r="1.8" fill="%s"/>', ver, cx, cy, COLORS[ver])
       else
-        add('<polyline class="series-%s" points="%s" fill="none" stroke="%s" stroke-width="1.6" stroke-linejoin="round"><title>%s %s</title></polyline>',
+        add('<polyline class="series-%s" points="%s" fill="none" stroke="%s" stroke-width="1.6" stroke-linejoin="round">'
+          .. '<title>%s %s</title></polyline>',
           ver, table.concat(sg, " "), COLORS[ver], ver, esc(signal))
       end
     end
@@ -651,15 +673,18 @@ end
 M.chart = chart
 
 local CSS = [[
-body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;color:#212121;margin:24px auto;max-width:1140px;padding:0 16px;line-height:1.45}
+body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;color:#212121;margin:24px auto;
+max-width:1140px;padding:0 16px;line-height:1.45}
 h1{font-size:24px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #e0e0e0;padding-bottom:4px}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;color:#fff;font-weight:600;font-size:14px;vertical-align:middle}
 .promoted{background:#2e7d32}.rolled_back,.failed,.aborted{background:#c62828}.paused,.unfinished{background:#f9a825;color:#212121}
 .why{font-size:16px;background:#f5f7fa;border-left:4px solid #607d8b;padding:10px 14px;margin:12px 0}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0} dl.facts dt{color:#616161} dl.facts dd{margin:0}
-table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0} th,td{border:1px solid #e0e0e0;padding:4px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;font-size:13px;margin:8px 0}
+th,td{border:1px solid #e0e0e0;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.fail td.status,td.status.fail{color:#c62828;font-weight:600} td.status.pass{color:#2e7d32} td.status.nodata,td.status.extend,td.status.inconclusive{color:#a07000}
+tr.fail td.status,td.status.fail{color:#c62828;font-weight:600} td.status.pass{color:#2e7d32}
+td.status.nodata,td.status.extend,td.status.inconclusive{color:#a07000}
 .legend{font-size:12px;color:#424242;margin:4px 0 0} .legend span{display:inline-block;margin-right:14px}
 .sw{display:inline-block;width:18px;height:3px;vertical-align:middle;margin-right:4px}
 .chart{max-width:100%;height:auto;border:1px solid #eceff1;background:#fff}
@@ -695,11 +720,13 @@ local function gate_table(m)
         row.samples = string.format('<td rowspan="%d" class="num">%s</td>', n, samples)
       end
       if c and c.status == "not_measured" then
-        row[#row + 1] = string.format('<td>%s</td><td colspan="3">not measured by any source</td><td class="status not_measured">not measured</td>',
+        row[#row + 1] = string.format('<td>%s</td><td colspan="3">not measured by any source</td>'
+          .. '<td class="status not_measured">not measured</td>',
           esc(c.signal))
       elseif c then
         local op = c.dir == "max" and "≤ " or "≥ "
-        row[#row + 1] = string.format('<td>%s</td><td class="num">%s</td><td class="num">%s%s</td><td class="num">%s</td><td class="status %s">%s</td>',
+        row[#row + 1] = string.format('<td>%s</td><td class="num">%s</td><td class="num">%s%s</td><td class="num">%s</td>'
+          .. '<td class="status %s">%s</td>',
           esc(c.signal), esc(fmt_value(c.signal, c.value)), op, esc(fmt_value(c.signal, c.threshold)),
           esc(fmt_value(c.signal, g.baseline and g.baseline[c.signal])), esc(c.status), esc(c.status))
       else
@@ -737,7 +764,8 @@ end
 function M.html(m)
   local o = m.outcome and m.outcome.outcome or "unfinished"
   local facts = {
-    { "deployment", m.deployment_id }, { "service", m.service }, { "versions", string.format("%s → %s", tostring(m.baseline), tostring(m.canary)) },
+    { "deployment", m.deployment_id }, { "service", m.service },
+    { "versions", string.format("%s → %s", tostring(m.baseline), tostring(m.canary)) },
     { "started", m.started_ts and (iso(m.started_ts) .. (m.who and (" by " .. m.who) or "")) or "simulation (virtual time)" },
     { "duration", clock(m.duration) }, { "outcome", o .. (m.outcome and m.outcome.reason and (" (" .. m.outcome.reason .. ")") or "") },
     { "playbook", m.playbook or "?" }, { "record", m.path or "?" },
@@ -748,17 +776,19 @@ function M.html(m)
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
     "<title>" .. esc(string.format("rollout %s: %s", tostring(m.service), o)) .. "</title>",
     "<style>" .. CSS .. "</style></head><body>",
-    string.format('<h1>%s <span class="badge %s">%s</span></h1>', esc(tostring(m.service) .. " " .. tostring(m.baseline) .. " → " .. tostring(m.canary)), esc(o), esc(o:gsub("_", " "))),
+    string.format('<h1>%s <span class="badge %s">%s</span></h1>',
+      esc(tostring(m.service) .. " " .. tostring(m.baseline) .. " → " .. tostring(m.canary)), esc(o), esc((o:gsub("_", " ")))),
     '<p class="why" id="why">' .. esc(m.why) .. "</p>",
     '<dl class="facts">',
   }
   for _, f in ipairs(facts) do P[#P + 1] = string.format("<dt>%s</dt><dd>%s</dd>", esc(f[1]), esc(f[2])) end
   P[#P + 1] = "</dl>"
   P[#P + 1] = "<h2>Error rate: canary vs baseline</h2>"
-  P[#P + 1] = chart(m, "error_rate", "error rate over time, canary vs baseline, with stage boundaries, weight steps, gates, triggers and decisions", "chart-error-rate")
+  local what = "over time, canary vs baseline, with stage boundaries, weight steps, gates, triggers and decisions"
+  P[#P + 1] = chart(m, "error_rate", "error rate " .. what, "chart-error-rate")
   P[#P + 1] = legend()
   P[#P + 1] = "<h2>Latency P99: canary vs baseline</h2>"
-  P[#P + 1] = chart(m, "p99", "P99 latency over time, canary vs baseline, with stage boundaries, weight steps, gates, triggers and decisions", "chart-p99")
+  P[#P + 1] = chart(m, "p99", "P99 latency " .. what, "chart-p99")
   P[#P + 1] = legend()
   P[#P + 1] = "<h2>Gates: each value against its threshold</h2>"
   P[#P + 1] = gate_table(m)
@@ -768,14 +798,16 @@ function M.html(m)
     P[#P + 1] = "<h2>Pre-flight checks</h2>"
     P[#P + 1] = '<table class="preflight"><thead><tr><th>check</th><th>status</th><th>detail</th></tr></thead><tbody>'
     for _, p in ipairs(m.preflight) do
-      P[#P + 1] = string.format('<tr><td>%s</td><td class="status %s">%s</td><td>%s</td></tr>', esc(p.check), esc(p.status), esc(p.status), esc(p.detail or ""))
+      P[#P + 1] = string.format('<tr><td>%s</td><td class="status %s">%s</td><td>%s</td></tr>', esc(p.check), esc(p.status),
+        esc(p.status), esc(p.detail or ""))
     end
     P[#P + 1] = "</tbody></table>"
   end
   local c = m.counts
   P[#P + 1] = string.format("<footer>%d evaluations, %d failed evaluations, %d router errors, %d notifications sent, %d not delivered%s. "
     .. "Generated by rollout %s from %s.</footer>", c.evaluations, c.source_errors, c.router_errors, m.notifications.sent,
-    #m.notifications.failed, m.torn and "; the record ends in a torn line (ignored)" or "", esc(require("rollout").version), esc(m.path or "?"))
+    #m.notifications.failed, m.torn and "; the record ends in a torn line (ignored)" or "", esc(require("rollout").version),
+    esc(m.path or "?"))
   P[#P + 1] = "</body></html>\n"
   return table.concat(P, "\n")
 end
@@ -842,7 +874,9 @@ function M.dora(models)
           -- from the first sign (a trigger going pending, a failing gate) to traffic back
           local sign = rb.t
           for _, e in ipairs(m.triggers) do
-            if e.event == "trigger_pending" and e.t <= rb.t and (rb.reason == "trigger:" .. tostring(e.trigger)) then sign = math.min(sign, e.t) end
+            if e.event == "trigger_pending" and e.t <= rb.t and rb.reason == "trigger:" .. tostring(e.trigger) then
+              sign = math.min(sign, e.t)
+            end
           end
           detect[#detect + 1] = rb.at - sign
         end
@@ -870,7 +904,8 @@ end
 
 --- dora_text(figures) -> lines for a person
 function M.dora_text(d)
-  local L = { string.format("DORA over %d rollouts%s", d.rollouts, d.period ~= json.null and string.format(" from %s to %s", d.period.from, d.period.to) or "") }
+  local L = { string.format("DORA over %d rollouts%s", d.rollouts,
+    d.period ~= json.null and string.format(" from %s to %s", d.period.from, d.period.to) or "") }
   local f = d.deployment_frequency
   if f ~= json.null then
     L[#L + 1] = string.format("  deployment frequency   %s: %d promoted in %s (%.2f per day, %.1f per week)", f.label, f.deployments,
@@ -879,10 +914,12 @@ function M.dora_text(d)
     L[#L + 1] = "  deployment frequency   n/a (no rollout with wall-clock times)"
   end
   local c = d.change_failure_rate
-  L[#L + 1] = c ~= json.null and string.format("  change failure rate    %.1f%% (%d of %d changes that reached users were rolled back or failed)",
+  L[#L + 1] = c ~= json.null and string.format(
+    "  change failure rate    %.1f%% (%d of %d changes that reached users were rolled back or failed)",
     c.rate * 100, c.failed, c.changes) or "  change failure rate    n/a (no finished change)"
   local t = d.time_to_restore
-  L[#L + 1] = t ~= json.null and string.format("  time to restore        median %s, max %s over %d rollbacks (decision to traffic back on the baseline)",
+  L[#L + 1] = t ~= json.null and string.format(
+    "  time to restore        median %s, max %s over %d rollbacks (decision to traffic back on the baseline)",
     clock(t.median), clock(t.max), t.count) or "  time to restore        n/a (no rollback)"
   local s = d.time_from_first_sign_to_restore
   if s ~= json.null then L[#L + 1] = string.format("  first sign to restore  median %s, max %s", clock(s.median), clock(s.max)) end

@@ -8,6 +8,7 @@
 --
 -- Families (count):
 --   good_noise (30)      canary within +-5 % latency and +-15 % errors of its baseline
+--   good_identical (40)  canary exactly like its baseline: the false-alarm rate
 --   good_better (5)      canary faster or with fewer errors
 --   bad_errors (10)      +0.25 to +0.7 pp errors, below every static limit (< 0.95 %)
 --   bad_latency (10)     p50 and p99 x1.2 to x1.8, below the static limits
@@ -87,6 +88,10 @@ local FAMILIES = {
     local b = baseline(g)
     local c = scale(b, g.u(0.95, 1.05), g.u(0.95, 1.05), g.u(0.85, 1.15))
     return scenario_of(seed, g.pick(RPS), b, c), "good"
+  end },
+  { "good_identical", 40, function(g, seed)
+    local b = baseline(g)
+    return scenario_of(seed, g.pick(RPS), b, copy(b)), "good"
   end },
   { "good_better", 5, function(g, seed)
     local b = baseline(g)

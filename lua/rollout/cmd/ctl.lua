@@ -40,6 +40,7 @@ local function parse(argv)
 end
 
 function M.main(argv)
+  for _, a in ipairs(argv) do if a == "--etcd" or a:match("^%-%-etcd=") then return require("rollout.fleet").ctl_main(argv) end end -- FLEET: `rollout ctl --etcd URL ROLLOUT COMMAND` goes through etcd (rollout.fleet)
   local opts, pos = parse(argv)
   if not opts then return args.usage_error("ctl", pos, USAGE) end
   if #pos < 2 then return args.usage_error("ctl", "expected a socket and a command", USAGE) end

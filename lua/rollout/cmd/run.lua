@@ -30,7 +30,7 @@ local control = require("rollout.control")
 
 local M = {}
 local USAGE = "rollout run PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--verbose]\n"
-  .. "         [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control]"
+  .. "         [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control] [--metrics-listen HOST:PORT]"
 
 --- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
 function M.build(pb, emit)
@@ -123,7 +123,8 @@ local function open_journal(dir, pb, opts)
 end
 
 local RUN_OPTS = { config = "value", set = "list", json = "flag", verbose = "flag", journal = "value",
-  resume = "flag", fresh = "flag", restart = "flag", run_dir = "value", no_control = "flag" }
+  resume = "flag", fresh = "flag", restart = "flag", run_dir = "value", no_control = "flag",
+  metrics_listen = "value" }
 
 function M.main(argv)
   local opts, pos = args.parse(argv, RUN_OPTS)
@@ -152,9 +153,20 @@ function M.main(argv)
 
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
   local ctl
+  -- observability (docs/observability.md): /metrics and notifications, behind the journal
+  local metrics, notifier = nil, require("rollout.notify").new(pb, { who = who() })
+  if opts.metrics_listen then
+    local merr
+    metrics, merr = require("rollout.metrics_endpoint").start(opts.metrics_listen)
+    if not metrics then writer:close(); lock:release(); return fail(merr) end
+    io.stderr:write("rollout: metrics ", metrics.url, "\n")
+  end
+  for _, p in ipairs(notifier:problems()) do io.stderr:write("warning: notifications: ", p, "\n") end
   local sink = writer:sink(function(ev, eng)
     printer(ev, eng)
     if ctl then ctl:record(ev) end
+    if metrics then metrics.emit(ev, eng) end
+    notifier.emit(ev, eng)
   end)
   local e
   local router, sources = M.build(pb, function(kind, fields) if e then e:emit(kind, fields) end end)
@@ -164,6 +176,7 @@ function M.main(argv)
   end
   e = engine.new(pb, { router = router, sources = sources, emit = sink, interactive = true, who = who(),
     resume = resume })
+  if metrics then metrics:bind(e) end
 
   local socket
   if not opts.no_control then
@@ -185,7 +198,9 @@ function M.main(argv)
     return fail("the journal cannot be written, nothing was done: " .. tostring(rerr))
   end
   io.stderr:write("rollout: journal ", writer.path, "\n")
-  if socket then io.stderr:write("rollout: control socket ", socket, " (rollout ctl ", socket, " status | rollout attach ", socket, ")\n") end
+  if socket then
+    io.stderr:write("rollout: control socket ", socket, " (rollout ctl ", socket, " status | rollout attach ", socket, ")\n")
+  end
 
   local interrupted
   local watcher = rollout.spawn(function()
@@ -208,6 +223,8 @@ function M.main(argv)
   end
   if ctl then ctl:close() end
   for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
+  notifier:close(10) -- queued notifications get 10 s; what is left is journaled as not delivered
+  if metrics then metrics:close() end
   writer:close()
   lock:release()
   output.summary(outcome, { json = opts.json })

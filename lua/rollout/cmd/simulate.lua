@@ -21,8 +21,10 @@ function M.simulate(pb, sc, opts)
   local router = require("rollout.sim.router").new({ faults = sc.router_faults, now = function() return rollout.now() - (opts.t0 or 0) end })
   local t0 = rollout.now()
   router.now = function() return rollout.now() - t0 end
+  -- raw latencies for the judge only when a stage uses it (rollout.analysis)
+  local keep = opts.reservoir or (require("rollout.analysis").wanted(pb) and 500 or 0)
   local src = require("rollout.sim.source").new(sc, { router = router, interval = pb.interval,
-    history = math.max(pb.gate_window, pb.trigger_window), reservoir = opts.reservoir or (require("rollout.analysis").wanted(pb) and 500 or 0) })
+    history = math.max(pb.gate_window, pb.trigger_window), reservoir = keep })
   -- the source lives on scenario time (t = 0 at the start); the clock may be past 0
   local source = {
     provides = src.provides,

@@ -140,6 +140,7 @@ end
 function M:samples(now, win, opts)
   if self:source_error(now) then return nil, "simulated source error" end
   local analysis = require("rollout.analysis")
+  opts = { max = opts and opts.max, interval = self.interval, raw = self.reservoir > 0 }
   return { baseline = analysis.window_samples(self.store, "baseline", now, win, opts),
            canary = analysis.window_samples(self.store, "canary", now, win, opts) }
 end

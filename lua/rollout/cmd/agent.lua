@@ -1,0 +1,45 @@
+-- rollout agent --etcd URL [--name NAME] [--prefix P] [--ttl 10s] [--scan S] [--poll S]
+--               [--dir DIR] [--no-journal] [--max N] [--json] [--verbose]
+-- A long-running engine that drives many rollouts at once, each a task on the one loop,
+-- coordinated through etcd with the other agents (rollout.fleet says how). It takes
+-- unowned rollouts (`rollout submit`), keeps them alive with its lease, replicates their
+-- journals to etcd (and to DIR/journal/<id>.jsonl), applies commands (`rollout ctl
+-- --etcd`), and takes over the rollouts of agents that died. SIGINT/SIGTERM hand every
+-- rollout back (traffic stays where it is) so the other agents take them at once.
+-- Output: one line per decision; every event as a JSON line with --json.
+local args = require("rollout.args")
+local units = require("rollout.units")
+local fleet = require("rollout.fleet")
+
+local M = {}
+local USAGE = "rollout agent --etcd URL [--name NAME] [--prefix P] [--ttl 10s] [--scan S] [--poll S] [--dir DIR] [--no-journal] [--max N] [--json] [--verbose]"
+
+function M.main(argv)
+  local opts, pos = args.parse(argv, { etcd = "value", name = "value", prefix = "value", ttl = "value",
+    scan = "value", poll = "value", dir = "value", no_journal = "flag", max = "value", json = "flag", verbose = "flag" })
+  if not opts then return args.usage_error("agent", pos, USAGE) end
+  if #pos > 0 then return args.usage_error("agent", "unexpected argument '" .. pos[1] .. "'", USAGE) end
+  if not opts.etcd then return args.usage_error("agent", "--etcd URL is required", USAGE) end
+  if opts.name and not fleet.valid_id(opts.name) then
+    return args.usage_error("agent", "--name: letters, digits, '.', '_' and '-' only", USAGE)
+  end
+  local function dur(k)
+    if opts[k] == nil then return nil end
+    local d, err = units.parse("duration", opts[k])
+    if not d or d <= 0 then error({ usage = "--" .. k .. ": " .. tostring(err or "must be > 0") }) end
+    return d
+  end
+  local ok, a = pcall(function()
+    return fleet.agent({ etcd = opts.etcd, name = opts.name, prefix = opts.prefix, ttl = dur("ttl"), scan = dur("scan"),
+      poll = dur("poll"), dir = opts.dir, journal = not opts.no_journal, json = opts.json, verbose = opts.verbose,
+      max = opts.max and math.tointeger(tonumber(opts.max)) or nil })
+  end)
+  if not ok then
+    if type(a) == "table" and a.usage then return args.usage_error("agent", a.usage, USAGE) end
+    error(a, 0)
+  end
+  io.stdout:setvbuf("line")
+  return a:run()
+end
+
+return M

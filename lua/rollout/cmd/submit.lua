@@ -1,0 +1,57 @@
+-- rollout submit PLAYBOOK --etcd URL [--set k=v ...] [--config FILE] [--scenario FILE]
+--                [--simulated-router] [--id ID] [--prefix P] [--json]
+-- Stores a rollout in etcd for the agents (`rollout agent`): the playbook with the .lua
+-- files of its directory, the --set list and the optional config, validated here first
+-- (nothing is stored when the playbook has errors). --scenario FILE replaces the
+-- playbook's sources with synthetic traffic from a scenario (SEMANTICS.md format, on the
+-- real clock; rollout.fleet_sim); --simulated-router replaces its router likewise.
+-- Prints the rollout's id. Exit 0 stored, 2 usage or playbook error, 1 etcd error.
+local args = require("rollout.args")
+local json = require("rollout.json")
+local playbook = require("rollout.playbook")
+local fleet = require("rollout.fleet")
+local etcd = require("rollout.etcd")
+
+local M = {}
+local USAGE = "rollout submit PLAYBOOK --etcd URL [--set key=value ...] [--config FILE] [--scenario FILE] [--simulated-router] [--id ID] [--prefix P] [--json]"
+
+function M.main(argv)
+  local opts, pos = args.parse(argv, { etcd = "value", set = "list", config = "value", scenario = "value",
+    simulated_router = "flag", id = "value", prefix = "value", json = "flag" })
+  if not opts then return args.usage_error("submit", pos, USAGE) end
+  if #pos ~= 1 then return args.usage_error("submit", "expected one playbook", USAGE) end
+  if not opts.etcd then return args.usage_error("submit", "--etcd URL is required", USAGE) end
+  local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
+  if not pb then
+    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
+    return 2
+  end
+  if opts.scenario then
+    local sc, serrs = require("rollout.sim.scenario").load(opts.scenario)
+    if not sc then
+      for _, e in ipairs(serrs) do io.stderr:write(playbook.format_error(e), "\n") end
+      return 2
+    end
+  elseif #pb.sources == 0 then
+    io.stderr:write("rollout submit: the playbook has no metric source (or pass --scenario FILE)\n")
+    return 2
+  end
+  if not pb.router and not opts.simulated_router then
+    io.stderr:write("rollout submit: the playbook names no router (or pass --simulated-router)\n")
+    return 2
+  end
+  local who = os.getenv("SUDO_USER") or os.getenv("USER") or "unknown"
+  local b, berr = fleet.bundle(pos[1], { sets = opts.set, config = opts.config, scenario = opts.scenario,
+    simulated_router = opts.simulated_router, who = who })
+  if not b then io.stderr:write("rollout submit: ", berr, "\n"); return 2 end
+  local c = etcd.new({ url = opts.etcd, timeout = 5 })
+  local id, err = fleet.submit(c, fleet.keys(opts.prefix), b, { id = opts.id, service = pb.service })
+  if not id then
+    io.stderr:write("rollout submit: ", err, "\n")
+    return err:match("exists already") and 2 or 1
+  end
+  if opts.json then print(json.encode({ id = id, service = pb.service })) else print(id) end
+  return 0
+end
+
+return M
