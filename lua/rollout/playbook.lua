@@ -554,7 +554,8 @@ end
 
 --- Apply `--set key=value` overrides to the raw table: `interval=5s`,
 --- `stages[2].hold=20s`, `versions.canary.version=v3.0.1`. Values that read as numbers
---- or booleans become them. Returns true or nil, err.
+--- or booleans become them; a value starting with [ or { is JSON (argv lists, tables).
+--- Returns true or nil, err.
 function M.apply_set(raw, assignment)
   local key, value = assignment:match("^([^=]+)=(.*)$")
   if not key then return nil, "--set expects key=value, got '" .. assignment .. "'" end
@@ -565,7 +566,11 @@ function M.apply_set(raw, assignment)
   end
   if #path == 0 then return nil, "--set: empty key in '" .. assignment .. "'" end
   local v = value
-  if value == "true" then v = true elseif value == "false" then v = false
+  if value:match("^%s*[%[{]") then -- a list or table as JSON: --set 'params.cmd=["kubectl","scale"]'
+    local decoded, jerr = require("rollout.json").decode(value)
+    if decoded == nil then return nil, "--set " .. key .. ": malformed JSON value: " .. jerr end
+    v = decoded
+  elseif value == "true" then v = true elseif value == "false" then v = false
   elseif math.tointeger(tonumber(value)) then v = math.tointeger(tonumber(value))
   elseif tonumber(value) then v = tonumber(value) end
   local t = raw
