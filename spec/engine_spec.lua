@@ -3,10 +3,10 @@ local proc = require("rollout.proc")
 local json = require("rollout.json")
 local sim = require("spec.support.sim")
 
-local function drive(playbook, scenario, cmds)
+local function drive(playbook, scenario, cmds, env)
   local argv = { rollout.exe, "--clock=virtual", "spec/support/engine_driver.lua", playbook, scenario }
   for _, c in ipairs(cmds) do argv[#argv + 1] = c end
-  local r = assert(proc.run({ argv = argv, timeout = 60 }))
+  local r = assert(proc.run({ argv = argv, timeout = 60, env = env }))
   local events, summary = {}, nil
   for line in r.stdout:gmatch("[^\n]+") do
     local v = json.decode(line)
@@ -126,5 +126,54 @@ describe("engine", function()
         end
       end
     end
+  end)
+
+  it("a pause while a hook runs holds the rollout; resume runs the hook again and the stage", function()
+    -- before_stage takes 60 s: Initial shifts at 1m, Ramp-Up's hook starts at 6m
+    local s, events = drive("spec/fixtures/playbooks/slow-hooks.lua", "spec/fixtures/scenarios/steady.lua",
+      { "pause@6m10s", "resume@6m40s" }, { RUN_HOOKS = "1" })
+    assert.equals("promoted", s.outcome)
+    local cancelled = first(events, "hook_cancelled")
+    assert.equals("before_stage", cancelled.hook)
+    local ramp = first(events, "stage_entered", function(e) return e.stage == "Ramp-Up" end)
+    local shifted = first(events, "weight_confirmed", function(e) return e.canary == 25 end)
+    assert.truthy(ramp and shifted, "Ramp-Up still shifts to 25 % after the resume")
+    assert.near(6 * 60 + 40 + 60, shifted.t, 1)
+    local gate = first(events, "gate", function(e) return e.stage == "Ramp-Up" end)
+    assert.equals("pass", gate.result)
+  end)
+
+  it("a broken threshold rolls back even while samples are short", function()
+    local s, events = sim.simulate("playbooks/canary.lua", "spec/fixtures/scenarios/lowtraffic-broken.lua")
+    assert.equals("rolled_back", s.outcome)
+    assert.equals("gate:error_rate", s.reason)
+    assert.near(300, s.at, 1)
+    local gate = first(events, "gate")
+    assert.truthy(gate.samples < gate.min_samples)
+  end)
+
+  it("a critical alert fires while the metric source is down", function()
+    local s = sim.simulate("playbooks/canary.lua", "spec/fixtures/scenarios/alert-during-outage.lua")
+    assert.equals("rolled_back", s.outcome)
+    assert.equals("trigger:critical_alert", s.reason)
+    assert.truthy(s.at >= 20 * 60 + 5 and s.at <= 20 * 60 + 30, "at " .. s.at)
+  end)
+
+  it("relative thresholds can follow the live baseline", function()
+    local dir = require("rollout.fs").mkdtemp("sc")
+    local p = dir .. "/both.lua"
+    local f = io.open(p, "w")
+    f:write([[return { seed = 23, traffic = { rps = 400 },
+      baseline = { error_rate = 0.002, latency = { p50 = "40ms", p99 = "180ms" }, changes = { { at = "16m", error_rate = 0.012 } } },
+      canary = { error_rate = 0.002, latency = { p50 = "41ms", p99 = "185ms" }, changes = { { at = "16m", error_rate = 0.012 } } } }]])
+    f:close()
+    local set = { "--set", "stages[3].thresholds.error_rate=2x" }
+    local snap = sim.simulate("playbooks/canary.lua", p, set)
+    assert.equals("gate:error_rate", snap.reason, "2 x the captured 0.2 %")
+    set[#set + 1] = "--set"
+    set[#set + 1] = "policy.relative_to=live"
+    local live = sim.simulate("playbooks/canary.lua", p, set)
+    require("rollout.fs").rmtree(dir)
+    assert.equals("promoted", live.outcome, "the canary is no worse than the baseline beside it")
   end)
 end)

@@ -68,7 +68,13 @@ function M.apply(raw, path)
   end
 
   if doc.metadata then
-    raw.deployment_id = doc.metadata.labels and doc.metadata.labels["deployment-id"] or raw.deployment_id
+    local id = doc.metadata.labels and doc.metadata.labels["deployment-id"]
+    if type(id) == "string" and id:find("${", 1, true) then
+      warn(doc.metadata.labels, "deployment-id", "metadata.labels.deployment-id",
+        id .. " is not set in the environment: a deployment id is generated")
+      id = nil
+    end
+    raw.deployment_id = id or raw.deployment_id
     known(doc.metadata, "metadata", { name = true, labels = true, namespace = true, _why = "" })
     if doc.metadata.namespace then warn(doc.metadata, "namespace", "metadata.namespace", "not used by rollout: the router's own settings name the namespace") end
   end

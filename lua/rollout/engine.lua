@@ -299,9 +299,11 @@ function E:trigger_value(tr, now, cache, alerts)
   return compare(v, c.op, c.value), v
 end
 
-function E:evaluate_triggers(now, cache)
-  local alerts = self:collect_alerts(now)
+function E:evaluate_triggers(now, cache, only_kind)
+  local alerts, aerr = self:collect_alerts(now)
+  if aerr then alerts = nil end -- a failed alert query is no data, never "no alerts"
   for _, tr in ipairs(self.pb.triggers) do
+    if only_kind and tr.kind ~= only_kind then goto next_trigger end
     local st = self.trig[tr.name]
     local cond, value = self:trigger_value(tr, now, cache, alerts)
     if cond == nil then
@@ -324,6 +326,7 @@ function E:evaluate_triggers(now, cache)
       if st.since then self:emit("trigger_resolved", { trigger = tr.name, value = value }) end
       st.since, st.state, st.value = nil, "ok", value
     end
+    ::next_trigger::
   end
 end
 
@@ -333,8 +336,10 @@ function E:check_share(sig)
   if not (b and c) or b + c <= 0 or w <= 0 or w >= 100 then return end
   -- right after a shift the window still holds traffic of the previous weight
   if not self.stage_start or rollout.now() - self.stage_start < self.pb.trigger_window then return end
-  local share = c / (b + c)
   local want = w / 100
+  -- too few requests to tell a share from noise: expect at least 100 canary requests
+  if (b + c) * self.pb.trigger_window * want < 100 then return end
+  local share = c / (b + c)
   if math.abs(share - want) / want > self.pb.policy.share_tolerance then
     self:emit("share_warning", { weight = w, share = share * 100 })
   end
@@ -363,6 +368,8 @@ function E:tick()
     self.consecutive_errors = self.consecutive_errors + 1
     self:emit("source_error", { error = err, consecutive = self.consecutive_errors })
     self:reset_triggers("source error")
+    -- alerts come from their own source: a metrics outage must not blind critical_alert
+    self:evaluate_triggers(now, { [self.pb.trigger_window] = false }, "alert")
     if self.consecutive_errors > self.pb.policy.consecutive_error_limit then
       self:interrupt({ action = self.pb.policy.inconclusive, reason = "inconclusive:source_errors",
         detail = self.consecutive_errors .. " failed evaluations in a row" })
@@ -419,11 +426,16 @@ function E:run_hook(name, extra, opts)
   local timeout = opts.timeout or hb.time or self.pb.hook_timeout or M.HOOK_BUDGET.time
   local limits = { seconds = timeout, instructions = hb.instructions or M.HOOK_BUDGET.instructions }
   local task = rollout.spawn(function()
-    if type(fn) == "table" then return run_argv(fn, timeout) end
     -- preemptible: a hook stuck in a loop yields to the loop every 10 ms, so triggers and
     -- the control socket go on and the timeout below can cancel it; a runaway (instructions,
-    -- time, memory: rollout.budget, rollout.alloc) fails this hook only
-    return require("rollout.budget").run(require("rollout.alloc").run, limits, fn, hb.memory or M.HOOK_BUDGET.memory, ctx)
+    -- time, memory: rollout.budget, rollout.alloc) fails this hook only. Its error is returned,
+    -- not raised: a task failing unwatched would print it raw on stderr (unredacted).
+    local r = table.pack(pcall(function()
+      if type(fn) == "table" then return run_argv(fn, timeout) end
+      return require("rollout.budget").run(require("rollout.alloc").run, limits, fn, hb.memory or M.HOOK_BUDGET.memory, ctx)
+    end))
+    if not r[1] then return false, r[2] end
+    return table.unpack(r, 2, r.n)
   end)
   local me = rollout.current()
   local watcher = rollout.spawn(function() pcall(task.wait, task); rollout.wake(me) end)
@@ -465,6 +477,20 @@ function E:run_hook(name, extra, opts)
   if err:find("budget exceeded", 1, true) then err = "hook " .. name .. ": " .. err end
   self:emit("hook_failed", { hook = name, error = err, elapsed = rollout.now() - t0 })
   return false, err
+end
+
+--- A hook that a pause may interrupt: the hook is cancelled, the rollout pauses, and on
+--- resume the hook runs again from the start (hooks should be idempotent). Returns what
+--- run_hook returns; a pause ends in an interrupt only if resume never comes.
+function E:run_hook_pausable(name, extra)
+  while true do
+    local ok, intr = self:run_hook(name, extra)
+    if ok ~= nil or intr.action ~= "pause" then return ok, intr end
+    local state = self.state
+    local after = self:pause(intr.reason)
+    if after then return nil, after end
+    self.state = state
+  end
 end
 
 -- ---- traffic ------------------------------------------------------------------------------
@@ -579,9 +605,13 @@ end
 
 local GATE_ORDER = { "error_rate", "p99", "p95", "p50", "health", "cpu", "memory", "disk" }
 
-function E:threshold_limit(t)
+function E:threshold_limit(t, sig)
   if not t.relative then return t.value end
-  local b = self.baseline_snapshot and self.baseline_snapshot[t.signal]
+  -- relative to the baseline captured before the first shift (the runbook's Step 2), or
+  -- with policy.relative_to = "live" to the baseline in the same window (falling back to
+  -- the capture when the baseline has no traffic, as at 100 %)
+  local b = self.pb.policy.relative_to == "live" and sig and sig.baseline[t.signal] or nil
+  if b == nil then b = self.baseline_snapshot and self.baseline_snapshot[t.signal] end
   if b == nil then return nil end
   if t.relative == "factor" then return b * t.factor end
   return b + t.plus
@@ -603,7 +633,7 @@ function E:evaluate_gate(stage)
     ev.error = err
   else
     ev.baseline, ev.canary = compact(sig.baseline), compact(sig.canary)
-    local whole = self:signals(now, held + 1e-6)
+    local whole = self:signals(now, held - 1e-6) -- (stage_start, now]: intervals ended after the shift
     local n = whole and whole.canary.requests or 0
     ev.samples, ev.min_samples = n, stage.min_samples
     if n < stage.min_samples then short[#short + 1] = "min_samples" end
@@ -620,9 +650,13 @@ function E:evaluate_gate(stage)
         if not self:provides(t.signal) then
           check.status = "not_measured"
         else
-          local v, limit = sig.canary[t.signal], self:threshold_limit(t)
+          local v, limit = sig.canary[t.signal], self:threshold_limit(t, sig)
           check.value, check.threshold = v, limit
-          if t.relative then check.relative = t.relative; check.baseline = self.baseline_snapshot and self.baseline_snapshot[t.signal] end
+          if t.relative then
+            check.relative = t.relative
+            check.baseline = self.pb.policy.relative_to == "live" and sig.baseline[t.signal]
+              or (self.baseline_snapshot and self.baseline_snapshot[t.signal])
+          end
           if v == nil or limit == nil then
             check.status = "nodata"
             nodata = nodata or name
@@ -642,10 +676,13 @@ function E:evaluate_gate(stage)
     if verdict == "fail" then failed = jwhy elseif verdict == "inconclusive" then short[1] = jwhy end
   end
   local result, why
-  if #short > 0 then
-    if held + pb.interval <= stage.max_hold + 1e-9 then result, why = "extend", table.concat(short, ",")
+  -- "Any threshold broken: rollback" (SEMANTICS.md), also while samples are short: a canary
+  -- over its limit does not keep its traffic waiting for more data
+  local active = held - (self.paused_in_stage or 0)
+  if failed then result, why = "fail", failed
+  elseif #short > 0 then
+    if active + pb.interval <= stage.max_hold + 1e-9 then result, why = "extend", table.concat(short, ",")
     else result, why = "inconclusive", short[1] end
-  elseif failed then result, why = "fail", failed
   else result = "pass" end
   ev.result, ev.why = result, why
   self:emit("gate", ev)
@@ -676,7 +713,7 @@ function E:run_stage(stage, resume)
     self.stage_start = rollout.now() - (resume.held or 0)
   else
     self:emit("stage_entered", { index = stage.index, weight = stage.weight, hold = stage.hold })
-    ok, intr = self:run_hook("before_stage", { stage_index = stage.index })
+    ok, intr = self:run_hook_pausable("before_stage", { stage_index = stage.index })
     if ok == nil then return intr end
     if ok == false then return { action = "rollback", reason = "error:hook:before_stage", detail = intr } end
     local shifted, err, intr2 = self:shift(stage.weight)
@@ -684,6 +721,7 @@ function E:run_stage(stage, resume)
     if not shifted then return { action = "rollback", reason = "error:router", detail = err } end
     self.stage_start = rollout.now()
   end
+  self.paused_in_stage = 0
   -- evaluations on the stage's own grid: stage start + k * interval
   local step = self.pb.interval
   self.ticking = true
@@ -695,7 +733,9 @@ function E:run_stage(stage, resume)
       local paused_at = rollout.now()
       local after = self:pause(got.reason)
       if after then return after end
-      deadline = deadline + (rollout.now() - paused_at) -- the hold resumes with the time left
+      local paused = rollout.now() - paused_at
+      deadline = deadline + paused -- the hold resumes with the time left
+      self.paused_in_stage = (self.paused_in_stage or 0) + paused
       got = nil
     elseif got and got.action == "resume" then
       got = nil -- not paused: nothing to resume
@@ -711,11 +751,11 @@ function E:run_stage(stage, resume)
     if result == "inconclusive" then
       return { action = self.pb.policy.inconclusive, reason = "inconclusive:" .. why }
     end
-    deadline = math.min(rollout.now() + self.pb.interval, self.stage_start + stage.max_hold)
+    deadline = math.min(rollout.now() + self.pb.interval, self.stage_start + (self.paused_in_stage or 0) + stage.max_hold)
     self:emit("hold_extended", { why = why, until_held = deadline - self.stage_start, max_hold = stage.max_hold })
     ::continue::
   end
-  ok, intr = self:run_hook("after_stage", { stage_index = stage.index })
+  ok, intr = self:run_hook_pausable("after_stage", { stage_index = stage.index })
   if ok == nil then return intr end
   if ok == false then return { action = "rollback", reason = "error:hook:after_stage", detail = intr } end
   if stage.pause then
@@ -795,10 +835,10 @@ end
 function E:promote()
   self.state = "promoting"
   self:emit("promoting", {})
-  local ok, intr = self:run_hook("on_promote")
+  local ok, intr = self:run_hook_pausable("on_promote")
   if ok == nil then return self:handle(intr) end
   if ok == false then return self:finish("failed", "error:hook:on_promote") end
-  ok, intr = self:run_hook("finalize")
+  ok, intr = self:run_hook_pausable("finalize")
   if ok == nil then return self:handle(intr) end
   if ok == false then return self:finish("failed", "error:hook:finalize") end
   self.ticking = false
@@ -840,7 +880,7 @@ function E:run()
   local failed = self:preflight()
   if failed then return self:finish("aborted", "preflight:" .. failed) end
   self.state = "deploy"
-  local ok, err = self:run_hook("deploy")
+  local ok, err = self:run_hook_pausable("deploy")
   if not ok then return self:finish("failed", "error:deploy", nil, err) end
   self:capture_baseline()
   if pb.header_override and self.router.header_override then

@@ -381,6 +381,10 @@ local function check_policy(ctx, path, v)
     consecutive_error_limit = function(c, p, x) return check_integer(c, p, x, 0) end,
     max_hold_factor = function(c, p, x) return check_number(c, p, x, 1) end,
     share_tolerance = check_ratio,
+    relative_to = function(c, p, x)
+      if x ~= "snapshot" and x ~= "live" then c:err(p, "must be \"snapshot\" or \"live\", got " .. tostring(x)); return nil end
+      return x
+    end,
   })
 end
 
@@ -501,7 +505,8 @@ end
 -- Defaults of SEMANTICS.md.
 M.DEFAULTS = {
   interval = 10, trigger_window = 60, gate_window = 300, max_rollback_time = 300,
-  policy = { inconclusive = "pause", consecutive_error_limit = 4, max_hold_factor = 2, share_tolerance = 0.10 },
+  policy = { inconclusive = "pause", consecutive_error_limit = 4, max_hold_factor = 2, share_tolerance = 0.10,
+    relative_to = "snapshot" },
 }
 
 function M.normalise(pb, opts)
@@ -539,6 +544,7 @@ function M.normalise(pb, opts)
     else tr.kind = "condition" end
   end
   table.sort(pb.triggers, function(a, b) return a.name < b.name end)
+  require("rollout.redact").scan(pb) -- its tokens, passwords and *_env/*_file secrets are masked in every output
   return pb
 end
 

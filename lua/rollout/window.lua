@@ -5,7 +5,7 @@
 -- over any trailing window. This is where SEMANTICS.md's signal definitions live:
 --   requests  count in the window            rps        requests / window seconds
 --   error_rate errors / requests             p50/p95/p99 from the merged latency histograms
---   health    ok / total health checks       cpu/memory/disk  the latest gauge in the window
+--   health    ok / total health checks       cpu/memory/disk  the highest reading in the window
 --   restarts  restarts observed in the window
 -- A signal with nothing behind it is nil ("no data"), never 0: error_rate and the
 -- quantiles need requests, health needs checks, gauges need a reading.
@@ -59,8 +59,8 @@ function M:signals(version, now, window)
       err = err + (r.errors or 0)
       hok, htot = hok + (r.health_ok or 0), htot + (r.health_total or 0)
       restarts = restarts + (r.restarts or 0)
-      for _, g in ipairs({ "cpu", "memory", "disk" }) do
-        if gauges[g] == nil and r[g] ~= nil then gauges[g] = r[g] end
+      for _, g in ipairs({ "cpu", "memory", "disk" }) do -- the worst reading in the window
+        if r[g] ~= nil and (gauges[g] == nil or r[g] > gauges[g]) then gauges[g] = r[g] end
       end
       if r.latency and r.latency:count() > 0 then
         n_hist = n_hist + 1

@@ -11,7 +11,7 @@ local pb = assert(playbook.load(arg[1]))
 local sc = assert(scenario.load(arg[2]))
 local emit = output.printer({ json = true })
 local outcome = simulate.simulate(pb, sc, {
-  emit = emit, interactive = true,
+  emit = emit, interactive = true, run_hooks = os.getenv("RUN_HOOKS") == "1",
   on_engine = function(e)
     for i = 3, #arg do
       local cmd, at = arg[i]:match("^([%w_]+)@(.+)$")
