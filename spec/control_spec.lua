@@ -320,6 +320,40 @@ describe("a scripted session", function()
   end)
 end)
 
+describe("a runaway hook", function()
+  local env
+  setup(function()
+    env = live.env()
+    env.playbook = live.variant(env, "spin",
+      'pb.hooks = { before_stage = function(ctx) if ctx.stage_index == 2 then while true do end end end }')
+  end)
+  teardown(function() if env then env.stop() end end)
+
+  it("does not hold the loop: status answers, triggers evaluate, abort cancels it and rolls back", function()
+    local run = live.start(env)
+    live.wait_for(env, function(evs)
+      return live.find(evs, "hook_started", function(e) return e.hook == "before_stage" and e.stage == "half" end)
+    end, 30, "the spinning hook")
+    live.wait_socket(env)
+    local before = live.count(live.events(env), "evaluation")
+    for _ = 1, 5 do
+      local t0 = rollout.now()
+      local st = live.ctl(env, "status", 5).value
+      assert.equals("half", st.stage)
+      assert.equals(10, st.weights.canary, "half's shift waits for its hook")
+      assert.truthy(rollout.now() - t0 < 0.5, "status took " .. (rollout.now() - t0) .. " s")
+      rollout.sleep(0.1)
+    end
+    assert.truthy(live.count(live.events(env), "evaluation") > before, "the engine evaluated while the hook spun")
+    assert.equals(0, ctl(env, "abort", "hook", "stuck").code)
+    assert.equals(1, run:wait(30))
+    local evs = live.events(env)
+    assert.equals("before_stage", live.find(evs, "hook_cancelled").hook)
+    assert.equals("rolled_back", live.outcome(evs).outcome)
+    assert.same({ 10, 0 }, live.confirmed(evs))
+  end)
+end)
+
 describe("rollout attach through tmux", function()
   local env, tmux_name
   local function tmux(...)

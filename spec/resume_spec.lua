@@ -137,7 +137,7 @@ describe("kill -9 and resume against a real HAProxy", function()
     { name = "right after rollout_started", when = after("rollout_started") },
     { name = "at the first weight request", when = after("weight_requested") },
     { name = "10 % confirmed", when = after("weight_confirmed", function(e) return e.canary == 10 end) },
-    { name = "mid-hold of ten", when = function(evs)
+    { name = "mid-hold of ten", phase = "stage", when = function(evs)
       local c = live.find(evs, "weight_confirmed", function(e) return e.canary == 10 end)
       local last = evs[#evs]
       return c and last.ts and last.ts - c.ts > 0.8
@@ -146,7 +146,8 @@ describe("kill -9 and resume against a real HAProxy", function()
     { name = "50 % requested", when = after("weight_requested", function(e) return e.canary == 50 end) },
     { name = "mid-hold of half", when = nth("evaluation", 9) },
     { name = "100 % confirmed", when = after("weight_confirmed", function(e) return e.canary == 100 end) },
-    { name = "while promoting", when = after("hook_started", function(e) return e.hook == "on_promote" end) },
+    { name = "while promoting", phase = "promoting",
+      when = after("hook_started", function(e) return e.hook == "on_promote" end) },
   }
 
   for _, point in ipairs(POINTS) do
@@ -156,6 +157,10 @@ describe("kill -9 and resume against a real HAProxy", function()
       assert.equals("promoted", live.outcome(events).outcome)
       assert.same({ 10, 50, 100 }, live.confirmed(events))
       assert.same({ baseline = 0, canary = 100 }, (live.router(env):get_weights()))
+      if point.phase then
+        assert.truthy(live.find(events, "rollout_resumed", function(e) return e.phase == point.phase end),
+          "resumed in phase " .. point.phase)
+      end
     end)
   end
 
@@ -221,7 +226,8 @@ describe("kill -9 and resume of a rollback", function()
     { name = "10 % confirmed", when = after("weight_confirmed", function(e) return e.canary == 10 end) },
     { name = "trigger pending", when = after("trigger_pending") },
     { name = "rollback started", when = after("rollback_started") },
-    { name = "during the rollback hook", when = after("hook_started", function(e) return e.hook == "on_rollback" end) },
+    { name = "during the rollback hook", phase = "rolling_back",
+      when = after("hook_started", function(e) return e.hook == "on_rollback" end) },
   }
   for _, point in ipairs(POINTS) do
     it("killed at " .. point.name .. ": rolled back by the trigger, 10 then 0", function()
@@ -232,6 +238,10 @@ describe("kill -9 and resume of a rollback", function()
       assert.equals("trigger:errors", out.reason)
       assert.same({ 10, 0 }, live.confirmed(events))
       assert.same({ baseline = 100, canary = 0 }, (live.router(env):get_weights()))
+      if point.phase then
+        assert.truthy(live.find(events, "rollout_resumed", function(e) return e.phase == point.phase end),
+          "resumed in phase " .. point.phase)
+      end
     end)
   end
 end)

@@ -221,6 +221,7 @@ end
 M.clean = clean
 
 local function encode(ev)
+  ev = require("rollout.redact").value(ev) -- secrets never reach the disk or the control socket
   local ok, line = pcall(json.encode, ev, { sort = true, non_finite = "null", invalid_utf8 = "replace" })
   if ok then return line end
   return json.encode(clean(ev), { sort = true, non_finite = "null", invalid_utf8 = "replace" })

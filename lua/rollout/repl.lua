@@ -110,7 +110,7 @@ function S:eval(line)
   if printed ~= "" then
     res.text = (res.text and res.text ~= "") and (printed .. "\n" .. res.text) or printed
   end
-  res.text = res.text or ""
+  res.text = require("rollout.redact").text(res.text or "") -- REPL printing never shows a secret
   return res
 end
 
