@@ -123,7 +123,7 @@ static void preempt_cancel(void *ud) {
  * Returns 1 when the hook must end by yielding. */
 static int preempt(lua_State *L, struct budget *b) {
     task *t = loop_task_of(L);
-    if (!t || task_thread(t) != L || !lua_isyieldable(L)) return 0;
+    if (!t || task_thread(t) != L || !lua_isyieldable(L) || !task_is_running(t)) return 0;
     b->parked = loop_park(L, preempt_cancel, b);
     ev_timer_set(&b->timer, 0., 0.);
     ev_timer_start(loop_ev(), &b->timer);

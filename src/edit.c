@@ -131,6 +131,7 @@ static void cancel_wait(void *ud) {
 static int edit_readline(lua_State *L) {
     const char *prompt = luaL_optstring(L, 1, "> ");
     if (E.waiter) return luaL_error(L, "edit.readline: another task is already reading stdin");
+    loop_check_can_park(L, "edit.readline");
     if (!is_tty()) {
         if (E.len || E.eof) { /* a whole line may be buffered already */
             char *nl = E.len ? memchr(E.buf, '\n', E.len) : NULL;

@@ -259,7 +259,9 @@ static int fs_getuid(lua_State *L) { return lua_pushinteger(L, (lua_Integer)getu
 static int fs_kill(lua_State *L) {
     lua_Integer pid = luaL_checkinteger(L, 1);
     int sig = (int)luaL_optinteger(L, 2, 0);
-    if (pid <= 0) return luaL_argerror(L, 1, "pid must be > 0");
+    /* a pid that does not fit pid_t would wrap to -1: kill(-1) signals every process */
+    if (pid <= 0 || pid > INT_MAX) return luaL_argerror(L, 1, "pid out of range");
+    if (sig < 0 || sig > 64) return luaL_argerror(L, 2, "signal out of range");
     if (kill((pid_t)pid, sig) != 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "pid %d: %s", (int)pid, strerror(errno));

@@ -494,7 +494,7 @@ static double opt_seconds(lua_State *L, struct http_opts *o, const char *key) {
     if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) return 0; /* false: none */
     if (lua_type(L, -1) == LUA_TNUMBER) {
         double v = lua_tonumber(L, -1);
-        if (!(v >= 0) || !isfinite(v)) opt_error(L, o, key, "must be a duration >= 0");
+        if (!(v >= 0) || !isfinite(v) || v > 1e9) opt_error(L, o, key, "must be a duration between 0 and 1e9 seconds");
         return v;
     }
     size_t n;
@@ -503,6 +503,7 @@ static double opt_seconds(lua_State *L, struct http_opts *o, const char *key) {
     double v;
     if (!s) opt_error(L, o, key, "must be a duration (seconds or \"500ms\") or false");
     if (units_duration(s, n, &v, err, sizeof err) != 0) opt_error(L, o, key, err);
+    if (v > 1e9) opt_error(L, o, key, "must be at most 1e9 seconds");
     return v;
 }
 
@@ -735,9 +736,7 @@ static int request_start(lua_State *L, struct http_opts *o) {
                                   !strcmp(o->method, "PATCH")))
         o->body = ""; /* an empty body, sent with Content-Length: 0 */
     headers_check(L, o);
-    task *t = loop_task_of(L);
-    if (!t || task_thread(t) != L)
-        return luaL_error(L, "%s must be called from a task (rollout.spawn or the main script)", o->fname);
+    loop_check_can_park(L, o->fname);
     struct http_req *r = req_acquire();
     const char *fail = NULL;
     if (!r) return lua_pushnil(L), lua_pushliteral(L, "out of memory"), 2;
@@ -854,18 +853,21 @@ static int http_urldecode(lua_State *L) {
     return 1;
 }
 
-static void add_pair(lua_State *L, luaL_Buffer *b, int *first, const char *k, size_t kn, int vidx) {
+/* "k=v" percent-encoded, value at vidx. Nothing else touches the stack while the buffer
+ * is open (luaL_Buffer keeps its box on top).  [-0, +1, e] */
+static void push_pair(lua_State *L, const char *k, size_t kn, int vidx) {
     size_t vn;
     int t = lua_type(L, vidx);
     if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
         luaL_error(L, "http.encode_query: value of '%s' must be a string, number, boolean or list", k);
-    if (!*first) luaL_addchar(b, '&');
-    *first = 0;
-    add_encoded(b, k, kn);
-    luaL_addchar(b, '=');
     const char *v = t == LUA_TBOOLEAN ? (lua_toboolean(L, vidx) ? "true" : "false") : lua_tolstring(L, vidx, &vn);
     if (t == LUA_TBOOLEAN) vn = strlen(v);
-    add_encoded(b, v, vn);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    add_encoded(&b, k, kn);
+    luaL_addchar(&b, '=');
+    add_encoded(&b, v, vn);
+    luaL_pushresult(&b);
 }
 
 static int cmp_cstr(const void *a, const void *b) {
@@ -892,22 +894,30 @@ static int http_encode_query(lua_State *L) {
         lua_pop(L, 1);
     }
     qsort(keys, (size_t)n, sizeof *keys, cmp_cstr);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    int first = 1;
+    lua_newtable(L); /* 4: the encoded pairs */
+    int np = 0;
     for (int i = 0; i < n; i++) {
         size_t kn = strlen(keys[i]);
         lua_getfield(L, 1, keys[i]);
         if (lua_istable(L, -1)) {
             for (lua_Integer j = 1; lua_rawgeti(L, -1, j) != LUA_TNIL; j++) {
-                add_pair(L, &b, &first, keys[i], kn, lua_gettop(L));
+                push_pair(L, keys[i], kn, lua_gettop(L));
+                lua_rawseti(L, 4, ++np);
                 lua_pop(L, 1);
             }
             lua_pop(L, 1);
         } else {
-            add_pair(L, &b, &first, keys[i], kn, lua_gettop(L));
+            push_pair(L, keys[i], kn, lua_gettop(L));
+            lua_rawseti(L, 4, ++np);
         }
         lua_pop(L, 1);
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= np; i++) {
+        if (i > 1) luaL_addchar(&b, '&');
+        lua_rawgeti(L, 4, i);
+        luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
     return 1;

@@ -162,6 +162,7 @@ static void heap_remove(task *t) {
 
 task *loop_task_of(lua_State *L) { return *(task **)lua_getextraspace(L); }
 lua_State *task_thread(task *t) { return t->co; }
+int task_is_running(task *t) { return t->state == T_RUNNING; }
 
 static void ready_push(task *t, int nargs) {
     t->state = T_READY;
@@ -196,8 +197,20 @@ static task *check_in_task(lua_State *L, const char *what) {
     return t;
 }
 
+/* Raise unless L is a running task that may yield here. Call it before starting an
+ * operation, so a refusal leaves nothing behind. */
+task *loop_check_can_park(lua_State *L, const char *what) {
+    task *t = check_in_task(L, what);
+    if (t->state != T_RUNNING)
+        luaL_error(L, "%s cannot wait while its task is being cancelled", what);
+    if (!lua_isyieldable(L))
+        luaL_error(L, "%s cannot wait here (inside a metamethod, an iterator or a C function "
+                      "such as table.sort's comparator)", what);
+    return t;
+}
+
 static task *park(lua_State *L, int kind, task_cancel_fn cancel, void *ud) {
-    task *t = check_in_task(L, "a waiting function");
+    task *t = loop_check_can_park(L, "a waiting function");
     t->state = T_WAITING;
     t->wait_kind = kind;
     t->cancel = cancel;
@@ -246,11 +259,14 @@ static void release(lua_State *L, task *t) {
     t->ref = LUA_NOREF;
 }
 
-static void finish(lua_State *L, task *t, int state) {
-    int queued = t->state == T_READY;
+static void finish_queued(lua_State *L, task *t, int state, int queued) {
     t->state = state;
     wake_joiners(L, t);
     if (!queued) release(L, t);
+}
+
+static void finish(lua_State *L, task *t, int state) {
+    finish_queued(L, t, state, t->state == T_READY);
 }
 
 /* ---- resuming ------------------------------------------------------------------- */
@@ -274,7 +290,15 @@ static void store_results(lua_State *L, task *t, int nres) {
 }
 
 static void store_error(lua_State *L, task *t) {
-    const char *msg = luaL_tolstring(t->co, -1, NULL);
+    int et = lua_type(t->co, -1);
+    const char *msg;
+    lua_checkstack(t->co, 2);
+    if (et == LUA_TSTRING || et == LUA_TNUMBER) {
+        lua_pushvalue(t->co, -1);
+        msg = lua_tostring(t->co, -1);
+    } else {
+        msg = lua_pushfstring(t->co, "(error object is a %s value)", luaL_typename(t->co, -1));
+    }
     luaL_traceback(L, t->co, msg, 0);
     lua_pop(t->co, 1);
     push_box(L, t);
@@ -302,6 +326,11 @@ static void resume_task(lua_State *L, task *t) {
         return;
     }
     if (t->state == T_CANCELLED) return; /* finished already by cancel() */
+    if (rc == LUA_OK && !lua_checkstack(L, nres + 4)) {
+        lua_pop(t->co, nres); /* more results than a stack can hold: a failure, not a crash */
+        lua_pushliteral(t->co, "task returned too many results");
+        rc = LUA_ERRRUN;
+    }
     if (rc == LUA_OK) {
         store_results(L, t, nres);
         finish(L, t, T_DONE);
@@ -362,6 +391,7 @@ static task *spawn(lua_State *L, int fidx, int nargs) {
     lua_setiuservalue(L, -2, 1);
     lua_pushvalue(L, -1);
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!lua_checkstack(t->co, nargs + 1)) luaL_error(L, "spawn: too many arguments");
     lua_pushvalue(L, fidx);
     lua_xmove(L, t->co, 1);
     for (int i = 1; i <= nargs; i++) lua_pushvalue(L, fidx + i);
@@ -586,8 +616,10 @@ static int task_cancel(lua_State *L) {
     else lua_pushvalue(L, 2);
     lua_setfield(L, -2, "cancel_reason");
     lua_pop(L, 1);
+    int queued = t->state == T_READY;
+    t->state = T_CANCELLED; /* before __close handlers run: they cannot park it again */
     lua_resetthread(t->co); /* runs pending to-be-closed variables */
-    finish(L, t, T_CANCELLED); /* if queued as ready, run_ready skips it */
+    finish_queued(L, t, T_CANCELLED, queued); /* if queued as ready, run_ready skips it */
     lua_pushboolean(L, 1);
     return 1;
 }

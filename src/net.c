@@ -340,6 +340,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
         if (f == 0 || ++fills >= FILLS_PER_TURN) break; /* wait (or give others a turn) */
     }
     if (timed_out(deadline)) return receive_fail(L, c, "timeout");
+    loop_check_can_park(L, "conn:receive");
     ev_io_start(loop_ev(), &c->rio);
     timer_arm_until(&c->rtimer, deadline);
     c->reader = loop_park(L, conn_cancel_reader, c);
@@ -412,6 +413,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
         return 1;
     }
     if (timed_out(deadline)) return send_fail(L, "timeout", off);
+    loop_check_can_park(L, "conn:send");
     lua_pushinteger(L, (lua_Integer)off);
     lua_replace(L, 5);
     ev_io_start(loop_ev(), &c->wio);
@@ -712,6 +714,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
         if (rc == 0) ev_io_set(&op->w, op->fd, EV_WRITE);
     }
     if (timed_out(deadline)) return connect_fail(L, op, "timed out");
+    loop_check_can_park(L, "net.connect"); /* op is released by its __gc */
     if (op->fd >= 0) ev_io_start(loop_ev(), &op->w);
     timer_arm_until(&op->timer, deadline);
     op->task = loop_park(L, connect_cancel, op);
@@ -858,6 +861,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
     if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
         return push_fail(L, strerror(e));
     if (timed_out(deadline)) return push_fail(L, "timeout");
+    loop_check_can_park(L, "server:accept");
     ev_io_start(loop_ev(), &s->w);
     timer_arm_until(&s->timer, deadline);
     s->acceptor = loop_park_idle(L, server_cancel, s);

@@ -126,10 +126,7 @@ static void set_nonblock(int fd) {
 }
 
 static task *check_task_context(lua_State *L, const char *what) {
-    task *t = loop_task_of(L);
-    if (!t || task_thread(t) != L)
-        luaL_error(L, "%s must be called from a task (rollout.spawn or the main script)", what);
-    return t;
+    return loop_check_can_park(L, what);
 }
 
 /* Seconds from a number or a duration string at idx; `def` when nil. [-0, +0, e] */
@@ -897,7 +894,7 @@ static int proc_spawn(lua_State *L) {
     const char *failed = NULL;
     if (devnull < 0) failed = "/dev/null";
     else if ((out = spawn_output(out_spec, 1, devnull, &owned_out)) < 0) failed = out_spec;
-    else if (!strcmp(out_spec, err_spec)) errfd = out;
+    else if (!strcmp(out_spec, err_spec) && strcmp(out_spec, "inherit")) errfd = out; /* same file: share it */
     else if ((errfd = spawn_output(err_spec, 2, devnull, &owned_err)) < 0) failed = err_spec;
     char err[512];
     if (failed) {

@@ -79,7 +79,7 @@ uint64_t sim_poisson(sim_rng *r, double lambda) {
         return k - 1;
     }
     double x = floor(lambda + sqrt(lambda) * sim_normal(r) + 0.5);
-    return x < 0 ? 0 : (uint64_t)x;
+    return x < 0 ? 0 : x >= 9.2e18 ? (uint64_t)9.2e18 : (uint64_t)x;
 }
 
 uint64_t sim_binomial(sim_rng *r, uint64_t n, double p) {

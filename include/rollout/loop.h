@@ -43,9 +43,13 @@ int loop_is_virtual(void);
 /* Park the task running on L until loop_ready; see above. Counts as pending I/O for the
  * virtual clock (the clock does not jump while I/O is pending). */
 task *loop_park(lua_State *L, task_cancel_fn cancel, void *ud);
+/* Raise unless L is a running task that may yield where it is. */
+task *loop_check_can_park(lua_State *L, const char *what);
 /* The same, for a wait that is not I/O (the virtual clock may jump past it). */
 task *loop_park_idle(lua_State *L, task_cancel_fn cancel, void *ud);
 lua_State *task_thread(task *t);
+/* True while t's coroutine runs (not waiting, not being cancelled). */
+int task_is_running(task *t);
 void loop_ready(task *t, int nresults);
 
 /* The task running on L, or NULL when L is not a task's coroutine. */

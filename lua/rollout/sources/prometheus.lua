@@ -176,7 +176,9 @@ end
 --- q is expanded with vars when given.
 function P:query(q, vars)
   if vars then q = common.expand(q, vars) end
-  local data, err = self:_api("/api/v1/query", { query = q }, "query " .. q)
+  -- replay evaluates at a recorded time instead of now (rollout replay sets time_of)
+  local data, err = self:_api("/api/v1/query", { query = q, time = self.eval_time and string.format("%.3f", self.eval_time) or nil },
+    "query " .. q)
   if not data then return nil, err end
   local out, result = { type = data.resultType }, data.result
   if data.resultType == "scalar" then
@@ -249,7 +251,8 @@ end
 
 --- tick(now) -> true | nil, err: checks that Prometheus answers (a failed check is a source
 --- error for this interval). Signals are queried when asked for.
-function P:tick()
+function P:tick(now)
+  if self.time_of then self.eval_time = self.time_of(now) end
   local ok, err = self:value("vector(1)")
   if not ok then return nil, err end
   return true
@@ -260,6 +263,7 @@ end
 function P:signals(now, span)
   local key = tostring(now) .. "/" .. tostring(span)
   if self.cache and self.cache.key == key then return self.cache.value end
+  if self.time_of then self.eval_time = self.time_of(now) end
   local fns = {}
   for _, v in ipairs(common.VERSIONS) do
     local vars = self:vars(v, span)
