@@ -347,10 +347,15 @@ end
 
 --- One evaluation: sample every source, then triggers (SEMANTICS.md "Triggers").
 function E:tick()
-  local now = rollout.now()
+  -- evaluate on the grid (the scheduled time), not the instant the loop got here: a tick
+  -- a millisecond late must not make a 2 s `for` read 1.999 s, nor a 3 s window hold 4
+  -- records. A tick that fell behind by a whole interval starts a new grid.
+  local actual = rollout.now()
   local step = self.pb.interval
-  self.next_tick = self.next_tick + step
-  if self.next_tick <= now then self.next_tick = now + step end
+  local now = self.next_tick
+  if actual - now >= step then now = actual end
+  self.last_tick = now
+  self.next_tick = now + step
   local err
   for _, src in ipairs(self.sources) do
     if src.tick then
@@ -621,6 +626,7 @@ end
 function E:evaluate_gate(stage)
   local pb = self.pb
   local now = rollout.now()
+  if self.last_tick and now - self.last_tick < pb.interval / 2 then now = self.last_tick end -- the grid
   local held = now - self.stage_start
   local win = math.min(stage.hold, pb.gate_window)
   local th = playbook.stage_thresholds(pb, stage)
