@@ -16,7 +16,7 @@ HDR  := $(wildcard include/rollout/*.h)
 DEPS := build-essential pkg-config liblua5.4-dev lua5.4 libcurl4-openssl-dev libcjson-dev libev-dev \
         libyaml-dev libedit-dev haproxy nginx-light wrk socat curl python3 python3-prometheus-client python3-scipy \
         prometheus prometheus-alertmanager etcd-server iptables iproute2 lua-check clang libclang-rt-14-dev \
-        util-linux procps openssl chromium jq bc
+        util-linux procps openssl chromium jq bc faketime valgrind
 
 .PHONY: all deps test asan bench install clean clean-build check-lua demo
 all: rollout $(if $(wildcard sample/service.c),sample-service) $(if $(wildcard sample/loadgen.c),loadgen)
@@ -147,3 +147,8 @@ fuzz: fuzz-build
 fuzz-merge: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 	  $(FUZZ_ENV) build-fuzz/fuzz_$$t -merge=1 fuzz/corpus/$$t build-fuzz/corpus/$$t 2>&1 | tail -1; done
+
+# The suite under valgrind's memcheck: no errors, no definite leaks (tools/valgrind.sh).
+.PHONY: valgrind
+valgrind: deps all
+	tools/valgrind.sh

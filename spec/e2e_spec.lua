@@ -156,8 +156,8 @@ describe("make demo's orchestrator (tools/demo.lua)", function()
     local dir = assert(fs.mkdtemp("rollout-e2e"))
     finally(function() fs.rmtree(dir) end)
     local out = dir .. "/demo.out"
-    child = assert(proc.spawn({ argv = { rollout.exe, demo_stack.ROOT .. "/tools/demo.lua", "--out", dir .. "/record" }, stdout = out, stderr = out,
-      cwd = demo_stack.ROOT }))
+    local argv = { rollout.exe, demo_stack.ROOT .. "/tools/demo.lua", "--out", dir .. "/record" }
+    child = assert(proc.spawn({ argv = argv, stdout = out, stderr = out, cwd = demo_stack.ROOT }))
     local code = child:wait(120)
     local text = fs.read(out) or ""
     assert.equals(0, code, text)
@@ -173,8 +173,8 @@ describe("make demo's orchestrator (tools/demo.lua)", function()
     local dir = assert(fs.mkdtemp("rollout-e2e"))
     finally(function() fs.rmtree(dir) end)
     local out = dir .. "/demo.out"
-    child = assert(proc.spawn({ argv = { rollout.exe, demo_stack.ROOT .. "/tools/demo.lua", "--good", "--out", dir .. "/record" }, stdout = out,
-      stderr = out, cwd = demo_stack.ROOT }))
+    local argv = { rollout.exe, demo_stack.ROOT .. "/tools/demo.lua", "--good", "--out", dir .. "/record" }
+    child = assert(proc.spawn({ argv = argv, stdout = out, stderr = out, cwd = demo_stack.ROOT }))
     local started = demo_stack.wait_for(function() return (fs.read(out) or ""):find("stage Initial", 1, true) end, 60)
     assert(started, "the rollout never reached stage 1:\n" .. (fs.read(out) or ""))
     local sd = assert(stack_dir(fs.read(out)))

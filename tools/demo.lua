@@ -58,9 +58,9 @@ local function on_signals()
     -- `rollout run` pauses on the first SIGINT and rolls back on a second within 5 s; we
     -- print nothing until it has exited, so its live view is not drawn over our lines
     run.child:kill("INT")
-    local log = stack.current_run_log
     demo_stack.wait_for(function()
-      return not run:running() or ((fs.read(log) or ""):find('"event":"outcome"', 1, true) ~= nil)
+      local journal = demo_stack.journal_file(stack.current_journal)
+      return not run:running() or ((journal and fs.read(journal) or ""):find('"event":"outcome"', 1, true) ~= nil)
     end, 3)
     if run:running() then run.child:kill("INT") end
     if select(2, run.child:wait(10)) == "timeout" then run.child:kill("KILL") end
@@ -161,12 +161,7 @@ local function main()
   if not opts.good then
     stack:on_weight(25, function() stack.canary:fault(FAULT) end)
   end
-  local args = {}
-  local journal_dir
-  if demo_stack.run_supports("--journal") then
-    journal_dir = out .. "/journal"
-    args = { "--journal", journal_dir }
-  end
+  local args = { "--journal", out .. "/journal" }
   local sets = stack:sets({ prometheus = opts.prometheus })
   local shown = { "rollout run playbooks/demo.lua" }
   for _, s in ipairs(sets) do shown[#shown + 1] = "--set " .. s end
@@ -180,17 +175,13 @@ local function main()
   local ok, why = verdict(res, stack)
   stack.load:stop()
   report_figures(res, stack)
-  -- keep the record: the events (JSON lines), the load generator's seconds
-  fs.write_atomic(out .. "/events.jsonl", fs.read(res.log) or "")
+  -- keep the load generator's seconds beside the journal
   fs.write_atomic(out .. "/loadgen.jsonl", fs.read(stack.load.file) or "")
   say("outcome: %s%s (exit %s)", style(res.outcome == "promoted" and "1;32" or "1;31", tostring(res.outcome)),
     res.reason and (", reason " .. style("1", res.reason)) or "", tostring(res.code))
-  local journal
-  for _, name in ipairs(journal_dir and fs.list(journal_dir) or {}) do
-    if name:match("%.jsonl$") then journal = journal_dir .. "/" .. name end
-  end
-  if journal then say("journal: %s", journal) end
-  say("events:  %s/events.jsonl (every decision with the numbers behind it)", out)
+  local journal = res.journal
+  if journal then say("journal: %s (every decision with the numbers behind it)", journal) end
+  say("load:    %s/loadgen.jsonl (what users saw, second by second)", out)
   if journal and has_command("report") then
     local html, md = out .. "/report.html", out .. "/report.md"
     local r = proc.run({ argv = { rollout.exe, "report", journal, "--html", html, "--markdown", md }, timeout = 60 })

@@ -522,32 +522,34 @@ M.read_events = read_events
 --- run{playbook = "playbooks/demo.lua", sets = {...}, inherit = bool, json = bool,
 ---     timeout = seconds, args = {...}} -> result
 --- Runs `rollout run` as a child: with inherit its output goes to our terminal (the live
---- view), else to DIR/run-N.out. Its events are read from ROLLOUT_EVENT_LOG afterwards.
---- result = {code=, signal=, events=, outcome=, reason=, at=, stage=, out=, log=, ms=}
+--- view), else to DIR/run-N.out. Every run gets its own journal dir and control-socket dir
+--- in the stack's dir (unless args name them), never ./.rollout: parallel runs must not
+--- share a journal lock or a socket. The events are read back from the journal.
+--- result = {code=, signal=, events=, outcome=, reason=, at=, stage=, journal=, output=, seconds=}
 function S:run(opts)
   opts = opts or {}
   self.nrun = (self.nrun or 0) + 1
-  local log = self.dir .. "/events-" .. self.nrun .. ".jsonl"
   local out = self.dir .. "/run-" .. self.nrun .. ".out"
   local argv = { rollout.exe, "run", opts.playbook or (M.ROOT .. "/playbooks/demo.lua") }
   for _, s in ipairs(opts.sets or self:sets(opts)) do argv[#argv + 1] = "--set"; argv[#argv + 1] = s end
   if opts.json then argv[#argv + 1] = "--json" end
-  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-  -- each run its own journal and control socket, inside the stack's dir unless the caller
-  -- chose (never ./.rollout: parallel runs must not share a journal lock or a socket)
-  local has = {}
-  for _, a in ipairs(argv) do has[a] = true end
-  if not has["--journal"] and M.run_supports("--journal") then
-    argv[#argv + 1] = "--journal"; argv[#argv + 1] = self.dir .. "/journal-" .. self.nrun
+  local jdir, rdir
+  for i, a in ipairs(opts.args or {}) do
+    argv[#argv + 1] = a
+    if a == "--journal" then jdir = opts.args[i + 1] elseif a == "--run-dir" then rdir = opts.args[i + 1] end
   end
-  if not has["--run-dir"] and M.run_supports("--run-dir") then
+  if not jdir then
+    jdir = self.dir .. "/journal-" .. self.nrun
+    argv[#argv + 1] = "--journal"; argv[#argv + 1] = jdir
+  end
+  if not rdir and M.run_supports("--run-dir") then
     argv[#argv + 1] = "--run-dir"; argv[#argv + 1] = self.dir .. "/run-" .. self.nrun
   end
   local p, err = self:spawn("rollout-run-" .. self.nrun, argv, {
     stdout = opts.inherit and "inherit" or out, stderr = opts.inherit and "inherit" or out,
-    env = { ROLLOUT_EVENT_LOG = log, ROLLOUT_PROGRESS = opts.progress == false and "0" or nil } })
+    env = { ROLLOUT_PROGRESS = opts.progress == false and "0" or nil } })
   if not p then return nil, err end
-  self.current_run, self.current_run_log = p, log
+  self.current_run, self.current_journal = p, jdir
   local t0 = rollout.now()
   local code, how = p.child:wait(opts.timeout)
   if how == "timeout" then
@@ -556,12 +558,23 @@ function S:run(opts)
   end
   p.stopped = true
   self.current_run = nil
-  local res = { code = code, signal = how, events = read_events(log), log = log, out = out, seconds = rollout.now() - t0 }
+  local res = { code = code, signal = how, events = {}, journal = M.journal_file(jdir), out = out,
+    seconds = rollout.now() - t0 }
+  if res.journal then res.events = read_events(res.journal) end
   for _, ev in ipairs(res.events) do
     if ev.event == "outcome" then res.outcome, res.reason, res.at, res.stage = ev.outcome, ev.reason, ev.at, ev.stage end
   end
   res.output = not opts.inherit and fs.read(out) or nil
   return res
+end
+
+--- The journal file (the newest *.jsonl) in a journal dir, or nil.
+function M.journal_file(dir)
+  local found
+  for _, name in ipairs(dir and fs.list(dir) or {}) do
+    if name:match("%.jsonl$") and (not found or name > found) then found = name end
+  end
+  return found and (dir .. "/" .. found) or nil
 end
 
 --- Events of a run by name: all of them, or the first/last.

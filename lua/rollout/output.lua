@@ -4,9 +4,8 @@
 -- in JSON and with --verbose: a person needs the decisions, a pipeline wants everything.
 -- On a terminal (stdout a TTY, TERM not "dumb", no --json) the same decision lines scroll
 -- above a live progress view (rollout.progress); ROLLOUT_PROGRESS=0 keeps plain lines.
--- ROLLOUT_EVENT_LOG=FILE also appends every event as a JSON line to FILE, whatever is
--- shown, for a wrapper (tools/demo.lua) that passes the terminal through to `rollout run`.
 local json = require("rollout.json")
+local redact = require("rollout.redact") -- every line written passes through it
 
 local M = {}
 
@@ -103,47 +102,31 @@ function M.interactive(out)
   return ok and fs.isatty ~= nil and fs.isatty(1)
 end
 
--- ROLLOUT_EVENT_LOG: every event also as a JSON line in that file (appended, flushed).
-local function with_event_log(emit)
-  local path = os.getenv("ROLLOUT_EVENT_LOG")
-  if not path or path == "" then return emit end
-  local f, err = io.open(path, "a")
-  if not f then
-    io.stderr:write("rollout: ROLLOUT_EVENT_LOG: ", tostring(err), "\n")
-    return emit
-  end
-  return function(ev, engine)
-    f:write(json.encode(ev, { sort = true, non_finite = "null" }), "\n")
-    f:flush()
-    return emit(ev, engine)
-  end
-end
-
 --- printer{json = bool, verbose = bool, out = file, progress = bool} -> emit(ev [, engine])
 --- progress: true forces the live view, false plain lines; default: on a terminal.
 function M.printer(opts)
   opts = opts or {}
   local out = opts.out or io.stdout
   if opts.json then
-    return with_event_log(function(ev)
-      out:write(json.encode(ev, { sort = true, non_finite = "null" }), "\n")
+    return function(ev)
+      out:write(redact.text(json.encode(ev, { sort = true, non_finite = "null", invalid_utf8 = "replace" })), "\n")
       out:flush()
-    end)
+    end
   end
   local progress = opts.progress
   if progress == nil then progress = M.interactive(out) end
   if progress then
-    local view = require("rollout.progress").new({ out = out, line = M.line, value = M.value, clock = M.clock, verbose = opts.verbose })
-    return with_event_log(view.emit)
+    local view = require("rollout.progress").new({ out = out, line = function(ev) return redact.text(M.line(ev)) end, value = M.value, clock = M.clock, verbose = opts.verbose })
+    return view.emit
   end
-  return with_event_log(function(ev)
+  return function(ev)
     local line = M.line(ev)
     if not line and opts.verbose then line = ev.event end
     if line then
-      out:write(string.format("[%8s] %s\n", M.clock(ev.t), line))
+      out:write(string.format("[%8s] %s\n", M.clock(ev.t), redact.text(line)))
       out:flush()
     end
-  end)
+  end
 end
 
 function M.summary(outcome, opts)

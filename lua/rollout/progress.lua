@@ -37,7 +37,11 @@ local function msec(v)
   return string.format("%.0fms", v * 1000)
 end
 local function rps(v) return v and string.format("%.1f/s", v) or "-" end
-local function secs(v) return string.format("%.1fs", math.max(0, v or 0)) end
+local function secs(v)
+  v = math.max(0, v or 0)
+  if v >= 60 then return string.format("%dm%02ds", math.floor(v) // 60, math.floor(v) % 60) end
+  return string.format("%.1fs", v)
+end
 local function clock(t)
   t = math.max(0, math.floor(t or 0))
   if t >= 3600 then return string.format("%dh%02dm%02ds", t // 3600, t % 3600 // 60, t % 60) end
@@ -83,7 +87,7 @@ function V:learn(engine)
   for _, tr in ipairs(pb.triggers or {}) do
     self.trigger_order[#self.trigger_order + 1] = tr.name
     self.triggers[tr.name] = { state = "ok", ["for"] = tr.duration, signal = tr.condition and tr.condition.signal,
-      kind = tr.kind }
+      version = tr.condition and tr.condition.version or "canary", kind = tr.kind }
   end
   local ok, playbook = pcall(require, "rollout.playbook")
   if ok then self.stage_thresholds = function(stage) return playbook.stage_thresholds(pb, stage) end end
@@ -125,6 +129,10 @@ end
 function HANDLERS.evaluation(self, ev)
   self.signals = { baseline = ev.baseline, canary = ev.canary }
   self.source_error = nil
+  for _, t in pairs(self.triggers) do -- a pending trigger shows the value now, not at its start
+    local sig = t.signal and ev[t.version or "canary"]
+    if t.state == "pending" and type(sig) == "table" and sig[t.signal] ~= nil then t.value = sig[t.signal] end
+  end
 end
 function HANDLERS.source_error(self, ev) self.source_error = ev.error end
 function HANDLERS.gate(self, ev) self.gate = ev end
@@ -169,7 +177,6 @@ local function dwidth(s)
 end
 
 local function pad(s, n) return s .. string.rep(" ", math.max(0, n - dwidth(s))) end
-local function lpad(s, n) return string.rep(" ", math.max(0, n - dwidth(s))) .. s end
 
 -- How far through the whole rollout: completed holds plus the current one, over all holds.
 function V:fraction()
