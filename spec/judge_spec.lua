@@ -95,6 +95,7 @@ describe("judge: classification", function()
     assert.lt(loose.ci[1], 0.25 * loose.shift)
     assert.equals("High", loose.classification)
     assert.equals("Pass", strict.classification)
+    assert.matches("does not clear tolerance", strict.reason)
   end)
 
   it("noise without a shift passes (20 independent draws)", function()

@@ -471,6 +471,9 @@ function M.classify(m, baseline_raw, canary_raw, n)
       r.reason = string.format("significant but within allowed_increase (%s %.3f)", m.effect, effect)
     elseif down and mw.ci[2] < -bound then
       r.reason = string.format("significant but within allowed_decrease (%s %.3f)", m.effect, effect)
+    elseif (up and mw.ci[1] > 0) or (down and mw.ci[2] < 0) then
+      r.reason = string.format("the %g%% interval [%.4g, %.4g] does not clear tolerance x |shift| = %.4g",
+        m.confidence * 100, mw.ci[1], mw.ci[2], bound)
     end
   end
   return r

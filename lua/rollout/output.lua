@@ -56,6 +56,7 @@ local function gate_line(ev)
 end
 
 local LINES = {
+  judge = function(e) return require("rollout.analysis").line(e) end,
   rollout_started = function(e) return string.format("rollout %s: %s -> %s (%d stages)%s", e.service, e.baseline or "?", e.canary or "?", e.stages or 0, e.simulate and " [simulation]" or "") end,
   preflight_check = function(e) return string.format("preflight %-5s %s%s", e.status, e.check, e.detail and (": " .. tostring(e.detail)) or "") end,
   preflight_done = function(e) return string.format("preflight: %d passed, %d failed, %d skipped", e.passed, e.failed, e.skipped) end,
