@@ -81,7 +81,7 @@ install: rollout
 	cp -R playbooks $(DESTDIR)$(PREFIX)/share/rollout/
 
 check-lua:
-	luacheck -q lua spec playbooks
+	luacheck -q lua spec playbooks tools bench
 
 clean-build:
 	rm -rf build rollout build-asan rollout-asan build-fuzz sample-service loadgen

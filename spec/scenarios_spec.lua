@@ -60,7 +60,6 @@ describe("the runbook's canary-config.yaml", function()
   end)
 
   it("names the YAML file, line and key of a malformed value", function()
-    local fs = require("rollout.fs")
     local d = fs.mkdtemp("cfg")
     local text = fs.read("playbooks/canary-config.yaml"):gsub("duration: 10m", "duration: 10 minutes", 1)
     fs.write_atomic(d .. "/bad.yaml", text)
