@@ -39,7 +39,7 @@ local CAPTURE = [=[
 set -u
 kind=$1; out=$2; dir=$3
 free_port() { local p
-  while :; do p=$(( 20000 + RANDOM % 40000 )); ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
+  while :; do p=$(( 10000 + RANDOM % 22000 ))  # below the ephemeral range (32768+): outgoing connections cannot hold it; ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
 wait_ready() { local url=$1 t0=$(date +%s%N)
   until curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
     kill -0 $pid 2>/dev/null || return 1
