@@ -38,8 +38,9 @@ end
 local CAPTURE = [=[
 set -u
 kind=$1; out=$2; dir=$3
+# ports below the ephemeral range (32768+), so no outgoing connection can be holding one
 free_port() { local p
-  while :; do p=$(( 10000 + RANDOM % 22000 ))  # below the ephemeral range (32768+): outgoing connections cannot hold it; ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
+  while :; do p=$(( 10000 + RANDOM % 22000 )); ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
 wait_ready() { local url=$1 t0=$(date +%s%N)
   until curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
     kill -0 $pid 2>/dev/null || return 1
