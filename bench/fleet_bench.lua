@@ -1,6 +1,6 @@
 -- bench/fleet_bench.lua: one agent driving N concurrent simulated rollouts.
 --
---   ./rollout bench/fleet_bench.lua [N ...] [--warmup S] [--measure S]
+--   ./rollout bench/fleet_bench.lua [N ...] [--warmup S] [--measure S] [--etcd-sizes 100,1000] [--no-etcd]
 --
 -- Each N runs in its own `rollout` process (fresh heap and RSS): N rollouts of the runbook's
 -- shape (five stages, five triggers, 10 s evaluations on the real clock), each an engine in
@@ -14,8 +14,9 @@
 -- and validates a stage with three `curl | jq` and a `bc` (~190 ms of CPU on these
 -- machines); we time that pipeline against a local HTTP server and read a sleeping bash's
 -- RSS, and scale both to N rollouts validating every 10 s.
--- Not measured here: etcd replication (the agent's one HTTP transaction per event); see
--- docs/fleet.md.
+-- Then the same with every event replicated to a real etcd, as the agent does (one fenced
+-- transaction per event, the status key with it), for the --etcd-sizes (default 100, 1000):
+-- the agent's CPU and etcd's own, side by side.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local json = require("rollout.json")
@@ -47,7 +48,7 @@ end)()
 
 -- ---- the child: N rollouts in this process -------------------------------------------------
 
-local function child(n, warmup, measure)
+local function child(n, warmup, measure, etcd_url, etcd_pid)
   local playbook = require("rollout.playbook")
   local engine = require("rollout.engine")
   local fleet = require("rollout.fleet")
@@ -58,11 +59,34 @@ local function child(n, warmup, measure)
   local sc = assert(require("rollout.sim.scenario").load(SCENARIO))
   fleet_sim.prepare(sc)
   local events, evaluations = 0, 0
-  local stub = { name = "bench", K = fleet.keys("/bench/"), owned = {}, say = function() end,
+  local stub = { name = "bench", K = fleet.keys("/bench-" .. n .. "/"), owned = {}, say = function() end,
     print = function(_, ev) events = events + 1; if ev.event == "evaluation" then evaluations = evaluations + 1 end end }
+  local c, lease
+  if etcd_url then -- replicate every event, fenced, as the agent does
+    c = require("rollout.etcd").new({ url = etcd_url, timeout = 10 })
+    stub.c = c
+    lease = assert(c:grant(60))
+    rollout.spawn(function() while true do rollout.sleep(15); c:keepalive(lease) end end)
+  end
+  local tokens = {}
+  if c then -- take every rollout first (32 at a time), as agents would have over time
+    local next_i, workers = 1, {}
+    for w = 1, 32 do
+      workers[w] = rollout.spawn(function()
+        while next_i <= n do
+          local i = next_i
+          next_i = next_i + 1
+          local t, holder, err = c:acquire(stub.K.owner("r" .. i), "bench", lease)
+          if not t then error("acquire r" .. i .. ": " .. tostring(err or (holder and "held by " .. tostring(holder.value))), 0) end
+          tokens[i] = t
+        end
+      end)
+    end
+    assert(rollout.wait_all(workers))
+  end
   local runners = {}
   for i = 1, n do
-    local r = fleet.new_runner(stub, "r" .. i, "1")
+    local r = fleet.new_runner(stub, "r" .. i, tokens[i] or "1")
     local src = fleet_sim.source(sc, { clock = function() return r.engine:elapsed() end })
     r.weight_sinks = { src }
     r.sources = { src }
@@ -75,18 +99,27 @@ local function child(n, warmup, measure)
     end)
   end
   rollout.sleep(warmup)
+  local eu0, es0 = 0, 0
+  if etcd_pid then eu0, es0 = proc_stat(etcd_pid) end
   local u0, s0 = proc_stat()
   local t0, ev0, eval0 = rollout.now(), events, evaluations
   rollout.sleep(measure)
   local u1, s1 = proc_stat()
   local wall = rollout.now() - t0
   local cpu = (u1 + s1 - u0 - s0) / CLK_TCK
+  local etcd_cpu
+  if etcd_pid then
+    local eu1, es1 = proc_stat(etcd_pid)
+    etcd_cpu = (eu1 + es1 - eu0 - es0) / CLK_TCK / wall
+  end
   local rss, hwm, heap = vm("VmRSS"), vm("VmHWM"), collectgarbage("count")
   local stages = 0
   for _, r in ipairs(runners) do if r.engine.state == "stage" then stages = stages + 1 end end
   print(json.encode({ n = n, cpu_share = cpu / wall, rss_kib = rss, hwm_kib = hwm, rss0_kib = rss0,
     heap_kib = heap, heap0_kib = heap0, events_per_s = (events - ev0) / wall, evaluations_per_s = (evaluations - eval0) / wall,
-    in_stage = stages, wall = wall }))
+    in_stage = stages, wall = wall, etcd_cpu_share = etcd_cpu }))
+  for _, r in ipairs(runners) do if r.task then r.task:cancel("done") end end
+  if c then c:revoke(lease) end
   io.stdout:flush()
   return 0
 end
@@ -132,6 +165,13 @@ local function parse(argv)
   while argv[i] do
     local a = argv[i]
     if a == "--child" then o.child = tonumber(argv[i + 1]); i = i + 1
+    elseif a == "--etcd-url" then o.etcd_url = argv[i + 1]; i = i + 1
+    elseif a == "--etcd-pid" then o.etcd_pid = argv[i + 1]; i = i + 1
+    elseif a == "--etcd-sizes" then
+      o.etcd_sizes = {}
+      for x in argv[i + 1]:gmatch("%d+") do o.etcd_sizes[#o.etcd_sizes + 1] = math.tointeger(tonumber(x)) end
+      i = i + 1
+    elseif a == "--no-etcd" then o.no_etcd = true
     elseif a == "--warmup" then o.warmup = tonumber(argv[i + 1]); i = i + 1
     elseif a == "--measure" then o.measure = tonumber(argv[i + 1]); i = i + 1
     elseif tonumber(a) then o.sizes[#o.sizes + 1] = math.tointeger(tonumber(a))
@@ -143,35 +183,46 @@ local function parse(argv)
 end
 
 local o = parse(arg or {})
-if o.child then return child(o.child, o.warmup, o.measure) end
+if o.child then return child(o.child, o.warmup, o.measure, o.etcd_url, o.etcd_pid) end
 
-print(string.format("fleet: one agent, N concurrent simulated rollouts (synthetic sources, simulated routers, real clock, %d s evaluations)", INTERVAL))
+local function run_sizes(sizes, extra)
+  local results = {}
+  for _, n in ipairs(sizes) do
+    local argv = { rollout.exe, arg[0], "--child", tostring(n), "--warmup", tostring(o.warmup), "--measure", tostring(o.measure) }
+    for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+    local r, err = proc.run({ argv = argv, timeout = o.warmup + o.measure + 300 })
+    local res = r and r.code == 0 and json.decode(r.stdout:match("([^\n]+)\n*$") or "")
+    if not res then
+      print(string.format("  N = %d: FAILED: %s", n, tostring(err or (r and (r.stderr:sub(1, 300) .. " code " .. tostring(r.code))))))
+    else
+      results[#results + 1] = res
+    end
+  end
+  return results
+end
+
+local function table_of(results, a, with_etcd)
+  print(string.format("  %7s  %9s  %9s  %12s  %10s  %9s%s   |  %-26s", "N", "CPU share", "RSS MiB", "per rollout", "evals/s",
+    "events/s", with_etcd and "  etcd CPU" or "", "runbook approach (anchor)"))
+  for _, r in ipairs(results) do
+    local per_kib = (r.rss_kib - r.rss0_kib) / r.n
+    local anchor_txt = "n/a"
+    if a.validation_cpu then
+      anchor_txt = string.format("%.1f cores, %.0f MiB", r.n * a.validation_cpu / INTERVAL, r.n * a.bash_rss_kib / 1024)
+    end
+    print(string.format("  %7d  %8.2f%%  %9.1f  %8.1f KiB  %10.1f  %9.1f%s   |  %-26s", r.n, r.cpu_share * 100, r.rss_kib / 1024,
+      per_kib, r.evaluations_per_s, r.events_per_s, with_etcd and string.format("  %7.1f%%", (r.etcd_cpu_share or 0) * 100) or "",
+      anchor_txt))
+  end
+end
+
+print(string.format("fleet: one agent, N concurrent simulated rollouts (synthetic sources, simulated routers, real clock, "
+  .. "%d s evaluations)", INTERVAL))
 print(string.format("       warm-up %d s, then CPU and RSS over %d s; each N in a fresh process", o.warmup, o.measure))
 local a = anchor()
-local results = {}
-for _, n in ipairs(o.sizes) do
-  local r, err = proc.run({ argv = { rollout.exe, arg[0], "--child", tostring(n), "--warmup", tostring(o.warmup),
-    "--measure", tostring(o.measure) }, timeout = o.warmup + o.measure + 120 })
-  local res = r and r.code == 0 and json.decode(r.stdout:match("[^\n]+$") or "")
-  if not res then
-    print(string.format("  N = %d: FAILED: %s", n, tostring(err or (r and (r.stderr:sub(1, 300) .. " code " .. tostring(r.code))))))
-  else
-    results[#results + 1] = res
-  end
-end
-
+local results = run_sizes(o.sizes)
 print()
-print(string.format("  %7s  %9s  %9s  %12s  %10s  %9s   |  %-26s", "N", "CPU share", "RSS MiB", "per rollout", "evals/s", "events/s",
-  "runbook approach (anchor)"))
-for _, r in ipairs(results) do
-  local per_kib = (r.rss_kib - r.rss0_kib) / r.n
-  local anchor_txt = "n/a"
-  if a.validation_cpu then
-    anchor_txt = string.format("%.1f cores, %.0f MiB", r.n * a.validation_cpu / INTERVAL, r.n * a.bash_rss_kib / 1024)
-  end
-  print(string.format("  %7d  %8.2f%%  %9.1f  %8.1f KiB  %10.1f  %9.1f   |  %-26s", r.n, r.cpu_share * 100, r.rss_kib / 1024,
-    per_kib, r.evaluations_per_s, r.events_per_s, anchor_txt))
-end
+table_of(results, a, false)
 print()
 if a.validation_cpu then
   print(string.format("  anchor (same run): one validation = 3 x curl | jq + bc = %.0f ms CPU (the issue says ~190 ms); "
@@ -184,6 +235,18 @@ for _, r in ipairs(results) do
     local ok = r.rss_kib < 1024 * 1024 and r.cpu_share < 1
     print(string.format("  target: 10,000 rollouts in one process under 1 GiB RSS and under one core: %s (%.0f MiB, %.1f %% of a core)",
       ok and "met" or "NOT MET", r.rss_kib / 1024, r.cpu_share * 100))
+  end
+end
+
+if not o.no_etcd then
+  local server = require("spec.support.etcd").start()
+  if not server then
+    print("\n  with etcd: skipped (etcd did not start)")
+  else
+    print("\n  the same, every event replicated to a real etcd (one fenced transaction per event, status included):")
+    local er = run_sizes(o.etcd_sizes or { 100, 1000 }, { "--etcd-url", server.url, "--etcd-pid", tostring(server.handle:pid()) })
+    table_of(er, a, true)
+    server:stop()
   end
 end
 return 0

@@ -28,6 +28,45 @@ local function concat(...)
   return out
 end
 
+describe("fleet pieces", function()
+  it("events leave the agent redacted exactly as the journal writes them", function()
+    local fleet = require("rollout.fleet")
+    local journal = require("rollout.journal")
+    local evs = {
+      { event = "evaluation", t = 1.5, stage = "s1", canary = { error_rate = 0.01, requests = 10 }, weight = 5 },
+      { event = "hook_failed", hook = "deploy", error = "curl https://bob:hunter2secret@example.test/x failed" },
+      { event = "command", command = "abort", arg = "Authorization: Bearer abcdefgh12345678", who = "ops",
+        headers = { token = "s3cr3t-value" } },
+    }
+    for _, ev in ipairs(evs) do
+      assert.equals(journal.encode(ev), fleet.encode(ev))
+      assert.equals(journal.encode(ev), fleet.encode(ev), "a second time, from the memo")
+    end
+    assert.is_nil(fleet.encode(evs[2]):find("hunter2secret", 1, true))
+  end)
+
+  it("the synthetic source gives a window's expected traffic from the confirmed weights", function()
+    local sc = assert(require("rollout.sim.scenario").check({ traffic = { rps = 200 },
+      baseline = { error_rate = 0.01, latency = { p50 = "20ms", p99 = "80ms" } },
+      canary = { error_rate = 0.01, latency = { p50 = "20ms", p99 = "80ms" }, changes = { { at = "10s", error_rate = 0.5 } } } }))
+    local now = 0
+    local src = require("rollout.fleet_sim").source(sc, { clock = function() return now end })
+    src:record_weight(0, 25)
+    now = 4
+    local s = src:signals(nil, 2)
+    assert.equals(100, s.canary.requests)
+    assert.equals(300, s.baseline.requests)
+    assert.near(0.01, s.canary.error_rate, 1e-9)
+    assert.near(0.08, s.canary.p99, 1e-9)
+    now = 10.5 -- half of the 1 s window after the change
+    assert.near((0.01 + 0.5) / 2, src:signals(nil, 1).canary.error_rate, 1e-9)
+    src:record_weight(11, 0)
+    now = 12
+    assert.equals(0, src:signals(nil, 1).canary.requests)
+    assert.is_nil(src:signals(nil, 1).canary.error_rate, "no requests: no data, never 0")
+  end)
+end)
+
 describe("fleet mode", function()
   local E, backends, hx, dir, ns
   local all_agents = {}
@@ -149,7 +188,9 @@ describe("fleet mode", function()
     local c = E.client()
     local ids = { "h1", "f1", "h2", "f2", "h3", "f3" }
     for i, id in ipairs(ids) do
-      H.submit(E.url, prefix, id, PB, concat(router_sets(hx.socket, "be" .. (3 + i)), { "--scenario", id:sub(1, 1) == "h" and HEALTHY or FAILS }))
+      H.submit(E.url, prefix, id, PB,
+        concat(router_sets(hx.socket, "be" .. (3 + i)), { "--scenario", id:sub(1, 1) == "h" and HEALTHY or FAILS,
+          "--set", "stages[3].hold=3s" }))
     end
     H.wait(function()
       for _, id in ipairs(ids) do if not H.owner(c, prefix, id) then return false end end
@@ -183,7 +224,8 @@ describe("fleet mode", function()
       local took = resumed.ts - t_kill
       report[#report + 1] = string.format("%s: %s -> %s, acquired after %.2f s, resumed after %.2f s (stage %s, held %.2f)",
         id, victim.name, acquired.agent, acquired.time - t_kill, took, tostring(resumed.stage_index), resumed.held or -1)
-      assert.truthy(took <= TTL + INTERVAL + LESSOR_TICK, string.format("%s resumed %.2f s after the kill (TTL %d + interval %.2f + etcd's lease tick %.1f)",
+      assert.truthy(took <= TTL + INTERVAL + LESSOR_TICK,
+        string.format("%s resumed %.2f s after the kill (TTL %d + interval %.2f + etcd's lease tick %.1f)",
         id, took, TTL, INTERVAL, LESSOR_TICK))
       if b4.stage and not before[id].outcome then
         local sr = H.first(events, function(ev) return ev.event == "stage_resumed" end)
@@ -207,6 +249,29 @@ describe("fleet mode", function()
     end
     assert.truthy(#owned >= 1)
   end, { timeout = 120 })
+
+  it("SIGTERM hands an agent's rollouts back at once, without waiting for the lease", function()
+    local prefix = "/t4/"
+    local agents = start_agents(prefix, { "s1", "s2" })
+    local by_name = { s1 = agents[1], s2 = agents[2] }
+    local c = E.client()
+    H.submit(E.url, prefix, "g1", PB, concat(router_sets(hx.socket, "be12"), { "--scenario", HEALTHY, "--set", "stages[2].hold=3s" }))
+    H.wait(function()
+      local st = H.status(c, prefix, "g1").status
+      return st.stage == "s2" and st.event == "evaluation"
+    end, 15, "g1 in stage s2")
+    local first = H.owner(c, prefix, "g1")
+    local t_stop = require("rollout").time()
+    by_name[first].stop()
+    wait_done(c, prefix, { "g1" }, 30)
+    local events = check_owners(agents, c, prefix, "g1")
+    local released = H.first(events, function(ev) return ev.event == "owner_released" and ev.agent == first end)
+    local acquired = H.first(events, function(ev) return ev.event == "owner_acquired" and ev.agent ~= first end)
+    assert.truthy(released and acquired, "handed back and taken over")
+    assert.truthy(acquired.time - t_stop < 1, string.format("taken over %.2f s after SIGTERM (TTL %d)", acquired.time - t_stop, TTL))
+    assert.equals("promoted", H.outcome(events).outcome)
+    assert.equals("s1,s2,s3,s4", H.stage_path(events))
+  end, { timeout = 60 })
 
   local partition = netns_ok and it or function(name)
     print("  skip: " .. name .. ": cannot make a network namespace here: " .. tostring(netns_why))
@@ -238,7 +303,8 @@ describe("fleet mode", function()
       for _, id in ipairs(ids) do
         local o = H.owner(c, prefix, id)
         if not o or o == "p" then return false end
-        if not H.first(H.events(c, prefix, id), function(ev) return ev.event == "rollout_resumed" and ev.who ~= "p" end) then return false end
+        local resumed = H.first(H.events(c, prefix, id), function(ev) return ev.event == "rollout_resumed" and ev.who ~= "p" end)
+        if not resumed then return false end
       end
       return true
     end, 15, "the others to take over")
@@ -272,10 +338,40 @@ describe("fleet mode", function()
     for i, id in ipairs(ids) do
       local events = check_owners(agents, c, prefix, id)
       assert.equals("promoted", H.outcome(events).outcome)
+      assert.equals("s1,s2,s3,s4", H.stage_path(events))
       for _, ev in ipairs(events) do
         assert.truthy(ev.agent ~= "p" or (ev.ts or ev.time) < t_cut + 0.05, id .. ": p wrote to etcd after the cut: " .. json.encode(ev))
       end
       assert.same({ baseline = 0, canary = 100 }, hx.weights("be" .. (9 + i)))
     end
   end, { timeout = 120 })
+  partition("a short etcd outage pauses the owner's rollouts and resumes them when etcd answers with the lease held", function()
+    local prefix = "/t5/"
+    -- keepalives every 3.3 s, each waiting up to 2.5 s: the outage is noticed within 5.8 s of
+    -- the last answered one, healed at once, and over well before the lease (10 s) would end
+    local ttl = 10
+    local p = start_agents(prefix, { "o" }, { etcd = E.url_on(ns.host_ip), netns = ns, ttl = ttl })[1]
+    local c = E.client()
+    H.submit(E.url, prefix, "u1", PB, concat(router_sets(hx.socket, "be9"),
+      { "--scenario", HEALTHY, "--set", "stages[2].hold=12s" }))
+    H.wait(function()
+      local st = H.status(c, prefix, "u1").status
+      return st.stage == "s2" and st.event == "evaluation"
+    end, 20, "u1 in stage s2")
+    ns.cut()
+    H.wait(function() return p.stderr():find("etcd unreachable", 1, true) end, 10, "o to notice")
+    ns.heal()
+    H.wait(function() return p.stderr():find("etcd reachable again", 1, true) end, 10, "o to see etcd again")
+    wait_done(c, prefix, { "u1" }, 40)
+    local events = check_owners({ p }, c, prefix, "u1")
+    local takes = 0
+    for _, ev in ipairs(events) do if ev.event == "owner_acquired" then takes = takes + 1 end end
+    assert.equals(1, takes, "the lease held: nobody took over")
+    local paused = H.first(events, function(ev) return ev.event == "paused" and ev.reason == "etcd unreachable" end)
+    assert.truthy(paused, "the pause is in etcd's journal too (the backlog was sent)")
+    assert.truthy(H.first(events, function(ev) return ev.event == "resumed" and ev.seq > paused.seq end), "resumed afterwards")
+    assert.equals("promoted", H.outcome(events).outcome)
+    assert.equals("s1,s2,s3,s4", H.stage_path(events))
+    assert.same({ baseline = 0, canary = 100 }, hx.weights("be9"))
+  end, { timeout = 90 })
 end)

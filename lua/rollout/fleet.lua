@@ -128,6 +128,58 @@ function M.read_events(c, K, id)
   return out, last
 end
 
+-- ---- encoding events --------------------------------------------------------------------------
+
+-- Events are redacted (rollout.redact) before they leave the process, as journal.encode
+-- does. redact.text runs some thirty patterns over every key and string, and an agent
+-- encodes the same few strings (event kinds, field and stage names) a thousand times a
+-- second, so it remembers the answers. The memo is dropped whenever a rollout is built
+-- (that is when a playbook registers its secrets with rollout.redact) and when it grows.
+local redact = require("rollout.redact")
+local memo, memo_n, secret_memo = {}, 0, {}
+
+function M.forget_redactions() memo, memo_n, secret_memo = {}, 0, {} end
+
+local function redacted_text(s)
+  local r = memo[s]
+  if r == nil then
+    r = redact.text(s)
+    if memo_n >= 50000 then memo, memo_n = {}, 0 end
+    memo[s], memo_n = r, memo_n + 1
+  end
+  return r
+end
+
+local function secret_key(k)
+  local v = secret_memo[k]
+  if v == nil then v = redact.secret_key(k); secret_memo[k] = v end
+  return v
+end
+
+local function scrub(v, under_secret, depth)
+  local t = type(v)
+  if t == "string" then return under_secret and redact.MASK or redacted_text(v) end
+  if t ~= "table" then return v end
+  if depth > 16 then return "<too deep>" end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "string" then out[redacted_text(k)] = scrub(x, secret_key(k), depth + 1)
+    else out[k] = scrub(x, false, depth + 1) end
+  end
+  local mt = getmetatable(v)
+  if mt then setmetatable(out, mt) end
+  return out
+end
+
+local ENCODE = { sort = true, non_finite = "null", invalid_utf8 = "replace" }
+
+--- encode(ev) -> one JSON line, redacted (what journal.encode writes, for less CPU).
+function M.encode(ev)
+  local ok, line = pcall(json.encode, scrub(ev, false, 0), ENCODE)
+  if ok then return line end
+  return journal.encode(ev) -- functions, userdata, cycles: journal's cleaner handles them
+end
+
 -- ---- bundles -------------------------------------------------------------------------------
 
 local function basename(p) return p:match("([^/]+)$") end
@@ -167,7 +219,8 @@ function M.bundle(path, opts)
     end
   end
   if total > M.MAX_BUNDLE then
-    return nil, string.format("the playbook's directory holds %d bytes of .lua files; fleet mode stores at most %d per rollout", total, M.MAX_BUNDLE)
+    return nil, string.format("the playbook's directory holds %d bytes of .lua files; fleet mode stores at most %d per rollout",
+      total, M.MAX_BUNDLE)
   end
   return b
 end
@@ -214,7 +267,7 @@ function R:status_value(rec)
   local out = st.outcome
   return json.encode({ id = self.id, service = st.service, state = st.state or "starting", stage = st.stage,
     stage_index = st.stage_index, stages = st.stages, weights = st.weights, hold = st.hold, held = st.held,
-    outcome = out and out.outcome, reason = out and out.reason, agent = self.agent.name, token = self.token,
+    outcome = out and out.outcome, reason = out and out.reason, agent = self.agent.name, fence = self.token,
     updated = rollout.time(), event = rec.event, seq = rec.seq,
     etcd_paused = self.etcd_paused or nil }, { non_finite = "null" })
 end
@@ -226,8 +279,9 @@ function R:record(ev, ops)
   if self.lost then error("fleet: " .. self.id .. ": not the owner any more (" .. self.lost .. ")", 0) end
   self.seq = self.seq + 1
   ev.seq, ev.rollout, ev.agent = self.seq, self.id, self.agent.name
-  local line = journal.encode(ev)
-  if self.writer then self.writer:append(ev) end
+  local line = M.encode(ev)
+  -- the local copy of the journal: the same line (the same seq as in etcd), appended and synced
+  if self.writer and self.writer.file then self.writer.file:append(line .. "\n") end
   self.agent:print(ev, line)
   if not self.c then return true end
   local item = { seq = self.seq, line = line, ops = ops or {}, status = self:status_value(ev) }
@@ -249,7 +303,8 @@ function R:sink(ev)
     local c = self.consuming
     c.used = true
     ops = { { request_delete_range = { key = c.key } },
-      { request_put = { key = c.ack, value = json.encode({ ok = true, agent = self.agent.name, command = ev.command, time = rollout.time() }) } } }
+      { request_put = { key = c.ack,
+        value = json.encode({ ok = true, agent = self.agent.name, command = ev.command, time = rollout.time() }) } } }
   elseif ev.event == "outcome" and M.TERMINAL[ev.outcome] then
     ops = { { request_put = { key = self.K.done(self.id), value = json.encode({ outcome = ev.outcome, reason = ev.reason,
         at = ev.at, stage = ev.stage, agent = self.agent.name, time = rollout.time() }) } },
@@ -328,7 +383,8 @@ function R:guard(action)
     if not self.lost then
       if not said then
         said = true
-        self.agent:say(self.id .. ": cannot prove ownership before " .. action .. " (" .. tostring(err) .. "): traffic stays where it is until etcd answers")
+        self.agent:say(self.id .. ": cannot prove ownership before " .. action .. " (" .. tostring(err)
+          .. "): traffic stays where it is until etcd answers")
       end
       rollout.sleep(0.2)
     end
@@ -358,9 +414,9 @@ function R:mark_lost(why)
   if self.lost then return end
   self.lost = why
   if self.agent.owned[self.id] == self then self.agent.owned[self.id] = nil end
-  local ev = { event = "ownership_lost", rollout = self.id, agent = self.agent.name, token = self.token,
+  local ev = { event = "ownership_lost", rollout = self.id, agent = self.agent.name, fence = self.token,
     why = why, time = rollout.time(), unreplicated = #self.queue }
-  if self.writer then self.writer:append(ev) end
+  if self.writer and self.writer.file then self.writer.file:append(M.encode(ev) .. "\n") end
   self.agent:print(ev)
   self.queue = {}
   if self.task and self.task ~= rollout.current() then self.task:cancel("ownership lost: " .. why) end
@@ -465,6 +521,7 @@ function R:start()
       if not pb then fail = "error:playbook"; why = require("rollout.playbook").format_error(errs[1])
       else
         router, sources = self:build(pb, b, scenario)
+        M.forget_redactions() -- secrets this playbook registered apply from now on
         if not router then fail = "error:build"; why = sources end
       end
     end
@@ -497,7 +554,7 @@ function R:start()
   local e = require("rollout.engine").new(pb, { router = self.router, sources = sources, interactive = true,
     who = agent.name, resume = resume, emit = function(ev) return self:sink(ev) end })
   self.engine = e
-  self:fleet_event_sync("owner_acquired", { token = self.token, lease = agent.session and agent.session.lease,
+  self:fleet_event_sync("owner_acquired", { fence = self.token, lease = agent.session and agent.session.lease,
     previous = previous, events = #events,
     resume = resume and { phase = resume.phase, stage_index = resume.stage_index, held = resume.held, paused = resume.paused } or nil })
   if resume and resume.paused == "manual" then
@@ -624,10 +681,10 @@ local QUIET = { evaluation = true, router = true, source = true, weights_read_ba
 
 function A:print(ev, line)
   if self.json then
-    self.out:write(line or journal.encode(ev), "\n")
+    self.out:write(line or M.encode(ev), "\n")
   elseif self.verbose or not QUIET[ev.event] then
     local parts = {}
-    for _, k in ipairs({ "stage", "outcome", "reason", "canary", "command", "why", "error", "token", "previous" }) do
+    for _, k in ipairs({ "stage", "outcome", "reason", "canary", "command", "why", "error", "fence", "previous" }) do
       if ev[k] ~= nil and type(ev[k]) ~= "table" then parts[#parts + 1] = k .. "=" .. tostring(ev[k]) end
     end
     self.out:write(string.format("%s %s %s %s\n", os.date("!%H:%M:%S", math.floor(ev.ts or ev.time or rollout.time())),
@@ -699,7 +756,13 @@ function A:poll_once()
   if not inbox then return end
   for id, kv in pairs(inbox) do
     local r = self.owned[id]
-    if r and r.engine and not r.lost then r:take_commands(kv.mod_revision) end
+    if r and r.engine and not r.lost and not r.taking then
+      r.taking = true -- one reader per rollout; a set_weight may wait for its engine
+      rollout.spawn(function()
+        pcall(r.take_commands, r, kv.mod_revision)
+        r.taking = nil
+      end)
+    end
   end
 end
 
@@ -865,7 +928,8 @@ function M.submit(c, K, b, opts)
       { request_put = { key = K.spec(id), value = json.encode(b) } },
       { request_put = { key = K.status(id), value = json.encode({ id = id, service = opts.service, state = "pending", updated = now }) } },
       { request_put = { key = K.active .. id, value = json.encode({ submitted_at = now }) } },
-      { request_put = { key = K.index .. id, value = json.encode({ service = opts.service, submitted_at = now, submitted_by = b.submitted_by }) } },
+      { request_put = { key = K.index .. id,
+        value = json.encode({ service = opts.service, submitted_at = now, submitted_by = b.submitted_by }) } },
     },
   })
   if ok == nil then return nil, resp end
@@ -930,7 +994,8 @@ function M.command(c, K, id, name, arg, who)
   local ok, resp = c:txn({
     compare = { { key = K.spec(id), target = "CREATE", result = "GREATER", create_revision = "0" } },
     success = {
-      { request_put = { key = K.commands(id) .. key, value = json.encode({ command = name, arg = arg, who = who, time = rollout.time() }) } },
+      { request_put = { key = K.commands(id) .. key,
+        value = json.encode({ command = name, arg = arg, who = who, time = rollout.time() }) } },
       { request_put = { key = K.inbox .. id, value = key } },
     },
   })
@@ -948,8 +1013,10 @@ function M.status(c, K, id)
     done = decode(vals[K.done(id)] or "") }
 end
 
-local CTL_USAGE = "rollout ctl --etcd URL [--prefix P] [--wait 10s] [--json] ROLLOUT status|pause|resume|promote|promote_full|abort [ARG]"
-local CTL_COMMANDS = { status = true, pause = true, resume = true, promote = true, promote_full = true, abort = true }
+local CTL_USAGE = "rollout ctl --etcd URL [--prefix P] [--wait 10s] [--json] ROLLOUT "
+  .. "status|pause|resume|promote|promote_full|abort [REASON]|retry|set_weight N"
+local CTL_COMMANDS = { status = true, pause = true, resume = true, promote = true, promote_full = true, abort = true,
+  retry = true, set_weight = true }
 
 local function status_line(id, s)
   local st = s.status
@@ -1005,7 +1072,8 @@ function M.ctl_main(argv)
     end
     rollout.sleep(0.1)
   end
-  io.stderr:write(string.format("rollout ctl: %s: %s queued, not acknowledged within %s s (owner: %s); the owner applies it when it reads it\n",
+  io.stderr:write(string.format("rollout ctl: %s: %s queued, not acknowledged within %s s (owner: %s); "
+    .. "the owner applies it when it reads it\n",
     id, name, tostring(wait), s.owner and s.owner.agent or "none"))
   return 3
 end

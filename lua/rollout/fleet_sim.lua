@@ -186,7 +186,7 @@ function S:alerts()
   return out
 end
 
-function S:close() end
+function S.close() end
 
 -- ---- the router -------------------------------------------------------------------------
 
@@ -205,10 +205,10 @@ function R:set_weights(w)
   return true
 end
 function R:get_weights() return { baseline = self.weights.baseline, canary = self.weights.canary } end
-function R:verify() return true end
+function R.verify() return true end
 function R:rollback() return self:set_weights({ baseline = 100, canary = 0 }) end
-function R:header_override() return true end
-function R:check() return { { name = "simulated router", ok = true, detail = "fleet simulation" } } end
+function R.header_override() return true end
+function R.check() return { { name = "simulated router", ok = true, detail = "fleet simulation" } } end
 function R:describe() return { type = "simulated", weights = self.weights } end
 
 return M

@@ -12,7 +12,8 @@ local units = require("rollout.units")
 local fleet = require("rollout.fleet")
 
 local M = {}
-local USAGE = "rollout agent --etcd URL [--name NAME] [--prefix P] [--ttl 10s] [--scan S] [--poll S] [--dir DIR] [--no-journal] [--max N] [--json] [--verbose]"
+local USAGE = "rollout agent --etcd URL [--name NAME] [--prefix P] [--ttl 10s] [--scan S] [--poll S] [--dir DIR]"
+  .. " [--no-journal] [--max N] [--json] [--verbose]"
 
 function M.main(argv)
   local opts, pos = args.parse(argv, { etcd = "value", name = "value", prefix = "value", ttl = "value",

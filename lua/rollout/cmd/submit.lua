@@ -13,7 +13,8 @@ local fleet = require("rollout.fleet")
 local etcd = require("rollout.etcd")
 
 local M = {}
-local USAGE = "rollout submit PLAYBOOK --etcd URL [--set key=value ...] [--config FILE] [--scenario FILE] [--simulated-router] [--id ID] [--prefix P] [--json]"
+local USAGE = "rollout submit PLAYBOOK --etcd URL [--set key=value ...] [--config FILE] [--scenario FILE]"
+  .. " [--simulated-router] [--id ID] [--prefix P] [--json]"
 
 function M.main(argv)
   local opts, pos = args.parse(argv, { etcd = "value", set = "list", config = "value", scenario = "value",
