@@ -44,18 +44,9 @@ end
 function M.hook(ctx) return M.steps(ctx.engine.pb, ctx.log) end
 
 function M.manual(argv)
-  local args = require("rollout.args")
-  local playbook = require("rollout.playbook")
-  local opts, pos = args.parse(argv, { set = "list" })
-  if not opts or #pos ~= 1 then
-    io.stderr:write("usage: rollout playbooks/finalize.lua PLAYBOOK [--set key=value ...]\n")
-    return 2
-  end
-  local pb, errs = playbook.load(pos[1], { sets = opts.set })
-  if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
-  end
+  local pb, code = require("rollout.playbook").load_from_args(argv, {},
+    "rollout playbooks/finalize.lua PLAYBOOK [--set key=value ...]")
+  if not pb then return code end
   local ok, err = pcall(M.steps, pb, print)
   if not ok then io.stderr:write("finalize: ", tostring(err), "\n"); return 3 end
   print("finalized")

@@ -58,18 +58,9 @@ end
 
 --- The manual procedure. Returns an exit code.
 function M.manual(argv)
-  local args = require("rollout.args")
-  local playbook = require("rollout.playbook")
-  local opts, pos = args.parse(argv, { reason = "value", set = "list" })
-  if not opts or #pos ~= 1 then
-    io.stderr:write("usage: rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]\n")
-    return 2
-  end
-  local pb, errs = playbook.load(pos[1], { sets = opts.set })
-  if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
-  end
+  local pb, opts = require("rollout.playbook").load_from_args(argv, { reason = "value" },
+    "rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]")
+  if not pb then return opts end
   local t0 = rollout.now()
   local function log(msg) print(string.format("[%6.1fs] %s", rollout.now() - t0, msg)) end
   local routers = require("rollout.routers")

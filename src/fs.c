@@ -167,18 +167,19 @@ static int fs_rmtree(lua_State *L) {
     return ok(L);
 }
 
-static int write_all(int fd, const char *p, size_t n) {
+int fs_write_all(int fd, const char *p, size_t n) {
     while (n) {
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) return -1;
+        if (w == 0) return errno = EIO, -1;
         p += w;
         n -= (size_t)w;
     }
     return 0;
 }
 
-static int fsync_dir_of(const char *path) {
+int fs_sync_dir_of(const char *path) {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
@@ -188,7 +189,9 @@ static int fsync_dir_of(const char *path) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -1;
     int rc = fsync(fd);
+    int e = errno;
     close(fd);
+    errno = e;
     return rc;
 }
 
@@ -203,7 +206,7 @@ static int fs_write_atomic(lua_State *L) {
         return errno = ENAMETOOLONG, fail(L, path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0) return fail(L, tmp);
-    if (write_all(fd, data, n) != 0 || fsync(fd) != 0) {
+    if (fs_write_all(fd, data, n) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -217,7 +220,7 @@ static int fs_write_atomic(lua_State *L) {
         errno = e;
         return fail(L, path);
     }
-    if (fsync_dir_of(path) != 0) return fail(L, path);
+    if (fs_sync_dir_of(path) != 0) return fail(L, path);
     return ok(L);
 }
 

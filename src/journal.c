@@ -29,6 +29,7 @@
  * with the errno text (ENOSPC reads "No space left on device").
  */
 #include "rollout/journal.h"
+#include "rollout/fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -64,34 +65,6 @@ static int fail_errno(lua_State *L, const char *path, int e) {
     return 2;
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        if (w == 0) return errno = EIO, -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int sync_dir_of(const char *path) {
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = 0;
-    else if (slash) *slash = 0;
-    else strcpy(dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
 static const char *check_path(lua_State *L, int idx) {
     size_t n;
     const char *path = luaL_checklstring(L, idx, &n);
@@ -119,7 +92,7 @@ static int journal_open(lua_State *L) {
     luaL_setmetatable(L, FILE_MT);
     f->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode);
     if (f->fd < 0) return fail_errno(L, path, errno);
-    if (!existed && sync_dir_of(path) != 0) {
+    if (!existed && fs_sync_dir_of(path) != 0) {
         int e = errno;
         close(f->fd);
         f->fd = -1;
@@ -135,7 +108,7 @@ static int file_append(lua_State *L) {
     const char *data = luaL_checklstring(L, 2, &n);
     struct stat st;
     if (fstat(f->fd, &st) != 0) return fail_errno(L, f->path, errno);
-    if (write_all(f->fd, data, n) == 0 && fdatasync(f->fd) == 0) return lua_pushboolean(L, 1), 1;
+    if (fs_write_all(f->fd, data, n) == 0 && fdatasync(f->fd) == 0) return lua_pushboolean(L, 1), 1;
     int e = errno;
     /* take back whatever part of the line reached the file; best effort, the file may be
      * unwritable altogether (a read-only remount) */
@@ -240,7 +213,7 @@ static int journal_read(lua_State *L) {
 /* fsync_dir(path) -> true: make a rename or a new file in path's directory durable. */
 static int journal_fsync_dir(lua_State *L) {
     const char *path = check_path(L, 1);
-    if (sync_dir_of(path) != 0) return fail_errno(L, path, errno);
+    if (fs_sync_dir_of(path) != 0) return fail_errno(L, path, errno);
     return lua_pushboolean(L, 1), 1;
 }
 
@@ -292,7 +265,7 @@ static int journal_lock(lua_State *L) {
         }
         char buf[32];
         int len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
-        if (ftruncate(fd, 0) != 0 || write_all(fd, buf, (size_t)len) != 0 || fsync(fd) != 0) {
+        if (ftruncate(fd, 0) != 0 || fs_write_all(fd, buf, (size_t)len) != 0 || fsync(fd) != 0) {
             int e = errno;
             close(fd);
             return fail_errno(L, path, e);

@@ -609,6 +609,26 @@ local function playbook_env(path)
   return env
 end
 
+--- For scripts that take `PLAYBOOK [--set k=v ...] [flags]`: parse argv with the extra flag
+--- spec, load and validate the playbook, print what is wrong. Returns pb, opts, or nil and
+--- the exit code (2).
+function M.load_from_args(argv, spec, usage)
+  local args = require("rollout.args")
+  local flags = { set = "list", config = "value" }
+  for k, v in pairs(spec or {}) do flags[k] = v end
+  local opts, pos = args.parse(argv, flags)
+  if not opts or #pos ~= 1 then
+    io.stderr:write((opts and "expected one playbook" or pos), "\nusage: ", usage, "\n")
+    return nil, 2
+  end
+  local pb, errs = M.load(pos[1], { sets = opts.set, config = opts.config })
+  if not pb then
+    for _, e in ipairs(errs) do io.stderr:write(M.format_error(e), "\n") end
+    return nil, 2
+  end
+  return pb, opts
+end
+
 --- load(path, {sets = {...}, config = yaml_path}) -> pb | nil, errors
 function M.load(path, opts)
   opts = opts or {}
