@@ -99,7 +99,8 @@ demo: deps all
 # `make fuzz FUZZ_SECONDS=N` builds every target in fuzz/ with ASan + UBSan and runs each for
 # N seconds (default 60) on its corpus: fuzz/corpus/<target>/ (kept in the repo, small) is
 # read, new inputs go to build-fuzz/corpus/<target>/ and crashes to build-fuzz/crash-<target>-*.
-# `make fuzz-merge` folds the new inputs that add coverage into fuzz/corpus (-merge=1).
+# `make fuzz-merge` folds the new inputs that add coverage into fuzz/corpus (-merge=1);
+# tools/fuzz_coverage.sh prints the line coverage the corpora reach.
 # fuzz/regressions/<target>/ holds every crash input found; `make fuzz` replays them first.
 # -detect_leaks=0: libFuzzer would run LeakSanitizer after every input (the lua_State keeps
 # memory between inputs by design); leaks are still checked once at exit.
@@ -127,7 +128,7 @@ build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(HDR) $$(call fuzz_objs,$$(FUZ
 
 fuzz-build: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 
-fuzz: fuzz-build
+fuzz: deps fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build-fuzz/corpus/$$t fuzz/corpus/$$t; \
 	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \

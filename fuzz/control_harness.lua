@@ -14,7 +14,7 @@
 -- The REPL evaluates Lua by design (an operator's tool), so what the fuzzer may reach is
 -- fenced: no files written, no processes, no network, no tasks that outlive an evaluation,
 -- no debug hooks, text chunks only.
-local rollout = require("rollout")
+-- luacheck: globals os io debug load loadfile dofile loadstring collectgarbage require rollout
 local fs = require("rollout.fs")
 local json = require("rollout.json")
 local control = require("rollout.control")
@@ -91,9 +91,16 @@ local function fence()
   end
   local alloc = require("rollout.alloc")
   alloc.limit = disabled("alloc.limit")
-  for _, m in ipairs({ rollout, package.loaded["rollout.core"] }) do
-    for _, k in ipairs({ "spawn", "every", "watch_signal" }) do if m[k] then m[k] = disabled("rollout." .. k) end end
+  -- repl.lua spawns each evaluation with the real rollout.spawn; the code evaluated sees
+  -- `rollout` (and require("rollout"), "rollout.core") without spawn, every, watch_signal
+  local proxies = {}
+  for _, name in ipairs({ "rollout", "rollout.core" }) do
+    local p = {}
+    for k, v in pairs(package.loaded[name]) do p[k] = v end
+    for _, k in ipairs({ "spawn", "every", "watch_signal" }) do p[k] = disabled("rollout." .. k) end
+    proxies[name] = p
   end
+  _G.rollout = proxies.rollout
   local traceback = debug.traceback
   _G.debug = { traceback = traceback }
   local load = load
@@ -105,7 +112,7 @@ local function fence()
     error("collectgarbage('" .. tostring(opt) .. "') is disabled in the fuzz harness", 2)
   end
   _G.require = function(name)
-    local m = package.loaded[name]
+    local m = proxies[name] or package.loaded[name]
     if m == nil then error("require is disabled in the fuzz harness", 2) end
     return m
   end

@@ -26,6 +26,7 @@ describe("rollout.alloc", function()
     local ok, err = pcall(alloc.run, function()
       local t = {}
       for i = 1, 1e7 do t[i] = { i } end
+      return #t
     end, "8Mi")
     assert.is_false(ok)
     assert.equals("budget exceeded: more than 8 MiB of memory", err)
@@ -88,7 +89,7 @@ describe("rollout.alloc", function()
     assert.matches("budget exceeded: more than 1000000 instructions", err)
     ok, err = pcall(budget.run, alloc.run, { instructions = 1e9 }, function()
       local t = {}
-      while true do t[#t + 1] = "x" .. #t end
+      while #t >= 0 do t[#t + 1] = "x" .. #t end
     end, "4Mi")
     assert.is_false(ok)
     assert.equals("budget exceeded: more than 4 MiB of memory", err)
@@ -100,6 +101,18 @@ describe("rollout.alloc", function()
     assert.has_error(function() alloc.run(print, "1Q") end, "unknown size unit")
     assert.has_error(function() alloc.run(print, -1) end, "between 0 and 2^63")
     assert.has_error(function() alloc.run("print", 1) end)
+  end)
+end)
+
+describe("REPL budgets", function()
+  it("an evaluation that hoards memory fails by its cap, and the session goes on", function()
+    local s = require("rollout.repl").new({ budget = { instructions = 1e6, seconds = 60, memory = "4Mi" } })
+    local r = s:eval("local t = {} while true do t[#t + 1] = {} end")
+    assert.is_false(r.ok)
+    assert.equals("budget exceeded: more than 4 MiB of memory", r.error)
+    assert.equals("budget exceeded: more than 4 MiB of memory", s:eval("string.rep('x', 1e8)").error)
+    assert.equals("1000000", s:eval("#string.rep('x', 1e6)").text)
+    assert.matches("budget exceeded: more than 1000000 instructions", s:eval("while true do end").error)
   end)
 end)
 

@@ -45,6 +45,7 @@ function M.apply(raw, path)
   if type(spec) ~= "table" then err(doc, "spec", "spec", "required mapping"); return nil, errors end
 
   local function known(tbl, keypath, keys)
+    if type(tbl) ~= "table" then return end
     for k in pairs(tbl) do
       if not keys[k] then warn(tbl, k, keypath .. "." .. k, "not used by rollout: " .. (keys._why or "unknown key")) end
     end
@@ -67,16 +68,24 @@ function M.apply(raw, path)
     return r
   end
 
-  if doc.metadata then
-    local id = doc.metadata.labels and doc.metadata.labels["deployment-id"]
+  local md = doc.metadata
+  if md ~= nil and md ~= NULL and type(md) ~= "table" then
+    err(doc, "metadata", "metadata", "expected a mapping")
+  elseif type(md) == "table" then
+    local labels = md.labels
+    if labels ~= nil and labels ~= NULL and type(labels) ~= "table" then
+      err(md, "labels", "metadata.labels", "expected a mapping")
+    end
+    local id = type(labels) == "table" and labels["deployment-id"] or nil
     if type(id) == "string" and id:find("${", 1, true) then
-      warn(doc.metadata.labels, "deployment-id", "metadata.labels.deployment-id",
+      warn(labels, "deployment-id", "metadata.labels.deployment-id",
         id .. " is not set in the environment: a deployment id is generated")
       id = nil
     end
+    if id ~= nil and type(id) ~= "string" then id = tostring(id) end
     raw.deployment_id = id or raw.deployment_id
-    known(doc.metadata, "metadata", { name = true, labels = true, namespace = true, _why = "" })
-    if doc.metadata.namespace then warn(doc.metadata, "namespace", "metadata.namespace", "not used by rollout: the router's own settings name the namespace") end
+    known(md, "metadata", { name = true, labels = true, namespace = true, _why = "" })
+    if md.namespace then warn(md, "namespace", "metadata.namespace", "not used by rollout: the router's own settings name the namespace") end
   end
   known(doc, "", { apiVersion = true, kind = true, metadata = true, spec = true })
   known(spec, "spec", { baseline = true, canary = true, stages = true, goldenSignals = true, rollback = true,
@@ -102,6 +111,10 @@ function M.apply(raw, path)
       local stages = {}
       for i, s in ipairs(spec.stages) do
         local kp = "spec.stages[" .. i .. "]"
+        if type(s) ~= "table" then
+          err(spec.stages, i, kp, "expected a mapping (name, trafficPercent, duration, validation)")
+          goto next_stage
+        end
         local old = raw.stages and raw.stages[i] or {}
         local st = {}
         for k, x in pairs(old) do st[k] = x end
@@ -126,6 +139,7 @@ function M.apply(raw, path)
           end
         end
         stages[i] = st
+        ::next_stage::
       end
       raw.stages = stages
     end
@@ -175,6 +189,7 @@ function M.apply(raw, path)
       for k, t in pairs(raw.triggers or {}) do triggers[k] = t end
       for i, t in ipairs(rb.triggers) do
         local kp = "spec.rollback.triggers[" .. i .. "]"
+        if type(t) ~= "table" then err(rb.triggers, i, kp, "expected a mapping (condition, duration)"); goto next_trigger end
         known(t, kp, { condition = true, duration = true })
         local c, e = units.condition(tostring(t.condition))
         if not c then err(t, "condition", kp .. ".condition", e)
@@ -182,6 +197,7 @@ function M.apply(raw, path)
           local name = TRIGGER_NAMES[c.signal] or c.signal
           triggers[name] = { condition = t.condition, duration = dur(t, "duration", kp .. ".duration") or 0 }
         end
+        ::next_trigger::
       end
       raw.triggers = triggers
     end

@@ -150,7 +150,10 @@ function M.count() return #registered end
 
 local NOT_SECRET_FILES = { ca_file = true, cafile = true, cert_file = true, pid_file = true, config_file = true }
 
-local function read_small(path)
+local function read_small(path) -- a regular file only: never block on a FIFO or a device
+  local ok, fs = pcall(require, "rollout.fs")
+  local st = ok and fs.stat(path)
+  if not st or st.type ~= "file" then return nil end
   local f = io.open(path, "r")
   if not f then return nil end
   local s = f:read(65536)

@@ -31,6 +31,7 @@ local S = {}
 S.__index = S
 
 M.DEFAULT_BUDGET = { instructions = 1e8, seconds = 10 }
+M.DEFAULT_MEMORY = 64 * 1024 * 1024 -- bytes an evaluation's Lua heap may grow by (budget.memory)
 
 --- Text of one value: strings as they are, tables pretty, the rest tostring.
 function M.show(v)
@@ -76,7 +77,11 @@ end
 -- Run fn under the budget in a task of its own; returns true, packed values | false, err.
 function S:run(fn)
   local b = self.budget
-  local task = rollout.spawn(function() return table.pack(budget.run(fn, b)) end)
+  local limits = {} -- rollout.budget's options; the memory cap is rollout.alloc's
+  for k, v in pairs(b) do if k ~= "memory" then limits[k] = v end end
+  local task = rollout.spawn(function()
+    return table.pack(budget.run(require("rollout.alloc").run, limits, fn, b.memory or M.DEFAULT_MEMORY))
+  end)
   local r = table.pack(pcall(task.wait, task, b.seconds))
   if not r[1] then return false, error_text(r[2]) end
   if r[2] == nil and r[3] == "timeout" and task:state() ~= "done" then
