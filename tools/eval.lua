@@ -15,7 +15,7 @@
 --               runbook's own minSampleSize is 10,000 too), with the default allowed_increase 1.1
 --   ab_bare     the same with allowed_increase = 1: the significance test alone
 -- Every simulation runs in-process under the virtual clock; --jobs N (default 2) splits the
--- scenarios over N child processes. Prints the table docs/judge.md quotes.
+-- scenarios over N child processes. Prints the table the README's judge section quotes.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local json = require("rollout.json")

@@ -1,6 +1,6 @@
 -- How the eval's scenarios are labelled: from the scenario's own parameters (what the
 -- simulator draws from), compared version against version at the same time, never from
--- what any engine decides. docs/judge.md explains the choice of margins.
+-- what any engine decides. the README's judge section explains the choice of margins.
 --
 --   bad   at some time the canary is worse than the baseline by a margin that is both
 --         relatively large and operationally meaningful, in at least one golden signal:
