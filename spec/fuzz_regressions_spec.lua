@@ -114,27 +114,35 @@ describe("fuzz regressions: yaml and --config", function()
     return pcall(require("rollout.config").apply, raw, p)
   end
 
-  -- config-*.yaml: found by fuzz_yaml in rollout.config (Lua), where a value of the wrong
-  -- shape (metadata: 5, metadata or labels left empty, a stage that is a string) raises a Lua
-  -- error (exit 3, a traceback) instead of a configuration error naming the key (exit 2).
-  -- Pending until config.lua checks shapes (reported to its owner); then drop the exception.
-  local function config_pending(_) return false end -- config.lua now reports wrong types as errors
-
   it("replays fuzz/regressions/yaml", function()
     for _, input in ipairs(inputs("yaml")) do
       local ok, v, err = pcall(yaml.load, input.data)
       assert.is_true(ok, input.name .. ": yaml.load raised " .. tostring(v))
       assert.truthy(v ~= nil or err)
-      if not config_pending(input.name) then
-        local aok, aerr = apply(input.data)
-        assert.is_true(aok, input.name .. ": config.apply raised " .. tostring(aerr))
-      end
+      local aok, aerr = apply(input.data)
+      assert.is_true(aok, input.name .. ": config.apply raised " .. tostring(aerr))
     end
   end)
 
-  for _, input in ipairs(inputs("yaml")) do
-    if config_pending(input.name) then
-      pending("config.apply gives a configuration error for " .. input.name .. " (config.lua still raises)")
+  -- config-*.yaml, found by fuzz_yaml in rollout.config: a value of the wrong shape raised a
+  -- Lua error (exit 3 and a traceback) instead of a configuration error naming the key.
+  it("a --config value of the wrong shape is a configuration error naming the key and line", function()
+    local function errors_of(name)
+      local ok, merged, errs = apply(assert(fs.read("fuzz/regressions/yaml/" .. name)))
+      assert.is_true(ok, name .. ": config.apply raised " .. tostring(merged))
+      return merged, errs
     end
-  end
+    local merged, errs = errors_of("config-metadata-number.yaml")
+    assert.is_nil(merged)
+    assert.equals("metadata", errs[1].path)
+    assert.equals(3, errs[1].line)
+    assert.matches("expected a mapping", errs[1].msg)
+    merged, errs = errors_of("config-stage-string.yaml")
+    assert.is_nil(merged)
+    assert.equals("spec.stages[1]", errs[1].path)
+    assert.equals(4, errs[1].line)
+    -- an empty `metadata:` or `labels:` is no metadata, not an error
+    assert.is_table(errors_of("config-metadata-null.yaml"))
+    assert.is_table(errors_of("config-labels-null.yaml"))
+  end)
 end)

@@ -118,7 +118,7 @@ function M.printer(opts)
   if progress == nil then progress = M.interactive(out) end
   if progress then
     local view = require("rollout.progress").new({ out = out, line = function(ev) return redact.text(M.line(ev)) end, value = M.value, clock = M.clock, verbose = opts.verbose })
-    return view.emit
+    return function(ev, engine) return view.emit(redact.value(ev), engine) end -- the view shows fields too
   end
   return function(ev)
     local line = M.line(ev)
