@@ -26,6 +26,7 @@ local COMMANDS = {
   { "run", "run a playbook: rollout run PLAYBOOK [--config FILE] [--set k=v] [--json]" },
   { "check", "validate a playbook and its router without side effects" },
   { "simulate", "run a playbook in virtual time against a scenario" },
+  { "verify", "policy tests: rollout verify PLAYBOOK SCENARIO|DIR... [--junit FILE] [--json]" },
   { "replay", "run a playbook against recorded metrics" },
   { "scrape", "print what a /metrics target exposes: rollout scrape URL|FILE [--json]" },
   { "repl", "a local REPL with the host API and a playbook's sources and routers" },

@@ -116,6 +116,7 @@ function M.check(raw)
     s.source_errors[i] = { from = dur(errs, p .. ".from", e.from), to = dur(errs, p .. ".to", e.to) }
   end
   s.router_faults = raw.router_faults or {}
+  s.name, s.description = raw.name, raw.description
   if raw.expect then
     local e = raw.expect
     s.expect = { outcome = e.outcome, reason = e.reason }

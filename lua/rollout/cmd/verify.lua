@@ -1,0 +1,44 @@
+-- rollout verify PLAYBOOK SCENARIO|DIR... [--junit FILE] [--json] [--set k=v] [--config FILE]
+-- Policy tests: every scenario runs through the playbook in virtual time (as `rollout
+-- simulate` runs it) and its outcome is compared with the scenario's `expect`. Prints a
+-- table (scenario, expected, got, result), or one JSON document with --json; --junit
+-- writes JUnit XML for CI test reporters. Exit 0 when every scenario matches, 1 when any
+-- does not, 2 for bad input (nothing runs until every playbook and scenario loads).
+local args = require("rollout.args")
+local playbook = require("rollout.playbook")
+local fs = require("rollout.fs")
+local verify = require("rollout.verify")
+
+local M = {}
+local USAGE = "rollout verify PLAYBOOK SCENARIO|DIR... [--junit FILE] [--json] [--set key=value ...] [--config FILE]"
+
+function M.main(argv)
+  local opts, pos = args.parse(argv, { junit = "value", json = "flag", set = "list", config = "value" })
+  if not opts then return args.usage_error("verify", pos, USAGE) end
+  if #pos < 2 then return args.usage_error("verify", "expected a playbook and at least one scenario (file or directory)", USAGE) end
+  local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
+  if not pb then
+    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
+    return 2
+  end
+  for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
+  local list, serrs = verify.load(table.move(pos, 2, #pos, 1, {}))
+  if not list then
+    for _, e in ipairs(serrs) do io.stderr:write(playbook.format_error(e), "\n") end
+    return 2
+  end
+  local results = verify.run(pb, list)
+  if opts.junit then
+    local ok, werr = fs.write_atomic(opts.junit, verify.junit(results, pos[1]))
+    if not ok then
+      io.stderr:write("rollout verify: cannot write ", opts.junit, ": ", tostring(werr), "\n")
+      return 2
+    end
+  end
+  io.stdout:write(opts.json and verify.json(results, pos[1]) or verify.table(results, pos[1]))
+  io.stdout:flush()
+  local _, failed = verify.counts(results)
+  return failed == 0 and 0 or 1
+end
+
+return M
