@@ -53,8 +53,8 @@ static void finish(const char *line, size_t n) {
     E.waiter = NULL;
     stop_io();
     if (!t) return;
+    if (!loop_reserve(t, 1)) return; /* t fails with a stack overflow */
     lua_State *co = task_thread(t);
-    lua_checkstack(co, 1);
     if (line) lua_pushlstring(co, line, n);
     else lua_pushnil(co);
     loop_ready(t, 1);

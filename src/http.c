@@ -382,7 +382,10 @@ static void req_finish(struct http_req *r, CURLcode rc) {
     task *t = r->task;
     lua_State *co = task_thread(t);
     curl_multi_remove_handle(H.multi, r->easy);
-    lua_checkstack(co, 4);
+    if (!loop_reserve(t, 4)) { /* t fails with a stack overflow */
+        req_release(r);
+        return;
+    }
     int n = rc == CURLE_OK ? push_response(co, r) : push_error(co, r, rc);
     req_release(r);
     loop_ready(t, n);

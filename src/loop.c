@@ -66,6 +66,7 @@ struct task {
     int heap_idx;         /* -1 when not in the timer heap */
     int joiners;          /* tasks waiting in task:wait() */
     task *waiting_on;     /* the task this one waits for in task:wait() */
+    const char *fail_msg; /* set: the next resume fails the task with this instead */
 };
 
 static struct {
@@ -189,6 +190,17 @@ void loop_ready(task *t, int nresults) {
     ready_push(t, nresults);
 }
 
+/* Room for n more values on t's stack, or t is readied to fail with a stack overflow
+ * (its wait's results cannot be delivered) and 0 is returned: the caller pushes nothing. */
+int loop_reserve(task *t, int n) {
+    if (lua_checkstack(t->co, n)) return 1;
+    if (t->state == T_WAITING) {
+        t->fail_msg = "stack overflow: the task's stack cannot take the results of its wait";
+        loop_ready(t, 0);
+    }
+    return 0;
+}
+
 static task *check_in_task(lua_State *L, const char *what) {
     task *t = loop_task_of(L);
     if (!t || t->co != L)
@@ -289,18 +301,22 @@ static void store_results(lua_State *L, task *t, int nres) {
     lua_pop(L, 1);
 }
 
+/* The error on top of t->co becomes the task's: box.err (message and traceback) and
+ * box.errvalue (the value itself). Nothing is pushed on t->co, whose stack may be full
+ * (a stack overflow). [-0, +0, m] on L */
 static void store_error(lua_State *L, task *t) {
     int et = lua_type(t->co, -1);
-    const char *msg;
-    lua_checkstack(t->co, 2);
+    if (!lua_checkstack(L, 6)) abort(); /* the scheduler's own stack: a few slots, always there */
     if (et == LUA_TSTRING || et == LUA_TNUMBER) {
         lua_pushvalue(t->co, -1);
-        msg = lua_tostring(t->co, -1);
+        lua_xmove(t->co, L, 1); /* a copy: lua_tostring may convert a number in place */
+        lua_pushstring(L, lua_tostring(L, -1));
+        lua_remove(L, -2);
     } else {
-        msg = lua_pushfstring(t->co, "(error object is a %s value)", luaL_typename(t->co, -1));
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(t->co, -1));
     }
-    luaL_traceback(L, t->co, msg, 0);
-    lua_pop(t->co, 1);
+    luaL_traceback(L, t->co, lua_tostring(L, -1), 0); /* msg traceback */
+    lua_remove(L, -2);
     push_box(L, t);
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "err");
@@ -311,8 +327,32 @@ static void store_error(lua_State *L, task *t) {
     lua_pop(L, 1);
 }
 
+/* A parked task whose wait cannot be completed (loop_reserve) fails with `msg` where it
+ * waits: its to-be-closed variables are closed, its joiners get the error. [-0, +0, m] */
+static void fail_parked(lua_State *L, task *t, const char *msg) {
+    if (!lua_checkstack(L, 6)) abort();
+    luaL_traceback(L, t->co, msg, 0);
+    push_box(L, t);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "err");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "errvalue");
+    lua_pop(L, 1);
+    t->state = T_FAILED; /* before __close handlers run: they cannot park it again */
+    lua_resetthread(t->co);
+    report_failure(L, t, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    finish_queued(L, t, T_FAILED, 0);
+}
+
 static void resume_task(lua_State *L, task *t) {
     int nres = 0;
+    if (t->fail_msg) {
+        const char *msg = t->fail_msg;
+        t->fail_msg = NULL;
+        fail_parked(L, t, msg);
+        return;
+    }
     S.running = t;
     t->state = T_RUNNING;
     int rc = lua_resume(t->co, L, t->nargs, &nres);
@@ -363,8 +403,10 @@ static void fire_due_timers(void) {
         if (fn) fn(ud); /* a wait with a timeout releases what it waited on */
         if (sleep) {
             ready_push(t, 0);
+        } else if (!lua_checkstack(t->co, 2)) {
+            t->fail_msg = "stack overflow: the task's stack cannot take the results of its wait";
+            ready_push(t, 0);
         } else {
-            lua_checkstack(t->co, 2);
             lua_pushnil(t->co);
             lua_pushliteral(t->co, "timeout");
             ready_push(t, 2);
@@ -449,7 +491,8 @@ static int core_wake(lua_State *L) {
         return 1;
     }
     int n = lua_gettop(L) - 1;
-    lua_checkstack(t->co, n);
+    if (!lua_checkstack(t->co, n)) /* nothing moved: the task stays suspended */
+        return luaL_error(L, "wake: the task's stack cannot take %d more values", n);
     lua_xmove(L, t->co, n);
     loop_ready(t, n);
     lua_pushboolean(L, 1);
@@ -666,7 +709,7 @@ static void deliver_signal(int i) {
             lua_pushvalue(L, -1);
             lua_pushnil(L);
             lua_rawset(L, -4); /* clearing the current key is allowed during lua_next */
-            lua_checkstack(t->co, 1);
+            if (!loop_reserve(t, 1)) continue; /* t fails; the signal stays pending */
             lua_pushstring(t->co, signal_names[i].name);
             loop_ready(t, 1);
             delivered = 1;
@@ -769,8 +812,12 @@ static void loop_turn(lua_State *L) {
         return;
     }
     if (!S.heap_len && !S.io_pending && !S.ext_pending) {
-        lua_pushliteral(L, "deadlock: every task waits and nothing can wake any of them");
-        lua_xmove(L, S.main_task->co, 1);
+        static const char deadlock[] = "deadlock: every task waits and nothing can wake any of them";
+        if (!lua_checkstack(S.main_task->co, 1)) {
+            fail_parked(L, S.main_task, deadlock);
+            return;
+        }
+        lua_pushstring(S.main_task->co, deadlock);
         store_error(L, S.main_task);
         finish(L, S.main_task, T_FAILED);
         return;

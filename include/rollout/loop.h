@@ -51,6 +51,9 @@ lua_State *task_thread(task *t);
 /* True while t's coroutine runs (not waiting, not being cancelled). */
 int task_is_running(task *t);
 void loop_ready(task *t, int nresults);
+/* Before pushing results: room for n more values on t's stack (1), or 0, and t is readied
+ * to fail with a stack overflow where it waits; push nothing and release the operation. */
+int loop_reserve(task *t, int n);
 
 /* The task running on L, or NULL when L is not a task's coroutine. */
 task *loop_task_of(lua_State *L);
