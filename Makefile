@@ -1,25 +1,70 @@
-# rollout: build, test, bench, demo, deps, install.
+# rollout: build, test, bench, demo, deps, install, dist.
+#
+# The two commands of a fresh Debian 12: `make demo` and `make test`. Each installs the
+# Debian packages its target needs first (as root; docs/install.md lists them per target),
+# then builds. The pkg-config flags are read when the first compile runs, not when make
+# parses this file, so one invocation works on a machine that had none of the -dev packages.
 PREFIX    ?= /usr/local
 CC        ?= cc
 PKGS      := lua5.4 libcurl yaml-0.1 libcjson libedit
 WARN      := -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+JOBS      ?= 4
+
+# Evaluated at their first use (a recipe), then kept: VAR = $(eval VAR := $$(shell ...))$(VAR).
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+
+# The version: `git describe` of the newest v* tag (v0.2.0-3-gabc1234[-dirty] -> 0.2.0-3-gabc1234),
+# else, with no tag yet, VERSION's base plus the commit count and hash (0.1.0-57-gabc1234); in
+# a tarball (no .git) the VERSION file `make dist` wrote. VERSION holds the base in git.
+VERSION = $(eval VERSION := $$(shell sh tools/version.sh))$(VERSION)
+
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iinclude $(PKG_CFLAGS) \
              -DROLLOUT_LUADIR='"$(PREFIX)/share/rollout/lua"'
-LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lm
+LDLIBS     = $(PKG_LIBS) -lev -lm
 
 SRC  := $(sort $(wildcard src/*.c))
 OBJ  := $(SRC:src/%.c=build/%.o)
 HDR  := $(wildcard include/rollout/*.h)
 
-# Debian packages that building, testing, benchmarking and the demo need.
-DEPS := build-essential pkg-config liblua5.4-dev lua5.4 libcurl4-openssl-dev libcjson-dev libev-dev \
-        libyaml-dev libedit-dev haproxy nginx-light wrk socat curl python3 python3-prometheus-client python3-scipy \
-        prometheus prometheus-alertmanager etcd-server iptables iproute2 lua-check clang libclang-rt-14-dev \
-        util-linux procps openssl chromium jq bc faketime valgrind
+# Debian packages, by target (docs/install.md is the table; keep the two in step).
+DEPS_BUILD    := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev libcjson-dev libev-dev \
+                 libyaml-dev libedit-dev
+DEPS_DEMO     := $(DEPS_BUILD) haproxy $(if $(PROMETHEUS),prometheus prometheus-alertmanager)
+DEPS_TEST     := $(DEPS_BUILD) git haproxy nginx-light prometheus prometheus-alertmanager etcd-server \
+                 python3 python3-prometheus-client python3-scipy python3-kubernetes curl openssl \
+                 iproute2 iptables faketime tmux chromium
+DEPS_ASAN     := $(DEPS_TEST) clang libclang-rt-14-dev
+DEPS_FUZZ     := $(DEPS_BUILD) clang libclang-rt-14-dev
+DEPS_BENCH    := $(DEPS_TEST) wrk socat jq bc
+DEPS_LINT     := lua-check
+DEPS_VALGRIND := $(DEPS_TEST) valgrind
+DEPS          := $(sort $(DEPS_BENCH) $(DEPS_ASAN) $(DEPS_LINT) $(DEPS_VALGRIND) prometheus-alertmanager)
 
-.PHONY: all deps test asan bench install clean clean-build check-lua demo
+# apt-install(packages): install those not yet installed (root only; else say what is missing).
+define apt-install
+@missing=$$(for p in $(sort $(1)); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+if [ -z "$$missing" ]; then echo "make $@: all packages present"; \
+elif [ "$$(id -u)" != 0 ]; then echo "make $@: missing packages (run as root, or apt-get install them):" $$missing >&2; exit 1; \
+else echo "make $@: installing" $$missing; \
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+endef
+
+.PHONY: all deps deps-build deps-demo deps-test deps-asan deps-fuzz deps-bench deps-lint deps-valgrind \
+        test asan bench install uninstall dist clean clean-build check-lua demo FORCE
 all: rollout $(if $(wildcard sample/service.c),sample-service) $(if $(wildcard sample/loadgen.c),loadgen)
+
+deps:          ; $(call apt-install,$(DEPS))
+deps-build:    ; $(call apt-install,$(DEPS_BUILD))
+deps-demo:     ; $(call apt-install,$(DEPS_DEMO))
+deps-test:     ; $(call apt-install,$(DEPS_TEST))
+deps-asan:     ; $(call apt-install,$(DEPS_ASAN))
+deps-fuzz:     ; $(call apt-install,$(DEPS_FUZZ))
+deps-bench:    ; $(call apt-install,$(DEPS_BENCH))
+deps-lint:     ; $(call apt-install,$(DEPS_LINT))
+deps-valgrind: ; $(call apt-install,$(DEPS_VALGRIND))
 
 # The sample service (the role podinfo plays for Flagger) and a steady-rate load generator.
 sample-service: sample/service.c $(wildcard sample/*.h)
@@ -37,16 +82,18 @@ build/%.o: src/%.c $(HDR) | build
 build:
 	mkdir -p build
 
-deps:
-	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing $$missing"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
-	else echo "make deps: all packages present"; fi
+# build/version holds the version main.c was compiled with; rewritten only when it changes.
+build/version: FORCE | build
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+build/main.o build-asan/main.o: build/version
+build/main.o build-asan/main.o: ALL_CFLAGS += -DROLLOUT_VERSION='"$(VERSION)"'
 
-# Every test: the Lua specs inside the real binary (they start real servers themselves).
-test: deps all
+# The targets that install packages run the build in a second make, so that the build
+# reads pkg-config after the packages are there, and never in parallel with apt-get.
+# Every test: the Lua specs inside the real binary (they start real servers themselves),
+# spec files in parallel (JOBS at once; the suite mostly waits on servers and clocks).
+test: deps-test
+	$(MAKE) all
 	./rollout test spec
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build (./rollout-asan, objects in
@@ -61,11 +108,13 @@ build-asan/%.o: src/%.c $(HDR)
 	@mkdir -p build-asan
 	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
-asan: deps all rollout-asan
+asan: deps-asan
+	$(MAKE) all rollout-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ./rollout-asan test spec
 
-bench: deps rollout
+bench: deps-bench
+	$(MAKE) all
 	./rollout bench/run.lua
 
 # Decision quality: shared + generated labelled scenarios, static thresholds vs the judge
@@ -74,13 +123,29 @@ bench: deps rollout
 eval: rollout
 	./rollout tools/eval.lua
 
-install: rollout
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/rollout/lua
-	install -m 755 rollout $(DESTDIR)$(PREFIX)/bin/rollout
-	cp -R lua/rollout $(DESTDIR)$(PREFIX)/share/rollout/lua/
-	cp -R playbooks $(DESTDIR)$(PREFIX)/share/rollout/
+# ---- install / uninstall / dist -------------------------------------------------------------
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary, the Lua library, the playbooks,
+# docs/ and the man pages. Every file and directory it creates is listed in the manifest
+# $(PREFIX)/share/rollout/install-manifest, and `make uninstall` removes exactly those.
+DOC_FILES := $(wildcard README.md LICENSE CHANGELOG.md)
+MAN1      := $(wildcard man/*.1)
+MAN5      := $(wildcard man/*.5)
 
-check-lua:
+install: rollout
+	@sh tools/install.sh '$(DESTDIR)' '$(PREFIX)' rollout '$(DOC_FILES)' '$(MAN1)' '$(MAN5)'
+
+uninstall:
+	@sh tools/install.sh --uninstall '$(DESTDIR)' '$(PREFIX)'
+
+# rollout-VERSION.tar.gz: `git archive` of HEAD plus a VERSION file holding the full version
+# (a dirty tree's uncommitted changes are not in it; the version then says -dirty).
+dist:
+	@v='$(VERSION)'; d=rollout-$$v; rm -rf build/dist && mkdir -p build/dist/$$d && \
+	git archive --format=tar --prefix=$$d/ HEAD | tar -x -C build/dist && \
+	echo "$$v" > build/dist/$$d/VERSION && \
+	tar -C build/dist -czf $$d.tar.gz $$d && rm -rf build/dist && echo $$d.tar.gz
+
+check-lua: deps-lint
 	luacheck -q lua spec playbooks tools bench
 
 clean-build:
@@ -92,7 +157,8 @@ clean: clean-build
 # load), the runbook's five stages in seconds, live progress. By default the canary starts
 # failing in stage 2 and is rolled back; GOOD=1 promotes a healthy one; PROMETHEUS=1 reads
 # metrics through a real Prometheus, whose alert in Alertmanager can fire critical_alert.
-demo: deps all
+demo: deps-demo
+	$(MAKE) all
 	./rollout tools/demo.lua $(if $(GOOD),--good) $(if $(PROMETHEUS),--prometheus)
 
 # ---- fuzzing (libFuzzer, clang) -----------------------------------------------------------
@@ -128,7 +194,12 @@ build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(HDR) $$(call fuzz_objs,$$(FUZ
 
 fuzz-build: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 
-fuzz: deps fuzz-build
+fuzz: deps-fuzz
+	$(MAKE) fuzz-build
+	@$(MAKE) --no-print-directory fuzz-run
+
+.PHONY: fuzz-run
+fuzz-run:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p build-fuzz/corpus/$$t fuzz/corpus/$$t; \
 	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
@@ -151,5 +222,6 @@ fuzz-merge: fuzz-build
 
 # The suite under valgrind's memcheck: no errors, no definite leaks (tools/valgrind.sh).
 .PHONY: valgrind
-valgrind: deps all
+valgrind: deps-valgrind
+	$(MAKE) all
 	tools/valgrind.sh

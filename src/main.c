@@ -17,6 +17,11 @@
 #include "rollout/loop.h"
 #include "rollout/modules.h"
 
+/* The Makefile passes the version (tools/version.sh: git describe, else the VERSION file). */
+#ifndef ROLLOUT_VERSION
+#define ROLLOUT_VERSION "0.0.0-unknown"
+#endif
+
 #ifndef ROLLOUT_LUADIR
 #define ROLLOUT_LUADIR "/usr/local/share/rollout/lua"
 #endif
@@ -26,6 +31,14 @@ static int has_library(const char *dir) {
     struct stat st;
     if (snprintf(path, sizeof path, "%s/rollout/cli.lua", dir) >= (int)sizeof path) return 0;
     return stat(path, &st) == 0;
+}
+
+/* package.rollout_version: the version string rollout.version reads. [-0, +0, -] */
+static void set_version(lua_State *L) {
+    lua_getglobal(L, "package");
+    lua_pushliteral(L, ROLLOUT_VERSION);
+    lua_setfield(L, -2, "rollout_version");
+    lua_pop(L, 1);
 }
 
 /* $ROLLOUT_LUADIR, else lua/ beside the binary (source tree), else ../share/rollout/lua
@@ -91,6 +104,7 @@ int main(int argc, char **argv) {
     loop_init(L, 0);
     modules_preload(L);
     set_path(L, luadir);
+    set_version(L);
     int code = 2;
     if (push_main(L, argc, argv)) loop_run_main(L, 1, &code);
     loop_close();

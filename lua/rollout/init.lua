@@ -8,7 +8,9 @@ local units = require("rollout.units")
 local M = {}
 for k, v in pairs(core) do M[k] = v end
 
-M.version = "0.1.0"
+-- Compiled in by main.c (-DROLLOUT_VERSION, from git describe or the VERSION file); a
+-- harness that embeds the library without main.c (the fuzz targets) has none.
+M.version = package.rollout_version or "0.0.0-unknown"
 -- The running binary: specs and tools start child rollouts with it (plain or sanitized).
 M.exe = require("rollout.fs").realpath("/proc/self/exe")
 M.duration = units.duration
