@@ -10,7 +10,7 @@ for k, v in pairs(core) do M[k] = v end
 
 -- Compiled in by main.c (-DROLLOUT_VERSION, from git describe or the VERSION file); a
 -- harness that embeds the library without main.c (the fuzz targets) has none.
-M.version = package.rollout_version or "0.0.0-unknown"
+M.version = rawget(package, "rollout_version") or "0.0.0-unknown"
 -- The running binary: specs and tools start child rollouts with it (plain or sanitized).
 M.exe = require("rollout.fs").realpath("/proc/self/exe")
 M.duration = units.duration
