@@ -15,7 +15,7 @@ local function walk(dir)
     for _, n in ipairs(names) do
       local p = rel .. "/" .. n
       out[#out + 1] = p
-      if fs.stat(dir .. p).type == "directory" then visit(p) end
+      if fs.stat(dir .. p).type == "dir" then visit(p) end
     end
   end
   visit("")
@@ -87,7 +87,7 @@ describe("make install", function()
     for _, p in ipairs(before) do old[p] = true end
     for _, p in ipairs(walk(dest)) do
       if not old[p] then
-        local want = fs.stat(dest .. p).type == "directory" and "d" or "f"
+        local want = fs.stat(dest .. p).type == "dir" and "d" or "f"
         assert.equals(want, listed[p], p .. " is in the manifest")
       end
     end
