@@ -3,7 +3,7 @@
 -- triggers, its ten pre-flight checks, and its rollback and finalize procedures.
 --
 --   rollout check    playbooks/canary.lua
---   rollout simulate playbooks/canary.lua --scenario ../shared/scenarios/healthy.lua
+--   rollout simulate playbooks/canary.lua --scenario scenarios/healthy.lua
 --   rollout run      playbooks/canary.lua --set router.socket=/run/haproxy/admin.sock
 --
 -- Targets (proxy socket, Prometheus, Alertmanager, commands) are settings: override them
@@ -39,7 +39,7 @@ return playbook {
     { type = "alertmanager", url = params.alertmanager_url, matchers = { 'severity="critical"', 'service="{{service}}"' } },
   },
 
-  interval = "10s",        -- evaluations (SEMANTICS.md)
+  interval = "10s",        -- evaluations (docs/semantics.md)
   trigger_window = "1m",
   gate_window = "5m",      -- the runbook's rate(...[5m])
 

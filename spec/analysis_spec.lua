@@ -368,7 +368,7 @@ describe("analysis: simulated rollouts", function()
   end)
 
   it("a healthy canary passes every judged stage, and the rest of the run is unchanged", function()
-    local healthy = simsupport.SHARED .. "/scenarios/healthy.lua"
+    local healthy = simsupport.SCENARIOS .. "/healthy.lua"
     local plain_s, plain = simsupport.simulate("playbooks/canary.lua", healthy)
     local s, events = simsupport.simulate("playbooks/canary.lua", healthy, { "--set", "judge.stages=true" })
     assert.same(plain_s, s)
@@ -383,7 +383,7 @@ describe("analysis: simulated rollouts", function()
   end)
 
   it("the abTest waits for its 10,000 samples, extending the hold", function()
-    local healthy = simsupport.SHARED .. "/scenarios/healthy.lua"
+    local healthy = simsupport.SCENARIOS .. "/healthy.lua"
     local s, events = simsupport.simulate("playbooks/canary.lua", healthy, { "--set", "ab_test.gate=true" })
     assert.equals("promoted", s.outcome)
     local ext = first(events, "hold_extended", function(e) return e.stage == "Initial" end)

@@ -38,7 +38,7 @@ describe("DORA", function()
     dir = assert(fs.mkdtemp("dora-spec"))
     caps = {}
     for _, name in ipairs({ "healthy", "error-spike", "stage-gate-error" }) do
-      caps[name] = obs.capture(PB, obs.SHARED .. "/scenarios/" .. name .. ".lua", dir .. "/" .. name .. ".capture")
+      caps[name] = obs.capture(PB, obs.SCENARIOS .. "/" .. name .. ".lua", dir .. "/" .. name .. ".capture")
     end
     local j = dir .. "/journals"
     -- a week: 6 promoted (4 with a commit time), 2 rolled back (restore 12 s and 30 s), 1 aborted at pre-flight

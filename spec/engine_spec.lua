@@ -1,4 +1,4 @@
--- The engine's decisions beyond the shared scenarios (simulation, virtual time).
+-- The engine's decisions beyond the labelled scenarios (simulation, virtual time).
 local proc = require("rollout.proc")
 local json = require("rollout.json")
 local sim = require("spec.support.sim")
@@ -112,7 +112,7 @@ describe("engine", function()
   end)
 
   it("every gate event carries the values and thresholds behind it", function()
-    local _, events = sim.simulate("playbooks/canary.lua", sim.SHARED .. "/scenarios/healthy.lua")
+    local _, events = sim.simulate("playbooks/canary.lua", sim.SCENARIOS .. "/healthy.lua")
     local gates = sim.events_of(events, "gate")
     assert.equals(5, #gates)
     for _, g in ipairs(gates) do

@@ -1,5 +1,5 @@
 -- /metrics: the collector against recorded event streams, the HTTP server (keep-alive,
--- HEAD, 404, 405), promtool's lint, and a real Prometheus (STACK.md recipe: fresh data dir,
+-- HEAD, 404, 405), promtool's lint, and a real Prometheus (fresh data dir,
 -- loopback, scrape_interval 1s) scraping a live rollout, its series read back through
 -- /api/v1/query and /api/v1/query_range.
 local rollout = require("rollout")
@@ -45,8 +45,8 @@ describe("metrics collector", function()
   local dir
   setup(function()
     dir = assert(fs.mkdtemp("metrics-spec"))
-    obs.capture(PB, obs.SHARED .. "/scenarios/error-spike.lua", dir .. "/spike.jsonl")
-    obs.capture(PB, obs.SHARED .. "/scenarios/source-outage.lua", dir .. "/outage.jsonl")
+    obs.capture(PB, obs.SCENARIOS .. "/error-spike.lua", dir .. "/spike.jsonl")
+    obs.capture(PB, obs.SCENARIOS .. "/source-outage.lua", dir .. "/outage.jsonl")
     obs.capture(PB, "spec/fixtures/scenarios/spike-in-rampup.lua", dir .. "/faults.jsonl")
   end)
   teardown(function() fs.rmtree(dir) end)
@@ -101,9 +101,9 @@ describe("metrics collector", function()
   end)
 
   it("documents every metric it can expose", function()
-    local doc = assert(fs.read("README.md"))
+    local doc = assert(fs.read("docs/observability.md"))
     for _, name in ipairs(me.NAMES) do
-      assert.truthy(doc:find("| `" .. name .. "` |", 1, true), name .. " is not documented in README.md")
+      assert.truthy(doc:find("| `" .. name .. "` |", 1, true), name .. " is not documented in docs/observability.md")
     end
   end)
 
@@ -205,7 +205,7 @@ scrape_configs:
       timeout = 30,
     })
     finally(function() prom:stop() end)
-    -- wait for the first successful scrape (STACK.md: ~6 s after ready)
+    -- wait for the first successful scrape (about 6 s after ready)
     local deadline = rollout.now() + 30
     while rollout.now() < deadline and ep.scrapes == 0 do rollout.sleep(0.2) end
     assert.truthy(ep.scrapes > 0, "prometheus never scraped:\n" .. prom:log())

@@ -1,5 +1,5 @@
 -- net_spec.lua: rollout.net over real Unix and TCP sockets, servers written in Lua, and a
--- real HAProxy runtime API (STACK.md recipe) on loopback.
+-- real HAProxy runtime API on loopback.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local net = require("rollout.net")

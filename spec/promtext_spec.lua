@@ -32,7 +32,7 @@ local function run(argv, timeout)
 end
 
 -- Starts a real server on free loopback ports in a temp dir, fetches /metrics, stops it
--- by its PID (from the trap, whatever happens). Recipes: shared/STACK.md. A server that
+-- by its PID (from the trap, whatever happens). Recipes: spec/support/servers.lua. A server that
 -- dies before it is ready (a port taken between the check and the bind, on a busy
 -- machine) is retried on new ports, up to three times.
 local CAPTURE = [=[

@@ -45,15 +45,15 @@ describe("report", function()
   local dir, spike, healthy, gate_fail, outage
   setup(function()
     dir = assert(fs.mkdtemp("report-spec"))
-    obs.capture(PB, obs.SHARED .. "/scenarios/error-spike.lua", dir .. "/spike-sim.jsonl")
+    obs.capture(PB, obs.SCENARIOS .. "/error-spike.lua", dir .. "/spike-sim.jsonl")
     spike = obs.journalize(dir .. "/spike-sim.jsonl", dir .. "/spike.jsonl", TS0)
-    obs.capture(PB, obs.SHARED .. "/scenarios/healthy.lua", dir .. "/healthy-sim.jsonl")
+    obs.capture(PB, obs.SCENARIOS .. "/healthy.lua", dir .. "/healthy-sim.jsonl")
     healthy = rewrite(dir .. "/healthy-sim.jsonl", dir .. "/healthy.jsonl", function(ev)
       ev.ts = TS0 + ev.t
       if ev.event == "rollout_started" then ev.commit_time = "2025-11-11T04:00:00Z" end
     end)
-    gate_fail = obs.capture(PB, obs.SHARED .. "/scenarios/stage-gate-error.lua", dir .. "/gate.jsonl")
-    outage = obs.capture(PB, obs.SHARED .. "/scenarios/source-outage.lua", dir .. "/outage.jsonl")
+    gate_fail = obs.capture(PB, obs.SCENARIOS .. "/stage-gate-error.lua", dir .. "/gate.jsonl")
+    outage = obs.capture(PB, obs.SCENARIOS .. "/source-outage.lua", dir .. "/outage.jsonl")
   end)
   teardown(function() fs.rmtree(dir) end)
 

@@ -13,7 +13,7 @@ local ROOT = assert(fs.realpath("."))
 -- Overridable so a sanitizer build can be tested without replacing the binaries others use.
 local SERVICE = os.getenv("SAMPLE_SERVICE") or ROOT .. "/sample-service"
 local LOADGEN = os.getenv("LOADGEN") or ROOT .. "/loadgen"
-local PYTHON = "/usr/bin/python3" -- Debian's, for raw-socket checks (see STACK.md)
+local PYTHON = "/usr/bin/python3" -- Debian's, for raw-socket checks
 
 -- ---- helpers ------------------------------------------------------------------------
 

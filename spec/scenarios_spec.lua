@@ -1,13 +1,13 @@
--- Every labelled scenario of shared/scenarios through playbooks/canary.lua: outcome,
--- reason prefix and the bounds of the summary's `at` (SEMANTICS.md).
+-- Every labelled scenario in scenarios/ through playbooks/canary.lua: outcome,
+-- reason prefix and the bounds of the summary's `at` (docs/semantics.md).
 local fs = require("rollout.fs")
 local units = require("rollout.units")
 local json = require("rollout.json")
 local sim = require("spec.support.sim")
 
-local dir = sim.SHARED .. "/scenarios"
+local dir = sim.SCENARIOS
 
-describe("shared scenarios through playbooks/canary.lua", function()
+describe("labelled scenarios through playbooks/canary.lua", function()
   local files = {}
   for _, name in ipairs(fs.list(dir) or {}) do
     if name:match("%.lua$") then files[#files + 1] = name end
@@ -39,7 +39,7 @@ describe("shared scenarios through playbooks/canary.lua", function()
 end)
 
 describe("the runbook's canary-config.yaml", function()
-  it("gives the same decisions as canary.lua on every shared scenario", function()
+  it("gives the same decisions as canary.lua on every labelled scenario", function()
     for _, name in ipairs(require("rollout.fs").list(dir) or {}) do
       if name:match("%.lua$") then
         local path = dir .. "/" .. name
@@ -73,7 +73,7 @@ end)
 
 describe("simulation", function()
   it("is deterministic: the same seed gives the same run, byte for byte", function()
-    local p = sim.SHARED .. "/scenarios/error-spike.lua"
+    local p = sim.SCENARIOS .. "/error-spike.lua"
     local _, _, r1 = sim.simulate("playbooks/canary.lua", p)
     local _, _, r2 = sim.simulate("playbooks/canary.lua", p)
     assert.truthy(#r1.stdout > 1000)

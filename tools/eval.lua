@@ -1,5 +1,5 @@
 -- make eval: decision quality of playbooks/canary.lua with and without the statistical
--- judge, over every shared scenario (../shared/scenarios, labelled by their `expect`) and
+-- judge, over every labelled scenario in scenarios/ (labelled by their `expect`) and
 -- the generated labelled set (tools/eval_scenarios: generate.lua, labels.lua).
 --
 --   rollout tools/eval.lua [--jobs N] [--only NAME,...] [--configs KEY,...] [--out FILE.jsonl]
@@ -15,7 +15,7 @@
 --               runbook's own minSampleSize is 10,000 too), with the default allowed_increase 1.1
 --   ab_bare     the same with allowed_increase = 1: the significance test alone
 -- Every simulation runs in-process under the virtual clock; --jobs N (default 2) splits the
--- scenarios over N child processes. Prints the table the README's judge section quotes.
+-- scenarios over N child processes. Prints the table docs/judge.md quotes.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local json = require("rollout.json")
@@ -35,15 +35,13 @@ local CONFIGS = {
     sets = { "ab_test.gate[1]=Half", "ab_test.gate[2]=Majority", "ab_test.allowed_increase=1" } },
 }
 
-local function shared_dir()
-  for _, p in ipairs({ os.getenv("ROLLOUT_SHARED") or "", "../shared" }) do
-    local st = p ~= "" and fs.stat(p .. "/scenarios")
-    if st and st.type == "dir" then return p .. "/scenarios" end
-  end
+local function labelled_dir()
+  local st = fs.stat("scenarios")
+  if st and st.type == "dir" then return "scenarios" end
 end
 
--- A shared scenario's label is its `expect`; the fault is its first change, alert or restart.
-local function shared_case(dir, name)
+-- A labelled scenario's label is its `expect`; the fault is its first change, alert or restart.
+local function labelled_case(dir, name)
   local path = dir .. "/" .. name
   local sc = assert(scenario.load(path))
   local want = sc.expect and sc.expect.outcome
@@ -54,20 +52,20 @@ local function shared_case(dir, name)
   for _, a in ipairs(sc.alerts) do at(a.at) end
   for _, r in ipairs(sc.restarts) do at(r) end
   for _, e in ipairs(sc.source_errors) do at(e.from) end
-  return { name = "shared/" .. name:gsub("%.lua$", ""), family = "shared", label = label,
+  return { name = "scenarios/" .. name:gsub("%.lua$", ""), family = "labelled", label = label,
     fault_at = label == "bad" and (fault or 0) or nil, path = path }
 end
 
 local function all_cases()
   local out = {}
-  local dir = shared_dir()
+  local dir = labelled_dir()
   if dir then
     local names = {}
     for _, n in ipairs(fs.list(dir) or {}) do if n:match("%.lua$") then names[#names + 1] = n end end
     table.sort(names)
-    for _, n in ipairs(names) do out[#out + 1] = shared_case(dir, n) end
+    for _, n in ipairs(names) do out[#out + 1] = labelled_case(dir, n) end
   else
-    io.stderr:write("eval: ../shared/scenarios not found (set ROLLOUT_SHARED); generated scenarios only\n")
+    io.stderr:write("eval: scenarios/ not found (run from the repository); generated scenarios only\n")
   end
   for _, c in ipairs(generate.generate()) do out[#out + 1] = c end
   return out
@@ -212,10 +210,10 @@ end
 local function print_table(cases, results, configs)
   local t = tally(cases, results, configs)
   local first = t[configs[1].key]
-  local nshared = 0
-  for _, c in ipairs(cases) do if c.family == "shared" then nshared = nshared + 1 end end
-  print(string.format("decision quality: %d scenarios (%d shared, %d generated): %d good, %d bad, %d where pausing is right",
-    #cases, nshared, #cases - nshared, first.good, first.bad, first.inc))
+  local nlabelled = 0
+  for _, c in ipairs(cases) do if c.family == "labelled" then nlabelled = nlabelled + 1 end end
+  print(string.format("decision quality: %d scenarios (%d labelled, %d generated): %d good, %d bad, %d where pausing is right",
+    #cases, nlabelled, #cases - nlabelled, first.good, first.bad, first.inc))
   print()
   local head = { "|" }
   local rule = { "|---|" }

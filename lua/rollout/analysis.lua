@@ -17,7 +17,7 @@
 --   fail          the judge's result is "fail" (or "marginal" with on_marginal = "fail");
 --                 why is "judge" or "ab_test" (the engine's reason gate:judge / gate:ab_test)
 --   inconclusive  too few requests (why "<name>_min_samples"), no data in half the
---                 metrics ("<name>_no_data": SEMANTICS.md, no data never passes), a
+--                 metrics ("<name>_no_data": docs/semantics.md, no data never passes), a
 --                 marginal score ("<name>_marginal", the default on_marginal), or no
 --                 source with samples ("<name>_source_error"). The engine extends the hold
 --                 one interval at a time up to max_hold, like any other shortfall.

@@ -1,4 +1,4 @@
--- rollout.engine: the rollout state machine (DESIGN.md), with SEMANTICS.md's timing.
+-- rollout.engine: the rollout state machine (docs/architecture.md), with docs/semantics.md's timing.
 --
 --   pending → preflight → deploy → stage[i] (shift, hold while triggers watch, gate)
 --           → promote → promoted;   any active state → rolling_back → rolled_back;
@@ -345,7 +345,7 @@ function E:check_share(sig)
   end
 end
 
---- One evaluation: sample every source, then triggers (SEMANTICS.md "Triggers").
+--- One evaluation: sample every source, then triggers (docs/semantics.md "Triggers").
 function E:tick()
   -- evaluate on the grid (the scheduled time), not the instant the loop got here: a tick
   -- a millisecond late must not make a 2 s `for` read 1.999 s, nor a 3 s window hold 4
@@ -682,7 +682,7 @@ function E:evaluate_gate(stage)
     if verdict == "fail" then failed = jwhy elseif verdict == "inconclusive" then short[1] = jwhy end
   end
   local result, why
-  -- "Any threshold broken: rollback" (SEMANTICS.md), also while samples are short: a canary
+  -- "Any threshold broken: rollback" (docs/semantics.md), also while samples are short: a canary
   -- over its limit does not keep its traffic waiting for more data
   local active = held - (self.paused_in_stage or 0)
   if failed then result, why = "fail", failed

@@ -2,7 +2,7 @@
 -- (`rollout submit --scenario FILE`) and the fleet benchmark, where thousands of rollouts
 -- share one process on the real clock.
 --
--- The source reads the scenario format of SEMANTICS.md (rollout.sim.scenario checks it) but,
+-- The source reads the scenario format of docs/semantics.md (rollout.sim.scenario checks it) but,
 -- unlike rollout.sim.source, draws nothing: each window's signals are the scenario's
 -- expected values, computed from a handful of numbers. Requests are rps x time x share
 -- (the share from the weights the router confirmed, over time), errors are requests x

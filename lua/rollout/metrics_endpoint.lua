@@ -13,7 +13,7 @@
 --   local e = engine.new(pb, { ..., emit = emit }); ep:bind(e)
 --   ...; ep:close()
 --
--- Series with no data are absent, never 0 (SEMANTICS.md: no data is never 0).
+-- Series with no data are absent, never 0 (docs/semantics.md: no data is never 0).
 -- Error policy: a bad address raises; a port that cannot be bound returns nil, err. The
 -- sink never raises into the engine: a bug here is printed once to stderr and ignored.
 local rollout = require("rollout")

@@ -502,7 +502,7 @@ function M.validate(raw, opts)
   return M.normalise(pb, opts), nil
 end
 
--- Defaults of SEMANTICS.md.
+-- Defaults of docs/semantics.md.
 M.DEFAULTS = {
   interval = 10, trigger_window = 60, gate_window = 300, max_rollback_time = 300,
   policy = { inconclusive = "pause", consecutive_error_limit = 4, max_hold_factor = 2, share_tolerance = 0.10,

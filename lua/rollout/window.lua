@@ -2,7 +2,7 @@
 --
 -- Sources that observe increments (the scrape source's counter deltas, the probe, the
 -- simulator) add one record per version per interval; the engine then asks for signals
--- over any trailing window. This is where SEMANTICS.md's signal definitions live:
+-- over any trailing window. This is where docs/semantics.md's signal definitions live:
 --   requests  count in the window            rps        requests / window seconds
 --   error_rate errors / requests             p50/p95/p99 from the merged latency histograms
 --   health    ok / total health checks       cpu/memory/disk  the highest reading in the window

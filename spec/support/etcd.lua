@@ -1,4 +1,4 @@
--- Start a real etcd on loopback with free ports in a temp dir (recipe: shared/STACK.md).
+-- Start a real etcd on loopback with free ports in a temp dir (etcd from Debian's package).
 local proc = require("rollout.proc")
 local fs = require("rollout.fs")
 local net = require("rollout.net")

@@ -17,13 +17,8 @@ local scenario = require("rollout.sim.scenario")
 
 local M = {}
 
-M.SHARED = (function()
-  for _, p in ipairs({ os.getenv("ROLLOUT_SHARED") or "", "../shared", "/work/shared" }) do
-    local st = p ~= "" and fs.stat(p .. "/scenarios")
-    if st and st.type == "dir" then return p end
-  end
-  return "../shared"
-end)()
+-- The labelled scenarios shipped with the repository.
+M.SCENARIOS = "scenarios"
 
 local function merge(dst, src)
   for k, v in pairs(src or {}) do dst[k] = v end

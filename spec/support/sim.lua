@@ -5,13 +5,8 @@ local json = require("rollout.json")
 
 local M = {}
 
-M.SHARED = (function()
-  for _, p in ipairs({ "../shared", os.getenv("ROLLOUT_SHARED") or "" }) do
-    local st = require("rollout.fs").stat(p .. "/scenarios")
-    if st and st.type == "dir" then return p end
-  end
-  return "../shared"
-end)()
+-- The labelled scenarios shipped with the repository.
+M.SCENARIOS = "scenarios"
 
 --- simulate(playbook, scenario, extra_args) -> summary, events, result
 function M.simulate(playbook, scenario, extra)

@@ -1,6 +1,6 @@
 -- How the eval's scenarios are labelled: from the scenario's own parameters (what the
 -- simulator draws from), compared version against version at the same time, never from
--- what any engine decides. the README's judge section explains the choice of margins.
+-- what any engine decides. docs/judge.md explains the choice of margins.
 --
 --   bad   at some time the canary is worse than the baseline by a margin that is both
 --         relatively large and operationally meaningful, in at least one golden signal:
@@ -16,7 +16,7 @@
 --         rollout should promote it.
 --   grey  neither: the generator does not produce these (no label would be defensible).
 --   inconclusive  total traffic below the runbook's 100 req/s at any time while the
---         canary is judged: a correct engine cannot conclude and pauses (SEMANTICS.md).
+--         canary is judged: a correct engine cannot conclude and pauses (docs/semantics.md).
 local scenario = require("rollout.sim.scenario")
 
 local M = {}

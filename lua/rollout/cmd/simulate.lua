@@ -2,7 +2,7 @@
 -- Runs the playbook in virtual time with the simulated router and the scenario's
 -- synthetic traffic, whatever router and sources the playbook names. Hooks do not run
 -- (they would touch real systems) unless --run-hooks; pre-flight checks pass unless the
--- scenario's `preflight` table says otherwise. Exit codes as SEMANTICS.md: 0 promoted,
+-- scenario's `preflight` table says otherwise. Exit codes as docs/semantics.md: 0 promoted,
 -- 1 rolled back, 3 paused/aborted/failed, 2 usage or configuration error.
 local rollout = require("rollout")
 local args = require("rollout.args")

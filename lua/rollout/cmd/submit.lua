@@ -3,7 +3,7 @@
 -- Stores a rollout in etcd for the agents (`rollout agent`): the playbook with the .lua
 -- files of its directory, the --set list and the optional config, validated here first
 -- (nothing is stored when the playbook has errors). --scenario FILE replaces the
--- playbook's sources with synthetic traffic from a scenario (SEMANTICS.md format, on the
+-- playbook's sources with synthetic traffic from a scenario (docs/semantics.md format, on the
 -- real clock; rollout.fleet_sim); --simulated-router replaces its router likewise.
 -- Prints the rollout's id. Exit 0 stored, 2 usage or playbook error, 1 etcd error.
 local args = require("rollout.args")

@@ -1,4 +1,4 @@
--- rollout.sim.scenario: load and check a simulation scenario (format in SEMANTICS.md).
+-- rollout.sim.scenario: load and check a simulation scenario (format in docs/semantics.md).
 -- Times are durations since t = 0 ("12m", "20m30s" or seconds). Errors name the file,
 -- the line (when it can be found) and the key path, all at once, like playbooks.
 local units = require("rollout.units")

@@ -1,4 +1,4 @@
--- rollout.sim.source: synthetic traffic from a scenario (SEMANTICS.md): requests arrive at
+-- rollout.sim.source: synthetic traffic from a scenario (docs/semantics.md): requests arrive at
 -- `rps` (Poisson), reach the canary with probability weight/100 (the simulated router's
 -- current weights), fail with the version's error_rate, and take a log-normal latency
 -- whose median is p50 and whose 99th percentile is p99. Health checks succeed with

@@ -1,0 +1,75 @@
+-- The docs people read first: the README stays a short guide, and every complete playbook
+-- it shows (a ```lua block that returns a playbook) passes `rollout check --offline`.
+local fs = require("rollout.fs")
+local proc = require("rollout.proc")
+
+local function lua_blocks(text)
+  local out = {}
+  for block in text:gmatch("\n```lua\n(.-)\n```") do out[#out + 1] = block end
+  return out
+end
+
+describe("README.md", function()
+  local readme = assert(fs.read("README.md"))
+
+  it("is a guide of at most ~300 lines", function()
+    local n = select(2, readme:gsub("\n", ""))
+    assert.truthy(n <= 300, "README.md has " .. n .. " lines; move reference material into docs/")
+  end)
+
+  it("shows complete playbooks for HAProxy, NGINX and Istio that pass rollout check --offline", function()
+    local d = fs.mkdtemp("readme")
+    local types = {}
+    for i, block in ipairs(lua_blocks(readme)) do
+      if block:find("return playbook", 1, true) then
+        local path = d .. "/readme-" .. i .. ".lua"
+        assert(fs.write_atomic(path, block .. "\n"))
+        local r = assert(proc.run({ argv = { rollout.exe, "check", path, "--offline" }, timeout = 30 }))
+        assert.equals(0, r.code, "README playbook #" .. i .. " fails rollout check --offline:\n" .. r.stdout .. r.stderr)
+        types[block:match('router%s*=%s*{%s*type%s*=%s*"(%w+)"')] = true
+      end
+    end
+    fs.rmtree(d)
+    for _, t in ipairs({ "haproxy", "nginx", "istio" }) do
+      assert.truthy(types[t], "the README has no complete " .. t .. " playbook")
+    end
+  end)
+
+  it("links only to files that exist", function()
+    local missing = {}
+    for target in readme:gmatch("%]%(([^)#%s]+)[^)]*%)") do
+      if not target:match("^%a+:") and not fs.stat(target) then missing[#missing + 1] = target end
+    end
+    assert.equals(0, #missing, "README.md links to missing files: " .. table.concat(missing, ", "))
+  end)
+end)
+
+describe("docs/", function()
+  it("link only to files that exist", function()
+    local missing = {}
+    for _, name in ipairs(fs.list("docs") or {}) do
+      if name:match("%.md$") then
+        local text = fs.read("docs/" .. name)
+        for target in text:gmatch("%]%(([^)#%s]+)[^)]*%)") do
+          if not target:match("^%a+:") and not fs.stat("docs/" .. target) then
+            missing[#missing + 1] = "docs/" .. name .. " -> " .. target
+          end
+        end
+      end
+    end
+    assert.equals(0, #missing, "broken links:\n" .. table.concat(missing, "\n"))
+  end)
+
+  it("say nothing written for the team rather than for users", function()
+    local hits = {}
+    for _, name in ipairs(fs.list("docs") or {}) do
+      if name:match("%.md$") then
+        local text = fs.read("docs/" .. name):lower()
+        for _, phrase in ipairs({ "the lead", "readme section", "helper" }) do
+          if text:find(phrase, 1, true) then hits[#hits + 1] = "docs/" .. name .. ": " .. phrase end
+        end
+      end
+    end
+    assert.equals(0, #hits, table.concat(hits, "\n"))
+  end)
+end)
