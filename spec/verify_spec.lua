@@ -6,11 +6,7 @@ local fs = require("rollout.fs")
 local json = require("rollout.json")
 local sim = require("spec.support.sim")
 
-local SCENARIOS = (function()
-  local st = fs.stat("scenarios")
-  if st and st.type == "dir" then return "scenarios" end
-  return sim.SHARED .. "/scenarios"
-end)()
+local SCENARIOS = sim.SCENARIOS
 
 local function verify(argv)
   local a = { rollout.exe, "verify" }
