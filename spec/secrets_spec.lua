@@ -123,7 +123,7 @@ describe("secrets in a real run", function()
       pb.sources[1].headers = { Authorization = "Bearer %s" }
       pb.params = { api_token = %q }
       pb.notifications = { { type = "webhook", url_env = "ROLLOUT_SPEC_HOOK_URL", token_file = %q, retries = 0, timeout = "1s" } }
-      local function first_line(path) local f = assert(io.open(path)); local s = f:read("l"); f:close(); return s end
+      local function first_line(path) return (assert(fs.read(path)):match("[^\n]*")) end
       pb.hooks = {
         before_stage = function(ctx)
           ctx.log("deploy call with Authorization: Bearer %s")

@@ -517,8 +517,11 @@ function R:start()
     if not path then fail = "error:bundle"; why = config
     else
       local errs
+      -- the bundle is code from whoever can write the prefix: it loads in the playbook
+      -- sandbox under its load budget, while this agent's loop (leases, other rollouts) goes
+      -- on; a playbook that fails or exceeds it is rejected, the agent carries on
       pb, errs = require("rollout.playbook").load(path, { sets = b.sets, config = config })
-      if not pb then fail = "error:playbook"; why = require("rollout.playbook").format_error(errs[1])
+      if not pb then fail = "rejected:playbook"; why = require("rollout.playbook").format_error(errs[1])
       else
         router, sources = self:build(pb, b, scenario)
         M.forget_redactions() -- secrets this playbook registered apply from now on

@@ -7,7 +7,10 @@
 -- reported at once. Error policy: load() returns nil, errors (a list of
 -- {file=, line=, path=, msg=}) for anything wrong with the playbook; it raises only on
 -- programming errors in this module.
+local alloc = require("rollout.alloc")
+local budget = require("rollout.budget")
 local units = require("rollout.units")
+local sandbox = require("rollout.sandbox")
 local srcmap = require("rollout.srcmap")
 
 local M = {}
@@ -591,24 +594,6 @@ function M.apply_set(raw, assignment)
   return true
 end
 
-local function playbook_env(path)
-  local dir = path:match("^(.*)/[^/]*$") or "."
-  local env = setmetatable({}, { __index = _G })
-  env.PLAYBOOK_DIR = dir
-  env.playbook = function(t) return t end
-  --- include(relpath): run another Lua file, relative to the file that includes it, and
-  --- return its value.
-  env.include = function(rel)
-    local caller = debug.getinfo(2, "S").source
-    local cdir = caller:sub(1, 1) == "@" and caller:sub(2):match("^(.*)/[^/]*$") or dir
-    local p = rel:sub(1, 1) == "/" and rel or (cdir .. "/" .. rel)
-    local chunk, err = loadfile(p, "t", env)
-    if not chunk then error(err, 2) end
-    return chunk()
-  end
-  return env
-end
-
 --- For scripts that take `PLAYBOOK [--set k=v ...] [flags]`: parse argv with the extra flag
 --- spec, load and validate the playbook, print what is wrong. Returns pb, opts, or nil and
 --- the exit code (2).
@@ -629,19 +614,25 @@ function M.load_from_args(argv, spec, usage)
   return pb, opts
 end
 
---- load(path, {sets = {...}, config = yaml_path}) -> pb | nil, errors
-function M.load(path, opts)
-  opts = opts or {}
-  local chunk, err = loadfile(path, "t", playbook_env(path))
-  if not chunk then
-    local line, msg = err:match(":(%d+): (.*)$")
-    return nil, { { file = path, line = tonumber(line), path = "", msg = msg or err } }
-  end
-  local ok, raw = pcall(chunk)
-  if not ok then
-    local line, msg = tostring(raw):match("^[^:]*:(%d+): (.*)$")
-    return nil, { { file = path, line = tonumber(line), path = "", msg = msg or tostring(raw) } }
-  end
+-- What loading a playbook may spend: VM instructions, seconds of wall time (the loop is
+-- served meanwhile: the loader yields every 10 ms), bytes its Lua heap may grow by. Each of
+-- the two phases (running the file; merging --config/--set and validating) has this budget.
+M.LOAD_BUDGET = { instructions = 5e7, seconds = 5, memory = 64 * 1024 * 1024 }
+
+local function budgeted(limits, fn, ...)
+  return budget.run(alloc.run, { instructions = limits.instructions, seconds = limits.seconds },
+    fn, limits.memory, ...)
+end
+
+-- "file:12: msg" -> file, 12, msg (the file may be an included one)
+local function located(path, err)
+  local file, line, msg = tostring(err):match("^(.-):(%d+): (.*)$")
+  if file and file:sub(1, 1) ~= "[" then return file, tonumber(line), msg end
+  return path, nil, tostring(err)
+end
+
+local function finish_load(path, raw, opts)
+  raw = sandbox.plain(raw) -- no metamethod of the playbook runs while it is validated, or later
   local map = srcmap.load(path)
   local lines_for, warnings
   if opts.config then
@@ -659,6 +650,36 @@ function M.load(path, opts)
   end
   local pb, errs = M.validate(raw, { file = path, map = map, lines_for = lines_for, config = opts.config })
   if pb then pb.warnings = warnings or {} end
+  return pb, errs
+end
+
+--- load(path, {sets = {...}, config = yaml_path, budget = LOAD_BUDGET}) -> pb | nil, errors
+--- The file runs in rollout.sandbox's environment (no side effects while it loads) under
+--- the load budget; exceeding it, or any error while it runs or is validated, is an error
+--- of the playbook (a configuration error), never a crash of the caller.
+function M.load(path, opts)
+  opts = opts or {}
+  local limits = opts.budget or M.LOAD_BUDGET
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local env, state = sandbox.new(dir)
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then
+    local line, msg = err:match(":(%d+): (.*)$")
+    return nil, { { file = path, line = tonumber(line), path = "", msg = msg or err } }
+  end
+  state.loading = true
+  local ok, raw = pcall(budgeted, limits, chunk)
+  if not ok then
+    state.loading = false
+    local file, line, msg = located(path, raw)
+    return nil, { { file = file, line = line, path = "", msg = msg } }
+  end
+  local okv, pb, errs = pcall(budgeted, limits, finish_load, path, raw, opts)
+  state.loading = false
+  if not okv then
+    local file, line, msg = located(path, pb)
+    return nil, { { file = file, line = line, path = "", msg = msg } }
+  end
   return pb, errs
 end
 
