@@ -12,6 +12,7 @@
 -- carries the numbers behind it.
 local rollout = require("rollout")
 local playbook = require("rollout.playbook")
+local observe = require("rollout.observe")
 
 local M = {}
 local E = {}
@@ -37,6 +38,7 @@ function M.new(pb, env)
     pb = pb, env = env, router = env.router, sources = env.sources or {},
     state = "pending", ticking = false, consecutive_errors = 0, events = {},
     trig = {}, weights = { baseline = 100, canary = 0 }, commands = {},
+    observe = (env.observe or pb.observe) and true or nil, -- observe-only: rollout.observe
   }, E)
   for _, tr in ipairs(pb.triggers) do self.trig[tr.name] = { since = nil, state = "inactive" } end
   return self
@@ -155,6 +157,7 @@ end
 function E:set_weight(arg, who)
   local w = tonumber(arg)
   if not w or w < 0 or w > 100 then return nil, "set weight: expected a canary weight 0..100, got " .. tostring(arg) end
+  if self.observe then return nil, "set weight: this rollout is observe-only; it never changes weights" end
   if self.state ~= "stage" and self.state ~= "paused" then
     return nil, "set weight: the rollout is " .. tostring(self.state) .. "; a weight can be set during a stage or a pause"
   end
@@ -415,6 +418,10 @@ end
 function E:run_hook(name, extra, opts)
   local fn = self.pb.hooks[name]
   if not fn then return true end
+  if self.observe then
+    self:emit("hook_skipped", { hook = name, reason = "observe" })
+    return true
+  end
   if self.env.simulate and not self.env.run_hooks then
     self:emit("hook_skipped", { hook = name, reason = "simulation" })
     return true
@@ -501,6 +508,7 @@ end
 -- ---- traffic ------------------------------------------------------------------------------
 
 function E:shift(weight, extra)
+  if self.observe then return observe.shift(self, weight, extra) end
   local w = { baseline = 100 - weight, canary = weight }
   self:emit("weight_requested", { baseline = w.baseline, canary = w.canary, by = extra and extra.by })
   local intr = self:await_record()
@@ -518,6 +526,7 @@ end
 --- After a restart: read the router's weights back; re-apply the last confirmed ones if
 --- they differ (a proxy restarted with its config weights meanwhile).
 function E:reverify(weight)
+  if self.observe then observe.read(self, "resume"); return true end
   local want = { baseline = 100 - weight, canary = weight }
   local got, err = self.router:get_weights()
   self:emit("weights_read_back", { want = want, got = got, error = err })
@@ -804,12 +813,14 @@ end
 
 function E:finish(outcome, reason, at)
   self.state = outcome
-  self.outcome = { outcome = outcome, reason = reason, at = at or self:elapsed(), stage = self.stage and self.stage.name }
-  self:emit("outcome", { outcome = outcome, reason = reason, at = self.outcome.at })
+  self.outcome = { outcome = outcome, reason = reason, at = at or self:elapsed(), stage = self.stage and self.stage.name,
+    observe = self.observe }
+  self:emit("outcome", { outcome = outcome, reason = reason, at = self.outcome.at, observe = self.observe })
   return self.outcome
 end
 
 function E:rollback(intr)
+  if self.observe then return observe.rollback(self, intr) end
   self.state = "rolling_back"
   self.ticking = false
   self:emit("rollback_started", { reason = intr.reason, detail = intr.detail, value = intr.value })
@@ -882,14 +893,18 @@ function E:run()
   local pb = self.pb
   self:emit("rollout_started", { playbook = pb.file, service = pb.service, who = self.env.who,
     baseline = pb.versions.baseline.version, canary = pb.versions.canary.version, stages = #pb.stages,
-    simulate = self.env.simulate or nil, commit_time = pb.commit_time, deployment_id = pb.deployment_id })
+    simulate = self.env.simulate or nil, commit_time = pb.commit_time, deployment_id = pb.deployment_id,
+    observe = self.observe })
+  if self.observe then observe.read(self, "start") end
   local failed = self:preflight()
-  if failed then return self:finish("aborted", "preflight:" .. failed) end
+  if failed and self.observe then
+    self:emit("log", { message = "observe-only: pre-flight check " .. failed .. " failed; a real run would abort here" })
+  elseif failed then return self:finish("aborted", "preflight:" .. failed) end
   self.state = "deploy"
   local ok, err = self:run_hook_pausable("deploy")
   if not ok then return self:finish("failed", "error:deploy", nil, err) end
   self:capture_baseline()
-  if pb.header_override and self.router.header_override then
+  if pb.header_override and self.router.header_override and not self.observe then
     local hok, herr = self.router:header_override(pb.header_override)
     self:emit("header_override", { name = pb.header_override.name, value = pb.header_override.value, ok = hok and true or false, error = herr })
   end

@@ -57,7 +57,8 @@ end
 
 local LINES = {
   judge = function(e) return require("rollout.analysis").line(e) end,
-  rollout_started = function(e) return string.format("rollout %s: %s -> %s (%d stages)%s", e.service, e.baseline or "?", e.canary or "?", e.stages or 0, e.simulate and " [simulation]" or "") end,
+  rollout_started = function(e) return string.format("rollout %s: %s -> %s (%d stages)%s%s", e.service, e.baseline or "?", e.canary or "?", e.stages or 0,
+    e.simulate and " [simulation]" or "", e.observe and " [observe-only]" or "") end,
   preflight_check = function(e) return string.format("preflight %-5s %s%s", e.status, e.check, e.detail and (": " .. tostring(e.detail)) or "") end,
   preflight_done = function(e) return string.format("preflight: %d passed, %d failed, %d skipped", e.passed, e.failed, e.skipped) end,
   baseline_captured = function(e) return string.format("baseline captured: error_rate %s, p99 %s, rps %s", pct(e.baseline.error_rate), ms(e.baseline.p99), M.value("rps", e.baseline.rps)) end,
@@ -82,7 +83,14 @@ local LINES = {
   resumed = function(e) return "resumed by " .. tostring(e.by) end,
   command = function(e) return string.format("command %s from %s", e.command, tostring(e.who)) end,
   log = function(e) return e.message end,
-  outcome = function(e) return string.format("outcome: %s%s at %s", e.outcome, e.reason and (" (" .. e.reason .. ")") or "", M.clock(e.at)) end,
+  outcome = function(e) return string.format("outcome: %s%s at %s%s", e.outcome, e.reason and (" (" .. e.reason .. ")") or "", M.clock(e.at),
+    e.observe and " [observe-only: traffic untouched]" or "") end,
+  observed_weights = function(e)
+    if e.error then return "observe-only: cannot read the router's weights: " .. tostring(e.error) end
+    return string.format("observe-only: the router has baseline %s%%, canary %s%%", tostring(e.baseline), tostring(e.canary))
+  end,
+  would_set_weights = function(e) return string.format("would set weights: baseline %s%%, canary %s%% (observe-only)", tostring(e.baseline), tostring(e.canary)) end,
+  would_roll_back = function(e) return string.format("would roll back: %s at %s", tostring(e.reason), M.clock(e.at)) end,
 }
 
 --- The plain line for an event (without the time column), or nil for events a person

@@ -463,6 +463,7 @@ local TOP = {
   notifications = check_notifications,
   metadata = any_table, deployment_id = check_string, commit_time = check_string,
   params = any_table,
+  observe = check_bool, -- observe-only: analysis without moving traffic (rollout.observe)
 }
 
 -- Cross-field rules: weights increase and stay within 0..100; the last stage reaches 100.

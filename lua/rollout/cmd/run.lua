@@ -18,6 +18,10 @@
 -- last confirmed weights put it (run --resume continues). A second SIGINT within 5 s rolls
 -- back (exit 1 once 0 % is confirmed).
 --
+-- --observe (or `observe = true` in the playbook): observe-only (rollout.observe): stages,
+-- gates and triggers run against the router's current split; weights and hooks are never
+-- touched; a rollback is reported ("would roll back: ...") and ends the run with exit 1.
+--
 -- Exit codes: 0 promoted, 1 rolled back, 2 usage, configuration, lock or journal problems
 -- before anything was done, 3 paused, aborted or failed.
 local rollout = require("rollout")
@@ -30,7 +34,7 @@ local control = require("rollout.control")
 
 local M = {}
 local USAGE = "rollout run PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--verbose]\n"
-  .. "         [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control] [--metrics-listen HOST:PORT]"
+  .. "         [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control] [--metrics-listen HOST:PORT] [--observe]"
 
 --- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
 function M.build(pb, emit)
@@ -124,7 +128,7 @@ end
 
 local RUN_OPTS = { config = "value", set = "list", json = "flag", verbose = "flag", journal = "value",
   resume = "flag", fresh = "flag", restart = "flag", run_dir = "value", no_control = "flag",
-  metrics_listen = "value" }
+  metrics_listen = "value", observe = "flag" }
 
 function M.main(argv)
   local opts, pos = args.parse(argv, RUN_OPTS)
@@ -175,7 +179,7 @@ function M.main(argv)
     return fail(sources)
   end
   e = engine.new(pb, { router = router, sources = sources, emit = sink, interactive = true, who = who(),
-    resume = resume })
+    resume = resume, observe = opts.observe })
   if metrics then metrics:bind(e) end
 
   local socket
