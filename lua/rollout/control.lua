@@ -20,7 +20,11 @@
 -- abort [reason], retry, set weight N, signals, events [N], help, quit.
 --
 -- A runaway expression is stopped by its budget (repl.lua) and yields to the loop meanwhile,
--- so other connections and the engine's triggers are served while it spins.
+-- so other connections and the engine's triggers are served while it spins. Lua runs in the
+-- playbook sandbox (rollout.sandbox: no io, os.execute, os.exit) plus the engine's objects;
+-- every chunk is journaled before it runs (event control_eval, with who: the peer's user
+-- from SO_PEERCRED), and `router:set_weights{...}` (also engine.router's) is the engine's
+-- `set weight N`: requested, confirmed and journaled like any shift.
 --
 -- Error policy: serve() returns nil, err when the socket cannot be made; a connection's
 -- problems end that connection only.
@@ -281,23 +285,73 @@ function C:commands(session)
   return K
 end
 
-function C:env()
+-- The router as the REPL sees it: reads pass through; set_weights goes through the engine
+-- (E:command "set_weight": requested, confirmed and journaled with who, status stays true).
+local function router_view(e, who)
+  local real = e.router
+  local view = {}
+  return setmetatable(view, {
+    __index = function(_, k)
+      if k == "set_weights" then
+        return function(_, w)
+          if type(w) ~= "table" then return nil, "set_weights: expected {baseline=, canary=}" end
+          local canary = w.canary or (w.baseline and 100 - w.baseline)
+          return e:command("set_weight", canary, who)
+        end
+      end
+      local v = real and real[k]
+      if type(v) ~= "function" then return v end
+      return function(self_, ...)
+        if self_ == view then self_ = real end
+        return v(self_, ...)
+      end
+    end,
+    __newindex = function() error("router is read-only from the control socket", 2) end,
+  })
+end
+
+-- The engine as the REPL sees it: the same object for reads and writes, except that its
+-- router is router_view (so engine.router:set_weights goes through the engine too).
+local function engine_view(e, rv)
+  return setmetatable({}, {
+    __index = function(_, k) if k == "router" then return rv end return e[k] end,
+    __newindex = function(_, k, v)
+      if k == "router" then error("engine.router cannot be replaced from the control socket", 2) end
+      e[k] = v
+    end,
+  })
+end
+
+--- The REPL's environment: the playbook sandbox (rollout.sandbox: no io, os.execute or
+--- os.exit; the host API) plus the engine's objects.
+function C:env(who)
   local e = self.engine
-  local env = {
-    engine = e, e = e, pb = e.pb, router = e.router, sources = e.sources, journal = self.journal,
+  local sandbox = require("rollout.sandbox")
+  local env = sandbox.new(e.pb and e.pb.file and e.pb.file:match("^(.*)/[^/]*$") or ".")
+  local rv = router_view(e, who)
+  local ev = engine_view(e, rv)
+  local fields = {
+    engine = ev, e = ev, pb = e.pb, router = rv, sources = e.sources, journal = self.journal,
     status = function() return e:status() end,
     signals = function() return self:signals() end,
     weights = function() return e.router:get_weights() end,
   }
+  for k, v in pairs(fields) do env[k] = v end
   for k, v in pairs(self.extra_env or {}) do env[k] = v end
-  return setmetatable(env, { __index = _G })
+  return env
 end
 
 function C:session(conn)
   local uid, _, pid = conn:peer_uid()
-  local s = repl.new({ env = self:env(), budget = self.budget, chunkname = "=control" })
-  s.who = uid and string.format("%s (pid %s) via control socket", user_name(uid), tostring(pid)) or "control socket"
+  local who = uid and string.format("%s (pid %s) via control socket", user_name(uid), tostring(pid)) or "control socket"
+  local s = repl.new({ env = self:env(who), budget = self.budget, chunkname = "=control", isolated = true })
+  s.who = who
   s.commands = self:commands(s)
+  -- every line of Lua is journaled with the peer's user (SO_PEERCRED), before it runs
+  local engine = self.engine
+  s.on_lua = function(chunk)
+    engine:emit("control_eval", { who = who, code = chunk })
+  end
   return s, uid
 end
 

@@ -21,6 +21,9 @@
 -- "budget exceeded", yields to the loop every 10 ms meanwhile, and the session goes on. An
 -- evaluation still waiting (a slow http.get) when the seconds run out is cancelled.
 --
+-- session.on_lua(chunk), when set, is called with every complete chunk of Lua before it runs
+-- (the control socket journals it).
+--
 -- Error policy: eval never raises; the result says what happened.
 local rollout = require("rollout")
 local budget = require("rollout.budget")
@@ -53,12 +56,13 @@ local function error_text(e)
   return "(error object is a " .. type(e) .. " value) " .. M.show(e)
 end
 
---- new{env=, commands=, budget=, chunkname="=repl"} -> session
---- Assignments to globals stay in the session: its env reads through to opts.env, then _G.
+--- new{env=, commands=, budget=, chunkname="=repl", isolated=false} -> session
+--- Assignments to globals stay in the session: its env reads through to opts.env, then _G
+--- (not with isolated = true: opts.env is all there is).
 function M.new(opts)
   opts = opts or {}
   local base = opts.env or {}
-  if getmetatable(base) == nil then setmetatable(base, { __index = _G }) end
+  if getmetatable(base) == nil and not opts.isolated then setmetatable(base, { __index = _G }) end
   local self = setmetatable({
     commands = opts.commands or {}, pending = nil, out = nil,
     budget = opts.budget or M.DEFAULT_BUDGET, chunkname = opts.chunkname or "=repl",
@@ -143,6 +147,7 @@ function S:eval_lua(line)
     end
   end
   self.pending = nil
+  if self.on_lua then self.on_lua(chunk) end -- an audit hook (control.lua journals every chunk)
   local ok, values = self:run(fn)
   if not ok then return { ok = false, error = values, text = values } end
   local value = values[1]
