@@ -177,8 +177,8 @@ FUZZ_FLAGS   := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-fra
 FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fuzz_objs = $(patsubst %,build-fuzz/%.o,$(1))
 FUZZ_DEPS_promtext := promtext
-FUZZ_DEPS_json     := json
-FUZZ_DEPS_yaml     := yaml json units stats
+FUZZ_DEPS_json     := json alloc units
+FUZZ_DEPS_yaml     := yaml json alloc units stats
 FUZZ_DEPS_units    := units promtext stats
 FUZZ_DEPS_control  := $(filter-out main,$(SRC:src/%.c=%))
 
@@ -189,7 +189,7 @@ build-fuzz/%.o: src/%.c $(HDR)
 	clang $(ALL_CFLAGS) $(FUZZ_FLAGS) -c -o $@ $<
 
 .SECONDEXPANSION:
-build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(HDR) $$(call fuzz_objs,$$(FUZZ_DEPS_$$*))
+build-fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(wildcard fuzz/*_ref.c) $(HDR) $$(call fuzz_objs,$$(FUZZ_DEPS_$$*))
 	clang $(ALL_CFLAGS) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(call fuzz_objs,$(FUZZ_DEPS_$*)) $(LDLIBS)
 
 fuzz-build: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)

@@ -5,12 +5,16 @@
  * round-trip: encode(decode(x)) with sorted keys is a fixed point of decode-then-encode,
  * and the only value the encoder may refuse is a number the decoder turned into +-inf
  * (a literal beyond the double range). The Lua binding is driven as well, with
- * bigint = "string" and a pretty encoding. Nothing may raise but a memory error. */
+ * bigint = "string" and a pretty encoding. Nothing may raise but a memory error.
+ * Differential: the decoder parses through cJSON after its own strict scan; json_ref.c is
+ * the hand-written decoder it replaced, and both must give the same value (compared as
+ * sorted encodings, which keep integer/float apart) or the same error message. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_lua.h"
+#include "json_ref.c"
 #include "rollout/json.h"
 
 static const fuzz_module modules[] = {{"rollout.json", luaopen_rollout_json}, {NULL, NULL}};
@@ -27,6 +31,37 @@ static int encode_top(lua_State *L) {
         abort();
     }
     return 0;
+}
+
+/* The value or error of one decoder, as text: "ok <sorted encoding>", "ok inf" or "error <msg>". */
+static void outcome(lua_State *L, int ok, const char *err, int (*encode)(lua_State *, int, int, char *, size_t)) {
+    char e2[256];
+    if (!ok) {
+        lua_pushfstring(L, "error %s", err);
+        return;
+    }
+    if (!encode(L, -1, JSON_ENCODE_SORT, e2, sizeof e2)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "ok inf");
+        return;
+    }
+    lua_pushliteral(L, "ok ");
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+    lua_remove(L, -2);
+}
+
+static void differential(lua_State *L, const char *buf, size_t size) {
+    char err[256], ref_err[256];
+    outcome(L, json_decode_lua(L, buf, size, err, sizeof err), err, json_encode_lua);
+    outcome(L, json_ref_decode_lua(L, buf, size, ref_err, sizeof ref_err), ref_err, json_ref_encode_lua);
+    size_t n1, n2;
+    const char *a = lua_tolstring(L, -2, &n1), *b = lua_tolstring(L, -1, &n2);
+    if (n1 != n2 || memcmp(a, b, n1) != 0) {
+        fprintf(stderr, "fuzz_json: cJSON decoder and reference differ:\n%.*s\n%.*s\n", (int)n1, a, (int)n2, b);
+        abort();
+    }
+    lua_pop(L, 2);
 }
 
 static void round_trip(lua_State *L, const char *buf, size_t size) {
@@ -75,6 +110,7 @@ static void via_lua(lua_State *L, const char *buf, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_State *L = fuzz_lua(modules);
+    differential(L, (const char *)data, size);
     round_trip(L, (const char *)data, size);
     via_lua(L, (const char *)data, size);
     fuzz_lua_done(L);

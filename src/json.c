@@ -33,24 +33,28 @@
  * message names the path, e.g. "json.encode: cannot encode a function at $.a[3].b". Malformed
  * JSON text is input, not a bug: decode returns nil, err. Only memory errors escape decode.
  *
- * Why the encoder is ours and not cJSON's: cJSON strings are NUL-terminated (Lua strings may
- * hold \0), it cannot sort keys, its tree leaks when a Lua error unwinds past it, and with
- * every number and string emitted through cJSON_CreateRaw it would be left with nothing to
- * do but punctuation. The encoder writes into a buffer owned by the GC instead.
+ * Decoding: the text is checked by our own strict scan, then parsed by cJSON
+ * (cJSON_ParseWithLengthOpts, allocating through rollout.alloc); see "decoder" below.
+ * The encoder is ours: cJSON cannot sort keys (and its strings stop at a NUL byte).
  */
 #include "rollout/json.h"
 
+#include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "rollout/alloc.h"
+
 #define NULL_KEY  "rollout.json.null"
 #define ARRAY_MT  "json.array"
 #define STRBUF_MT "rollout.json.strbuf"
+#define DECODING_MT "rollout.json.decoding"
 
 /* lua_error does not return; this tells the compiler so. */
 static _Noreturn void raise_error(lua_State *L)
@@ -161,15 +165,90 @@ static int option_choice(lua_State *L, int idx, const char *fn, const char *key,
 
 /* ------------------------------------------------------------------ decoder */
 
+/* Decoding is two passes. scan() checks the text against RFC 8259 (cJSON alone accepts
+ * leading zeros, "1.", control characters as whitespace and in strings, invalid UTF-8 and
+ * trailing bytes, and its error pointer says neither what it expected nor, at the end of
+ * the input, where), so every error is ours and positioned exactly; on the way it marks the
+ * integer literals (cJSON keeps only a double) and the strings holding \u0000 (cJSON's are
+ * NUL-terminated). cJSON_ParseWithLengthOpts then parses the checked text, and push_item
+ * turns its tree into Lua values, reading the marked tokens from the source text. */
+
+/* A token scan() marked: the ordinal among the numbers (or strings) of the text, in
+ * document order (the order push_item meets them), and where it is in the text. */
+struct mark {
+    size_t ordinal;
+    const char *s;
+    size_t len;
+};
+
+struct marks {
+    struct mark *v;
+    size_t n, cap, next; /* next: the first mark push_item has not reached */
+};
+
+/* What lives outside the Lua heap's reach while a decode runs: a to-be-closed userdata, so
+ * an error (a memory error while building the Lua values) frees it as well. */
+struct chunk;
+
+struct decoding {
+    cJSON *tree;         /* in chunks */
+    struct chunk *chunks; /* the arena, newest first */
+    struct marks ints, nul_strings;
+    char *copy; /* the text with over-long numbers blanked for cJSON, when there are any */
+    size_t copy_len;
+};
+
 struct decoder {
     lua_State *L;
     const char *start, *p, *end;
     int depth;
     int bigint_string;
     int null_idx, array_mt; /* stack slots holding json.null and json.array_mt */
+    struct decoding *dec;
+    size_t nnumbers, nstrings;
+    int string_has_nul, long_numbers;
+    int oom; /* cJSON could not allocate */
 };
 
-static void decode_value(struct decoder *d);
+/* cJSON's allocations come from the running decode's arena: chunks from the host's
+ * allocator (so they count against the memory limit and rollout.alloc's budgets), released
+ * all at once when the decode ends. A node per value through malloc and free cost more than
+ * the parse itself. Only the decoder calls cJSON; outside a decode its malloc fails. */
+struct chunk {
+    struct chunk *prev;
+    size_t size, used;
+    max_align_t data[];
+};
+
+static struct decoding *arena_owner; /* the decode cJSON is parsing for, or NULL */
+
+static void *cjson_malloc(size_t n)
+{
+    struct chunk *c = arena_owner ? arena_owner->chunks : NULL;
+    size_t align = sizeof(max_align_t), want = (n + align - 1) / align * align;
+
+    if (!arena_owner)
+        return NULL;
+    if (!c || c->size - c->used < want) {
+        size_t size = c ? c->size * 2 : 64 * 1024;
+        if (size > 16 * 1024 * 1024)
+            size = 16 * 1024 * 1024;
+        if (size < want)
+            size = want;
+        struct chunk *fresh = alloc_lua(NULL, NULL, 0, sizeof *fresh + size);
+        if (!fresh)
+            return NULL;
+        *fresh = (struct chunk){.prev = c, .size = size};
+        arena_owner->chunks = c = fresh;
+    }
+    c->used += want;
+    return (char *)c->data + c->used - want;
+}
+
+static void cjson_free(void *q)
+{
+    (void)q; /* the arena goes as a whole */
+}
 
 static void position_of(const struct decoder *d, const char *at, lua_Integer *line, lua_Integer *col)
 {
@@ -229,8 +308,6 @@ static void enter(struct decoder *d)
 {
     if (++d->depth > JSON_MAX_DEPTH)
         decode_error(d, d->p, "nesting deeper than %d levels", JSON_MAX_DEPTH);
-    if (!lua_checkstack(d->L, 4))
-        decode_error(d, d->p, "nesting too deep for the Lua stack");
     d->p++;
     skip_space(d);
 }
@@ -303,8 +380,8 @@ static void add_utf8(luaL_Buffer *b, unsigned cp)
     luaL_addlstring(b, u, n);
 }
 
-/* q at "\u": one code point, joining a surrogate pair. */
-static const char *decode_unicode(const struct decoder *d, luaL_Buffer *b, const char *q)
+/* q at "\u": one code point, joining a surrogate pair; b NULL: check only. */
+static const char *decode_unicode(struct decoder *d, luaL_Buffer *b, const char *q)
 {
     unsigned cp = hex4(d, q + 2), low;
     const char *next = q + 6;
@@ -321,12 +398,15 @@ static const char *decode_unicode(const struct decoder *d, luaL_Buffer *b, const
         cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
         next += 6;
     }
-    add_utf8(b, cp);
+    if (cp == 0)
+        d->string_has_nul = 1;
+    if (b)
+        add_utf8(b, cp);
     return next;
 }
 
-/* q at '\\': append what the escape means, return what follows it. */
-static const char *decode_escape(const struct decoder *d, luaL_Buffer *b, const char *q)
+/* q at '\\': append what the escape means (b NULL: check only), return what follows it. */
+static const char *decode_escape(struct decoder *d, luaL_Buffer *b, const char *q)
 {
     static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
     const char *hit;
@@ -339,10 +419,12 @@ static const char *decode_escape(const struct decoder *d, luaL_Buffer *b, const 
     hit = q[1] ? strchr(from, q[1]) : NULL;
     if (!hit)
         decode_error(d, q, "invalid escape: '\\' followed by %s", describe_byte(d, q + 1, buf));
-    luaL_addchar(b, to[hit - from]);
+    if (b)
+        luaL_addchar(b, to[hit - from]);
     return q + 2;
 }
 
+/* Push the string token at d->p, decoded from the text (scan() checked it). */
 static void decode_string(struct decoder *d)
 {
     const char *open = d->p, *q = scan_plain(d, d->p + 1);
@@ -413,7 +495,50 @@ static void push_float(const struct decoder *d, const char *s, const char *e)
         lua_pushnumber(d->L, (lua_Number)lua_tointeger(d->L, -1)), lua_remove(d->L, -2);
 }
 
-static void decode_number(struct decoder *d)
+/* --- literals */
+
+static int match(struct decoder *d, const char *word, size_t n)
+{
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        return 0;
+    d->p += n;
+    return 1;
+}
+
+/* --- the check: scan() */
+
+/* Note a token for push_item. [-0, +0, m] */
+static void add_mark(struct decoder *d, struct marks *m, size_t ordinal, const char *s, size_t len)
+{
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        struct mark *v = alloc_lua(NULL, m->v, m->cap * sizeof *v, cap * sizeof *v);
+        if (!v)
+            d->oom = 1, luaL_error(d->L, "not enough memory");
+        m->v = v, m->cap = cap;
+    }
+    m->v[m->n++] = (struct mark){.ordinal = ordinal, .s = s, .len = len};
+}
+
+static void scan_string(struct decoder *d)
+{
+    const char *open = d->p, *q = scan_plain(d, d->p + 1);
+
+    d->string_has_nul = 0;
+    while (q < d->end && *q == '\\')
+        q = scan_plain(d, decode_escape(d, NULL, q));
+    if (q >= d->end)
+        decode_error(d, open, "unterminated string");
+    if (d->string_has_nul)
+        add_mark(d, &d->dec->nul_strings, d->nstrings, open, (size_t)(q + 1 - open));
+    d->nstrings++;
+    d->p = q + 1;
+}
+
+/* cJSON reads at most 63 characters of a number; a longer one is blanked in its copy. */
+#define CJSON_NUMBER_MAX 63
+
+static void scan_number(struct decoder *d)
 {
     const char *s = d->p, *q = s + (*s == '-');
     int is_float = 0;
@@ -442,125 +567,240 @@ static void decode_number(struct decoder *d)
         is_float = 1;
     }
     d->p = q;
-    if (is_float || !push_integer(d->L, s, q)) {
-        if (!is_float && d->bigint_string)
-            lua_pushlstring(d->L, s, (size_t)(q - s));
-        else
-            push_float(d, s, q);
-    }
+    if ((size_t)(q - s) > CJSON_NUMBER_MAX)
+        d->long_numbers = 1;
+    /* integers, and floats too long for cJSON, are read from the text: len marks a float */
+    if (!is_float || (size_t)(q - s) > CJSON_NUMBER_MAX)
+        add_mark(d, &d->dec->ints, d->nnumbers, s, is_float ? 0 : (size_t)(q - s));
+    d->nnumbers++;
 }
 
-/* --- literals and containers */
-
-static int match(struct decoder *d, const char *word, size_t n)
+static void scan_literal(struct decoder *d)
 {
-    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
-        return 0;
-    d->p += n;
-    return 1;
-}
-
-static void decode_literal(struct decoder *d)
-{
-    if (match(d, "true", 4))
-        lua_pushboolean(d->L, 1);
-    else if (match(d, "false", 5))
-        lua_pushboolean(d->L, 0);
-    else if (match(d, "null", 4))
-        lua_pushvalue(d->L, d->null_idx);
-    else
+    if (!match(d, "true", 4) && !match(d, "false", 5) && !match(d, "null", 4))
         decode_error(d, d->p, "invalid literal (expected true, false or null)");
 }
 
-static void decode_object(struct decoder *d)
+/* The whole text against RFC 8259, without recursion: the open containers are a stack of
+ * '[' and '{' at most JSON_MAX_DEPTH deep. Raises the first error. */
+static void scan(struct decoder *d)
 {
-    enter(d);
-    lua_newtable(d->L);
-    while (!peek(d, '}')) {
-        if (!peek(d, '"'))
-            expected(d, "a string key");
-        decode_string(d);
-        skip_space(d);
-        if (!peek(d, ':'))
-            expected(d, "':' after an object key");
-        d->p++;
-        decode_value(d);
-        lua_rawset(d->L, -3);
-        skip_space(d);
-        if (peek(d, ','))
-            skip_comma(d, '}');
-        else if (!peek(d, '}'))
-            expected(d, "',' or '}' after an object member");
-    }
-    d->p++;
-    d->depth--;
-}
+    char open[JSON_MAX_DEPTH + 1];
+    char buf[16];
 
-static void decode_array(struct decoder *d)
-{
-    lua_Integer n = 0;
-    enter(d);
-    lua_newtable(d->L);
-    lua_pushvalue(d->L, d->array_mt);
-    lua_setmetatable(d->L, -2);
-    while (!peek(d, ']')) {
-        decode_value(d);
-        lua_rawseti(d->L, -2, ++n);
-        skip_space(d);
-        if (peek(d, ','))
-            skip_comma(d, ']');
-        else if (!peek(d, ']'))
-            expected(d, "',' or ']' after an array element");
-    }
-    d->p++;
-    d->depth--;
-}
-
-static void decode_value(struct decoder *d)
-{
     skip_space(d);
+value:
     if (d->p >= d->end)
         expected(d, "a value");
     switch (*d->p) {
-    case '{': decode_object(d); break;
-    case '[': decode_array(d); break;
-    case '"': decode_string(d); break;
-    case 't': case 'f': case 'n': decode_literal(d); break;
+    case '{':
+    case '[':
+        open[d->depth] = *d->p; /* enter() checks the depth before it is used */
+        enter(d);
+        if (peek(d, open[d->depth - 1] == '[' ? ']' : '}')) {
+            d->p++, d->depth--;
+            break;
+        }
+        if (open[d->depth - 1] == '[')
+            goto value;
+        goto key;
+    case '"': scan_string(d); break;
+    case 't': case 'f': case 'n': scan_literal(d); break;
     default:
         if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
-            decode_number(d);
+            scan_number(d);
         else
             expected(d, "a value");
     }
+after_value:
+    skip_space(d);
+    if (d->depth == 0) {
+        if (d->p < d->end)
+            decode_error(d, d->p, "unexpected %s after the JSON value", describe_byte(d, d->p, buf));
+        return;
+    }
+    if (open[d->depth - 1] == '[') {
+        if (peek(d, ',')) {
+            skip_comma(d, ']');
+            goto value;
+        }
+        if (!peek(d, ']'))
+            expected(d, "',' or ']' after an array element");
+    } else {
+        if (peek(d, ',')) {
+            skip_comma(d, '}');
+            goto key;
+        }
+        if (!peek(d, '}'))
+            expected(d, "',' or '}' after an object member");
+    }
+    d->p++, d->depth--;
+    goto after_value;
+key:
+    if (!peek(d, '"'))
+        expected(d, "a string key");
+    scan_string(d);
+    skip_space(d);
+    if (!peek(d, ':'))
+        expected(d, "':' after an object key");
+    d->p++;
+    skip_space(d);
+    goto value;
+}
+
+/* --- the values: cJSON's tree to Lua */
+
+/* The next number (ordinal n): from the text when marked, else cJSON's double. */
+static void push_number(struct decoder *d, const cJSON *item, size_t n)
+{
+    struct marks *m = &d->dec->ints;
+    const struct mark *k;
+
+    if (m->next >= m->n || m->v[m->next].ordinal != n) {
+        lua_pushnumber(d->L, (lua_Number)item->valuedouble);
+        return;
+    }
+    k = &m->v[m->next++];
+    if (k->len == 0) { /* a float longer than cJSON reads */
+        const char *e = k->s;
+        while (e < d->end && strchr("+-.0123456789eE", *e))
+            e++;
+        push_float(d, k->s, e);
+    } else if (!push_integer(d->L, k->s, k->s + k->len)) {
+        if (d->bigint_string)
+            lua_pushlstring(d->L, k->s, k->len);
+        else
+            push_float(d, k->s, k->s + k->len);
+    }
+}
+
+/* A string (ordinal n) cJSON decoded: from the text when it holds a NUL. */
+static void push_string(struct decoder *d, const char *s, size_t n)
+{
+    struct marks *m = &d->dec->nul_strings;
+    if (m->next < m->n && m->v[m->next].ordinal == n) {
+        d->p = m->v[m->next++].s;
+        decode_string(d);
+    } else {
+        lua_pushstring(d->L, s);
+    }
+}
+
+/* Push item's value; numbers and strings are counted in document order. [-0, +1, m] */
+static void push_item(struct decoder *d, const cJSON *item)
+{
+    lua_Integer i = 0;
+
+    switch (item->type & 0xFF) {
+    case cJSON_False: lua_pushboolean(d->L, 0); return;
+    case cJSON_True: lua_pushboolean(d->L, 1); return;
+    case cJSON_NULL: lua_pushvalue(d->L, d->null_idx); return;
+    case cJSON_Number: push_number(d, item, d->nnumbers++); return;
+    case cJSON_String: push_string(d, item->valuestring, d->nstrings++); return;
+    case cJSON_Array:
+        luaL_checkstack(d->L, 4, "JSON nesting");
+        lua_newtable(d->L);
+        lua_pushvalue(d->L, d->array_mt);
+        lua_setmetatable(d->L, -2);
+        for (const cJSON *c = item->child; c; c = c->next) {
+            push_item(d, c);
+            lua_rawseti(d->L, -2, ++i);
+        }
+        return;
+    case cJSON_Object:
+        luaL_checkstack(d->L, 4, "JSON nesting");
+        lua_newtable(d->L);
+        for (const cJSON *c = item->child; c; c = c->next) {
+            push_string(d, c->string, d->nstrings++);
+            push_item(d, c);
+            lua_rawset(d->L, -3);
+        }
+        return;
+    default: luaL_error(d->L, "json.decode: cJSON returned an item of type %d", item->type);
+    }
+}
+
+/* __close and __gc of the decoding state. [-0, +0, -] */
+static int decoding_free(lua_State *L)
+{
+    struct decoding *dec = luaL_checkudata(L, 1, DECODING_MT);
+    for (struct chunk *c = dec->chunks, *prev; c; c = prev) { /* the tree lives in the arena */
+        prev = c->prev;
+        alloc_lua(NULL, c, sizeof *c + c->size, 0);
+    }
+    alloc_lua(NULL, dec->ints.v, dec->ints.cap * sizeof *dec->ints.v, 0);
+    alloc_lua(NULL, dec->nul_strings.v, dec->nul_strings.cap * sizeof *dec->nul_strings.v, 0);
+    alloc_lua(NULL, dec->copy, dec->copy_len, 0);
+    memset(dec, 0, sizeof *dec);
+    return 0;
+}
+
+/* The text cJSON parses: the input, or a copy with every number longer than cJSON reads
+ * replaced by 0 and spaces (push_number reads those from the input). */
+static const char *cjson_text(struct decoder *d, size_t *len)
+{
+    struct decoding *dec = d->dec;
+    *len = (size_t)(d->end - d->start);
+    if (!d->long_numbers)
+        return d->start;
+    dec->copy = alloc_lua(NULL, NULL, 0, *len);
+    if (!dec->copy)
+        d->oom = 1, luaL_error(d->L, "not enough memory");
+    dec->copy_len = *len;
+    memcpy(dec->copy, d->start, *len);
+    for (size_t i = 0; i < dec->ints.n; i++) {
+        const struct mark *k = &dec->ints.v[i];
+        char *s = dec->copy + (k->s - d->start);
+        size_t n = 0;
+        while (k->s + n < d->end && strchr("+-.0123456789eE", k->s[n]))
+            n++;
+        if (n > CJSON_NUMBER_MAX)
+            memset(s, ' ', n), s[0] = '0';
+    }
+    return dec->copy;
 }
 
 /* Runs under lua_pcall with the decoder as light userdata. [-0, +1, e] */
 static int decode_protected(lua_State *L)
 {
     struct decoder *d = lua_touserdata(L, 1);
-    char buf[16];
+    const char *text, *parse_end = NULL;
+    size_t len;
 
     d->L = L;
     json_push_null(L);
     d->null_idx = lua_gettop(L);
     json_push_array_mt(L);
     d->array_mt = lua_gettop(L);
+    d->dec = lua_newuserdatauv(L, sizeof *d->dec, 0);
+    memset(d->dec, 0, sizeof *d->dec);
+    luaL_setmetatable(L, DECODING_MT);
+    lua_toclose(L, -1);
     if (d->end - d->p >= 3 && memcmp(d->p, "\xEF\xBB\xBF", 3) == 0)
-        d->p += 3;
-    decode_value(d);
-    skip_space(d);
-    if (d->p < d->end)
-        decode_error(d, d->p, "unexpected %s after the JSON value", describe_byte(d, d->p, buf));
-    return 1;
+        d->p += 3; /* cJSON skips it too; columns count it, as editors do not */
+    scan(d);
+    text = cjson_text(d, &len);
+    arena_owner = d->dec;
+    d->dec->tree = cJSON_ParseWithLengthOpts(text, len, &parse_end, 0);
+    arena_owner = NULL;
+    if (!d->dec->tree) { /* scan() accepted it, so only memory can have failed */
+        d->oom = 1;
+        return luaL_error(L, "not enough memory");
+    }
+    d->nnumbers = d->nstrings = 0;
+    push_item(d, d->dec->tree);
+    return 1; /* returning closes the decoding state */
 }
 
 /* Push the value, or the error message; returns the lua_pcall status. [-0, +1, -] */
 static int decode_run(lua_State *L, const char *s, size_t n, int bigint_string)
 {
     struct decoder d = {.start = s, .p = s, .end = s + n, .bigint_string = bigint_string};
+    int status;
     lua_pushcfunction(L, decode_protected);
     lua_pushlightuserdata(L, &d);
-    return lua_pcall(L, 1, 1, 0);
+    status = lua_pcall(L, 1, 1, 0);
+    return d.oom && status == LUA_ERRRUN ? LUA_ERRMEM : status;
 }
 
 int json_decode_lua(lua_State *L, const char *s, size_t n, char *err, size_t errlen)
@@ -1148,6 +1388,15 @@ static const luaL_Reg json_functions[] = {
 /* require "rollout.json" [-0, +1, m] */
 int luaopen_rollout_json(lua_State *L)
 {
+    static cJSON_Hooks hooks = {.malloc_fn = cjson_malloc, .free_fn = cjson_free};
+    cJSON_InitHooks(&hooks);
+    if (luaL_newmetatable(L, DECODING_MT)) {
+        lua_pushcfunction(L, decoding_free);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, decoding_free);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     luaL_newlib(L, json_functions);
     json_push_null(L);
     lua_setfield(L, -2, "null");
