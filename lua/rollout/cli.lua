@@ -32,6 +32,7 @@ local COMMANDS = {
   { "repl", "a local REPL with the host API and a playbook's sources and routers" },
   { "attach", "attach to a running rollout's control socket" },
   { "ctl", "send one command to a running rollout" },
+  { "watch", "a live view of a running rollout: rollout watch SOCKET | --etcd URL ROLLOUT" },
   { "report", "render a journal as HTML, Markdown or JSON" },
   { "agent", "fleet mode: drive many rollouts coordinated through etcd: rollout agent --etcd URL" },
   { "submit", "fleet mode: store a rollout in etcd for the agents: rollout submit PLAYBOOK --etcd URL" },

@@ -17,7 +17,7 @@
 --    "error": "message" (when not ok), "incomplete": true (a statement continues)}
 --
 -- Commands (both modes): status, pause [reason], resume, promote, promote --full,
--- abort [reason], retry, set weight N, signals, events [N], help, quit.
+-- abort [reason], retry, set weight N, signals, events [N], watch [SEQ [TIMEOUT]], help, quit.
 --
 -- A runaway expression is stopped by its budget (repl.lua) and yields to the loop meanwhile,
 -- so other connections and the engine's triggers are served while it spins. Lua runs in the
@@ -160,6 +160,7 @@ commands:
   retry                  run the current stage again from its start
   set weight N           an operator's canary weight N % (journaled; until the next stage)
   events [N]             the last N events (default 20)
+  watch [SEQ] [TIMEOUT]  the events after number SEQ, waiting up to TIMEOUT s (rollout watch)
   help, quit
 anything else is Lua, evaluated in the engine: engine, router, sources, pb, status(),
 signals(), weights() are there; expressions print their value.]]
@@ -186,6 +187,47 @@ function C:record(ev)
   local r = self.recent
   r[#r + 1] = ev
   if #r > 400 then table.remove(r, 1) end
+  self.seq = (self.seq or 0) + 1 -- recent[i] is event number seq - #recent + i
+  self:wake_watchers()
+end
+
+-- ---- watch: a long poll for live views (rollout watch) -----------------------------------
+
+--- Wake every connection waiting in watch(): an event arrived, or the server closes.
+function C:wake_watchers()
+  local w = self.watchers
+  if not w then return end
+  self.watchers = nil
+  for task in pairs(w) do rollout.wake(task) end
+end
+
+--- watch(cursor, timeout) -> value: the events after number `cursor` (at most 400, the ones
+--- kept), waiting up to `timeout` seconds for one when there are none; with the engine's
+--- status, its stages and the journal's path. A client repeats it with the returned `seq`.
+--- {seq=, events = {...}, missed = n (events no longer kept), status=, stages = {{name=,
+--- weight=, hold=}...}, triggers = {{name=, ["for"]=, condition=}...}, journal=}
+function C:watch(cursor, timeout)
+  cursor = math.max(0, math.floor(tonumber(cursor) or 0))
+  local e = self.engine
+  if (self.seq or 0) <= cursor and not e.outcome and not self.closed then
+    local me = rollout.current()
+    self.watchers = self.watchers or {}
+    self.watchers[me] = true
+    rollout.suspend(math.min(math.max(tonumber(timeout) or 1, 0), 5)) -- an evaluation's budget is 10 s
+    if self.watchers then self.watchers[me] = nil end
+  end
+  local seq, r = self.seq or 0, self.recent
+  local first = seq - #r + 1 -- the number of recent[1]
+  local from = math.max(cursor + 1, first)
+  local events = {}
+  for n = from, seq do events[#events + 1] = r[n - first + 1] end
+  local stages, triggers = {}, {}
+  for i, st in ipairs(e.pb.stages or {}) do stages[i] = { name = st.name, weight = st.weight, hold = st.hold, max_hold = st.max_hold } end
+  for i, tr in ipairs(e.pb.triggers or {}) do
+    triggers[i] = { name = tr.name, ["for"] = tr.duration, kind = tr.kind, condition = tr.condition and tr.condition.text }
+  end
+  return { seq = seq, events = events, missed = math.max(0, from - cursor - 1), status = e:status(), stages = stages,
+    triggers = triggers, journal = self.journal }
 end
 
 function C:accept_loop()
@@ -209,6 +251,7 @@ end
 function C:close()
   if self.closed then return end
   self.closed = true
+  self:wake_watchers()
   self.srv:close()
   for conn in pairs(self.conns) do conn:close() end
 end
@@ -276,6 +319,12 @@ function C:commands(session)
       lines[#lines + 1] = journal.encode(self.recent[i])
     end
     return list, table.concat(lines, "\n")
+  end
+  K.watch = function(args) -- watch [SEQ [TIMEOUT]]: rollout watch's long poll (C:watch)
+    local cur, t = args:match("^(%d*)%s*([%d%.]*)$")
+    if not cur then return nil, "usage: watch [SEQ [TIMEOUT]]" end
+    local v = self:watch(tonumber(cur) or 0, tonumber(t) or 1)
+    return v, string.format("%d events after %s (up to %d)", #v.events, cur ~= "" and cur or "0", v.seq)
   end
   K.quit = function()
     session.quit = true

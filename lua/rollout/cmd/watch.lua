@@ -1,0 +1,38 @@
+-- rollout watch SOCKET
+-- rollout watch --etcd URL [--prefix P] ROLLOUT
+-- A live view of a running rollout from another terminal: its stages with weights and
+-- status, the current hold and the time left, each trigger's state, the last gate's values
+-- against its thresholds, and the recent events (rollout.watch, rollout.watch_view). On a
+-- terminal the view is redrawn in place; otherwise one line per change. NO_COLOR turns
+-- colour off. SOCKET is the control socket's path or a service name (as for rollout ctl).
+--
+-- Exit codes: the rollout's own when it ends (0 promoted, 1 rolled back, 3 paused, aborted
+-- or failed), 2 usage, 3 the rollout cannot be reached or went away before it ended.
+local args = require("rollout.args")
+local control = require("rollout.control")
+local engine = require("rollout.engine")
+local watch = require("rollout.watch")
+
+local M = {}
+local USAGE = "rollout watch SOCKET | rollout watch --etcd URL [--prefix P] ROLLOUT"
+
+function M.main(argv)
+  local opts, pos = args.parse(argv, { etcd = "value", prefix = "value" })
+  if not opts then return args.usage_error("watch", pos, USAGE) end
+  if #pos ~= 1 then return args.usage_error("watch", opts.etcd and "expected one rollout id" or "expected one control socket", USAGE) end
+  local src, err
+  if opts.etcd then src, err = watch.etcd(opts.etcd, pos[1], opts.prefix)
+  else src, err = watch.socket(control.resolve(pos[1])) end
+  if not src then
+    io.stderr:write("rollout watch: ", pos[1], ": ", tostring(err), "\n")
+    return 3
+  end
+  local outcome, werr = watch.run(src)
+  if not outcome then
+    io.stderr:write("rollout watch: ", tostring(werr), "\n")
+    return 3
+  end
+  return engine.EXIT[outcome.outcome] or 3
+end
+
+return M
