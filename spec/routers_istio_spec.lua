@@ -305,7 +305,7 @@ describe("routers.istio", function()
       assert.equals(422, raw("PATCH", bad_weights, "application/merge-patch+json").status)
       assert.equals(409, raw("PATCH", json.encode{ metadata = { resourceVersion = "1" } }, "application/merge-patch+json").status)
       assert.equals(401, raw("GET", nil, nil, "nope").status)
-      assert.equals(405, raw("DELETE").status)
+      assert.equals(405, raw("PUT", "{}", "application/json").status)
       -- leave no violations behind for after_each: they were expected here
       local v = k8s:violations()
       assert.equals(3, #v) -- 415, 422, 405

@@ -10,7 +10,8 @@
  * Lua API:
  *   http.request{url=, method="GET", headers={name=value}, body=, timeout="30s", follow=false,
  *                max_redirects=10, cafile=, insecure=false, unix_socket=, bearer=,
- *                auth="user:pass"|{user=, password=}, connect_timeout=, max_body="64Mi"}
+ *                auth="user:pass"|{user=, password=}, connect_timeout=, max_body="64Mi",
+ *                cert=, key=, cert_pem=, key_pem=, ca_pem=}
  *       -> {status=, headers={lower-case name=value}, body=, time=seconds} | nil, err
  *   http.get(url [, opts]) / http.post(url, body [, opts])      the same, shorter
  *   http.urlencode(s) -> s            percent-encodes all but A-Z a-z 0-9 - . _ ~
@@ -22,7 +23,10 @@
  * body goes without Content-Type unless `headers` give one. Redirects are followed only with
  * `follow = true`. Certificates are verified unless `insecure = true`. The default timeout is
  * 30 s (http.configure), `timeout = false` waits forever. With `unix_socket`, the url may be
- * just a path ("/v1/x"). Errors never show a URL's user:password.
+ * just a path ("/v1/x"). Errors never show a URL's user:password. TLS client authentication:
+ * `cert`/`key` name PEM files, `cert_pem`/`key_pem` hold the PEM text itself (copied into
+ * curl, never written to disk); `ca_pem` is the PEM text of the CA bundle (instead of
+ * `cafile`). A key without a certificate, or a certificate without a key, raises.
  *
  * Error policy: wrong argument types, unknown options and header values with CR/LF raise;
  * transport failures return nil, err ("connection refused (http://127.0.0.1:1/)",
@@ -475,6 +479,8 @@ static int http_on_curl_timer(CURLM *m, long ms, void *ud) {
 struct http_opts {
     const char *fname;
     const char *url, *method, *cafile, *unix_socket, *bearer, *userpwd, *user, *password;
+    const char *cert, *key, *cert_pem, *key_pem, *ca_pem; /* anchored by the options table */
+    size_t cert_pem_len, key_pem_len, ca_pem_len;
     const char *body;
     size_t body_len;
     int body_idx, headers_idx;
@@ -575,9 +581,20 @@ static void opt_one(lua_State *L, struct http_opts *o, const char *k) {
         opt_auth(L, o);
     } else if (!strcmp(k, "max_body")) {
         o->max_body = opt_bytes(L, o, k);
+    } else if (!strcmp(k, "cert")) {
+        o->cert = opt_string(L, o, k);
+    } else if (!strcmp(k, "key")) {
+        o->key = opt_string(L, o, k);
+    } else if (!strcmp(k, "cert_pem")) {
+        o->cert_pem = opt_string(L, o, k), o->cert_pem_len = lua_rawlen(L, -1);
+    } else if (!strcmp(k, "key_pem")) {
+        o->key_pem = opt_string(L, o, k), o->key_pem_len = lua_rawlen(L, -1);
+    } else if (!strcmp(k, "ca_pem")) {
+        o->ca_pem = opt_string(L, o, k), o->ca_pem_len = lua_rawlen(L, -1);
     } else {
         opt_error(L, o, k, "is unknown (url, method, headers, body, timeout, connect_timeout, follow, "
-                           "max_redirects, cafile, insecure, unix_socket, bearer, auth, max_body)");
+                           "max_redirects, cafile, insecure, unix_socket, bearer, auth, max_body, "
+                           "cert, key, cert_pem, key_pem, ca_pem)");
     }
 }
 
@@ -675,6 +692,28 @@ static int headers_build(lua_State *L, struct http_opts *o, struct http_req *r) 
     return 0;
 }
 
+/* Client certificate, key and CA given as files or as PEM text (curl copies blobs). */
+static void tls_configure(struct http_opts *o, struct http_req *r) {
+    CURL *e = r->easy;
+    struct curl_blob b;
+    if (o->cert) curl_easy_setopt(e, CURLOPT_SSLCERT, o->cert), r->dirty = 1;
+    if (o->key) curl_easy_setopt(e, CURLOPT_SSLKEY, o->key), r->dirty = 1;
+    if (o->cert_pem) {
+        b.data = (void *)o->cert_pem, b.len = o->cert_pem_len, b.flags = CURL_BLOB_COPY;
+        curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &b), r->dirty = 1;
+    }
+    if (o->key_pem) {
+        b.data = (void *)o->key_pem, b.len = o->key_pem_len, b.flags = CURL_BLOB_COPY;
+        curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+        curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &b), r->dirty = 1;
+    }
+    if (o->ca_pem) {
+        b.data = (void *)o->ca_pem, b.len = o->ca_pem_len, b.flags = CURL_BLOB_COPY;
+        curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &b), r->dirty = 1;
+    }
+}
+
 /* Everything beyond URL, GET/POST, headers and timeout marks the handle dirty. */
 static void easy_configure(lua_State *L, struct http_opts *o, struct http_req *r) {
     CURL *e = r->easy;
@@ -718,6 +757,7 @@ static void easy_configure(lua_State *L, struct http_opts *o, struct http_req *r
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
         r->dirty = 1;
     }
+    tls_configure(o, r);
     if (o->unix_socket) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, o->unix_socket), r->dirty = 1;
     if (o->userpwd) curl_easy_setopt(e, CURLOPT_USERPWD, o->userpwd), r->dirty = 1;
     if (o->user) {
@@ -738,6 +778,10 @@ static int request_start(lua_State *L, struct http_opts *o) {
     if (o->method && !o->body && (!strcmp(o->method, "POST") || !strcmp(o->method, "PUT") ||
                                   !strcmp(o->method, "PATCH")))
         o->body = ""; /* an empty body, sent with Content-Length: 0 */
+    if ((o->cert || o->cert_pem) != (o->key || o->key_pem))
+        return luaL_error(L, "%s: a client certificate needs a key, and a key a certificate", o->fname);
+    if ((o->cert && o->cert_pem) || (o->key && o->key_pem) || (o->cafile && o->ca_pem))
+        return luaL_error(L, "%s: give a file or PEM text, not both (cert/cert_pem, key/key_pem, cafile/ca_pem)", o->fname);
     headers_check(L, o);
     loop_check_can_park(L, o->fname);
     struct http_req *r = req_acquire();

@@ -4,9 +4,10 @@
 --     namespace = "production", virtualservice = "dwcp-v3",
 --     baseline = "dwcp-v3-baseline", canary = "dwcp-v3-canary"}   -- destination hosts
 --
--- Talks HTTPS to the API server (`api`, default https://$KUBERNETES_SERVICE_HOST:PORT) with a
--- bearer token read from `token_file` (re-read every `token_refresh`, 1m, and at once after
--- a 401, so a rotated service-account token is picked up) and the cluster CA in `ca_file`.
+-- Talks to the API server through rollout.k8s.client: `api` with a bearer token read from
+-- `token_file` (re-read every `token_refresh`, 1m, and at once after a 401, so a rotated
+-- service-account token is picked up) and the cluster CA in `ca_file`; else `kubeconfig`
+-- (or `context`); else the in-cluster service account; else $KUBECONFIG or ~/.kube/config.
 --
 -- A shift GETs the VirtualService, rewrites the weights of the managed route (the one named
 -- `route`, else the first http route without `match`), keeps every other route -- the
@@ -17,19 +18,17 @@
 -- drops the header route: a merge patch replaces lists whole.) Read back with GET.
 --
 -- Deployments: r:scale(name, replicas) PATCHes the `scale` subresource;
--- r:rollout_status(name, {timeout=}) waits the way `kubectl rollout status` decides.
+-- r:rollout_status(name, {timeout=}) waits the way `kubectl rollout status` decides
+-- (both from rollout.k8s.deployments; r.client is the k8s client for anything else).
 --
 -- Error policy: bad config raises from new(); API failures return nil, err with the HTTP
 -- status, the method, the path and the API's message.
-local rollout = require("rollout")
-local fs = require("rollout.fs")
-local http = require("rollout.http")
 local json = require("rollout.json")
 local common = require("rollout.routers.common")
+local client = require("rollout.k8s.client")
+local deployments = require("rollout.k8s.deployments")
 
 local M = {}
-
-local SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 local DEST_FIELDS = {
   host = { kind = "string", required = true }, subset = { kind = "string" }, port = { kind = "integer" },
@@ -53,6 +52,8 @@ local SCHEMA = {
   route = { kind = "string" },
   token_file = { kind = "string" },
   ca_file = { kind = "string" },
+  kubeconfig = { kind = "string" },
+  context = { kind = "string" },
   token_refresh = { kind = "duration" },
   api_version = { kind = "string", check = function(v) if not v:match("^networking%.istio%.io/v[%w]+$") then
     return "expected networking.istio.io/<version>" end end },
@@ -91,18 +92,12 @@ end
 function M.new(cfg, opts)
   common.assert_valid("istio", M.validate(cfg), 2)
   local self = common.init(setmetatable({}, R), "istio", cfg, opts)
-  local api = cfg.api
-  if not api then
-    local host, port = os.getenv("KUBERNETES_SERVICE_HOST"), os.getenv("KUBERNETES_SERVICE_PORT")
-    -- Outside a cluster with no `api`: every call fails with a reason (check() shows it).
-    if host then api = "https://" .. (host:find(":") and "[" .. host .. "]" or host) .. ":" .. (port or "443") end
-  end
-  self.api = api and (api:gsub("/+$", "")) or nil
+  -- Outside a cluster with no credentials: every call fails with a reason (check() shows it).
+  self.client = client.new{ api = cfg.api, token_file = cfg.token_file, ca_file = cfg.ca_file,
+    token_refresh = common.duration(cfg.token_refresh, 60), timeout = common.duration(cfg.timeout, 10),
+    kubeconfig = cfg.kubeconfig, context = cfg.context, namespace = cfg.namespace }
+  self.api = self.client.api
   self.ns = cfg.namespace
-  self.timeout = common.duration(cfg.timeout, 10)
-  self.token_file = cfg.token_file or (SA_DIR .. "/token")
-  self.ca_file = cfg.ca_file or ((self.api or "https:"):match("^https:") and SA_DIR .. "/ca.crt" or nil)
-  self.token_refresh = common.duration(cfg.token_refresh, 60)
   self.poll_interval = common.duration(cfg.poll_interval, 1)
   self.dest = { baseline = dest(cfg.baseline), canary = dest(cfg.canary) }
   self.vs_path = string.format("/apis/%s/namespaces/%s/virtualservices/%s",
@@ -113,63 +108,9 @@ end
 
 -- ---- the API client ------------------------------------------------------------------
 
-function R:_token(force)
-  local now = rollout.now()
-  if force or not self.token or now - self.token_read_at >= self.token_refresh then
-    local text, err = fs.read(self.token_file)
-    if not text then return nil, "token: " .. err end
-    local tok = text:gsub("%s+$", ""):gsub("^%s+", "")
-    if tok == "" then return nil, "token: " .. self.token_file .. " is empty" end
-    self.token, self.token_read_at = tok, now
-  end
-  return self.token
-end
-
-local function api_message(res)
-  local st = json.decode(res.body or "")
-  if type(st) == "table" and type(st.message) == "string" then
-    return st.message .. (type(st.reason) == "string" and " (" .. st.reason .. ")" or "")
-  end
-  return (res.body or ""):sub(1, 200)
-end
-
---- One API call. body (a table) is sent as JSON with content type ctype. Returns the
---- decoded object and the response | nil, err.
+--- One API call through the k8s client: the decoded object and the response | nil, err, e.
 function R:_call(method, path, body, ctype)
-  if not self.api then
-    return nil, "no Kubernetes API: set `api`, or run in a cluster (KUBERNETES_SERVICE_HOST is unset)"
-  end
-  local function once(force_token)
-    local tok, err = self:_token(force_token)
-    if not tok then return nil, err end
-    local headers = { Accept = "application/json", Authorization = "Bearer " .. tok }
-    local data
-    if body ~= nil then
-      data = json.encode(body)
-      headers["Content-Type"] = ctype or "application/json"
-    end
-    local res, herr = http.request{ method = method, url = self.api .. path, headers = headers,
-      body = data, timeout = self.timeout, cafile = self.ca_file }
-    if not res then return nil, method .. " " .. path .. ": " .. tostring(herr) end
-    return res
-  end
-  local res, err = once(false)
-  if not res then return nil, err end
-  if res.status == 401 then
-    -- A rotated token: read the file again now rather than at the next refresh.
-    local retry
-    retry, err = once(true)
-    if not retry then return nil, err end
-    res = retry
-  end
-  if res.status < 200 or res.status > 299 then
-    local why = api_message(res)
-    if res.status == 401 then why = why .. " (token from " .. self.token_file .. ")" end
-    return nil, string.format("%s %s: HTTP %d: %s", method, path, res.status, why), res
-  end
-  local obj, jerr = json.decode(res.body)
-  if obj == nil then return nil, method .. " " .. path .. ": response is not JSON: " .. tostring(jerr) end
-  return obj, res
+  return self.client:request(method, path, body, ctype)
 end
 
 -- ---- the VirtualService --------------------------------------------------------------
@@ -325,91 +266,39 @@ end
 
 -- ---- deployments ---------------------------------------------------------------------
 
-function R:_deploy_path(name, ns)
-  if type(name) ~= "string" or name_check(name) then
+local function deploy_name(name)
+  if type(name) ~= "string" or not require("rollout.k8s.resources").name_ok(name) then
     error("deployment name must be a Kubernetes name, got " .. tostring(name), 3)
   end
-  return string.format("/apis/apps/v1/namespaces/%s/deployments/%s", ns or self.ns, name)
 end
 
 --- Set a Deployment's replicas through its scale subresource; confirmed by the returned
 --- Scale. opts.namespace overrides the router's. true, scale | nil, err.
 function R:scale(name, replicas, opts)
   if math.type(replicas) ~= "integer" or replicas < 0 then error("scale: replicas must be an integer >= 0", 2) end
-  opts = opts or {}
-  local path = self:_deploy_path(name, opts.namespace) .. "/scale"
-  local sc, err = self:_call("PATCH", path, { spec = { replicas = replicas } }, "application/merge-patch+json")
-  if not sc then return nil, err end
-  if type(sc.spec) ~= "table" or sc.spec.replicas ~= replicas then
-    return nil, "PATCH " .. path .. ": scale reads back " .. tostring(type(sc.spec) == "table" and sc.spec.replicas)
-      .. " replicas, requested " .. replicas
-  end
-  return true, sc
+  deploy_name(name)
+  return deployments.scale(self.client, (opts or {}).namespace or self.ns, name, replicas)
 end
 
---- One `kubectl rollout status` decision for a Deployment object:
---- "done", message | "waiting", message | "failed", message.
-function M.rollout_state(d)
-  local spec, status, meta = d.spec or {}, d.status or {}, d.metadata or {}
-  local gen, observed = meta.generation or 0, status.observedGeneration or 0
-  if gen > observed then return "waiting", "waiting for deployment spec update to be observed" end
-  for _, c in ipairs(type(status.conditions) == "table" and status.conditions or {}) do
-    if c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" then
-      return "failed", string.format("deployment %q exceeded its progress deadline", tostring(meta.name))
-    end
-  end
-  local want = spec.replicas
-  local updated, replicas, available = status.updatedReplicas or 0, status.replicas or 0, status.availableReplicas or 0
-  if type(want) == "number" and updated < want then
-    return "waiting", string.format("%d out of %d new replicas have been updated", updated, want)
-  end
-  if replicas > updated then
-    return "waiting", string.format("%d old replicas are pending termination", replicas - updated)
-  end
-  if available < updated then
-    return "waiting", string.format("%d of %d updated replicas are available", available, updated)
-  end
-  return "done", string.format("deployment %q successfully rolled out", tostring(meta.name))
-end
+--- One `kubectl rollout status` decision for a Deployment object (rollout.k8s.deployments).
+M.rollout_state = deployments.rollout_state
 
 --- Wait until the Deployment has rolled out (kubectl's rules), it exceeds its progress
 --- deadline, or opts.timeout (default 5m) passes. Polls every opts.interval (poll_interval);
 --- opts.progress(message) hears each new waiting message. true, message | nil, err.
 function R:rollout_status(name, opts)
   opts = opts or {}
-  local path = self:_deploy_path(name, opts.namespace)
-  local timeout = common.duration(opts.timeout, 300)
-  local interval = common.duration(opts.interval, self.poll_interval)
-  local t0, last = rollout.now(), nil
-  while true do
-    local d, err = self:_call("GET", path)
-    if not d then return nil, err end
-    local state, msg = M.rollout_state(d)
-    if state == "done" then return true, msg end
-    if state == "failed" then return nil, msg end
-    if msg ~= last and opts.progress then opts.progress(msg) end
-    last = msg
-    if rollout.now() - t0 >= timeout then
-      return nil, string.format("deployment %s not rolled out after %s s: %s", name, common.num(timeout), last)
-    end
-    rollout.sleep(math.min(interval, math.max(0, timeout - (rollout.now() - t0))))
-  end
+  deploy_name(name)
+  return deployments.rollout_status(self.client, opts.namespace or self.ns, name, { timeout = common.duration(opts.timeout, 300),
+    interval = common.duration(opts.interval, self.poll_interval), progress = opts.progress })
 end
 
 -- ---- checks --------------------------------------------------------------------------
 
 function R:_checks()
   local item = common.item
-  local items = {}
-  local tok, terr = self:_token(true)
-  items[#items + 1] = item("token file", tok ~= nil, tok and self.token_file or terr)
-  if self.ca_file then
-    local ca, cerr = fs.read(self.ca_file)
-    local pem = ca ~= nil and ca:find("BEGIN CERTIFICATE", 1, true) ~= nil
-    items[#items + 1] = item("ca file", pem,
-      ca and (pem and self.ca_file or self.ca_file .. " holds no PEM certificate") or cerr)
-  end
-  if not tok then return items end
+  local items = self.client:checks(item)
+  for _, i in ipairs(items) do if not i.ok and i.name == "token file" then return items end end
   local vs, err = self:_get_vs()
   items[#items + 1] = item("api " .. (self.api or "(none)"), vs ~= nil, vs and ("GET " .. self.vs_path .. " ok") or err)
   if not vs then return items end

@@ -1,0 +1,205 @@
+-- rollout.k8s.client and rollout.k8s.kubeconfig: credentials as kubectl finds them, client
+-- certificates through the host's HTTP client, and typed errors, against the contract
+-- server (spec/support/k8s_contract.py; no Kubernetes API server runs here).
+local codec = require("rollout.codec")
+local fs = require("rollout.fs")
+local json = require("rollout.json")
+local client = require("rollout.k8s.client")
+local kubeconfig = require("rollout.k8s.kubeconfig")
+local deployments = require("rollout.k8s.deployments")
+local res = require("rollout.k8s.resources")
+local support = require("spec.support.k8s_support")
+
+describe("k8s.kubeconfig", function()
+  local dir
+  setup(function() dir = assert(fs.mkdtemp("kubeconfig")) end)
+  teardown(function() fs.rmtree(dir) end)
+
+  local function write(name, text)
+    assert(fs.write_atomic(dir .. "/" .. name, text))
+    return dir .. "/" .. name
+  end
+
+  local BASE = [[
+apiVersion: v1
+kind: Config
+current-context: prod
+clusters:
+- name: c1
+  cluster:
+    server: https://k8s.example.com:6443/
+    certificate-authority: ca.crt
+contexts:
+- name: prod
+  context: {cluster: c1, user: u1, namespace: production}
+- name: dev
+  context: {cluster: c1, user: u2}
+users:
+- name: u1
+  user:
+    tokenFile: secrets/token
+- name: u2
+  user:
+    client-certificate-data: %s
+    client-key-data: %s
+]]
+
+  it("reads the current context: server, namespace, CA and token file relative to the file", function()
+    local p = write("config", string.format(BASE, codec.base64("CERT"), codec.base64("KEY")))
+    local c = assert(kubeconfig.load{ path = p })
+    assert.equals("https://k8s.example.com:6443", c.api)
+    assert.equals("production", c.namespace)
+    assert.equals(dir .. "/ca.crt", c.ca_file)
+    assert.equals(dir .. "/secrets/token", c.token_file)
+    assert.matches("context prod", c.source)
+    local d = assert(kubeconfig.load{ path = p, context = "dev" })
+    assert.equals("CERT", d.cert_pem)
+    assert.equals("KEY", d.key_pem)
+    assert.is_nil(d.namespace)
+  end)
+
+  it("names the file and the key of what it cannot use", function()
+    local p = write("exec", [[
+current-context: x
+clusters: [{name: c, cluster: {server: "https://a"}}]
+contexts: [{name: x, context: {cluster: c, user: gke}}]
+users: [{name: gke, user: {exec: {command: gke-gcloud-auth-plugin}}}]
+]])
+    local ok, err = kubeconfig.load{ path = p }
+    assert.is_nil(ok)
+    assert.matches(p:gsub("%p", "%%%0") .. ": users%[name=gke%]%.user%.exec: credential plugins are not supported", err)
+    p = write("nocontext", "current-context: nope\nclusters: []\ncontexts: []\nusers: []\n")
+    ok, err = kubeconfig.load{ path = p }
+    assert.is_nil(ok)
+    assert.matches('current%-context: no context named "nope"', err)
+    p = write("badb64", string.format(BASE, "'not*base64'", codec.base64("KEY")))
+    ok, err = kubeconfig.load{ path = p, context = "dev" }
+    assert.is_nil(ok)
+    assert.matches("users%[name=u2%]%.user%.client%-certificate%-data: not valid base64", err)
+    ok, err = kubeconfig.load{ path = dir .. "/missing" }
+    assert.is_nil(ok)
+    assert.matches("kubeconfig: .*missing", err)
+  end)
+end)
+
+describe("k8s.client against the contract server", function()
+  local k8s
+  setup(function() k8s = support.contract() end)
+  teardown(function() support.cleanup(k8s) end)
+  before_each(function()
+    k8s:control("/_contract/state", support.runbook_cluster())
+  end)
+  after_each(function()
+    local v = k8s:violations()
+    assert.equals(0, #v, "contract violations: " .. json.encode(v))
+  end)
+
+  local function last_api_request()
+    local reqs = k8s:requests()
+    for i = #reqs, 1, -1 do if reqs[i].path:match("^/api") then return reqs[i] end end
+  end
+
+  it("authenticates with a kubeconfig's bearer token and uses its namespace", function()
+    local c = client.new{ kubeconfig = k8s:kubeconfig() }
+    assert.equals("production", c.namespace)
+    local d = assert(deployments.get(c, c.namespace, "dwcp-v3-baseline"))
+    assert.equals(10, d.spec.replicas)
+    assert.equals("Bearer token-1", last_api_request().authorization)
+  end)
+
+  it("authenticates with client certificates, as files and as kubeconfig data, and verifies the CA from data", function()
+    local cert, key, ca = assert(fs.read(k8s.client_cert)), assert(fs.read(k8s.client_key)), assert(fs.read(k8s.ca))
+    local files = client.new{ kubeconfig = k8s:kubeconfig({ ["client-certificate"] = k8s.client_cert,
+      ["client-key"] = k8s.client_key }, nil, "files") }
+    assert(files:get("/api/v1/namespaces/production/configmaps/feature-flags"))
+    local req = last_api_request()
+    assert.is_true(req.authorization == nil or req.authorization == json.null, "no bearer token sent")
+    assert.equals("rollout-ci", req.user, "the server saw the certificate's CN")
+    local data = client.new{ kubeconfig = k8s:kubeconfig({ ["client-certificate-data"] = codec.base64(cert),
+      ["client-key-data"] = codec.base64(key) }, { ["certificate-authority"] = json.null,
+      ["certificate-authority-data"] = codec.base64(ca) }, "data") }
+    assert(data:get("/api/v1/namespaces/production/configmaps/feature-flags"))
+    assert.equals("rollout-ci", last_api_request().user)
+    -- a CA that did not sign the server's certificate is refused; insecure-skip-tls-verify is not
+    local wrong = client.new{ kubeconfig = k8s:kubeconfig(nil, { ["certificate-authority"] = k8s.client_cert }, "wrong") }
+    local ok, err, e = wrong:get("/api/v1/nodes")
+    assert.is_nil(ok)
+    assert.equals("transport", e.kind)
+    assert.matches("GET /api/v1/nodes", err)
+    local insecure = client.new{ kubeconfig = k8s:kubeconfig(nil, { ["certificate-authority"] = json.null,
+      ["insecure-skip-tls-verify"] = true }, "insecure") }
+    assert(insecure:get("/api/v1/nodes"))
+  end)
+
+  it("types errors: 401, 403 naming the verb and resource, 404, 422 with the server's message", function()
+    fs.write_atomic(k8s.token_file, "wrong\n")
+    local c = client.new{ api = k8s.api, token_file = k8s.token_file, ca_file = k8s.ca }
+    local ok, err, e = c:get("/api/v1/nodes")
+    assert.is_nil(ok)
+    assert.equals("unauthorized", e.kind)
+    assert.matches("HTTP 401", err)
+    fs.write_atomic(k8s.token_file, "token-1\n")
+    k8s:control("/_contract/rbac", { roles = { { namespace = "production", rules = {
+      { apiGroups = { "apps" }, resources = { "deployments" }, verbs = { "get" } } } } } })
+    ok, err, e = deployments.scale(c, "production", "dwcp-v3-baseline", 3)
+    assert.is_nil(ok)
+    assert.equals("forbidden", e.kind)
+    assert.equals("patch", e.verb)
+    assert.equals("deployments", e.resource)
+    assert.equals("scale", e.subresource)
+    assert.matches('may not patch deployments/scale in API group "apps" in namespace production', err)
+    ok, err, e = deployments.get(c, "production", "nope")
+    assert.is_nil(ok)
+    assert.equals("not_found", e.kind)
+    assert.matches('deployments.apps "nope" not found', err)
+    k8s:control("/_contract/rbac", json.null)
+    local m = deployments.manifest{ name = "bad", namespace = "production", image = "x:1", labels = { app = "a" },
+      selector = { app = "b" } }
+    ok, err, e = deployments.apply(c, m)
+    assert.is_nil(ok)
+    assert.equals("invalid", e.kind)
+    assert.matches("selector.* does not match template .labels", err)
+    assert.equals(1, #k8s:violations()) -- the refused create, on purpose
+    k8s:control("/_contract/state", support.runbook_cluster())
+  end)
+
+  it("retries a 409 with a fresh read", function()
+    local c = client.new{ api = k8s.api, token_file = k8s.token_file, ca_file = k8s.ca }
+    local other = client.new{ api = k8s.api, token_file = k8s.token_file, ca_file = k8s.ca }
+    local path = deployments.path("production", "dwcp-v3-baseline")
+    local calls = 0
+    local obj = assert(c:modify(path, function(cur)
+      calls = calls + 1
+      if calls == 1 then -- someone else writes between our read and our patch
+        assert(other:merge_patch(path, { metadata = { annotations = { owner = "someone" } } }))
+      end
+      local want
+      if calls > 1 then want = "someone" end
+      assert.equals(want, (cur.metadata.annotations or {}).owner)
+      return { metadata = { labels = { touched = "yes" } } }
+    end))
+    assert.equals(2, calls)
+    assert.equals("yes", obj.metadata.labels.touched)
+    assert.equals("someone", obj.metadata.annotations.owner, "the other writer's change was kept")
+    local conflicts = 0
+    for _, q in ipairs(k8s:requests()) do if q.status == 409 then conflicts = conflicts + 1 end end
+    assert.equals(1, conflicts)
+  end)
+
+  it("names the API groups and verbs of a request as RBAC sees them", function()
+    assert.same({ verb = "patch", group = "apps", version = "v1", namespace = "p", resource = "deployments", name = "d",
+      subresource = "scale" }, client.attributes("PATCH", "/apis/apps/v1/namespaces/p/deployments/d/scale"))
+    assert.same({ verb = "list", group = "", version = "v1", resource = "nodes" }, client.attributes("GET", "/api/v1/nodes"))
+    assert.equals("list", client.attributes("GET", "/api/v1/namespaces/p/pods?labelSelector=a%3Db").verb)
+  end)
+
+  it("parses quantities as the API writes them", function()
+    assert.equals(1, res.quantity("1000m"))
+    assert.equals(2 * 2 ^ 30, res.quantity("2Gi"))
+    assert.equals(16, res.quantity("16"))
+    assert.equals(1.5e9, res.quantity("1.5G"))
+    assert.equals(128974848, res.quantity("128974848"))
+    assert.equals(1000, res.quantity("1e3"))
+    assert.is_nil(res.quantity("12 cores"))
+  end)
+end)
