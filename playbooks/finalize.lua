@@ -1,6 +1,11 @@
 -- The runbook's finalize procedure (Step 7, finalize-deployment.sh), as the finalize hook
 -- (include("finalize.lua").hook) and as a script for a promoted rollout:
---   rollout playbooks/finalize.lua PLAYBOOK [--set key=value ...]
+--   rollout playbooks/finalize.lua PLAYBOOK [--journal DIR] [--set key=value ...]
+-- The script refuses (exit 3) unless the playbook's latest journal (DIR, default
+-- .rollout/journal/<service>) shows a promotion confirmed at 100 % with no rollback after
+-- it, and fails (exit 3) when every step was skipped: nothing was finalized. A playbook with
+-- params.kubernetes (playbooks/canary-k8s.lua) is finalized natively through the Kubernetes
+-- API (rollout.k8s.runbook.finalize), each step confirmed by read-back.
 -- Each step is a command from the playbook's params (argv lists, never a shell); an unset
 -- step is reported as skipped, never silently passed:
 --   promote_command        1. label the canary primary     2. scale it to full capacity
@@ -18,6 +23,7 @@ local STEPS = {
   { "cleanup_command", "clean up canary routing" },
 }
 
+-- true when the step ran, false when it was skipped
 local function run_step(pb, key, what, log)
   local argv = (pb.params or {})[key]
   if not argv then
@@ -25,30 +31,81 @@ local function run_step(pb, key, what, log)
       local r = http.request({ method = "GET", url = pb.versions.canary.ready, timeout = 5 })
       if not r or r.status >= 300 then error("canary not ready: " .. pb.versions.canary.ready, 0) end
       log(what .. ": canary ready")
-      return
+      return true
     end
     log(what .. ": params." .. key .. " not set, skipped")
-    return
+    return false
   end
   local r, err = proc.run({ argv = argv, timeout = 600 })
   if not r then error(what .. ": " .. err, 0) end
   if r.code ~= 0 then error(string.format("%s: %s exited %s: %s", what, argv[1], tostring(r.code), (r.stderr or ""):sub(1, 200)), 0) end
   log(what .. ": ok")
-end
-
-function M.steps(pb, log)
-  for _, s in ipairs(STEPS) do run_step(pb, s[1], s[2], log) end
   return true
 end
 
-function M.hook(ctx) return M.steps(ctx.engine.pb, ctx.log) end
+--- Run the steps; returns the number that ran (0: every one was skipped).
+function M.steps(pb, log)
+  local ran = 0
+  for _, s in ipairs(STEPS) do if run_step(pb, s[1], s[2], log) then ran = ran + 1 end end
+  return ran
+end
+
+--- Whether the journal events (one rollout's, oldest first) show a promotion confirmed at
+--- 100 % with no rollback after it. true | false, why.
+function M.promotion_confirmed(events)
+  local at100, why = false, "no rollout in the journal"
+  for _, ev in ipairs(events) do
+    if ev.event == "rollout_started" then at100, why = false, "no weight confirmed at 100 % canary"
+    elseif ev.event == "weight_confirmed" then
+      at100 = ev.canary == 100
+      if not at100 then why = "the last confirmed weights are canary " .. tostring(ev.canary) .. " %" end
+    elseif ev.event == "rollback_started" or ev.event == "rolled_back" then
+      at100, why = false, "the rollout was rolled back (" .. tostring(ev.reason) .. ")"
+    end
+  end
+  if at100 then return true end
+  return false, why
+end
+
+function M.hook(ctx)
+  M.steps(ctx.engine.pb, ctx.log)
+  return true
+end
 
 function M.manual(argv)
-  local pb, code = require("rollout.playbook").load_from_args(argv, {},
-    "rollout playbooks/finalize.lua PLAYBOOK [--set key=value ...]")
-  if not pb then return code end
-  local ok, err = pcall(M.steps, pb, print)
-  if not ok then io.stderr:write("finalize: ", tostring(err), "\n"); return 3 end
+  local pb, opts = require("rollout.playbook").load_from_args(argv, { journal = "value" },
+    "rollout playbooks/finalize.lua PLAYBOOK [--journal DIR] [--set key=value ...]")
+  if not pb then return opts end
+  local journal = require("rollout.journal")
+  local dir = opts.journal or journal.default_dir(pb.service)
+  local path, events = journal.latest(dir)
+  if not path then
+    io.stderr:write("finalize refused: no journal of ", pb.service, " in ", dir, ": no promotion to finalize\n")
+    return 3
+  end
+  local confirmed, why = M.promotion_confirmed(events)
+  if not confirmed then
+    io.stderr:write("finalize refused: ", path, " shows no promotion confirmed at 100 %: ", why, "\n")
+    return 3
+  end
+  if (pb.params or {}).kubernetes then
+    local routers = require("rollout.routers")
+    local okr, router = pcall(routers.new, pb.router, {})
+    if not okr then io.stderr:write("finalize: ", tostring(router), "\n"); return 2 end
+    local ctx = { engine = { pb = pb, router = router, deployment_id = pb.deployment_id },
+      weights = { baseline = 0, canary = 100 }, promotion_confirmed = true, log = print }
+    local ok, err = pcall(require("rollout.k8s.runbook").finalize, ctx)
+    if not ok then io.stderr:write("finalize: ", tostring(err), "\n"); return 3 end
+    print("finalized")
+    return 0
+  end
+  local ok, ran = pcall(M.steps, pb, print)
+  if not ok then io.stderr:write("finalize: ", tostring(ran), "\n"); return 3 end
+  if ran == 0 then
+    io.stderr:write("finalize: nothing was finalized: every step was skipped (set params.promote_command, "
+      .. "wait_ready_command, drain_baseline_command, service_selector_command, cleanup_command)\n")
+    return 3
+  end
   print("finalized")
   return 0
 end

@@ -2,6 +2,7 @@
 -- finalize.lua) as scripts, against a real HAProxy.
 local support = require("spec.support.routers_support")
 local fs = require("rollout.fs")
+local json = require("rollout.json")
 local proc = require("rollout.proc")
 
 describe("playbooks/rollback.lua (manual rollback)", function()
@@ -49,10 +50,56 @@ describe("playbooks/rollback.lua (manual rollback)", function()
 end)
 
 describe("playbooks/finalize.lua", function()
-  it("reports each step, skipping the ones not configured", function()
-    local r = assert(proc.run({ argv = { rollout.exe, "playbooks/finalize.lua", "playbooks/canary.lua" }, timeout = 30 }))
-    assert.equals(0, r.code, r.stderr)
+  local dir
+  setup(function() dir = assert(fs.mkdtemp("finalize")) end)
+  teardown(function() if dir then fs.rmtree(dir) end end)
+
+  -- A journal of one rollout: events as `rollout run` writes them (the fields that matter).
+  local function journal_of(name, evs)
+    local d = dir .. "/" .. name
+    assert(fs.mkdir(d, 448, true))
+    local lines = {}
+    for i, e in ipairs(evs) do e.seq, e.ts = i, 1e9 + i; lines[#lines + 1] = json.encode(e) end
+    assert(fs.write_atomic(d .. "/20260101T000000.000-1.jsonl", table.concat(lines, "\n") .. "\n"))
+    return d
+  end
+  local PROMOTED = { { event = "rollout_started", service = "dwcp-v3" },
+    { event = "weight_confirmed", baseline = 25, canary = 75 }, { event = "weight_confirmed", baseline = 0, canary = 100 },
+    { event = "promoting" } }
+  local ROLLED_BACK = { { event = "rollout_started", service = "dwcp-v3" },
+    { event = "weight_confirmed", baseline = 0, canary = 100 }, { event = "rollback_started", reason = "operator" },
+    { event = "weight_confirmed", baseline = 100, canary = 0 }, { event = "rolled_back", reason = "operator" } }
+
+  local function finalize(jdir, extra)
+    local argv = { rollout.exe, "playbooks/finalize.lua", "playbooks/canary.lua", "--journal", jdir }
+    for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+    return assert(proc.run({ argv = argv, timeout = 30 }))
+  end
+
+  it("refuses without a promotion confirmed at 100 % in the journal (exit 3)", function()
+    local r = finalize(dir .. "/none")
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.matches("finalize refused: no journal of dwcp%-v3", r.stderr)
+    r = finalize(journal_of("rolled-back", ROLLED_BACK), { "--set", 'params.promote_command=["true"]' })
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.matches("no promotion confirmed at 100 %%: the rollout was rolled back %(operator%)", r.stderr)
+    assert.falsy(r.stdout:find("finalized", 1, true), "nothing says finalized")
+  end)
+
+  it("fails when every step was skipped: nothing was finalized (exit 3)", function()
+    local r = finalize(journal_of("promoted", PROMOTED))
+    assert.equals(3, r.code, r.stdout .. r.stderr)
     assert.matches("promote the canary and scale it up: params.promote_command not set, skipped", r.stdout)
+    assert.matches("nothing was finalized: every step was skipped", r.stderr)
+    assert.falsy(r.stdout:find("finalized\n", 1, true), "nothing says finalized")
+  end)
+
+  it("runs the configured steps after a confirmed promotion", function()
+    local marker = dir .. "/promoted-marker"
+    local r = finalize(journal_of("promoted2", PROMOTED), { "--set", 'params.promote_command=["touch", "' .. marker .. '"]' })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("promote the canary and scale it up: ok", r.stdout)
     assert.matches("finalized", r.stdout)
+    assert.truthy(fs.stat(marker))
   end)
 end)

@@ -8,8 +8,8 @@
 --   os.time / os.clock / os.date / os.difftime / os.getenv (no execute, exit, remove, rename,
 --   tmpname, setlocale), no `io`, no `debug`, no `dofile`/`loadfile`, load() of text only,
 --   include(relpath), PLAYBOOK_DIR, playbook{...},
---   the host API: rollout, http, proc, fs, net, json, yaml, units, stats, histogram, promtext
---   (read-only views; require("rollout.json") etc. gives the same views, other modules are
+--   the host API: rollout, http, proc, fs, net, json, yaml, units, stats, histogram, promtext,
+--   k8s (rollout.k8s: none of its functions while loading) (read-only views; require("rollout.json") etc. gives the same views, other modules are
 --   not available).
 -- Nothing in it blocks the engine's loop: commands run through proc (asynchronous, argv,
 -- never a shell), HTTP through http, files through fs. There is no os.execute, io.popen,
@@ -35,9 +35,9 @@ local AT_LOAD = {
   rollout = { now = true, time = true, duration = true, clock = true, current = true },
   fs = { read = true, stat = true, list = true, realpath = true, getuid = true, getpid = true, isatty = true },
   json = true, yaml = true, units = true, stats = true, histogram = true, promtext = true,
-  http = {}, proc = {}, net = {},
+  http = {}, proc = {}, net = {}, k8s = {},
 }
-M.MODULES = { "rollout", "http", "proc", "fs", "net", "json", "yaml", "units", "stats", "histogram", "promtext" }
+M.MODULES = { "rollout", "http", "proc", "fs", "net", "json", "yaml", "units", "stats", "histogram", "promtext", "k8s" }
 
 local function copy(t)
   local c = {}

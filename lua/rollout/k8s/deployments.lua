@@ -42,7 +42,8 @@ end
 --- version (adds the label version=), labels (on the Deployment, its selector and its pod
 --- template), selector (labels to select by; default: labels plus version), container
 --- ("app"), port, env ({NAME = value}), resources ({requests=, limits=}), readiness_path,
---- liveness_path, template_labels (only on pods), annotations.
+--- liveness_path, template_labels (added on the pods only; false keeps a label off them),
+--- annotations.
 function M.manifest(t)
   for _, k in ipairs({ "name", "namespace", "image" }) do
     if type(t[k]) ~= "string" or t[k] == "" then error("deployment manifest: " .. k .. ": required string", 2) end
@@ -51,7 +52,9 @@ function M.manifest(t)
   if t.version then labels.version = t.version end
   local sel = copy(t.selector or labels)
   local tl = copy(labels)
-  for k, v in pairs(t.template_labels or {}) do tl[k] = v end
+  for k, v in pairs(t.template_labels or {}) do -- false: not on the pods
+    if v == false then tl[k] = nil else tl[k] = v end
+  end
   local ct = { name = t.container or "app", image = t.image }
   if t.port then ct.ports = json.array({ { containerPort = t.port } }) end
   if t.env then
