@@ -13,6 +13,7 @@
  *   fs.getpid() -> pid;  fs.kill(pid, sig=0) -> true | nil, err (sig 0 checks existence)
  *   fs.realpath(path) -> path | nil, err;  fs.getuid() -> uid
  *   fs.isatty(fd) -> bool                   whether descriptor fd (0, 1, 2, ...) is a terminal
+ *   fs.winsize(fd) -> cols, rows | nil      the terminal's size on fd (TIOCGWINSZ), nil if none
  * Error policy: wrong argument types raise; file-system failures return nil, "path: reason".
  */
 #include "rollout/fs.h"
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -288,12 +290,26 @@ static int fs_isatty(lua_State *L) {
     return 1;
 }
 
+/* fs.winsize(fd) -> cols, rows | nil  [-0, +1|2, e]: the width the live view draws to. A
+ * descriptor that is not a terminal, or a terminal that reports 0 columns, gives nil. */
+static int fs_winsize(lua_State *L) {
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    struct winsize ws;
+    if (fd < 0 || fd > INT_MAX || ioctl((int)fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushinteger(L, ws.ws_col);
+    lua_pushinteger(L, ws.ws_row);
+    return 2;
+}
+
 static const luaL_Reg fs_funcs[] = {
     {"list", fs_list},     {"stat", fs_stat},         {"mkdir", fs_mkdir},
     {"mkdtemp", fs_mkdtemp}, {"rmtree", fs_rmtree},   {"write_atomic", fs_write_atomic},
     {"read", fs_read},     {"chmod", fs_chmod},       {"getpid", fs_getpid},
     {"getuid", fs_getuid}, {"kill", fs_kill},         {"realpath", fs_realpath},
-    {"isatty", fs_isatty},
+    {"isatty", fs_isatty}, {"winsize", fs_winsize},
     {NULL, NULL},
 };
 

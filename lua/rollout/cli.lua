@@ -1,6 +1,12 @@
 -- rollout.cli: the command line. main.c runs M.main(argv) as the main task; its return
 -- value is the exit code (0 ok/promoted, 1 rolled back, 2 usage or config, 3 aborted/failed).
--- Each command lives in lua/rollout/cmd/<name>.lua and exports main(args) -> code.
+-- Each command lives in lua/rollout/cmd/<name>.lua and exports main(args) -> code, and
+-- declares summary, usage and options (rollout.args): `rollout CMD --help`, `-h` and
+-- `rollout help CMD` print its usage from that declaration, here, before main runs.
+-- A new command: add its name to COMMANDS below and write lua/rollout/cmd/<name>.lua
+-- (docs/contributing.md).
+local args = require("rollout.args")
+
 local M = {}
 
 local HOST_GLOBALS = {
@@ -22,36 +28,98 @@ function M.install_globals()
   })
 end
 
+-- The commands in the order `rollout --help` lists them; each one's summary comes from its
+-- module (the text here is used only when the module cannot be loaded).
 local COMMANDS = {
-  { "run", "run a playbook: rollout run PLAYBOOK [--config FILE] [--set k=v] [--json]" },
+  { "run", "run a playbook for real" },
   { "check", "validate a playbook and its router without side effects" },
   { "simulate", "run a playbook in virtual time against a scenario" },
-  { "verify", "policy tests: rollout verify PLAYBOOK SCENARIO|DIR... [--junit FILE] [--json]" },
+  { "verify", "policy tests: a playbook against labelled scenarios" },
   { "replay", "run a playbook against recorded metrics" },
-  { "scrape", "print what a /metrics target exposes: rollout scrape URL|FILE [--json]" },
+  { "scrape", "print what a /metrics target exposes" },
   { "repl", "a local REPL with the host API and a playbook's sources and routers" },
   { "attach", "attach to a running rollout's control socket" },
   { "ctl", "send one command to a running rollout" },
-  { "watch", "a live view of a running rollout: rollout watch SOCKET | --etcd URL ROLLOUT" },
+  { "watch", "a live view of a running rollout" },
   { "report", "render a journal as HTML, Markdown or JSON" },
-  { "agent", "fleet mode: drive many rollouts coordinated through etcd: rollout agent --etcd URL" },
-  { "submit", "fleet mode: store a rollout in etcd for the agents: rollout submit PLAYBOOK --etcd URL" },
-  { "list", "fleet mode: every rollout in etcd, its owner, stage, weight and state" },
-  { "test", "run the specs: rollout test [PATH...] [--filter TEXT]" },
+  { "agent", "fleet mode: drive many rollouts coordinated through etcd" },
+  { "submit", "fleet mode: store a rollout in etcd for the agents" },
+  { "list", "fleet mode: every rollout in etcd" },
+  { "test", "run the specs" },
   { "version", "print the version" },
+  { "help", "show the usage of rollout or of a command" },
 }
+
+local function names()
+  local out = {}
+  for _, c in ipairs(COMMANDS) do out[#out + 1] = c[1] end
+  return out
+end
+
+local function is_command(name)
+  for _, c in ipairs(COMMANDS) do if c[1] == name then return true end end
+  return false
+end
+
+local function load_command(name)
+  local ok, mod = pcall(require, "rollout.cmd." .. name)
+  if ok then return mod end
+  if tostring(mod):find("module 'rollout.cmd." .. name .. "' not found", 1, true) then return nil, "missing" end
+  error(mod, 0)
+end
+
+local function width()
+  return require("rollout.term").width(1)
+end
 
 local function usage(out)
   out:write("usage: rollout [--clock=real|virtual] COMMAND [ARGS...]\n",
-            "       rollout [--clock=real|virtual] FILE.lua [ARGS...]   run a script with the host API\n\n",
+            "       rollout [--clock=real|virtual] FILE.lua [ARGS...]   run a script with the host API\n",
+            "       rollout --help | --version\n\n",
             "commands:\n")
-  for _, c in ipairs(COMMANDS) do out:write(string.format("  %-10s %s\n", c[1], c[2])) end
-  out:write("\nexit codes: 0 promoted/ok, 1 rolled back, 2 usage or config error, 3 paused, aborted or failed\n")
+  for _, c in ipairs(COMMANDS) do
+    local ok, mod = pcall(load_command, c[1])
+    local summary = ok and type(mod) == "table" and mod.summary or c[2]
+    out:write(args.wrap(summary, math.min(width(), 100), string.rep(" ", 13), string.format("  %-10s ", c[1])), "\n")
+  end
+  out:write("\noptions:\n",
+            "  --clock=real|virtual   the clock scripts run under (default real)\n",
+            "  -h, --help             show this help and exit\n",
+            "  --version              print the version and exit\n",
+            "\n'rollout help COMMAND' or 'rollout COMMAND --help' explains a command and every flag it takes.\n",
+            "exit codes: 0 promoted/ok, 1 rolled back, 2 usage or config error, 3 paused, aborted or failed\n")
 end
 
 local function usage_error(msg)
   io.stderr:write("rollout: ", msg, "\nTry 'rollout --help'.\n")
   return 2
+end
+
+local function unknown_command(cmd)
+  local s = args.suggest(cmd, names())
+  return usage_error("unknown command '" .. cmd .. "'" .. (s and (" (did you mean '" .. s .. "'?)") or ""))
+end
+
+--- The usage of one command, from its declaration (rollout.args).
+local function command_help(name)
+  if name == "help" then
+    return "usage: rollout help [COMMAND]\n\nShow the usage of rollout, or of COMMAND with every flag it takes.\n"
+  end
+  local mod, why = load_command(name)
+  if not mod then return nil, why end
+  return args.help(name, mod, width())
+end
+
+local function help(name)
+  if not name then usage(io.stdout); return 0 end
+  if not is_command(name) then return unknown_command(name) end
+  local text = command_help(name)
+  if not text then
+    io.stderr:write("rollout: command '" .. name .. "' is not available in this build yet\n")
+    return 2
+  end
+  io.stdout:write(text)
+  return 0
 end
 
 local function run_script(path, argv, first)
@@ -68,11 +136,6 @@ local function run_script(path, argv, first)
   return 0
 end
 
-local function is_command(name)
-  for _, c in ipairs(COMMANDS) do if c[1] == name then return true end end
-  return false
-end
-
 function M.main(argv)
   M.install_globals()
   local i = 1
@@ -85,28 +148,29 @@ function M.main(argv)
       if c ~= "real" and c ~= "virtual" then return usage_error("--clock must be real or virtual, not '" .. c .. "'") end
       rollout.clock(c)
     else
-      return usage_error("unknown option '" .. a .. "'")
+      local s = a:match("^%-%-([%w%-]+)") and args.suggest(a:match("^%-%-([%w%-]+)"), { "clock", "help", "version" })
+      return usage_error("unknown option '" .. a .. "'" .. (s and (" (did you mean '--" .. s .. "'?)") or ""))
     end
     i = i + 1
   end
   local cmd = argv[i]
   if not cmd then usage(io.stderr); return 2 end
-  if cmd == "help" then usage(io.stdout); return 0 end
-  if cmd == "version" then print("rollout " .. rollout.version); return 0 end
   if cmd:match("%.lua$") and not is_command(cmd) then return run_script(cmd, argv, i) end
-  if not is_command(cmd) then return usage_error("unknown command '" .. cmd .. "'") end
-  local args = {}
-  for j = i + 1, #argv do args[#args + 1] = argv[j] end
-  if cmd == "test" then return require("rollout.testing").main(args) end
-  local ok, mod = pcall(require, "rollout.cmd." .. cmd)
-  if not ok then
-    if tostring(mod):find("module 'rollout.cmd." .. cmd .. "' not found", 1, true) then
-      io.stderr:write("rollout: command '" .. cmd .. "' is not available in this build yet\n")
-      return 2
-    end
-    error(mod, 0)
+  if not is_command(cmd) then return unknown_command(cmd) end
+  local rest = {}
+  for j = i + 1, #argv do rest[#rest + 1] = argv[j] end
+  if cmd == "help" then
+    if #rest > 1 then return usage_error("help takes at most one command") end
+    if rest[1] == "-h" or rest[1] == "--help" then return help("help") end
+    return help(rest[1])
   end
-  return mod.main(args)
+  if args.wants_help(rest) then return help(cmd) end
+  local mod = load_command(cmd)
+  if not mod then
+    io.stderr:write("rollout: command '" .. cmd .. "' is not available in this build yet\n")
+    return 2
+  end
+  return mod.main(rest)
 end
 
 return M

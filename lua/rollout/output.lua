@@ -2,10 +2,12 @@
 -- Plain lines (one per decision, with the numbers behind it), or JSON lines with --json
 -- (one object per event; the summary object last). Per-tick evaluations are shown only
 -- in JSON and with --verbose: a person needs the decisions, a pipeline wants everything.
--- On a terminal (stdout a TTY, TERM not "dumb", no --json) the same decision lines scroll
--- above a live progress view (rollout.progress); ROLLOUT_PROGRESS=0 keeps plain lines.
+-- On a terminal (stdout a TTY, TERM not "dumb", NO_COLOR unset or empty, no --json) the
+-- same decision lines scroll above a live progress view (rollout.progress);
+-- ROLLOUT_PROGRESS=0 keeps plain lines, which have no colour and no cursor movement.
 local json = require("rollout.json")
 local redact = require("rollout.redact") -- every line written passes through it
+local term = require("rollout.term")
 
 local M = {}
 
@@ -100,15 +102,13 @@ function M.line(ev)
   return f and f(ev) or nil
 end
 
---- Whether stdout is a terminal a person watches (the progress view's condition).
+--- Whether stdout is a terminal a person watches (the progress view's condition): a
+--- terminal, NO_COLOR unset or empty, TERM not dumb (rollout.term), ROLLOUT_PROGRESS not 0.
 function M.interactive(out)
   if out ~= io.stdout then return false end
   local p = os.getenv("ROLLOUT_PROGRESS")
   if p == "0" or p == "no" then return false end
-  local term = os.getenv("TERM")
-  if term == "dumb" then return false end
-  local ok, fs = pcall(require, "rollout.fs")
-  return ok and fs.isatty ~= nil and fs.isatty(1)
+  return term.fancy(1)
 end
 
 --- printer{json = bool, verbose = bool, out = file, progress = bool} -> emit(ev [, engine])

@@ -20,7 +20,11 @@
 --
 -- It only reads events (and the engine passed beside them, for the stages' holds and
 -- thresholds); it never changes them. rollout.output picks it when stdout is a terminal.
+-- Width: opts.width, else the terminal's (rollout.term: TIOCGWINSZ, $COLUMNS, 80), read
+-- again at each redraw so a resized window is followed. Colour: opts.color, else only when
+-- NO_COLOR is unset or empty.
 local rollout = require("rollout")
+local term = require("rollout.term")
 
 local M = {}
 
@@ -61,8 +65,9 @@ function M.new(opts)
   local self = setmetatable({
     out = opts.out or io.stdout, line = opts.line or function() return nil end,
     value = opts.value or function(_, v) return tostring(v) end, tclock = opts.clock or clock,
-    color = opts.color ~= false, unicode = opts.unicode == nil and utf8_locale() or opts.unicode,
-    width = math.max(40, math.min(opts.width or tonumber(os.getenv("COLUMNS") or "") or 80, 100) - 1),
+    color = opts.color == nil and not term.no_color() or opts.color == true,
+    unicode = opts.unicode == nil and utf8_locale() or opts.unicode,
+    fixed_width = opts.width, width = M.fit_width(opts.width or term.width(1)),
     refresh = opts.refresh == nil and 0.5 or opts.refresh,
     drawn = 0, state = "starting", triggers = {}, trigger_order = {}, stages = {}, verbose = opts.verbose,
   }, V)
@@ -278,7 +283,13 @@ function V:trigger_line()
   return ""
 end
 
+--- fit_width(columns) -> the view's width: 40..99 (one column spare, so a line never wraps)
+function M.fit_width(cols)
+  return math.max(40, math.min(cols, 100) - 1)
+end
+
 function V:lines()
+  if not self.fixed_width then self.width = M.fit_width(term.width(1)) end
   local w = self.width
   local L = {}
   local now = self.frozen_t or self:now_t()

@@ -12,17 +12,35 @@ local units = require("rollout.units")
 local fleet = require("rollout.fleet")
 
 local M = {}
-local USAGE = "rollout agent --etcd URL [--name NAME] [--prefix P] [--ttl 10s] [--scan S] [--poll S] [--dir DIR]"
+M.summary = "fleet mode: an engine that drives many rollouts, coordinated through etcd"
+M.usage = "rollout agent --etcd URL [OPTIONS]"
+M.description = "A long-running engine that takes unowned rollouts (rollout submit), keeps them alive with "
+  .. "its etcd lease, replicates their journals to etcd, applies commands (rollout ctl --etcd) and takes "
+  .. "over the rollouts of agents that died. SIGINT or SIGTERM hands every rollout back (traffic stays "
+  .. "where it is) so the other agents take them at once."
+M.options = {
+  { "--etcd URL", "the etcd endpoint (required)" },
+  { "--name NAME", "this agent's name: letters, digits, '.', '_' and '-' (default HOST-PID)" },
+  { "--prefix P", "the key prefix the fleet uses (default /rollout/)" },
+  { "--ttl DURATION", "the lease's time to live: how soon other agents take over after a crash (default 10s)" },
+  { "--scan DURATION", "how often to look for unowned rollouts (default ttl/8)" },
+  { "--poll DURATION", "how often to look for operator commands (default 0.5s)" },
+  { "--dir DIR", "local journals go to DIR/journal/ID.jsonl (default .rollout/fleet/NAME)" },
+  { "--no-journal", "keep no local journal copies (etcd only)" },
+  { "--max N", "drive at most N rollouts at once" },
+  { "--json", "print every event as a JSON line" },
+  { "--verbose", "also print the events that have no line of their own" },
+}
+M.exit = "0 stopped by a signal, 2 usage error"
   .. " [--no-journal] [--max N] [--json] [--verbose]"
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { etcd = "value", name = "value", prefix = "value", ttl = "value",
-    scan = "value", poll = "value", dir = "value", no_journal = "flag", max = "value", json = "flag", verbose = "flag" })
-  if not opts then return args.usage_error("agent", pos, USAGE) end
-  if #pos > 0 then return args.usage_error("agent", "unexpected argument '" .. pos[1] .. "'", USAGE) end
-  if not opts.etcd then return args.usage_error("agent", "--etcd URL is required", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("agent", pos, M.usage) end
+  if #pos > 0 then return args.usage_error("agent", "unexpected argument '" .. pos[1] .. "'", M.usage) end
+  if not opts.etcd then return args.usage_error("agent", "--etcd URL is required", M.usage) end
   if opts.name and not fleet.valid_id(opts.name) then
-    return args.usage_error("agent", "--name: letters, digits, '.', '_' and '-' only", USAGE)
+    return args.usage_error("agent", "--name: letters, digits, '.', '_' and '-' only", M.usage)
   end
   local function dur(k)
     if opts[k] == nil then return nil end
@@ -36,7 +54,7 @@ function M.main(argv)
       max = opts.max and math.tointeger(tonumber(opts.max)) or nil })
   end)
   if not ok then
-    if type(a) == "table" and a.usage then return args.usage_error("agent", a.usage, USAGE) end
+    if type(a) == "table" and a.usage then return args.usage_error("agent", a.usage, M.usage) end
     error(a, 0)
   end
   io.stdout:setvbuf("line")

@@ -10,7 +10,14 @@ local control = require("rollout.control")
 local edit = require("rollout.edit")
 
 local M = {}
-local USAGE = "rollout attach SOCKET"
+M.summary = "an interactive session with a running rollout: its commands and a Lua REPL inside it"
+M.usage = "rollout attach SOCKET"
+M.description = "Connects to a running rollout's control socket: the socket's commands (status, pause, "
+  .. "resume, promote, abort, ...) and Lua evaluated inside the engine, with line editing and history. "
+  .. "SOCKET is the socket's path, or a service name looked up in the default run directory. Ends at "
+  .. "end of input (Ctrl-D) or `quit`."
+M.options = {}
+M.exit = "0 at the end of the session, 2 usage error, 3 the socket cannot be reached or the rollout went away"
 
 local function history_file()
   local home = os.getenv("HOME")
@@ -18,9 +25,9 @@ local function history_file()
 end
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, {})
-  if not opts then return args.usage_error("attach", pos, USAGE) end
-  if #pos ~= 1 then return args.usage_error("attach", "expected a socket", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("attach", pos, M.usage) end
+  if #pos ~= 1 then return args.usage_error("attach", "expected a socket", M.usage) end
   local path = control.resolve(pos[1])
   local client, err = control.connect(path, 5)
   if not client then

@@ -7,12 +7,26 @@ local playbook = require("rollout.playbook")
 local json = require("rollout.json")
 
 local M = {}
-local USAGE = "rollout check PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--offline]"
+M.summary = "validate a playbook, then check its router without moving traffic"
+M.usage = "rollout check PLAYBOOK [--config FILE] [--set KEY=VALUE ...] [--json] [--offline]"
+M.description = "Validates PLAYBOOK with no side effects and reports every error at once as "
+  .. "file:line: key: problem. Then checks what can be checked without moving traffic: the router's "
+  .. "socket or API is reachable, its backend and server names exist, its config file is writable."
+M.options = {
+  { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
+    .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
+  { "--set KEY=VALUE", "override a playbook value before validation, e.g. --set stages[2].hold=20s or "
+    .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
+    .. "[ or { as JSON; repeatable", list = true },
+  { "--json", "print {ok, checks = [{name, ok, detail}]} as one JSON object" },
+  { "--offline", "validate only: skip the live checks of the router" },
+}
+M.exit = "0 everything is fine, 2 the playbook is invalid, 3 a live check failed"
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { config = "value", set = "list", json = "flag", offline = "flag" })
-  if not opts then return args.usage_error("check", pos, USAGE) end
-  if #pos ~= 1 then return args.usage_error("check", "expected one playbook", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("check", pos, M.usage) end
+  if #pos ~= 1 then return args.usage_error("check", "expected one playbook", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
     if opts.json then

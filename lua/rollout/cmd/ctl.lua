@@ -16,7 +16,28 @@ local json = require("rollout.json")
 local units = require("rollout.units")
 
 local M = {}
-local USAGE = "rollout ctl SOCKET COMMAND [ARGS...] [--json] [--timeout DURATION]"
+M.summary = "send one command (or one line of Lua) to a running rollout"
+M.usage = { "rollout ctl SOCKET COMMAND [ARGS...] [--json] [--timeout DURATION]",
+  "rollout ctl --etcd URL [--prefix P] [--wait DURATION] [--who NAME] [--json] ROLLOUT COMMAND [ARG]" }
+M.description = "Sends one command to a running rollout's control socket and prints the answer. SOCKET is "
+  .. "the socket's path, or a service name looked up in the default run directory. Commands: status, "
+  .. "signals, pause [REASON], resume, promote, promote --full, abort [REASON], retry, set weight N, "
+  .. "events [N], help; anything else is Lua evaluated inside the engine. Words after COMMAND belong to "
+  .. "it. With --etcd the command goes through etcd to the agent that owns ROLLOUT (fleet mode: status, "
+  .. "pause, resume, promote, promote_full, abort, retry, set_weight).\n\n"
+  .. "  rollout ctl dwcp-v3 status\n"
+  .. "  rollout ctl dwcp-v3 abort \"p99 regression seen by support\"\n"
+  .. "  rollout ctl /run/rollout/dwcp-v3.sock set weight 10"
+M.options = {
+  { "--json", "print the response's value as JSON instead of text" },
+  { "--timeout DURATION", "how long to wait for the answer (default 60s)" },
+  { "--etcd URL", "fleet mode: send the command through this etcd to the rollout's owner" },
+  { "--prefix P", "fleet mode: the key prefix the fleet uses (default /rollout/)" },
+  { "--wait DURATION", "fleet mode: how long to wait for the owner's acknowledgement (default 10s)" },
+  { "--who NAME", "fleet mode: who sends the command, for the journal (default $SUDO_USER, $USER)" },
+}
+M.exit = "0 the rollout did it (or answered), 1 it refused the command or the Lua failed, 2 usage error, "
+  .. "3 the socket cannot be reached (fleet mode: not acknowledged in time)"
 
 -- --json and --timeout are ours; every other word (`promote --full`) belongs to the command.
 local function parse(argv)
@@ -33,6 +54,11 @@ local function parse(argv)
       if not argv[i] then return nil, "option '--timeout' needs a value" end
       opts.timeout = argv[i]
     elseif a:match("^%-%-timeout=") then opts.timeout = a:match("=(.*)$")
+    elseif a:match("^%-%-?%a") and #pos < 2 then
+      -- before COMMAND a dash-word can only be one of ours (after it, it is the command's)
+      local name = a:match("^%-%-([%w%-_]+)")
+      local s = name and args.suggest(name, { "json", "timeout", "etcd", "help" })
+      return nil, "unknown option '" .. a .. "'" .. (s and (" (did you mean '--" .. s .. "'?)") or "")
     else pos[#pos + 1] = a end
     i = i + 1
   end
@@ -42,12 +68,12 @@ end
 function M.main(argv)
   for _, a in ipairs(argv) do if a == "--etcd" or a:match("^%-%-etcd=") then return require("rollout.fleet").ctl_main(argv) end end -- FLEET: `rollout ctl --etcd URL ROLLOUT COMMAND` goes through etcd (rollout.fleet)
   local opts, pos = parse(argv)
-  if not opts then return args.usage_error("ctl", pos, USAGE) end
-  if #pos < 2 then return args.usage_error("ctl", "expected a socket and a command", USAGE) end
+  if not opts then return args.usage_error("ctl", pos, M.usage) end
+  if #pos < 2 then return args.usage_error("ctl", "expected a socket and a command", M.usage) end
   local timeout = 60
   if opts.timeout then
     local ok, t = pcall(units.duration, opts.timeout)
-    if not ok then return args.usage_error("ctl", "--timeout: " .. tostring(t), USAGE) end
+    if not ok then return args.usage_error("ctl", "--timeout: " .. tostring(t), M.usage) end
     timeout = t
   end
   local path = control.resolve(pos[1])

@@ -8,7 +8,16 @@ local fleet = require("rollout.fleet")
 local etcd = require("rollout.etcd")
 
 local M = {}
-local USAGE = "rollout list --etcd URL [--prefix P] [--json]"
+M.summary = "fleet mode: every rollout in etcd with its owner, state, stage and weights"
+M.usage = "rollout list --etcd URL [--prefix P] [--json]"
+M.description = "Lists every rollout stored in etcd with its owner, state, stage and weights, then the "
+  .. "live agents. An owner \"-\" means nobody holds the rollout now (waiting for an agent, or ended)."
+M.options = {
+  { "--etcd URL", "the etcd endpoint (required)" },
+  { "--prefix P", "the key prefix the fleet uses (default /rollout/)" },
+  { "--json", "print the rollouts and agents as one JSON object" },
+}
+M.exit = "0, 1 etcd cannot be read, 2 usage error"
 
 local function age(ts)
   if not ts then return "-" end
@@ -19,10 +28,10 @@ local function age(ts)
 end
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { etcd = "value", prefix = "value", json = "flag" })
-  if not opts then return args.usage_error("list", pos, USAGE) end
-  if #pos > 0 then return args.usage_error("list", "unexpected argument '" .. pos[1] .. "'", USAGE) end
-  if not opts.etcd then return args.usage_error("list", "--etcd URL is required", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("list", pos, M.usage) end
+  if #pos > 0 then return args.usage_error("list", "unexpected argument '" .. pos[1] .. "'", M.usage) end
+  if not opts.etcd then return args.usage_error("list", "--etcd URL is required", M.usage) end
   local c = etcd.new({ url = opts.etcd, timeout = 5 })
   local rows, agents = fleet.list(c, fleet.keys(opts.prefix))
   if not rows then io.stderr:write("rollout list: ", agents, "\n"); return 1 end

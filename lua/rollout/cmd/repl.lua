@@ -19,7 +19,26 @@ local playbook = require("rollout.playbook")
 local repl = require("rollout.repl")
 
 local M = {}
-local USAGE = "rollout repl [PLAYBOOK] [--set key=value ...] [--config FILE]"
+M.summary = "a local Lua REPL with the host API and a playbook's router and sources"
+M.usage = "rollout repl [PLAYBOOK] [--set KEY=VALUE ...] [--config FILE]"
+M.description = "A Lua REPL with the host API (http, json, proc, net, ...) and, given PLAYBOOK, its router "
+  .. "and sources built as rollout run builds them, for debugging without a running rollout:\n\n"
+  .. "  weights()          the router's weights now\n"
+  .. "  set_weights(N)     give the canary N %\n"
+  .. "  signals([window])  sample every source once and read the signals per version\n"
+  .. "  query(promql)      the first prometheus source's instant query\n"
+  .. "  scrape(url)        a /metrics target, parsed\n"
+  .. "  router, sources, pb\n\n"
+  .. "On a terminal it edits lines and keeps history (~/.rollout_history); from a pipe it runs the "
+  .. "lines and prints only results."
+M.options = {
+  { "--set KEY=VALUE", "override a playbook value before validation, e.g. --set stages[2].hold=20s or "
+    .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
+    .. "[ or { as JSON; repeatable", list = true },
+  { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
+    .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
+}
+M.exit = "0 at end of input, 1 a line failed (reading a pipe), 2 usage or playbook error"
 
 --- env(pb) -> the REPL's environment for a playbook (or none). Raises on a bad router.
 function M.env(pb)
@@ -64,9 +83,9 @@ function M.env(pb)
 end
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { set = "list", config = "value" })
-  if not opts then return args.usage_error("repl", pos, USAGE) end
-  if #pos > 1 then return args.usage_error("repl", "expected at most one playbook", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("repl", pos, M.usage) end
+  if #pos > 1 then return args.usage_error("repl", "expected at most one playbook", M.usage) end
   local pb
   if pos[1] then
     local errs

@@ -16,7 +16,26 @@ local output = require("rollout.output")
 local units = require("rollout.units")
 
 local M = {}
-local USAGE = "rollout replay PLAYBOOK --from TIME --to TIME [--prometheus URL] [--json] [--verbose] [--set key=value ...] [--config FILE]"
+M.summary = "run a playbook's decisions against what a real Prometheus recorded"
+M.usage = "rollout replay PLAYBOOK --from TIME --to TIME [OPTIONS]"
+M.description = "Runs PLAYBOOK in virtual time from --from to --to, evaluating every query of its "
+  .. "prometheus source at the time it would have run, so a rollout of an hour replays in seconds. The "
+  .. "router is simulated (nothing moves); alert sources are left out (Alertmanager keeps no history). A "
+  .. "replay that reaches --to first stops paused, reason inconclusive:end_of_recording. TIME is epoch "
+  .. "seconds, RFC 3339 (2026-11-27T04:00:00Z) or relative to now (-30m)."
+M.options = {
+  { "--from TIME", "where the replay starts: t = 0 (required)" },
+  { "--to TIME", "where the recording ends (required)" },
+  { "--prometheus URL", "read from this Prometheus instead of the playbook's prometheus source's url" },
+  { "--json", "print one JSON object per event; the last line is the summary" },
+  { "--verbose", "also print the events that have no line of their own" },
+  { "--set KEY=VALUE", "override a playbook value before validation, e.g. --set stages[2].hold=20s or "
+    .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
+    .. "[ or { as JSON; repeatable", list = true },
+  { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
+    .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
+}
+M.exit = "0 promoted, 1 rolled back, 2 usage or configuration error (nothing was done), 3 paused, aborted or failed"
 
 --- parse_time(s, now) -> epoch seconds | nil, err
 function M.parse_time(s, now)
@@ -37,15 +56,14 @@ function M.parse_time(s, now)
 end
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { from = "value", to = "value", prometheus = "value", json = "flag",
-    verbose = "flag", set = "list", config = "value" })
-  if not opts then return args.usage_error("replay", pos, USAGE) end
-  if #pos ~= 1 or not opts.from or not opts.to then return args.usage_error("replay", "expected a playbook, --from and --to", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("replay", pos, M.usage) end
+  if #pos ~= 1 or not opts.from or not opts.to then return args.usage_error("replay", "expected a playbook, --from and --to", M.usage) end
   local wall = rollout.time()
   local from, ferr = M.parse_time(opts.from, wall)
   local to, terr = M.parse_time(opts.to, wall)
-  if not from or not to then return args.usage_error("replay", ferr or terr, USAGE) end
-  if to <= from then return args.usage_error("replay", "--to must be after --from", USAGE) end
+  if not from or not to then return args.usage_error("replay", ferr or terr, M.usage) end
+  if to <= from then return args.usage_error("replay", "--to must be after --from", M.usage) end
   local sets = opts.set or {}
   local pb, errs = playbook.load(pos[1], { sets = sets, config = opts.config })
   if not pb then

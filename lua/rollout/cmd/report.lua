@@ -14,8 +14,21 @@ local json = require("rollout.json")
 local report = require("rollout.report")
 
 local M = {}
-local USAGE = "rollout report JOURNAL [--html FILE] [--markdown FILE [--append]] [--json FILE|-] [--dora DIR]\n"
-  .. "       rollout report --dora DIR [--json [FILE|-]]"
+M.summary = "render a journal as HTML, Markdown or JSON; DORA figures over a directory"
+M.usage = { "rollout report JOURNAL [--html FILE] [--markdown FILE [--append]] [--json FILE|-] [--dora DIR]",
+  "rollout report --dora DIR [--json [FILE|-]]" }
+M.description = "Renders one rollout's record (a journal, or a rollout simulate --json capture) as a "
+  .. "self-contained HTML page, a Markdown deployment-log entry, or JSON. With no output option the "
+  .. "Markdown goes to stdout. --dora DIR alone prints the DORA figures over every journal under DIR."
+M.options = {
+  { "--html FILE", "write the HTML report (charts, decisions, the numbers behind them) to FILE" },
+  { "--markdown FILE", "write the Markdown deployment-log entry to FILE" },
+  { "--append", "with --markdown: append to FILE instead of replacing it" },
+  { "--json FILE", "write the report as JSON to FILE, or to stdout with - (or no FILE)" },
+  { "--dora DIR", "with a journal: deployment frequency from DIR's journals; alone: the DORA figures "
+    .. "over every journal under DIR" },
+}
+M.exit = "0, or 2 for a usage error or a file that is not a journal"
 
 local function fail(msg)
   io.stderr:write("rollout report: ", msg, "\n")
@@ -73,9 +86,9 @@ function M.dora_of(dir)
 end
 
 function M.main(argv)
-  local opts, pos = args.parse(normalise(argv), { html = "value", markdown = "value", json = "value", dora = "value", append = "flag" })
-  if not opts then return args.usage_error("report", pos, USAGE) end
-  if #pos > 1 then return args.usage_error("report", "expected one journal", USAGE) end
+  local opts, pos = args.parse(normalise(argv), M.options)
+  if not opts then return args.usage_error("report", pos, M.usage) end
+  if #pos > 1 then return args.usage_error("report", "expected one journal", M.usage) end
   local dora, warnings
   if opts.dora then
     local err
@@ -85,8 +98,8 @@ function M.main(argv)
     for _, w in ipairs(warnings) do io.stderr:write("rollout report: ", w, "\n") end
   end
   if #pos == 0 then
-    if not dora then return args.usage_error("report", "expected a journal or --dora DIR", USAGE) end
-    if opts.html or opts.markdown then return args.usage_error("report", "--html and --markdown need a journal", USAGE) end
+    if not dora then return args.usage_error("report", "expected a journal or --dora DIR", M.usage) end
+    if opts.html or opts.markdown then return args.usage_error("report", "--html and --markdown need a journal", M.usage) end
     if opts.json then
       local ok, err = write(opts.json, json.encode(dora, { sort = true, indent = true, non_finite = "null" }) .. "\n")
       if not ok then return fail(err) end

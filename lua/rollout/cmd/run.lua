@@ -33,8 +33,37 @@ local journal = require("rollout.journal")
 local control = require("rollout.control")
 
 local M = {}
-local USAGE = "rollout run PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--verbose]\n"
-  .. "         [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control] [--metrics-listen HOST:PORT] [--observe]"
+M.summary = "run a playbook for real: its router moves traffic, its sources read real metrics"
+M.usage = "rollout run PLAYBOOK [OPTIONS]"
+M.description = "Runs PLAYBOOK for real, journaling every event before acting on it, with a control socket "
+  .. "for operators (rollout ctl, rollout attach). On a terminal the decisions scroll above a live "
+  .. "progress view; piped, they are plain lines. SIGINT or SIGTERM pauses and exits 3 with traffic where "
+  .. "the journal's last confirmed weights put it; a second SIGINT within 5 s rolls back."
+M.options = {
+  { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
+    .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
+  { "--set KEY=VALUE", "override a playbook value before validation, e.g. --set stages[2].hold=20s or "
+    .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
+    .. "[ or { as JSON; repeatable", list = true },
+  { "--json", "print one JSON object per event instead of lines; the last line is the summary "
+    .. "{outcome, reason, at, stage}" },
+  { "--verbose", "also print the events that have no line of their own (per-interval evaluations, "
+    .. "router and source reports)" },
+  { "--journal DIR", "the journal directory (default .rollout/journal/SERVICE)" },
+  { "--resume", "continue the unfinished rollout found in the journal directory" },
+  { "--fresh", "start over: mark an unfinished journal abandoned and begin a new rollout" },
+  { "--restart", "the same as --fresh" },
+  { "--run-dir DIR", "where the control socket SERVICE.sock goes (default $XDG_RUNTIME_DIR/rollout, "
+    .. "/run/rollout for root, else .rollout/run)" },
+  { "--no-control", "do not open a control socket" },
+  { "--metrics-listen HOST:PORT", "serve the rollout's Prometheus /metrics on HOST:PORT" },
+  { "--observe", "observe only (as `observe = true` in the playbook): stages, gates and triggers run against "
+    .. "the router's current split; weights and hooks are never touched; a rollback is reported (\"would roll "
+    .. "back: ...\") and ends the run with exit 1" },
+}
+M.docs = "[operations](operations.md), [observe-only runs](operations.md#observe-only-runs)"   -- for docs/cli.md
+M.exit = "0 promoted, 1 rolled back, 2 usage, configuration, lock or journal problem before anything was "
+  .. "done, 3 paused, aborted or failed"
 
 --- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
 function M.build(pb, emit)
@@ -126,16 +155,12 @@ local function open_journal(dir, pb, opts)
   return w, nil
 end
 
-local RUN_OPTS = { config = "value", set = "list", json = "flag", verbose = "flag", journal = "value",
-  resume = "flag", fresh = "flag", restart = "flag", run_dir = "value", no_control = "flag",
-  metrics_listen = "value", observe = "flag" }
-
 function M.main(argv)
-  local opts, pos = args.parse(argv, RUN_OPTS)
-  if not opts then return args.usage_error("run", pos, USAGE) end
-  if #pos ~= 1 then return args.usage_error("run", "expected one playbook", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("run", pos, M.usage) end
+  if #pos ~= 1 then return args.usage_error("run", "expected one playbook", M.usage) end
   opts.fresh = opts.fresh or opts.restart
-  if opts.resume and opts.fresh then return args.usage_error("run", "--resume and --fresh exclude each other", USAGE) end
+  if opts.resume and opts.fresh then return args.usage_error("run", "--resume and --fresh exclude each other", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
     for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end

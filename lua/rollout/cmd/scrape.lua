@@ -18,7 +18,17 @@ local promtext = require("rollout.promtext")
 local units = require("rollout.units")
 
 local M = {}
-local USAGE = "rollout scrape URL|FILE [--json] [--timeout DURATION]"
+M.summary = "print what a /metrics target exposes (families, samples, labels, values)"
+M.usage = "rollout scrape URL|FILE [--json] [--timeout DURATION]"
+M.description = "Reads a Prometheus text exposition from URL (or a FILE) with the parser the scrape "
+  .. "source uses, and prints each family (name, type, help) with its samples, then the counts: a target "
+  .. "this command reads is one the source can read."
+M.options = {
+  { "--json", "print one object {families, samples, target, data = [{name, type, help, samples}]}; "
+    .. "NaN and infinities are strings" },
+  { "--timeout DURATION", "how long the request may take (default 10s)" },
+}
+M.exit = "0 read and printed, 2 usage error, 3 the target cannot be read (the message says why)"
 
 local function read_target(target, timeout)
   if target:match("^https?://") then
@@ -92,14 +102,13 @@ local function print_json(result, target)
 end
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { json = "flag", timeout = "value", help = "flag" })
-  if not opts then return args.usage_error("scrape", pos, USAGE) end
-  if opts.help then print("usage: " .. USAGE); return 0 end
-  if #pos ~= 1 then return args.usage_error("scrape", "expected one URL or file", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("scrape", pos, M.usage) end
+  if #pos ~= 1 then return args.usage_error("scrape", "expected one URL or file", M.usage) end
   local timeout = 10
   if opts.timeout then
     local t, err = units.parse("duration", opts.timeout)
-    if not t or t <= 0 then return args.usage_error("scrape", "--timeout: " .. (err or "must be > 0"), USAGE) end
+    if not t or t <= 0 then return args.usage_error("scrape", "--timeout: " .. (err or "must be > 0"), M.usage) end
     timeout = t
   end
   local target = pos[1]

@@ -13,15 +13,32 @@ local fleet = require("rollout.fleet")
 local etcd = require("rollout.etcd")
 
 local M = {}
-local USAGE = "rollout submit PLAYBOOK --etcd URL [--set key=value ...] [--config FILE] [--scenario FILE]"
+M.summary = "fleet mode: validate a rollout and store it in etcd for the agents"
+M.usage = "rollout submit PLAYBOOK --etcd URL [OPTIONS]"
+M.description = "Stores a rollout in etcd for the agents (rollout agent): the playbook with the .lua files of "
+  .. "its directory, the --set list and the config, validated here first (nothing is stored when the "
+  .. "playbook has errors). Prints the rollout's id."
+M.options = {
+  { "--etcd URL", "the etcd endpoint (required)" },
+  { "--set KEY=VALUE", "override a playbook value before validation, e.g. --set stages[2].hold=20s or "
+    .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
+    .. "[ or { as JSON; repeatable", list = true },
+  { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
+    .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
+  { "--scenario FILE", "replace the playbook's sources with a scenario's synthetic traffic, on the real clock" },
+  { "--simulated-router", "replace the playbook's router with a simulated one" },
+  { "--id ID", "the rollout's id (default: generated from the service and the time)" },
+  { "--prefix P", "the key prefix the fleet uses (default /rollout/)" },
+  { "--json", "print {id, ...} as JSON" },
+}
+M.exit = "0 stored, 1 etcd error, 2 usage or playbook error"
   .. " [--simulated-router] [--id ID] [--prefix P] [--json]"
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { etcd = "value", set = "list", config = "value", scenario = "value",
-    simulated_router = "flag", id = "value", prefix = "value", json = "flag" })
-  if not opts then return args.usage_error("submit", pos, USAGE) end
-  if #pos ~= 1 then return args.usage_error("submit", "expected one playbook", USAGE) end
-  if not opts.etcd then return args.usage_error("submit", "--etcd URL is required", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("submit", pos, M.usage) end
+  if #pos ~= 1 then return args.usage_error("submit", "expected one playbook", M.usage) end
+  if not opts.etcd then return args.usage_error("submit", "--etcd URL is required", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
     for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end

@@ -10,12 +10,27 @@ local fs = require("rollout.fs")
 local verify = require("rollout.verify")
 
 local M = {}
-local USAGE = "rollout verify PLAYBOOK SCENARIO|DIR... [--junit FILE] [--json] [--set key=value ...] [--config FILE]"
+M.summary = "policy tests: run a playbook against labelled scenarios and compare with their expect"
+M.usage = "rollout verify PLAYBOOK SCENARIO|DIR... [OPTIONS]"
+M.description = "Runs every scenario (a file, or every .lua file of a directory) through PLAYBOOK in "
+  .. "virtual time, as rollout simulate does, and compares the outcome with the scenario's `expect`. "
+  .. "Prints a table (scenario, expected, got, result). Nothing runs until every playbook and scenario loads."
+M.options = {
+  { "--junit FILE", "also write JUnit XML to FILE, for CI test reporters" },
+  { "--json", "print one JSON document instead of the table" },
+  { "--set KEY=VALUE", "override a playbook value before validation, e.g. --set stages[2].hold=20s or "
+    .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
+    .. "[ or { as JSON; repeatable", list = true },
+  { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
+    .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
+}
+M.exit = "0 every scenario matches, 1 one does not, 2 bad input"
+M.docs = "[policy tests](simulation.md#policy-tests-rollout-verify)"   -- for docs/cli.md
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { junit = "value", json = "flag", set = "list", config = "value" })
-  if not opts then return args.usage_error("verify", pos, USAGE) end
-  if #pos < 2 then return args.usage_error("verify", "expected a playbook and at least one scenario (file or directory)", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("verify", pos, M.usage) end
+  if #pos < 2 then return args.usage_error("verify", "expected a playbook and at least one scenario (file or directory)", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
     for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end

@@ -14,12 +14,24 @@ local engine = require("rollout.engine")
 local watch = require("rollout.watch")
 
 local M = {}
-local USAGE = "rollout watch SOCKET | rollout watch --etcd URL [--prefix P] ROLLOUT"
+M.summary = "a live view of a running rollout from another terminal"
+M.usage = { "rollout watch SOCKET", "rollout watch --etcd URL [--prefix P] ROLLOUT" }
+M.description = "Shows a running rollout: its stages with weights and status, the current hold and the time "
+  .. "left, each trigger's state, the last gate's values against its thresholds, and the recent events. On "
+  .. "a terminal the view is redrawn in place; otherwise one line per change. NO_COLOR turns colour off. "
+  .. "SOCKET is the control socket's path or a service name (as for rollout ctl)."
+M.options = {
+  { "--etcd URL", "fleet mode: follow ROLLOUT through this etcd instead of a control socket" },
+  { "--prefix P", "fleet mode: the key prefix the fleet uses (default /rollout/)" },
+}
+M.exit = "the rollout's own when it ends (0 promoted, 1 rolled back, 3 paused, aborted or failed), 2 usage "
+  .. "error, 3 the rollout cannot be reached or went away before it ended"
+M.docs = "[operations](operations.md#rollout-watch-a-live-view-from-another-terminal)"   -- for docs/cli.md
 
 function M.main(argv)
-  local opts, pos = args.parse(argv, { etcd = "value", prefix = "value" })
-  if not opts then return args.usage_error("watch", pos, USAGE) end
-  if #pos ~= 1 then return args.usage_error("watch", opts.etcd and "expected one rollout id" or "expected one control socket", USAGE) end
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("watch", pos, M.usage) end
+  if #pos ~= 1 then return args.usage_error("watch", opts.etcd and "expected one rollout id" or "expected one control socket", M.usage) end
   local src, err
   if opts.etcd then src, err = watch.etcd(opts.etcd, pos[1], opts.prefix)
   else src, err = watch.socket(control.resolve(pos[1])) end

@@ -1,0 +1,27 @@
+-- rollout test [PATH...] [--filter TEXT] [--timeout SECONDS]
+-- Runs the specs inside the real binary (rollout.testing). Exit 0 when every test passed,
+-- 1 when one failed, 2 usage error.
+local args = require("rollout.args")
+
+local M = {}
+M.summary = "run the specs (spec/*_spec.lua) inside the real binary"
+M.usage = "rollout test [PATH...] [--filter TEXT] [--timeout SECONDS]"
+M.description = "Runs busted-style spec files (describe, it, before_each, assert.*) inside this binary, "
+  .. "each `it` as its own task under a timeout. PATH is a spec file or a directory searched for "
+  .. "*_spec.lua files (default: spec). The last line is `tests: N passed, N failed`."
+M.options = {
+  { "--filter TEXT", "run only the tests whose full name (describe > it) contains TEXT" },
+  { "--timeout SECONDS", "how long one test may take before it fails (default 120)" },
+}
+M.exit = "0 every test passed, 1 a test failed, 2 usage error"
+
+function M.main(argv)
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("test", pos, M.usage) end
+  if opts.timeout and not tonumber(opts.timeout) then
+    return args.usage_error("test", "--timeout: expected seconds, got '" .. opts.timeout .. "'", M.usage)
+  end
+  return require("rollout.testing").main(argv)
+end
+
+return M

@@ -1,0 +1,19 @@
+-- rollout version: prints "rollout VERSION" (the same as `rollout --version`). Exit 0.
+local args = require("rollout.args")
+
+local M = {}
+M.summary = "print the version"
+M.usage = "rollout version"
+M.description = "Prints `rollout VERSION`, as `rollout --version` does."
+M.options = {}
+M.exit = "0, or 2 for a usage error"
+
+function M.main(argv)
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("version", pos, M.usage) end
+  if #pos > 0 then return args.usage_error("version", "unexpected argument '" .. pos[1] .. "'", M.usage) end
+  print("rollout " .. require("rollout").version)
+  return 0
+end
+
+return M
