@@ -21,7 +21,13 @@
 --
 -- Writing: writer:append(ev) -> true | false, err. A failed append (disk full, read-only)
 -- keeps the event in a backlog that every later append retries first, in order; the engine
--- treats false as "not recorded" and does not act until a retry succeeds.
+-- treats false as "not recorded" and does not act until a retry succeeds. While a backlog
+-- waits, the sink also retries it every RETRY seconds on its own (writer:flush()), so the
+-- events reach the disk as soon as space returns, even when the engine has nothing more to
+-- say; the engine hears that the journal is writable again (journal_error cleared).
+-- writer:close() tries once more; events still not written are then printed to stderr as
+-- JSON lines under a loud warning, and writer.lost says how many (`rollout run` exits with
+-- EXIT_INCOMPLETE).
 --
 -- Error policy: bad arguments raise; file-system failures return nil/false, err.
 local core = require("rollout.journal.core")
@@ -32,6 +38,8 @@ local M = {}
 
 --- Outcomes that end a rollout for good (a journal ending in one is finished).
 M.TERMINAL = { promoted = true, rolled_back = true, aborted = true, failed = true }
+M.RETRY = 1 -- seconds between retries of a backlog
+M.EXIT_INCOMPLETE = 4 -- `rollout run`'s exit code when events could not be journaled at all
 
 -- ---- paths --------------------------------------------------------------------------
 
@@ -262,8 +270,14 @@ function W:append(ev)
   for k, v in pairs(ev) do copy[k] = v end
   copy.seq = self.seq + #self.backlog + 1
   self.backlog[#self.backlog + 1] = encode(copy) .. "\n"
-  local data = table.concat(self.backlog)
-  local ok, err = self.file:append(data)
+  return self:flush()
+end
+
+--- flush() -> true | false, err: write the backlog (nothing to do is success).
+function W:flush()
+  if #self.backlog == 0 then return true end
+  if not self.file then return false, self.path .. ": journal is closed" end
+  local ok, err = self.file:append(table.concat(self.backlog))
   if not ok then
     self.error = err
     return false, err
@@ -277,9 +291,41 @@ end
 --- The number of events waiting to be written (a disk that filled up).
 function W:pending() return #self.backlog end
 
+--- close(): a last try at the backlog; what is still unwritten goes to stderr as JSON lines
+--- under a loud warning, and self.lost counts it.
 function W:close()
+  if self.retrier then self.retrier:cancel(); self.retrier = nil end
+  if self.file and #self.backlog > 0 then self:flush() end
+  if #self.backlog > 0 then
+    self.lost = #self.backlog
+    io.stderr:write(string.format("rollout: !!! JOURNAL INCOMPLETE: %d event%s could not be written to %s (%s).\n"
+      .. "rollout: !!! They follow as JSON lines; append them to the journal by hand once it is writable:\n",
+      self.lost, self.lost == 1 and "" or "s", self.path, tostring(self.error or "journal closed")))
+    io.stderr:write(table.concat(self.backlog))
+    io.stderr:write("rollout: !!! end of the unwritten events\n")
+    self.backlog = {}
+  end
   if self.file then self.file:close() end
   self.file = nil
+end
+
+-- While a backlog waits: retry it every RETRY s; once written, tell the engine.
+function W:start_retry(engine)
+  if self.retrier then return end
+  self.retrier = require("rollout").spawn(function()
+    while self.file and #self.backlog > 0 do
+      require("rollout").sleep(M.RETRY)
+      local ok = self:flush()
+      if ok then
+        if self.warned then
+          io.stderr:write("rollout: journal writable again (", self.path, "): the unwritten events are recorded\n")
+          self.warned = false
+        end
+        if engine and engine.journal_error then engine.journal_error = nil end
+      end
+    end
+    self.retrier = nil
+  end)
 end
 
 --- sink(after) -> emit(ev, engine): journal first, then `after(ev, engine)` (the printer).
@@ -295,6 +341,7 @@ function W:sink(after)
           " until an event is recorded again (free the disk, then `resume` or `retry`)\n")
         self.warned = true
       end
+      self:start_retry(engine)
       return false, err
     end
     if self.warned then

@@ -22,6 +22,8 @@
 --   token = "...", "password": "..."   quoted values of secret-named keys (Lua tables, JSON)
 --
 -- Matches never consume a backslash or a quote, so redacting JSON text keeps it valid JSON.
+-- Every pattern starts at a literal or at a word boundary (%f), so text() is linear in the
+-- length of its input (a 10 KB word took seconds with a free-floating [%w_]* prefix).
 -- Error policy: never raises on any input; non-strings pass through text() unchanged.
 local M = {}
 
@@ -66,7 +68,7 @@ add("(" .. ci("bearer") .. "%s+)([%w%-%._~%+/]+=*)", function(prefix, tok)
   if #tok >= 8 then return prefix .. M.MASK end
 end)
 -- userinfo in URLs
-add("(%a[%w%+%.%-]*://)[^/%s@\"'\\]+@", "%1" .. M.MASK .. "@")
+add("(%f[%w%+%.%-]%a[%w%+%.%-]*://)[^/%s@\"'\\]+@", "%1" .. M.MASK .. "@")
 -- Slack incoming webhooks: /services/T000/B000/XXXX
 add("(/services/)T[%w]+/B[%w]+/[%w]+", "%1" .. M.MASK)
 -- token-like query parameters
@@ -76,7 +78,7 @@ end
 -- quoted values of secret-named keys: token = "x", "password": "x", ['api_key'] = 'x'
 for _, k in ipairs({ "token", "access_token", "api_key", "apikey", "secret", "client_secret", "password", "passwd", "bearer",
   "private_key", "cookie" }) do
-  add("([%w_]*" .. ci(k) .. "[\"']?%]?%s*[:=]%s*[\"'])[^\"'\\\r\n]+", "%1" .. M.MASK)
+  add("(%f[%w_][%w_]*" .. ci(k) .. "[\"']?%]?%s*[:=]%s*[\"'])[^\"'\\\r\n]+", "%1" .. M.MASK)
 end
 
 --- text(s) -> s with secrets masked.

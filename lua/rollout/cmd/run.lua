@@ -254,9 +254,10 @@ function M.main(argv)
   for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
   notifier:close(10) -- queued notifications get 10 s; what is left is journaled as not delivered
   if metrics then metrics:close() end
-  writer:close()
+  writer:close() -- events it could not write go to stderr, loudly (writer.lost)
   lock:release()
   output.summary(outcome, { json = opts.json })
+  if writer.lost then return journal.EXIT_INCOMPLETE end
   return engine.EXIT[outcome.outcome] or 3
 end
 
