@@ -35,6 +35,34 @@ describe("README.md", function()
     end
   end)
 
+  it("shows what its tour's commands really print", function()
+    local n = 0
+    for block in readme:gmatch("\n```sh\n(.-)\n```") do
+      local cmd, want = nil, {}
+      local function check()
+        if cmd and #want > 0 then
+          local r = assert(proc.run({ argv = { "sh", "-c", cmd }, timeout = 60 }))
+          local out = r.stdout .. r.stderr
+          for _, w in ipairs(want) do
+            assert.truthy(out:find(w, 1, true), "README: `" .. cmd .. "` does not print: " .. w .. "\n" .. out)
+            n = n + 1
+          end
+        end
+        cmd, want = nil, {}
+      end
+      for line in (block .. "\n"):gmatch("([^\n]*)\n") do
+        if line:match("^%./rollout ") then
+          check()
+          cmd = rollout.exe .. line:gsub("%s+#.*$", ""):sub(#"./rollout" + 1)
+        elseif cmd and line:match("^# ") and line ~= "# ..." then
+          want[#want + 1] = line:sub(3)
+        end
+      end
+      check()
+    end
+    assert.truthy(n >= 6, "expected the tour's outputs, checked " .. n .. " lines")
+  end)
+
   it("links only to files that exist", function()
     local missing = {}
     for target in readme:gmatch("%]%(([^)#%s]+)[^)]*%)") do
