@@ -72,6 +72,36 @@ describe("README.md", function()
   end)
 end)
 
+describe("docs/playbooks.md", function()
+  it("its hook, trigger and pre-flight examples validate inside a playbook", function()
+    local text = assert(fs.read("docs/playbooks.md"))
+    local base = [[
+return playbook {
+  name = "example",
+  versions = { baseline = { name = "baseline" }, canary = { name = "canary" } },
+  router = { type = "haproxy", socket = "/run/haproxy/admin.sock", backend = "be", baseline = "baseline", canary = "canary" },
+  sources = { { type = "scrape" } },
+  stages = { { weight = 10, hold = "1m" }, { weight = 100, hold = "1m" } },
+%s
+}
+]]
+    local d = fs.mkdtemp("pbdoc")
+    local n = 0
+    for block in text:gmatch("\n```lua\n(.-)\n```") do
+      local key = block:match("^(%a+) = {")
+      if key == "hooks" or key == "triggers" or key == "preflight" then
+        n = n + 1
+        local path = d .. "/fragment-" .. n .. ".lua"
+        assert(fs.write_atomic(path, base:format(block)))
+        local r = assert(proc.run({ argv = { rollout.exe, "check", path, "--offline" }, timeout = 30 }))
+        assert.equals(0, r.code, "docs/playbooks.md `" .. key .. "` example:\n" .. r.stderr)
+      end
+    end
+    fs.rmtree(d)
+    assert.truthy(n >= 3, "expected the hooks, triggers and preflight examples, found " .. n)
+  end)
+end)
+
 describe("docs/", function()
   it("link only to files that exist", function()
     local missing = {}
