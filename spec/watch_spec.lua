@@ -156,3 +156,56 @@ describe("rollout watch without a terminal", function()
     assert.matches("usage: rollout watch", r.stderr)
   end)
 end)
+
+describe("rollout watch --etcd (fleet mode)", function()
+  local H = require("spec.fixtures.fleet.harness")
+  local E, backends, hx, dir, agent, tmux_name
+  local function tmux(...)
+    return assert(proc.run({ argv = { "tmux", "-L", tmux_name, ... }, timeout = 10 }))
+  end
+  after_each(function()
+    if tmux_name then pcall(tmux, "kill-server") end
+    if agent then pcall(agent.stop) end
+    if hx then hx.stop() end
+    if backends then backends.stop() end
+    if E then E.stop() end
+    if dir then fs.rmtree(dir) end
+    E, backends, hx, dir, agent, tmux_name = nil, nil, nil, nil, nil, nil
+  end)
+
+  it("follows a rollout an agent drives, in tmux and in a pipe, and exits with its code", function()
+    E = assert(H.etcd())
+    backends = H.backends()
+    hx = H.haproxy(1, backends)
+    dir = assert(fs.mkdtemp("watch-fleet"))
+    local prefix = "/w/"
+    agent = H.agent({ name = "a1", etcd = E.url, prefix = prefix, ttl = 2, dir = dir })
+    H.submit(E.url, prefix, "web", "spec/fixtures/fleet/playbooks/canary.lua", { "--set", "router.socket=" .. hx.socket,
+      "--set", "router.backend=be1", "--scenario", "spec/fixtures/fleet/scenarios/fails-late.lua", "--set", "stages[3].hold=3s" })
+    tmux_name = "rollout-watch-fleet-" .. fs.getpid()
+    local code_file = dir .. "/watch.code"
+    tmux("new-session", "-d", "-s", "f", "-x", "120", "-y", "40", string.format("TERM=xterm %s watch --etcd %s --prefix %s web; echo $? > %s; sleep 60",
+      rollout.exe, E.url, prefix, code_file))
+    local r = assert(proc.run({ argv = { rollout.exe, "watch", "--etcd", E.url, "--prefix", prefix, "web" }, timeout = 60 }))
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("^watching svc v1 %-> v2: ", r.stdout)
+    assert.matches("\n%[%s*[%d%.]+s%] stage s1 %(1%): weight 10%%", r.stdout)
+    assert.matches("\n%[%s*[%d%.]+s%] trigger error_rate FIRED", r.stdout)
+    assert.matches("\noutcome: rolled_back %(trigger:error_rate%) at [%d%.]+s\n$", r.stdout)
+    local _, n = r.stdout:gsub("stage s1 %(1%)", "")
+    assert.equals(1, n, "each change once")
+    local deadline = rollout.now() + 15
+    while not fs.stat(code_file) and rollout.now() < deadline do rollout.sleep(0.1) end
+    assert.equals("1", (fs.read(code_file) or ""):match("%d+"))
+    local scr = tmux("capture-pane", "-p", "-t", "f").stdout
+    -- the stages come from the submitted bundle, the states from the replicated journal
+    assert.matches("1%s+s1%s+10%%%s+1%.5s%s+passed", scr)
+    assert.matches("3%s+s3%s+60%%%s+3%.0s%s+rolled back %(trigger:error_rate%)", scr)
+    assert.matches("4%s+s4%s+100%%%s+1%.5s%s+pending", scr)
+    assert.matches("error_rate%s+FIRED at [%d%.]+s%s+error_rate > 5%%", scr)
+    assert.matches("outcome: rolled_back %(trigger:error_rate%)", scr)
+    local bad = assert(proc.run({ argv = { rollout.exe, "watch", "--etcd", E.url, "--prefix", prefix, "nope" }, timeout = 20 }))
+    assert.equals(3, bad.code)
+    assert.matches("no rollout 'nope'", bad.stderr)
+  end, { timeout = 120 })
+end)

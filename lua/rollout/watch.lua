@@ -93,13 +93,13 @@ function M.etcd(url, id, prefix)
     local stages, triggers = {}, {}
     for i, st in ipairs(pb.stages) do stages[i] = { name = st.name, weight = st.weight, hold = st.hold } end
     for i, tr in ipairs(pb.triggers) do triggers[i] = { name = tr.name, ["for"] = tr.duration, condition = tr.condition and tr.condition.text } end
-    return stages, triggers
+    return stages, triggers, { baseline = pb.versions.baseline.version, canary = pb.versions.canary.version }
   end
   function src.poll(self)
     local out = {}
     if self.first then
       self.first = false
-      out.stages, out.triggers = shape()
+      out.stages, out.triggers, self.versions = shape()
     else
       rollout.sleep(0.5)
     end
@@ -117,8 +117,9 @@ function M.etcd(url, id, prefix)
     local st = fleet.status(c, K, id)
     if st then
       local summary = st.status or {}
+      local vers = self.versions or {}
       out.status = { service = summary.service, state = summary.state, weights = summary.weights, stage = summary.stage,
-        stage_index = summary.stage_index }
+        stage_index = summary.stage_index, baseline = vers.baseline, canary = vers.canary }
       if st.done and st.done.outcome then
         self.done = st.done
         if #out.events == 0 then -- every event up to the outcome is read: end with it
