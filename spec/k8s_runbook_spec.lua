@@ -122,10 +122,12 @@ describe("playbooks/canary-k8s.lua against the contract server", function()
 
   it("promotes: ten pre-flight checks, the canary deployed and ready, five stages, finalize confirmed by read-back", function()
     backends = start_backends()
+    k8s:control("/_contract/rbac", support.contrib_rbac()) -- least privilege is enough for the whole run
     local jdir = dir .. "/promote"
     local r = run_playbook(jdir)
     local evs = events(jdir)
     assert.equals(0, r.code, r.stdout .. r.stderr)
+    for _, q in ipairs(k8s:requests()) do assert.truthy(q.status ~= 403, "refused: " .. json.encode(q)) end
     assert.same({ cluster_capacity = "pass", baseline_status = "pass", database = "skip", traffic_routing = "pass",
       monitoring = "pass", alertmanager = "skip", canary_image = "pass", feature_flags = "pass",
       external_dependencies = "skip", rollback_ready = "pass" }, statuses(evs))
@@ -172,6 +174,7 @@ describe("playbooks/canary-k8s.lua against the contract server", function()
 
   it("rolls back: 0 %, the canary scaled to 0 and its pods gone; finalize then refuses", function()
     backends = start_backends({ "--error-rate", "0.6" })
+    k8s:control("/_contract/rbac", support.contrib_rbac())
     local jdir = dir .. "/rollback"
     local r = run_playbook(jdir)
     local evs = events(jdir)

@@ -4,6 +4,7 @@
 local fs = require("rollout.fs")
 local http = require("rollout.http")
 local json = require("rollout.json")
+local yaml = require("rollout.yaml")
 local servers = require("spec.support.servers")
 
 local M = {}
@@ -157,7 +158,34 @@ function M.cleanup(s)
   end
 end
 
---- Every Role rule in RBAC form, for POST /_contract/rbac.
-function M.rbac(roles) return { roles = roles } end
+--- The contract's permission set from RBAC documents, following the bindings to the
+--- ServiceAccount sa: Roles bound by RoleBindings (their namespace), ClusterRoles bound by
+--- ClusterRoleBindings (cluster-wide).
+function M.rbac_from(docs, sa)
+  local roles, cluster = {}, {}
+  for _, d in ipairs(docs) do
+    if d.kind == "Role" then roles[d.metadata.namespace .. "/" .. d.metadata.name] = d.rules
+    elseif d.kind == "ClusterRole" then cluster[d.metadata.name] = d.rules end
+  end
+  local out = {}
+  for _, d in ipairs(docs) do
+    local bound = false
+    for _, s in ipairs(d.subjects or {}) do
+      if s.kind == "ServiceAccount" and s.name == sa.name and s.namespace == sa.namespace then bound = true end
+    end
+    if bound and d.kind == "RoleBinding" and d.roleRef.kind == "Role" then
+      out[#out + 1] = { namespace = d.metadata.namespace, rules = assert(roles[d.metadata.namespace .. "/" .. d.roleRef.name]) }
+    elseif bound and d.kind == "ClusterRoleBinding" and d.roleRef.kind == "ClusterRole" then
+      out[#out + 1] = { namespace = json.null, rules = assert(cluster[d.roleRef.name]) }
+    end
+  end
+  return { roles = out }
+end
+
+--- The permission set of contrib/kubernetes/rbac.yaml for its ServiceAccount.
+function M.contrib_rbac()
+  local docs = assert(yaml.load_all(assert(fs.read("contrib/kubernetes/rbac.yaml")), "rbac.yaml"))
+  return M.rbac_from(docs, docs[1].metadata)
+end
 
 return M

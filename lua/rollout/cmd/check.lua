@@ -47,6 +47,9 @@ function M.main(argv)
       else for _, c in ipairs(r:check() or {}) do items[#items + 1] = c end end
     end
   end
+  if not opts.offline then -- every Kubernetes permission the playbook needs (SelfSubjectAccessReview)
+    for _, c in ipairs(require("rollout.k8s.access").check_items(pb)) do items[#items + 1] = c end
+  end
   local bad = 0
   for _, it in ipairs(items) do if not it.ok then bad = bad + 1 end end
   if opts.json then
