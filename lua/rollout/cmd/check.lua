@@ -11,7 +11,9 @@ M.summary = "validate a playbook, then check its router without moving traffic"
 M.usage = "rollout check PLAYBOOK [--config FILE] [--set KEY=VALUE ...] [--json] [--offline]"
 M.description = "Validates PLAYBOOK with no side effects and reports every error at once as "
   .. "file:line: key: problem. Then checks what can be checked without moving traffic: the router's "
-  .. "socket or API is reachable, its backend and server names exist, its config file is writable."
+  .. "socket or API is reachable, its backend and server names exist, its config file is writable. "
+  .. "On Kubernetes it asks the API server (SelfSubjectAccessReview) for every permission the playbook "
+  .. "will need and lists each missing one (docs/kubernetes.md)."
 M.options = {
   { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
     .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
@@ -19,7 +21,7 @@ M.options = {
     .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
     .. "[ or { as JSON; repeatable", list = true },
   { "--json", "print {ok, checks = [{name, ok, detail}]} as one JSON object" },
-  { "--offline", "validate only: skip the live checks of the router" },
+  { "--offline", "validate only: skip the live checks of the router and the permission reviews" },
 }
 M.exit = "0 everything is fine, 2 the playbook is invalid, 3 a live check failed"
 
