@@ -23,6 +23,7 @@ local control = require("rollout.control")
 local journal = require("rollout.journal")
 local json = require("rollout.json")
 local fs = require("rollout.fs")
+local term = require("rollout.term")
 local watch_view = require("rollout.watch_view")
 
 local M = {}
@@ -144,12 +145,9 @@ function M.color(tty)
   return os.getenv("TERM") ~= "dumb"
 end
 
+-- The terminal's width as every live view takes it (rollout.term: TIOCGWINSZ, $COLUMNS, 80).
 local function term_width()
-  local w = tonumber(os.getenv("COLUMNS") or "")
-  if w then return w end
-  local r = require("rollout.proc").run({ argv = { "stty", "size" }, stdin = "inherit", timeout = 2 })
-  local cols = r and r.code == 0 and tonumber((r.stdout or ""):match("%d+%s+(%d+)"))
-  return cols or 100
+  return term.width(1)
 end
 
 --- run(source, {out = file, tty = bool, width = n}) -> outcome {outcome=, reason=, at=} | nil, err
