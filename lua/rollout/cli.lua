@@ -87,7 +87,8 @@ local function usage(out)
             "  -h, --help             show this help and exit\n",
             "  --version              print the version and exit\n",
             "\n'rollout help COMMAND' or 'rollout COMMAND --help' explains a command and every flag it takes.\n",
-            "exit codes: 0 promoted/ok, 1 rolled back, 2 usage or config error, 3 paused, aborted or failed\n")
+            "exit codes: 0 promoted/ok, 1 rolled back, 2 usage or config error, 3 paused, aborted or failed,\n",
+            "            4 (run) the journal is incomplete\n")
 end
 
 local function usage_error(msg)

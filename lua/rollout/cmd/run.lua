@@ -63,7 +63,8 @@ M.options = {
 }
 M.docs = "[operations](operations.md), [observe-only runs](operations.md#observe-only-runs)"   -- for docs/cli.md
 M.exit = "0 promoted, 1 rolled back, 2 usage, configuration, lock or journal problem before anything was "
-  .. "done, 3 paused, aborted or failed"
+  .. "done, 3 paused, aborted or failed, 4 the rollout ended but its journal is incomplete (the events that "
+  .. "could not be written are on stderr as JSON lines)"
 
 --- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
 function M.build(pb, emit)
