@@ -186,6 +186,77 @@ describe("k8s.client against the contract server", function()
     assert.equals(1, conflicts)
   end)
 
+  it("finds the in-cluster service account and re-reads its rotated token", function()
+    -- a child with the pod's environment; only the service-account directory is moved
+    local sa = k8s.dir .. "/sa"
+    assert(fs.mkdir(sa, 448, true))
+    assert(fs.write_atomic(sa .. "/token", "token-1\n"))
+    assert(fs.write_atomic(sa .. "/namespace", "production\n"))
+    assert(fs.write_atomic(sa .. "/ca.crt", assert(fs.read(k8s.ca))))
+    local script = k8s.dir .. "/incluster.lua"
+    assert(fs.write_atomic(script, string.format([[
+local client = require("rollout.k8s.client")
+client.SA_DIR = %q
+local c = client.new{}
+assert(c.source == "in-cluster service account", c.source)
+assert(c.namespace == "production", c.namespace)
+assert(c:get("/api/v1/namespaces/production/configmaps/feature-flags"))
+-- the kubelet rotates the token; the old one is revoked
+assert(fs.write_atomic(%q, "token-1\ntoken-2\n"))
+assert(fs.write_atomic(%q, "token-2\n"))
+assert(fs.write_atomic(%q, "token-2\n"))
+local cm, err = c:get("/api/v1/namespaces/production/configmaps/feature-flags")
+assert(cm, err)
+print("ok " .. c.api)
+]], sa, k8s.server_tokens, sa .. "/token", k8s.server_tokens)))
+    local proc = require("rollout.proc")
+    local r = assert(proc.run{ argv = { rollout.exe, script }, timeout = 30,
+      env = { KUBERNETES_SERVICE_HOST = "127.0.0.1", KUBERNETES_SERVICE_PORT = tostring(k8s.port),
+        PATH = os.getenv("PATH"), HOME = os.getenv("HOME") } })
+    fs.write_atomic(k8s.server_tokens, "token-1 system:serviceaccount:production:rollout\n")
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.equals("ok https://127.0.0.1:" .. k8s.port .. "\n", r.stdout)
+    local saw401, last
+    for _, q in ipairs(k8s:requests()) do
+      if q.path:match("^/api/") then
+        if q.status == 401 then saw401 = true end
+        last = q
+      end
+    end
+    assert.is_true(saw401, "the revoked token was refused once")
+    assert.equals("Bearer token-2", last.authorization)
+  end)
+
+  it("counts restarts and crash loops, names image pull errors, reads DestinationRule subsets", function()
+    local c = client.new{ api = k8s.api, token_file = k8s.token_file, ca_file = k8s.ca }
+    k8s:control("/_contract/deployment", { namespace = "production", name = "dwcp-v3-baseline", crash = true })
+    local s
+    for _ = 1, 100 do
+      s = res.pod_summary(assert(res.pods(c, "production", { app = "dwcp-v3", version = "v2.9.0" })))
+      if s.max_restarts >= 3 then break end
+      rollout.sleep(0.05)
+    end
+    assert.equals(10, s.total)
+    assert.ge(s.max_restarts, 3)
+    assert.ge(s.restarts, 30)
+    assert.equals(10, #s.crash_looping)
+    assert.equals(0, s.ready)
+    k8s:control("/_contract/images", { unpullable = { "bad:1" } })
+    assert(deployments.apply(c, deployments.manifest{ name = "pull", namespace = "production", image = "bad:1",
+      labels = { app = "pull" }, replicas = 1 }))
+    local ok, err = res.wait_pods(c, "production", { app = "pull" }, { ready = 1, timeout = 5, interval = 0.05 })
+    assert.is_nil(ok)
+    assert.matches("cannot pull their image: pull%-.*: ErrImagePull: .*bad:1", err)
+    local subsets = assert(res.destination_subsets(c, "production", "dwcp-v3"))
+    assert.same({ baseline = { version = "v2.9.0" }, canary = { version = "v3.0.0" } }, subsets)
+  end)
+
+  it("refuses a client certificate without its key (http.request)", function()
+    local http = require("rollout.http")
+    assert.has_error(function() http.request{ url = k8s.api, cert = k8s.client_cert } end, "needs a key")
+    assert.has_error(function() http.request{ url = k8s.api, cafile = k8s.ca, ca_pem = "x" } end, "not both")
+  end)
+
   it("names the API groups and verbs of a request as RBAC sees them", function()
     assert.same({ verb = "patch", group = "apps", version = "v1", namespace = "p", resource = "deployments", name = "d",
       subresource = "scale" }, client.attributes("PATCH", "/apis/apps/v1/namespaces/p/deployments/d/scale"))

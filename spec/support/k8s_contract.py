@@ -266,6 +266,8 @@ def semantic_validate(res, obj, old=None):
         spec = obj.get("spec") or {}
         if spec.get("replicas", 1) < 0:
             invalid(kind, name, "spec.replicas: Invalid value: must be greater than or equal to 0")
+        if old is not None and (old["spec"].get("selector") != spec.get("selector")):
+            invalid(kind, name, "spec.selector: Invalid value: field is immutable")
         sel = (spec.get("selector") or {}).get("matchLabels") or {}
         if not sel:
             invalid(kind, name, "spec.selector: Required value")
@@ -278,8 +280,6 @@ def semantic_validate(res, obj, old=None):
         for i, c in enumerate(cts):
             if not c.get("image"):
                 invalid(kind, name, f"spec.template.spec.containers[{i}].image: Required value")
-        if old is not None and (old["spec"].get("selector") != spec.get("selector")):
-            invalid(kind, name, "spec.selector: Invalid value: field is immutable")
     if res == "services":
         for k, v in ((obj.get("spec") or {}).get("selector") or {}).items():
             if not isinstance(v, str):
