@@ -82,6 +82,18 @@ build/%.o: src/%.c $(HDR) | build
 build:
 	mkdir -p build
 
+# Benchmark-only C modules (bench/c/, e.g. require("rollout.bench.promtext")): linked into
+# ./rollout-bench for `make bench` (and its spec), never into the product binary.
+BENCH_SRC := $(sort $(wildcard bench/c/*.c))
+BENCH_OBJ := $(BENCH_SRC:bench/c/%.c=build/bench/%.o)
+
+rollout-bench: $(OBJ) $(BENCH_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $(OBJ) $(BENCH_OBJ) $(LDLIBS)
+
+build/bench/%.o: bench/c/%.c bench/c/bench_modules.h $(HDR) | build
+	@mkdir -p build/bench
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
 # build/version holds the version main.c was compiled with; rewritten only when it changes.
 build/version: FORCE | build
 	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
@@ -93,7 +105,7 @@ build/main.o build-asan/main.o: ALL_CFLAGS += -DROLLOUT_VERSION='"$(VERSION)"'
 # Every test: the Lua specs inside the real binary (they start real servers themselves),
 # spec files in parallel (JOBS at once; the suite mostly waits on servers and clocks).
 test: deps-test
-	$(MAKE) all
+	$(MAKE) all rollout-bench
 	./rollout test spec
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build (./rollout-asan, objects in
@@ -109,13 +121,13 @@ build-asan/%.o: src/%.c $(HDR)
 	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
 asan: deps-asan
-	$(MAKE) all rollout-asan
+	$(MAKE) all rollout-bench rollout-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ./rollout-asan test spec
 
 bench: deps-bench
-	$(MAKE) all
-	./rollout bench/run.lua
+	$(MAKE) all rollout-bench
+	./rollout-bench bench/run.lua
 
 # Decision quality: shared + generated labelled scenarios, static thresholds vs the judge
 # (tools/eval.lua; docs/judge.md explains the labels and the table).
@@ -149,7 +161,7 @@ check-lua: deps-lint
 	luacheck -q lua spec playbooks tools bench
 
 clean-build:
-	rm -rf build rollout build-asan rollout-asan build-fuzz sample-service loadgen
+	rm -rf build rollout build-asan rollout-asan rollout-bench build-fuzz sample-service loadgen
 
 clean: clean-build
 
@@ -176,10 +188,10 @@ FUZZ_FLAGS   := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-fra
                 -fno-sanitize-recover=undefined -DFUZZ_LUADIR='"$(CURDIR)/lua"'
 FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fuzz_objs = $(patsubst %,build-fuzz/%.o,$(1))
-FUZZ_DEPS_promtext := promtext
+FUZZ_DEPS_promtext := promtext promtext_select
 FUZZ_DEPS_json     := json alloc units
 FUZZ_DEPS_yaml     := yaml json alloc units stats
-FUZZ_DEPS_units    := units promtext stats
+FUZZ_DEPS_units    := units promtext promtext_select stats
 FUZZ_DEPS_control  := $(filter-out main,$(SRC:src/%.c=%))
 
 .PHONY: fuzz fuzz-build fuzz-merge

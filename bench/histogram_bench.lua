@@ -10,7 +10,7 @@ local n = math.tointeger(tonumber(arg and arg[1]) or 1e8) or 100000000
 local function pct(x) return ("%+.3f %%"):format(x * 100) end
 
 print(("histogram: %d log-normal values (median 20 ms, sigma 1.2), recorded in C"):format(n))
-local r = histogram.bench_record(n, 42)
+local r = require("rollout.bench.histogram").record(n, 42)
 print("  ns per value, thread CPU time          median of 64 Ki chunks   mean")
 local function row(label, t, extra)
   print(("  %-38s %8.2f %14.2f%s"):format(label, t.median, t.mean, extra or ""))

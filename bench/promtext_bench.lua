@@ -3,6 +3,7 @@
 -- default 10). Times are CPU time (this process; for Python, its process), so a busy
 -- neighbour on a shared machine inflates neither side.
 local promtext = require("rollout.promtext")
+local bench_promtext = require("rollout.bench.promtext")
 
 local ROOT = debug.getinfo(1, "S").source:match("^@(.*)/bench/[^/]*$") or "."
 local FIXTURES = ROOT .. "/spec/fixtures/promtext/"
@@ -99,7 +100,7 @@ end
 local function measure(label, text, path)
   local mb = #text / 1e6
   local iterations = math.max(1, math.floor(300e6 / #text))
-  local walk = assert(promtext.bench_parse(text, iterations))
+  local walk = assert(bench_promtext.walk(text, iterations))
   local tables = cpu_per_call(function() assert(promtext.parse(text)) end, 1)
   local selectors = {
     { name = "haproxy_server_http_responses_total", labels = { code = "5xx" }, group_by = "server" },
@@ -125,7 +126,7 @@ f:write(generated)
 f:close()
 
 print(("promtext: text format parsing, MB/s of CPU time (target >= %d MB/s for the C walk)"):format(TARGET_MB_S))
-print("  walk = C parser through its callbacks, labels materialised (promtext.bench_parse)")
+print("  walk = C parser through its callbacks, labels materialised (rollout.bench.promtext.walk)")
 print("  tables = promtext.parse building the full Lua table; select = promtext.select, 4 selectors")
 print("  python = python3-prometheus-client text_string_to_metric_families, same bytes, same run\n")
 print(("%-26s %9s %8s %10s %11s %9s %10s %9s"):format("input", "bytes", "samples", "walk", "tables", "select",

@@ -10,7 +10,7 @@
 -- CPU is os.clock() (this process only: the servers are other processes).
 local rollout = require("rollout")
 local http = require("rollout.http")
-local promtext = require("rollout.promtext")
+local bench_promtext = require("rollout.bench.promtext")
 local sources = require("rollout.sources")
 local support = require("spec.support.sources_support")
 
@@ -51,7 +51,7 @@ end
 
 local function parse_cost(body)
   local iters = math.max(1, math.floor(2e6 / #body))
-  local r = promtext.bench_parse(body, iters)
+  local r = bench_promtext.walk(body, iters)
   local t = type(r) == "table" and r.cpu or r -- {cpu=, wall=} (older builds: seconds)
   return t / iters * 1e6
 end
@@ -86,7 +86,7 @@ local ok, err = pcall(function()
   row("scrape source tick (GET + select + record)", ours,
     string.format("  %.2fx the GET-only CPU", ours.cpu_us / anchor.cpu_us))
   row("anchor: the same GETs, no parsing", anchor)
-  print(string.format("  %-44s %9.1f us CPU per body", "anchor: promtext parse alone (bench_parse)", parse_cost(body)))
+  print(string.format("  %-44s %9.1f us CPU per body", "anchor: promtext parse alone (walk)", parse_cost(body)))
 
   -- HAProxy's exporter: a big page, two versions per scrape
   local lb = support.haproxy { baseline = "127.0.0.1:" .. targets[1].port, canary = "127.0.0.1:" .. targets[2].port }
@@ -104,7 +104,7 @@ local ok, err = pcall(function()
   row("scrape source tick, haproxy preset", hours,
     string.format("  %.2fx the GET-only CPU", hours.cpu_us / hanchor.cpu_us))
   row("anchor: the same GETs, no parsing", hanchor)
-  print(string.format("  %-44s %9.1f us CPU per body", "anchor: promtext parse alone (bench_parse)", parse_cost(hbody)))
+  print(string.format("  %-44s %9.1f us CPU per body", "anchor: promtext parse alone (walk)", parse_cost(hbody)))
 end)
 cleanup()
 if not ok then

@@ -169,19 +169,6 @@ describe("histogram", function()
     collectgarbage()
     assert.is_nil(next(weak))
   end)
-
-  it("bench_record reports its timing and exact quantile errors", function()
-    local r = histogram.bench_record(200000, 5)
-    for _, k in ipairs { "record", "record_many", "log2_anchor" } do
-      assert.truthy(r[k].mean > 0 and r[k].median > 0, k)
-    end
-    assert.equals(histogram.BYTES, r.bytes)
-    assert.equals(4, #r.quantiles)
-    for _, q in ipairs(r.quantiles) do
-      assert.truthy(math.abs(q.error) <= histogram.MAX_RELATIVE_ERROR, ("p%g %.4f"):format(q.q * 100, q.error))
-      assert.near(q.exact * (1 + q.error), q.estimate, 1e-12)
-    end
-  end)
 end)
 
 describe("histogram.window", function()

@@ -42,11 +42,20 @@ const rollout_module rollout_modules[] = {
     {NULL, NULL},
 };
 
-void modules_preload(lua_State *L) {
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    for (const rollout_module *m = rollout_modules; m->name; m++) {
+/* Benchmark-only modules (bench/c/bench_modules.c): defined only in ./rollout-bench, so
+ * the reference is weak and NULL in the product binary. */
+extern const rollout_module rollout_bench_modules[] __attribute__((weak));
+
+static void preload_list(lua_State *L, const rollout_module *list) {
+    for (const rollout_module *m = list; m && m->name; m++) {
         lua_pushcfunction(L, m->open);
         lua_setfield(L, -2, m->name);
     }
+}
+
+void modules_preload(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    preload_list(L, rollout_modules);
+    preload_list(L, rollout_bench_modules);
     lua_pop(L, 1);
 }
