@@ -63,6 +63,14 @@ describe("README.md", function()
     assert.truthy(n >= 6, "expected the tour's outputs, checked " .. n .. " lines")
   end)
 
+  it("links every page in docs/ (a new page gets a row in its Documentation table)", function()
+    for _, name in ipairs(fs.list("docs") or {}) do
+      if name:match("%.md$") then
+        assert.truthy(readme:find("(docs/" .. name .. ")", 1, true), "README.md does not link docs/" .. name)
+      end
+    end
+  end)
+
   it("links only to files that exist", function()
     local missing = {}
     for target in readme:gmatch("%]%(([^)#%s]+)[^)]*%)") do
