@@ -17,7 +17,9 @@
 -- The first word of an option is its name; a second word (FILE, URL, ...) means it takes a
 -- value, `list = true` that it may be repeated (values collect in a list). opts uses the
 -- name without dashes, '-' as '_' (--run-dir -> opts.run_dir). `--name=value` and
--- `--name value` both work; `--` ends the options. The older form, a map of
+-- `--name value` both work; `--` ends the options. Where `--set` is a list, `--set-file
+-- KEY=PATH` adds `KEY=${file:PATH}` to it (rollout.playbook reads the file: a secret given
+-- this way never shows in argv). The older form, a map of
 -- name -> "flag" | "value" | "list", is still accepted by parse().
 --
 -- Error policy: parse() returns nil, message for a user's mistake (unknown flag, with a
@@ -99,6 +101,16 @@ function M.parse(args, decl)
     if name then
       local key = name:gsub("%-", "_")
       local kind = spec[key]
+      if key == "set_file" and spec.set == "list" then
+        -- --set-file KEY=PATH: --set KEY=${file:PATH} (a secret stays out of argv and `ps`)
+        local v = inline
+        if not v then i = i + 1; v = args[i] end
+        local k, path = (v or ""):match("^([^=]+)=(.+)$")
+        if not k then return nil, "option '--set-file' expects KEY=PATH" end
+        opts.set = opts.set or {}
+        table.insert(opts.set, k .. "=${file:" .. path .. "}")
+        goto next_arg
+      end
       if not kind then return nil, unknown(name, spec) end
       if kind == "flag" then
         if inline then return nil, "option '--" .. name .. "' takes no value" end
@@ -118,6 +130,7 @@ function M.parse(args, decl)
     else
       pos[#pos + 1] = a
     end
+    ::next_arg::
     i = i + 1
   end
   return opts, pos

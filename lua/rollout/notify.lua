@@ -23,6 +23,7 @@
 -- that did not pass validation (a programming error); delivery failures are events.
 local rollout = require("rollout")
 local json = require("rollout.json")
+local redaction = require("rollout.redact")
 local units = require("rollout.units")
 
 local M = {}
@@ -481,6 +482,7 @@ function Set:observe(ev, engine)
   end
   if #self.notifiers == 0 or self.closed then return end
   local ok, err = pcall(function()
+    ev = redaction.value(ev) -- a payload leaves the process: no secret in it
     self:remember(ev)
     for _, n in ipairs(self.notifiers) do
       -- a hold extended one interval at a time would flood a chat channel
@@ -488,7 +490,7 @@ function Set:observe(ev, engine)
       if n:wants(ev.event) and not noise then
         local payload, which = PAYLOAD[n.cfg.type](self, n.cfg, ev)
         if payload then
-          local body = json.encode(payload, { sort = true, non_finite = "null", invalid_utf8 = "replace" })
+          local body = redaction.text(json.encode(payload, { sort = true, non_finite = "null", invalid_utf8 = "replace" }))
           n:push({ event = ev.event, url = which or "url", body = body })
         end
       end

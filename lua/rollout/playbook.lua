@@ -12,6 +12,7 @@ local budget = require("rollout.budget")
 local units = require("rollout.units")
 local sandbox = require("rollout.sandbox")
 local srcmap = require("rollout.srcmap")
+local fs = require("rollout.fs")
 
 local M = {}
 
@@ -48,11 +49,11 @@ function Ctx:err(path, msg)
   self.errors[#self.errors + 1] = { file = self.file, line = line, path = path_string(path), msg = msg }
 end
 
-function M.format_error(e)
+function M.format_error(e) -- redacted: a bad value may be a secret (--set-file, ${env:...})
   local where = e.file or "playbook"
   if e.line then where = where .. ":" .. e.line end
-  if e.path and e.path ~= "" then return string.format("%s: %s: %s", where, e.path, e.msg) end
-  return string.format("%s: %s", where, e.msg)
+  if e.path and e.path ~= "" then return require("rollout.redact").text(string.format("%s: %s: %s", where, e.path, e.msg)) end
+  return require("rollout.redact").text(string.format("%s: %s", where, e.msg))
 end
 
 -- ---- field checkers: each returns the normalised value (or nil after an error) --------
@@ -566,9 +567,44 @@ end
 --- `stages[2].hold=20s`, `versions.canary.version=v3.0.1`. Values that read as numbers
 --- or booleans become them; a value starting with [ or { is JSON (argv lists, tables).
 --- Returns true or nil, err.
+--- A value may take secrets from outside argv (which `ps` shows): ${env:NAME} is the
+--- environment variable NAME, ${file:PATH} the contents of file PATH (its trailing newline
+--- cut), `$${` a literal `${`. What they bring is registered with rollout.redact.
+--- `--set-file key=PATH` (rollout.args) is `--set key=${file:PATH}`.
+function M.expand_secrets(key, value)
+  local err
+  local out = value:gsub("%$%${", "\0"):gsub("%$(%b{})", function(body)
+    if err then return "" end
+    local kind, arg = body:match("^{(%a+):(.*)}$")
+    if kind == "env" then
+      local v = os.getenv(arg)
+      if v == nil then err = "--set " .. key .. ": environment variable " .. arg .. " is not set"; return "" end
+      require("rollout.redact").register(v)
+      return v
+    elseif kind == "file" then
+      local st = fs.stat(arg)
+      if not st or st.type ~= "file" then err = "--set " .. key .. ": " .. arg .. ": not a readable file"; return "" end
+      local v, rerr = fs.read(arg)
+      if not v then err = "--set " .. key .. ": " .. rerr; return "" end
+      v = v:gsub("\r?\n$", "")
+      require("rollout.redact").register(v)
+      return v
+    end
+    return nil -- not ours: left as it is
+  end)
+  if err then return nil, err end
+  out = out:gsub("%z", "${")
+  return out
+end
+
 function M.apply_set(raw, assignment)
   local key, value = assignment:match("^([^=]+)=(.*)$")
   if not key then return nil, "--set expects key=value, got '" .. assignment .. "'" end
+  if value:find("${", 1, true) then
+    local v, xerr = M.expand_secrets(key, value)
+    if not v then return nil, xerr end
+    value = v
+  end
   local path = {}
   for part, idx in key:gmatch("([^%.%[%]]*)%[?(%d*)%]?") do
     if part ~= "" then path[#path + 1] = part end

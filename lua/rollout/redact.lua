@@ -20,6 +20,9 @@
 --   ?token=... &access_token=... api_key key secret password sig signature (query params)
 --   /services/T.../B.../<secret>       Slack incoming-webhook paths
 --   token = "...", "password": "..."   quoted values of secret-named keys (Lua tables, JSON)
+--   password=DBPASS333 --token=abc       unquoted key=value of secret-named keys (also argv)
+--   X-Custom-Auth: v, ["X-Auth"] = "v"   X- headers named like auth, token, secret, api-key
+--   /api/webhooks/<id>/<token>           Discord-style webhook paths
 --
 -- Matches never consume a backslash or a quote, so redacting JSON text keeps it valid JSON.
 -- Every pattern starts at a literal or at a word boundary (%f), so text() is linear in the
@@ -48,7 +51,16 @@ local function secret_key(k)
     if l:match("^" .. s .. "$") then return true end
   end
   -- api_token, slack_token, db_password, github_secret ... (but not token_file, token_env)
-  return (l:match("token$") or l:match("password$") or l:match("secret$") or l:match("api_?key$")) and true or false
+  if l:match("token$") or l:match("password$") or l:match("secret$") or l:match("api_?key$") then return true end
+  -- auth-like names: X-Auth, X-Custom-Auth, auth, basic_auth, X-Auth-Token (not author,
+  -- authority, nor what names a file, a variable, a kind or a URL: auth_file, auth_type ...)
+  if l:find("auth", 1, true) and not l:find("author", 1, true) then
+    for _, suffix in ipairs({ "_file", "_env", "_type", "_mode", "_method", "_scheme", "_url", "-type", "-mode" }) do
+      if l:sub(-#suffix) == suffix then return false end
+    end
+    return true
+  end
+  return false
 end
 M.secret_key = secret_key
 
@@ -81,8 +93,34 @@ for _, k in ipairs({ "token", "access_token", "api_key", "apikey", "secret", "cl
   add("(%f[%w_][%w_]*" .. ci(k) .. "[\"']?%]?%s*[:=]%s*[\"'])[^\"'\\\r\n]+", "%1" .. M.MASK)
 end
 
---- text(s) -> s with secrets masked.
-function M.text(s)
+-- Discord (and Discord-compatible) webhooks: /api/webhooks/<id>/<token>
+add("(/api/webhooks/%d+/)[%w%-_%.]+", "%1" .. M.MASK)
+-- X-... headers whose name says auth, token, secret or key: "X-Custom-Auth: v", and in
+-- printed tables / JSON: ["X-Auth"] = "v", "X-Api-Key": "v"
+local function x_secret(name)
+  local l = name:lower()
+  return l:find("auth", 1, true) or l:find("token", 1, true) or l:find("secret", 1, true)
+    or l:find("api-key", 1, true) or l:find("apikey", 1, true) or l:find("password", 1, true)
+end
+add("(%f[%w%-][Xx]%-[%w%-]+)(%s*:%s*)([^\r\n\"'\\]+)", function(name, sep, v)
+  if x_secret(name) and v ~= M.MASK then return name .. sep .. M.MASK end
+end)
+add("([\"'])([Xx]%-[%w%-]+)([\"']%]?%s*[:=]%s*[\"'])([^\"'\\\r\n]*)", function(q, name, mid, v)
+  if x_secret(name) and v ~= M.MASK then return q .. name .. mid .. M.MASK end
+end)
+-- unquoted key=value of secret-named keys: password=DBPASS333, --token=abc, API_KEY=...
+for _, k in ipairs({ "password", "passwd", "pwd", "token", "secret", "api_key", "apikey", "api%-key", "access_key",
+  "private_key", "client_secret", "auth" }) do
+  add("(%f[%w_%-][%w_%-]*" .. ci(k) .. "%s*=%s*)([^%s\"'\\&,;%)%]}%[][^%s\"'\\&,;%)%]}]*)", function(prefix, v)
+    if v ~= M.MASK then return prefix .. M.MASK end
+  end)
+end
+
+-- Secret files scan() read (token_file, ...): re-read when they change (a rotated token).
+local watched = {} -- path -> {mtime=, size=}
+local refresh
+
+local function mask(s)
   if type(s) ~= "string" or s == "" then return s end
   for _, secret in ipairs(registered) do
     if s:find(secret, 1, true) then
@@ -95,16 +133,23 @@ function M.text(s)
   return s
 end
 
+--- text(s) -> s with secrets masked.
+function M.text(s)
+  if type(s) ~= "string" or s == "" then return s end
+  refresh()
+  return mask(s)
+end
+
 local function copy(v, seen, under_secret)
   local t = type(v)
-  if t == "string" then return under_secret and M.MASK or M.text(v) end
+  if t == "string" then return under_secret and M.MASK or mask(v) end
   if t ~= "table" then return v end
   if seen[v] then return seen[v] end
   local mt = getmetatable(v)
   local out = {}
   seen[v] = out
   for k, x in pairs(v) do
-    local key = type(k) == "string" and M.text(k) or k
+    local key = type(k) == "string" and mask(k) or k
     out[key] = copy(x, seen, secret_key(k))
   end
   if mt then setmetatable(out, mt) end
@@ -113,6 +158,7 @@ end
 
 --- value(v) -> a redacted deep copy (strings and tables; other values as they are).
 function M.value(v)
+  refresh()
   if type(v) ~= "table" then
     if type(v) == "string" then return M.text(v) end
     return v
@@ -147,6 +193,31 @@ function M.register(value)
   if cred and #cred >= 6 then remember(cred) end
 end
 
+--- guard_stderr(): from now on io.stderr:write passes through text() (what a command
+--- prints on stderr: errors with values, warnings, router and notifier messages).
+function M.guard_stderr()
+  local real = io.stderr
+  if type(real) ~= "userdata" then return end -- guarded already
+  local guard = setmetatable({}, { __index = function(_, k)
+    local v = real[k]
+    if type(v) ~= "function" then return v end
+    return function(self, ...)
+      if self ~= nil and rawequal(self, io.stderr) then self = real end
+      return v(self, ...)
+    end
+  end })
+  guard.write = function(_, ...)
+    local parts = table.pack(...)
+    for i = 1, parts.n do
+      if type(parts[i]) == "string" then parts[i] = M.text(parts[i]) end
+    end
+    local ok, err = real:write(table.unpack(parts, 1, parts.n))
+    if not ok then return ok, err end
+    return io.stderr
+  end
+  io.stderr = guard -- luacheck: ignore 122
+end
+
 --- The number of registered secrets (for tests and `rollout check`).
 function M.count() return #registered end
 
@@ -154,7 +225,8 @@ local NOT_SECRET_FILES = { ca_file = true, cafile = true, cert_file = true, pid_
 
 local function read_small(path) -- a regular file only: never block on a FIFO or a device
   local ok, fs = pcall(require, "rollout.fs")
-  local st = ok and fs.stat(path)
+  local real = ok and fs.realpath(path) -- through symlinks (projected tokens), to a regular file
+  local st = real and fs.stat(real)
   if not st or st.type ~= "file" then return nil end
   local f = io.open(path, "r")
   if not f then return nil end
@@ -163,7 +235,33 @@ local function read_small(path) -- a regular file only: never block on a FIFO or
   return s
 end
 
---- scan(tbl): register the secrets a playbook (or any config table) holds.
+-- The identity of a file's current contents: its target's mtime (ns) and size. A projected
+-- service-account token is a symlink chain that rotation re-points: stat what it points to.
+local function file_id(path)
+  local ok, fs = pcall(require, "rollout.fs")
+  if not ok then return nil end
+  local real = fs.realpath(path)
+  local st = real and fs.stat(real)
+  if not st then return nil end
+  return st.mtime .. ":" .. st.size .. ":" .. real
+end
+
+function refresh()
+  for path, id in pairs(watched) do
+    local now = file_id(path)
+    if now and now ~= id then
+      watched[path] = now
+      M.register(read_small(path))
+    end
+  end
+end
+
+local function watch(path)
+  if watched[path] == nil then watched[path] = file_id(path) or false end
+end
+
+--- scan(tbl): register the secrets a playbook (or any config table) holds; the files that
+--- *_file keys name are watched, and read again when they change (a rotated token).
 function M.scan(tbl, seen)
   if type(tbl) ~= "table" then return end
   seen = seen or {}
@@ -184,6 +282,7 @@ function M.scan(tbl, seen)
         M.register(os.getenv(v))
       elseif suffix == "file" and not NOT_SECRET_FILES[k] and (secret_key(base) or base == "url" or base:match("_url$")) then
         M.register(read_small(v))
+        watch(v)
       elseif secret_key(k) then
         M.register(v)
       end

@@ -44,7 +44,10 @@ M.options = {
     .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
   { "--set KEY=VALUE", "override a playbook value before validation, e.g. --set stages[2].hold=20s or "
     .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
-    .. "[ or { as JSON; repeatable", list = true },
+    .. "[ or { as JSON; repeatable. ${env:NAME} and ${file:PATH} in a value read a secret from outside argv",
+    list = true },
+  { "--set-file KEY=PATH", "--set KEY to the contents of file PATH (a secret that `ps` must not show); repeatable",
+    list = true },
   { "--json", "print one JSON object per event instead of lines; the last line is the summary "
     .. "{outcome, reason, at, stage}" },
   { "--verbose", "also print the events that have no line of their own (per-interval evaluations, "
@@ -157,6 +160,7 @@ local function open_journal(dir, pb, opts)
 end
 
 function M.main(argv)
+  require("rollout.redact").guard_stderr() -- what run says on stderr is redacted too
   local opts, pos = args.parse(argv, M.options)
   if not opts then return args.usage_error("run", pos, M.usage) end
   if #pos ~= 1 then return args.usage_error("run", "expected one playbook", M.usage) end

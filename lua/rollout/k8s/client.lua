@@ -146,6 +146,7 @@ function C:token(force)
     if not text then return nil, "token: " .. err end
     local tok = text:gsub("%s+$", ""):gsub("^%s+", "")
     if tok == "" then return nil, "token: " .. self.token_file .. " is empty" end
+    require("rollout.redact").register(tok) -- a rotated token is as secret as the first
     self.tok, self.tok_at = tok, now
   end
   return self.tok
