@@ -6,7 +6,7 @@ local reservoir = require("rollout.reservoir")
 local window = require("rollout.window")
 local histogram = require("rollout.histogram")
 local playbook = require("rollout.playbook")
-local sim = require("rollout.sim")
+local rng = require("rollout.rng")
 local fs = require("rollout.fs")
 local simsupport = require("spec.support.sim")
 
@@ -16,7 +16,7 @@ end
 
 describe("sim: lognormal_sample", function()
   it("draws the same stream as lognormal and returns an even sample of it", function()
-    local a, b = sim.rng(9), sim.rng(9)
+    local a, b = rng.new(9), rng.new(9)
     local ha, hb = histogram.new(), histogram.new()
     a:lognormal(ha, 5000, math.log(0.04), 0.6)
     local kept = b:lognormal_sample(hb, 5000, math.log(0.04), 0.6, 400)
@@ -135,7 +135,7 @@ local function fake_engine(pb, sources, held)
 end
 
 local function lognormal(seed, n, median, sigma)
-  local r = sim.rng(seed)
+  local r = rng.new(seed)
   local t = {}
   for i = 1, n do t[i] = median * math.exp(sigma * r:normal()) end
   return t
@@ -264,7 +264,7 @@ describe("analysis: the gate", function()
     local pb = { gate_window = 300, interval = 10, stages = { half },
       ab_test = { enabled = true, metric = "latency_p99", significance = 0.05, min_samples = 10000, gate = { "Half" } } }
     local function p99s(level, n, seed)
-      local r, t = sim.rng(seed), {}
+      local r, t = rng.new(seed), {}
       for i = 1, n do t[i] = level * (1 + 0.05 * r:normal()) end
       return t
     end

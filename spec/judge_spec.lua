@@ -3,19 +3,19 @@
 -- against scipy in stats_spec.lua).
 local judge = require("rollout.judge")
 local stats = require("rollout.stats")
-local sim = require("rollout.sim")
+local rng = require("rollout.rng")
 
 local NAN = 0 / 0
 
 local function lognormal(seed, n, median, sigma)
-  local r = sim.rng(seed)
+  local r = rng.new(seed)
   local t = {}
   for i = 1, n do t[i] = median * math.exp(sigma * r:normal()) end
   return t
 end
 
 local function normal(seed, n, mu, sd)
-  local r = sim.rng(seed)
+  local r = rng.new(seed)
   local t = {}
   for i = 1, n do t[i] = mu + sd * r:normal() end
   return t

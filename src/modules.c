@@ -14,7 +14,7 @@
 #include "rollout/json.h"
 #include "rollout/promtext.h"
 #include "rollout/histogram.h"
-#include "rollout/sim.h"
+#include "rollout/rng.h"
 #include "rollout/units.h"
 #include "rollout/journal.h"
 #include "rollout/budget.h"
@@ -26,7 +26,7 @@ const rollout_module rollout_modules[] = {
     {"rollout.units", luaopen_rollout_units},
     {"rollout.fs", luaopen_rollout_fs},
     {"rollout.http", luaopen_rollout_http},
-    {"rollout.sim", luaopen_rollout_sim},
+    {"rollout.rng", luaopen_rollout_rng},
     {"rollout.histogram", luaopen_rollout_histogram},
     {"rollout.promtext", luaopen_rollout_promtext},
     {"rollout.json", luaopen_rollout_json},

@@ -11,9 +11,9 @@
 --   reservoir.new(size [, seed]) -> r      r:add(v)   r:values() -> list   r:seen() -> n
 --   reservoir.merge(parts, cap) -> list    parts = {{values = list, n = requests}, ...}
 --
--- Randomness comes from rollout.sim's seeded generator, so runs are reproducible.
+-- Randomness comes from rollout.rng's seeded generator, so runs are reproducible.
 -- Errors: a size that is not a positive integer raises (a programming error).
-local sim = require("rollout.sim")
+local rng = require("rollout.rng")
 
 local M = {}
 local R = {}
@@ -21,7 +21,7 @@ R.__index = R
 
 function M.new(size, seed)
   if math.type(size) ~= "integer" or size < 1 then error("reservoir size must be a positive integer", 2) end
-  return setmetatable({ size = size, n = 0, items = {}, rng = sim.rng(seed or 1) }, R)
+  return setmetatable({ size = size, n = 0, items = {}, rng = rng.new(seed or 1) }, R)
 end
 
 --- add(v): the i-th value replaces a random slot with probability size/i.

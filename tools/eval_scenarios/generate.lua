@@ -19,7 +19,7 @@
 --   env_degraded (12)    baseline and canary degrade together, above the static limits
 --                        (errors 2.2-3.5 %, p99 620-900 ms or p50 210-260 ms), from 0 or later
 --   low_traffic (10)     15-90 req/s in total, a good canary
-local sim = require("rollout.sim")
+local rng = require("rollout.rng")
 local labels = require("tools.eval_scenarios.labels")
 
 local M = {}
@@ -28,7 +28,7 @@ M.SEED = 20240601
 local RPS = { 200, 300, 400, 600, 800 }
 
 local function gen(seed)
-  local r = sim.rng(seed)
+  local r = rng.new(seed)
   local g = {}
   function g.u(a, b) return a + (b - a) * r:uniform() end
   function g.pick(t) return t[math.floor(r:uniform() * #t) + 1] end

@@ -10,7 +10,7 @@
 -- draws that fill the histogram (sim's lognormal_sample), so the random stream and every
 -- other signal are the same as without them. samples(now, window) serves them
 -- (rollout.analysis documents the shape).
-local sim = require("rollout.sim")
+local rngs = require("rollout.rng")
 local histogram = require("rollout.histogram")
 local window = require("rollout.window")
 local scenario_mod = require("rollout.sim.scenario")
@@ -38,7 +38,7 @@ end
 function M.new(sc, opts)
   local self = setmetatable({
     sc = sc, router = opts.router, interval = opts.interval or 10,
-    rng = sim.rng(sc.seed), store = window.new({ keep = opts.keep or 3600 }),
+    rng = rngs.new(sc.seed), store = window.new({ keep = opts.keep or 3600 }),
     provides = { requests = true, rps = true, error_rate = true, p50 = true, p95 = true, p99 = true, health = true, restarts = true },
     generated = 0, reservoir = opts.reservoir or 500,
   }, M)

@@ -1,7 +1,8 @@
-/* sim.c: the `sim` namespace. Seeded randomness for the simulator's synthetic traffic.
+/* rng.c: the `rng` namespace. Seeded randomness for the simulator's synthetic traffic,
+ * reservoirs and generated scenarios (the Lua simulator itself is lua/rollout/sim/).
  *
  * Lua API:
- *   sim.rng(seed) -> r                    xoshiro256** seeded through splitmix64
+ *   rng.new(seed) -> r                    xoshiro256** seeded through splitmix64
  *   r:uniform() -> [0, 1)                 r:normal() -> N(0, 1)
  *   r:poisson(lambda) -> integer          r:binomial(n, p) -> integer
  *   r:lognormal(h, n, mu, sigma)          record n log-normal values (seconds) into the
@@ -15,7 +16,7 @@
  * Same seed, same sequence, on every machine (no libc rand, no floating-point state).
  * Error policy: wrong arguments raise.
  */
-#include "rollout/sim.h"
+#include "rollout/rng.h"
 
 #include <math.h>
 
@@ -36,7 +37,7 @@ static uint64_t splitmix64(uint64_t *x) {
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-static uint64_t next_u64(sim_rng *r) {
+static uint64_t next_u64(rng_state *r) {
     uint64_t *s = r->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0];
@@ -48,18 +49,18 @@ static uint64_t next_u64(sim_rng *r) {
     return result;
 }
 
-void sim_rng_seed(sim_rng *r, uint64_t seed) {
+void rng_seed(rng_state *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
 }
 
-double sim_uniform(sim_rng *r) { return (double)(next_u64(r) >> 11) * 0x1.0p-53; }
+double rng_uniform(rng_state *r) { return (double)(next_u64(r) >> 11) * 0x1.0p-53; }
 
 /* Marsaglia's polar method, without caching the second value (keeps the stream simple). */
-double sim_normal(sim_rng *r) {
+double rng_normal(rng_state *r) {
     double u, v, s;
     do {
-        u = 2 * sim_uniform(r) - 1;
-        v = 2 * sim_uniform(r) - 1;
+        u = 2 * rng_uniform(r) - 1;
+        v = 2 * rng_uniform(r) - 1;
         s = u * u + v * v;
     } while (s >= 1 || s == 0);
     return u * sqrt(-2 * log(s) / s);
@@ -67,82 +68,82 @@ double sim_normal(sim_rng *r) {
 
 /* Knuth's product method for small lambda, a rounded normal approximation beyond: the
  * simulator needs the right mean and spread, not exact tails at lambda > 50. */
-uint64_t sim_poisson(sim_rng *r, double lambda) {
+uint64_t rng_poisson(rng_state *r, double lambda) {
     if (!(lambda > 0)) return 0;
     if (lambda < 50) {
         double l = exp(-lambda), p = 1;
         uint64_t k = 0;
         do {
             k++;
-            p *= sim_uniform(r);
+            p *= rng_uniform(r);
         } while (p > l);
         return k - 1;
     }
-    double x = floor(lambda + sqrt(lambda) * sim_normal(r) + 0.5);
+    double x = floor(lambda + sqrt(lambda) * rng_normal(r) + 0.5);
     return x < 0 ? 0 : x >= 9.2e18 ? (uint64_t)9.2e18 : (uint64_t)x;
 }
 
-uint64_t sim_binomial(sim_rng *r, uint64_t n, double p) {
+uint64_t rng_binomial(rng_state *r, uint64_t n, double p) {
     if (n == 0 || !(p > 0)) return 0;
     if (p >= 1) return n;
     if (n < 64) {
         uint64_t k = 0;
-        for (uint64_t i = 0; i < n; i++) k += sim_uniform(r) < p;
+        for (uint64_t i = 0; i < n; i++) k += rng_uniform(r) < p;
         return k;
     }
     double mean = (double)n * p;
     if (mean < 30) {
-        uint64_t k = sim_poisson(r, mean);
+        uint64_t k = rng_poisson(r, mean);
         return k > n ? n : k;
     }
-    double x = floor(mean + sqrt(mean * (1 - p)) * sim_normal(r) + 0.5);
+    double x = floor(mean + sqrt(mean * (1 - p)) * rng_normal(r) + 0.5);
     return x < 0 ? 0 : x > (double)n ? n : (uint64_t)x;
 }
 
-static sim_rng *check_rng(lua_State *L) { return luaL_checkudata(L, 1, RNG_MT); }
+static rng_state *check_rng(lua_State *L) { return luaL_checkudata(L, 1, RNG_MT); }
 
-/* sim.rng(seed) -> r  [-0, +1, e] */
-static int l_rng(lua_State *L) {
+/* rng.new(seed) -> r  [-0, +1, e] */
+static int l_new(lua_State *L) {
     lua_Integer seed = luaL_optinteger(L, 1, 1);
-    sim_rng *r = lua_newuserdatauv(L, sizeof *r, 0);
-    sim_rng_seed(r, (uint64_t)seed);
+    rng_state *r = lua_newuserdatauv(L, sizeof *r, 0);
+    rng_seed(r, (uint64_t)seed);
     luaL_setmetatable(L, RNG_MT);
     return 1;
 }
 
-static int l_uniform(lua_State *L) { return lua_pushnumber(L, sim_uniform(check_rng(L))), 1; }
-static int l_normal(lua_State *L) { return lua_pushnumber(L, sim_normal(check_rng(L))), 1; }
+static int l_uniform(lua_State *L) { return lua_pushnumber(L, rng_uniform(check_rng(L))), 1; }
+static int l_normal(lua_State *L) { return lua_pushnumber(L, rng_normal(check_rng(L))), 1; }
 
 /* r:poisson(lambda) -> integer  [-0, +1, e] */
 static int l_poisson(lua_State *L) {
-    sim_rng *r = check_rng(L);
-    lua_pushinteger(L, (lua_Integer)sim_poisson(r, luaL_checknumber(L, 2)));
+    rng_state *r = check_rng(L);
+    lua_pushinteger(L, (lua_Integer)rng_poisson(r, luaL_checknumber(L, 2)));
     return 1;
 }
 
 /* r:binomial(n, p) -> integer  [-0, +1, e] */
 static int l_binomial(lua_State *L) {
-    sim_rng *r = check_rng(L);
+    rng_state *r = check_rng(L);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "n must be >= 0");
-    lua_pushinteger(L, (lua_Integer)sim_binomial(r, (uint64_t)n, luaL_checknumber(L, 3)));
+    lua_pushinteger(L, (lua_Integer)rng_binomial(r, (uint64_t)n, luaL_checknumber(L, 3)));
     return 1;
 }
 
 /* r:lognormal(h, n, mu, sigma)  [-0, +0, e] */
 static int l_lognormal(lua_State *L) {
-    sim_rng *r = check_rng(L);
+    rng_state *r = check_rng(L);
     histogram *h = histogram_check(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     double mu = luaL_checknumber(L, 4), sigma = luaL_checknumber(L, 5);
     luaL_argcheck(L, sigma >= 0, 5, "sigma must be >= 0");
-    for (lua_Integer i = 0; i < n; i++) histogram_record(h, exp(mu + sigma * sim_normal(r)));
+    for (lua_Integer i = 0; i < n; i++) histogram_record(h, exp(mu + sigma * rng_normal(r)));
     return 0;
 }
 
 /* r:lognormal_sample(h, n, mu, sigma, k) -> list  [-0, +1, e] */
 static int l_lognormal_sample(lua_State *L) {
-    sim_rng *r = check_rng(L);
+    rng_state *r = check_rng(L);
     histogram *h = histogram_check(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     double mu = luaL_checknumber(L, 4), sigma = luaL_checknumber(L, 5);
@@ -153,7 +154,7 @@ static int l_lognormal_sample(lua_State *L) {
     lua_createtable(L, (int)keep, 0);
     lua_Integer next = 0, kept = 0; /* the index of the next draw to keep */
     for (lua_Integer i = 0; i < n; i++) {
-        double v = exp(mu + sigma * sim_normal(r));
+        double v = exp(mu + sigma * rng_normal(r));
         histogram_record(h, v);
         if (i == next && kept < keep) {
             lua_pushnumber(L, v);
@@ -164,7 +165,8 @@ static int l_lognormal_sample(lua_State *L) {
     return 1;
 }
 
-int luaopen_rollout_sim(lua_State *L) {
+/* require("rollout.rng") [-0, +1, m] */
+int luaopen_rollout_rng(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"uniform", l_uniform},   {"normal", l_normal},       {"poisson", l_poisson},
         {"binomial", l_binomial}, {"lognormal", l_lognormal}, {"lognormal_sample", l_lognormal_sample},
@@ -174,7 +176,7 @@ int luaopen_rollout_sim(lua_State *L) {
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
-    static const luaL_Reg funcs[] = {{"rng", l_rng}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"new", l_new}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }
