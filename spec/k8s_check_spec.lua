@@ -86,6 +86,25 @@ describe("rollout check: Kubernetes permissions", function()
     assert.matches("FAIL kubernetes permissions: 3 of %d+ missing", r.stdout)
   end)
 
+  it("refuses a bad params.kubernetes with file, line and key (exit 2), before any request", function()
+    local function api_requests()
+      local n = 0
+      for _, q in ipairs(k8s:requests()) do if q.path:match("^/api") then n = n + 1 end end
+      return n
+    end
+    local before = api_requests()
+    local r = check({ "--set", "params.kubernetes.canary_replicas=two", "--set", "params.kubernetes.namespace=Prod" })
+    assert.equals(2, r.code, r.stdout .. r.stderr)
+    assert.matches("playbooks/canary%-k8s%.lua:%d+: params%.kubernetes%.canary_replicas: expected an integer >= 1", r.stderr)
+    assert.matches("playbooks/canary%-k8s%.lua:%d+: params%.kubernetes%.namespace: must be a Kubernetes name", r.stderr)
+    local run = assert(proc.run({ timeout = 60, argv = { rollout.exe, "run", PLAYBOOK, "--set", "router.api=" .. k8s.api,
+      "--set", "router.token_file=" .. k8s.token_file, "--set", "router.ca_file=" .. k8s.ca,
+      "--set", "params.kubernetes.ready_timeout=soon", "--journal", k8s.dir .. "/journal-bad" } }))
+    assert.equals(2, run.code, run.stdout .. run.stderr)
+    assert.matches("params%.kubernetes%.ready_timeout: expected a duration", run.stderr)
+    assert.equals(before, api_requests(), "nothing was asked of the API server")
+  end)
+
   it("says why when it cannot ask the API server", function()
     fs.write_atomic(k8s.token_file, "revoked\n")
     local r = check()

@@ -463,7 +463,11 @@ local TOP = {
   feature_flags = any_table, ab_test = check_ab_test, judge = function(c, p, v) return M.check_judge(c, p, v, "playbook") end,
   notifications = check_notifications,
   metadata = any_table, deployment_id = check_string, commit_time = check_string,
-  params = any_table,
+  params = function(c, p, v) -- free-form, but params.kubernetes is rollout.k8s.runbook's configuration
+    if not want(c, p, v, "table") then return nil end
+    if v.kubernetes ~= nil then keyed_errors(c, extend(p, "kubernetes"), require("rollout.k8s.runbook").validate(v.kubernetes)) end
+    return v
+  end,
   observe = check_bool, -- observe-only: analysis without moving traffic (rollout.observe)
 }
 
