@@ -106,7 +106,7 @@ build/main.o build-asan/main.o: ALL_CFLAGS += -DROLLOUT_VERSION='"$(VERSION)"'
 # spec files in parallel (JOBS at once; the suite mostly waits on servers and clocks).
 test: deps-test
 	$(MAKE) all rollout-bench
-	./rollout test spec
+	./rollout test -j $(JOBS) spec
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build (./rollout-asan, objects in
 # build-asan/), whole suite. Specs start child rollouts with the running binary.
@@ -123,7 +123,7 @@ build-asan/%.o: src/%.c $(HDR)
 asan: deps-asan
 	$(MAKE) all rollout-bench rollout-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ./rollout-asan test spec
+	  ./rollout-asan test -j $(JOBS) spec
 
 bench: deps-bench
 	$(MAKE) all rollout-bench

@@ -407,6 +407,18 @@ describe("rollout attach through tmux", function()
     local evs = live.events(env)
     assert.equals("from tmux", live.find(evs, "command", function(e) return e.command == "abort" end).arg)
     assert.equals("rolled_back", live.outcome(evs).outcome)
-    assert.truthy(fs.stat(env.dir .. "/.rollout_history") or true)
+    -- leaving attach (Ctrl-D) saves what was typed to ~/.rollout_history (HOME is env.dir)
+    tmux("send-keys", "-t", "s", "C-d")
+    local hist
+    for _ = 1, 100 do
+      hist = fs.read(env.dir .. "/.rollout_history") -- libedit's format: spaces as \040
+      hist = hist and hist:gsub("\\(%d%d%d)", function(o) return string.char(tonumber(o, 8)) end)
+      if hist and hist:find("abort from tmux", 1, true) then break end
+      rollout.sleep(0.1)
+    end
+    assert.is_string(hist, "attach wrote no ~/.rollout_history")
+    for _, typed in ipairs({ "pause", "signals", "resume", "abort from tmux" }) do
+      assert.truthy(hist:find(typed, 1, true), "history lacks " .. typed .. ":\n" .. hist)
+    end
   end)
 end)

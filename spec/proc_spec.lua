@@ -132,10 +132,13 @@ describe("proc.run", function()
   end)
 
   it("sets env and cwd", function()
+    local home = os.getenv("HOME")
     local r = assert(proc.run{ argv = { "sh", "-c", "echo $ROLLOUT_X-${HOME:-unset}; pwd" },
                                env = { ROLLOUT_X = "x1", HOME = false }, cwd = "/tmp" })
     assert.equals("x1-unset\n/tmp\n", r.stdout)
-    assert.is_not_nil(os.getenv("HOME") or true) -- our own environment is untouched
+    -- our own environment is untouched: the child's variables and removals stay the child's
+    assert.equals(home, os.getenv("HOME"))
+    assert.is_nil(os.getenv("ROLLOUT_X"))
   end)
 
   it("closes our descriptors in the child", function()

@@ -38,9 +38,12 @@ end
 local CAPTURE = [=[
 set -u
 kind=$1; out=$2; dir=$3
-# ports below the ephemeral range (32768+), so no outgoing connection can be holding one
+# ports below the ephemeral range (32768+), so no outgoing connection can be holding one;
+# within $ROLLOUT_TEST_PORTS (LO-HI) when `rollout test -j` runs spec files side by side
+ports=${ROLLOUT_TEST_PORTS:-}; lo=${ports%-*}; hi=${ports#*-}
+case "$lo$hi" in ''|*[!0-9]*) lo=10000 hi=31999 ;; esac
 free_port() { local p
-  while :; do p=$(( 10000 + RANDOM % 22000 )); ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
+  while :; do p=$(( lo + RANDOM % (hi - lo + 1) )); ss -ltnH "sport = :$p" | grep -q . || { echo $p; return; }; done; }
 wait_ready() { local url=$1 t0=$(date +%s%N)
   until curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
     kill -0 $pid 2>/dev/null || return 1

@@ -100,7 +100,8 @@ M.wait_for = wait_for
 
 local handed_out = {}
 
---- A TCP port nobody listens on (20000-32000, below the ephemeral range).
+--- A TCP port nobody listens on (20000-32000, below the ephemeral range; within
+--- $ROLLOUT_TEST_PORTS "LO-HI" when `rollout test -j` runs specs side by side).
 function M.free_port()
   local used = {}
   for _, f in ipairs({ "/proc/net/tcp", "/proc/net/tcp6" }) do
@@ -113,11 +114,13 @@ function M.free_port()
       h:close()
     end
   end
+  local lo, hi = (os.getenv("ROLLOUT_TEST_PORTS") or ""):match("^(%d+)%-(%d+)$")
+  lo, hi = tonumber(lo) or 20000, tonumber(hi) or 32000
   for _ = 1, 1000 do
-    local p = math.random(20000, 32000)
+    local p = math.random(lo, hi)
     if not used[p] and not handed_out[p] then handed_out[p] = true; return p end
   end
-  error("free_port: no free port in 20000-32000")
+  error(("free_port: no free port in %d-%d"):format(lo, hi))
 end
 
 local function answers(url, want)

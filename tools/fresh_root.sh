@@ -51,7 +51,9 @@ else
 fi
 # the minbase root: name resolution for apt and localhost, nothing else from this machine
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-grep -q localhost "$root/etc/hosts" 2>/dev/null || printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' > "$root/etc/hosts"
+# /etc/hosts as Debian's installer writes it: localhost, and the host's name on 127.0.1.1
+# (the chroot shares this machine's host name)
+printf '127.0.0.1 localhost\n127.0.1.1 %s\n::1 localhost ip6-localhost ip6-loopback\n' "$(hostname)" > "$root/etc/hosts"
 
 log "bare clone of $repo at $ref"
 git clone -q --bare "$repo" "$work/repo.git"

@@ -4,9 +4,15 @@
 -- Each `it` runs as its own task under a timeout, so specs may sleep, do HTTP and run
 -- processes; a failure or a hang fails that test only. The last line printed is
 -- `tests: N passed, N failed[, N skipped]`.
+-- `-j N` runs the spec files N at a time, each in its own `rollout test FILE` process with
+-- its own TMPDIR, XDG_RUNTIME_DIR (control sockets) and port range (ROLLOUT_TEST_PORTS,
+-- which spec/support's port pickers honour); each file's output is printed whole when it
+-- ends, and the counts are summed into the same last line.
+-- Error policy: usage errors print to stderr and return 2; a failing spec is counted.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local pretty = require("rollout.pretty")
+local proc = require("rollout.proc")
 
 local M = {}
 
@@ -254,13 +260,90 @@ local function find_specs(path, out)
   end
 end
 
---- rollout test [--filter TEXT] [--timeout SECONDS] [PATH...]
+-- The range of ports spec files may listen on (spec/support picks from it).
+M.PORTS = { 20000, 32000 }
+
+-- Run files in child processes, `jobs` at a time; returns the summed stats. The largest
+-- files start first (a proxy for the slowest, so the last one to finish starts early).
+local function run_parallel(files, jobs, filter, opts, stats)
+  local order = {}
+  for i, f in ipairs(files) do
+    local st = fs.stat(f)
+    order[i] = { file = f, size = st and st.size or 0 }
+  end
+  table.sort(order, function(a, b) if a.size ~= b.size then return a.size > b.size end return a.file < b.file end)
+  local root = assert(fs.mkdtemp("rollout-test"))
+  assert(fs.chmod(root, tonumber("755", 8))) -- others may reach what specs open to them
+  local span = (M.PORTS[2] - M.PORTS[1] + 1) // jobs
+  local next_i, done = 1, 0
+  local function worker(slot)
+    local lo = M.PORTS[1] + (slot - 1) * span
+    while next_i <= #order do
+      local item = order[next_i]
+      next_i = next_i + 1
+      local tmp = root .. "/" .. tostring(next_i - 1)
+      assert(fs.mkdir(tmp))
+      assert(fs.chmod(tmp, tonumber("1777", 8))) -- a TMPDIR like /tmp
+      assert(fs.mkdir(tmp .. "/run"))
+      local argv = { rollout.exe, "test", "--timeout", tostring(opts.timeout) }
+      if filter then argv[#argv + 1] = "--filter"; argv[#argv + 1] = filter end
+      argv[#argv + 1] = item.file
+      local r, err = proc.run({ argv = argv, timeout = 3600, max_output = "64Mi", env = {
+        TMPDIR = tmp, XDG_RUNTIME_DIR = tmp .. "/run",
+        ROLLOUT_TEST_PORTS = ("%d-%d"):format(lo, lo + span - 1) } })
+      local out = r and (r.stdout .. r.stderr) or ""
+      out = out:gsub("\nFailures:\n.-\n\n", "\n"):gsub("\n%d+ files?, [%d.]+ s\n", "\n")
+      local summary = out:match("tests: %d+ passed, %d+ failed[^\n]*\n?$")
+      local body = summary and out:sub(1, -#summary - 1) or out
+      io.stdout:write((body:gsub("\n+$", "")), "\n")
+      if summary then
+        local p, f, k = summary:match("tests: (%d+) passed, (%d+) failed, (%d+) skipped")
+        if not p then p, f = summary:match("tests: (%d+) passed, (%d+) failed"); k = 0 end
+        stats.passed, stats.failed, stats.skipped = stats.passed + p, stats.failed + f, stats.skipped + k
+        for line in body:gmatch("[^\n]+") do
+          local name = line:match("^  FAIL  (.-) %([%d.]+ s%)$") or line:match("^  FAIL  (loading .*)$")
+            or line:match("^  FAIL  (.*)$")
+          if name then stats.failures[#stats.failures + 1] = { name = item.file .. ": " .. name } end
+        end
+      else
+        stats.failed = stats.failed + 1
+        local why = r and (r.code and ("exit code " .. r.code) or ("signal " .. tostring(r.signal))) or err
+        stats.failures[#stats.failures + 1] = { name = item.file .. ": printed no summary (" .. tostring(why) .. ")" }
+        print("  FAIL  " .. item.file .. " printed no summary (" .. tostring(why) .. ")")
+      end
+      io.stdout:flush()
+      fs.rmtree(tmp)
+      done = done + 1
+    end
+  end
+  local tasks = {}
+  for slot = 1, math.min(jobs, #order) do tasks[slot] = rollout.spawn(worker, slot) end
+  for _, t in ipairs(tasks) do
+    local ok, err = pcall(t.wait, t)
+    if not ok then
+      stats.failed = stats.failed + 1
+      stats.failures[#stats.failures + 1] = { name = "runner: " .. tostring(err) }
+    end
+  end
+  fs.rmtree(root)
+  return done
+end
+
+--- rollout test [-j N] [--filter TEXT] [--timeout SECONDS] [PATH...]
 function M.main(args)
-  local paths, filter, opts = {}, nil, { timeout = 120 }
+  local paths, filter, opts, jobs = {}, nil, { timeout = 120 }, 1
   local i = 1
   while i <= #args do
     local a = args[i]
     if a == "--filter" then filter = args[i + 1]; i = i + 1
+    elseif a == "-j" or a == "--jobs" or a:match("^%-j%d+$") then
+      local n = a:match("^%-j(%d+)$")
+      if not n then n = args[i + 1]; i = i + 1 end
+      jobs = math.tointeger(tonumber(n))
+      if not jobs or jobs < 1 then
+        io.stderr:write("rollout test: -j wants a number of files at once, got " .. tostring(n) .. "\n")
+        return 2
+      end
     elseif a == "--timeout" then opts.timeout = tonumber(args[i + 1]); i = i + 1
     elseif a:sub(1, 2) == "--" then
       io.stderr:write("rollout test: unknown option " .. a .. "\n")
@@ -275,8 +358,13 @@ function M.main(args)
     if not ok then io.stderr:write("rollout test: " .. tostring(err) .. "\n"); return 2 end
   end
   local stats = { passed = 0, failed = 0, skipped = 0, failures = {} }
+  local nfiles = #files
   local env_base = _G
   local t0 = rollout.now()
+  if jobs > 1 and #files > 1 then
+    run_parallel(files, jobs, filter, opts, stats)
+    files = {} -- done
+  end
   for _, file in ipairs(files) do
     print(file)
     local root, err = collect(file, env_base)
@@ -293,7 +381,7 @@ function M.main(args)
     print("\nFailures:")
     for _, f in ipairs(stats.failures) do print("  " .. f.name) end
   end
-  print(string.format("\n%d files, %.1f s", #files, rollout.now() - t0))
+  print(string.format("\n%d files, %.1f s", nfiles, rollout.now() - t0))
   local line = string.format("tests: %d passed, %d failed", stats.passed, stats.failed)
   if stats.skipped > 0 then line = line .. string.format(", %d skipped", stats.skipped) end
   print(line)

@@ -1,17 +1,13 @@
 -- Start a real etcd on loopback with free ports in a temp dir (etcd from Debian's package).
 local proc = require("rollout.proc")
 local fs = require("rollout.fs")
-local net = require("rollout.net")
 local http = require("rollout.http")
+local servers = require("spec.support.servers")
 
 local M = {}
 
-local function free_port()
-  local srv = assert(net.listen_tcp("127.0.0.1", 0))
-  local p = srv:port()
-  srv:close()
-  return p
-end
+-- in the port range of this spec file (rollout test -j)
+local free_port = servers.free_port
 M.free_port = free_port
 
 --- start() -> {url=, dir=, stop=fn} | nil, err

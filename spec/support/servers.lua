@@ -44,18 +44,28 @@ local function listening_ports()
   return used
 end
 
+--- The ports this process may pick from: $ROLLOUT_TEST_PORTS ("LO-HI"; `rollout test -j`
+--- gives each spec file running at once a range of its own), else 20000-32000.
+function M.port_range()
+  local lo, hi = (os.getenv("ROLLOUT_TEST_PORTS") or ""):match("^(%d+)%-(%d+)$")
+  lo, hi = tonumber(lo), tonumber(hi)
+  if lo and hi and lo >= 1024 and hi <= 65535 and hi - lo >= 16 then return lo, hi end
+  return 20000, 32000
+end
+
 --- A TCP port nobody listens on, below the ephemeral range (so no outgoing connection
---- holds it either). Ports are not reused within one process.
+--- holds it either), in port_range(). Ports are not reused within one process.
 function M.free_port()
   local used = listening_ports()
+  local lo, hi = M.port_range()
   for _ = 1, 1000 do
-    local p = math.random(20000, 32000)
+    local p = math.random(lo, hi)
     if not used[p] and not handed_out[p] then
       handed_out[p] = true
       return p
     end
   end
-  error("free_port: no free port found in 20000-32000")
+  error(("free_port: no free port found in %d-%d"):format(lo, hi))
 end
 
 local function shell_quote(s)

@@ -1,0 +1,77 @@
+-- `rollout test -j N`: spec files run side by side, each in its own process with its own
+-- TMPDIR, XDG_RUNTIME_DIR and port range; each file's output stays together; the last line
+-- sums every file's counts; a failure anywhere fails the run.
+local rollout = require("rollout")
+local fs = require("rollout.fs")
+local proc = require("rollout.proc")
+
+-- A spec file that reports where it runs, sleeps (so that files overlap), and then passes,
+-- fails or skips.
+local function spec_file(dir, name, body)
+  assert(fs.write_atomic(dir .. "/" .. name .. "_spec.lua", ([[
+local servers = require("spec.support.servers")
+describe("%s", function()
+  it("reports its place", function()
+    local lo, hi = servers.port_range()
+    local port = servers.free_port()
+    print(("PLACE %s tmp=%%s run=%%s ports=%%d-%%d port=%%d"):format(os.getenv("TMPDIR"),
+      os.getenv("XDG_RUNTIME_DIR"), lo, hi, port))
+    assert(port >= lo and port <= hi)
+    rollout.sleep(1)
+  end)
+  %s
+end)
+]]):format(name, name, body)))
+end
+
+describe("rollout test -j", function()
+  it("runs files side by side, apart, and sums their counts", function()
+    local dir = assert(fs.mkdtemp("runner"))
+    finally(function() fs.rmtree(dir) end)
+    spec_file(dir, "a", [[it("passes", function() assert.equals(1, 1) end)]])
+    spec_file(dir, "b", [[it("fails", function() assert.equals(1, 2) end)]])
+    spec_file(dir, "c", [[pending("later")]])
+    spec_file(dir, "d", [[it("passes too", function() end)]])
+    local t0 = rollout.now()
+    local r = assert(proc.run({ argv = { rollout.exe, "test", "-j", "4", dir }, timeout = 120 }))
+    local took = rollout.now() - t0
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    local lines = {}
+    for l in r.stdout:gmatch("[^\n]*") do lines[#lines + 1] = l end
+    assert.equals("tests: 6 passed, 1 failed, 1 skipped", lines[#lines - 1] ~= "" and lines[#lines - 1] or lines[#lines - 2],
+      r.stdout)
+    assert.matches("\n4 files, [%d.]+ s\n", r.stdout)
+    assert.lt(took, 3.5, "four files sleeping 1 s each ran side by side") -- 4+ s one after another
+    -- each file's lines together: its name, then its tests, before the next file's name
+    local places, owner, seen = {}, nil, {}
+    for _, l in ipairs(lines) do
+      local f = l:match("/(%a)_spec%.lua$")
+      if f then
+        assert.is_nil(seen[f], "file " .. f .. " printed in one piece")
+        seen[f], owner = true, f
+      end
+      local tmp, run, lo, hi = l:match("^PLACE %a tmp=(%S+) run=(%S+) ports=(%d+)%-(%d+) port=%d+$")
+      if tmp then places[#places + 1] = { file = owner, tmp = tmp, run = run, lo = tonumber(lo), hi = tonumber(hi) } end
+    end
+    assert.equals(4, #places, r.stdout)
+    for i, a in ipairs(places) do
+      for j = i + 1, #places do
+        local b = places[j]
+        assert.is_true(a.tmp ~= b.tmp and a.run ~= b.run, "temp dirs apart")
+        if a.lo == b.lo then
+          assert.equals(a.hi, b.hi) -- the same slot, one file after the other
+        else
+          assert.is_true(a.hi < b.lo or b.hi < a.lo, "port ranges apart")
+        end
+      end
+    end
+    -- the failure is named with its file in the summary
+    assert.matches("Failures:\n  [^\n]*b_spec%.lua: b > fails", r.stdout)
+  end)
+
+  it("rejects a bad -j", function()
+    local r = assert(proc.run({ argv = { rollout.exe, "test", "-j", "x", "spec/units_spec.lua" }, timeout = 30 }))
+    assert.equals(2, r.code)
+    assert.matches("%-j wants a number", r.stderr)
+  end)
+end)
