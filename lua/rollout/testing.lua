@@ -272,7 +272,7 @@ local function run_parallel(files, jobs, filter, opts, stats)
     order[i] = { file = f, size = st and st.size or 0 }
   end
   table.sort(order, function(a, b) if a.size ~= b.size then return a.size > b.size end return a.file < b.file end)
-  local root = assert(fs.mkdtemp("rollout-test"))
+  local root = assert(fs.mkdtemp("rollouttest")) -- no pattern characters: specs match paths
   assert(fs.chmod(root, tonumber("755", 8))) -- others may reach what specs open to them
   local span = (M.PORTS[2] - M.PORTS[1] + 1) // jobs
   local next_i, done = 1, 0
@@ -291,10 +291,10 @@ local function run_parallel(files, jobs, filter, opts, stats)
       local r, err = proc.run({ argv = argv, timeout = 3600, max_output = "64Mi", env = {
         TMPDIR = tmp, XDG_RUNTIME_DIR = tmp .. "/run",
         ROLLOUT_TEST_PORTS = ("%d-%d"):format(lo, lo + span - 1) } })
-      local out = r and (r.stdout .. r.stderr) or ""
+      local out = r and r.stdout or ""
       out = out:gsub("\nFailures:\n.-\n\n", "\n"):gsub("\n%d+ files?, [%d.]+ s\n", "\n")
       local summary = out:match("tests: %d+ passed, %d+ failed[^\n]*\n?$")
-      local body = summary and out:sub(1, -#summary - 1) or out
+      local body = (summary and out:sub(1, -#summary - 1) or out) .. (r and r.stderr or "")
       io.stdout:write((body:gsub("\n+$", "")), "\n")
       if summary then
         local p, f, k = summary:match("tests: (%d+) passed, (%d+) failed, (%d+) skipped")
@@ -336,8 +336,8 @@ function M.main(args)
   while i <= #args do
     local a = args[i]
     if a == "--filter" then filter = args[i + 1]; i = i + 1
-    elseif a == "-j" or a == "--jobs" or a:match("^%-j%d+$") then
-      local n = a:match("^%-j(%d+)$")
+    elseif a == "-j" or a == "--jobs" or a:match("^%-j%d+$") or a:match("^%-%-jobs=") then
+      local n = a:match("^%-j(%d+)$") or a:match("^%-%-jobs=(.*)$")
       if not n then n = args[i + 1]; i = i + 1 end
       jobs = math.tointeger(tonumber(n))
       if not jobs or jobs < 1 then

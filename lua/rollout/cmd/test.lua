@@ -1,21 +1,30 @@
--- rollout test [PATH...] [--filter TEXT] [--timeout SECONDS]
+-- rollout test [PATH...] [-j N] [--filter TEXT] [--timeout SECONDS]
 -- Runs the specs inside the real binary (rollout.testing). Exit 0 when every test passed,
 -- 1 when one failed, 2 usage error.
 local args = require("rollout.args")
 
 local M = {}
 M.summary = "run the specs (spec/*_spec.lua) inside the real binary"
-M.usage = "rollout test [PATH...] [--filter TEXT] [--timeout SECONDS]"
+M.usage = "rollout test [PATH...] [-j N] [--filter TEXT] [--timeout SECONDS]"
 M.description = "Runs busted-style spec files (describe, it, before_each, assert.*) inside this binary, "
   .. "each `it` as its own task under a timeout. PATH is a spec file or a directory searched for "
   .. "*_spec.lua files (default: spec). The last line is `tests: N passed, N failed`."
 M.options = {
+  { "--jobs N", "-j N: run N spec files at once, each in its own process with its own temp dir, "
+    .. "run dir and port range; each file's output is printed whole, the counts summed (default 1)" },
   { "--filter TEXT", "run only the tests whose full name (describe > it) contains TEXT" },
   { "--timeout SECONDS", "how long one test may take before it fails (default 120)" },
 }
 M.exit = "0 every test passed, 1 a test failed, 2 usage error"
 
 function M.main(argv)
+  local norm = {} -- -j N and -jN are --jobs N
+  for i = 1, #argv do
+    local a = argv[i]
+    local n = type(a) == "string" and a:match("^%-j(%d*)$")
+    if n == "" then norm[#norm + 1] = "--jobs" elseif n then norm[#norm + 1] = "--jobs=" .. n else norm[#norm + 1] = a end
+  end
+  argv = norm
   local opts, pos = args.parse(argv, M.options)
   if not opts then return args.usage_error("test", pos, M.usage) end
   if opts.timeout and not tonumber(opts.timeout) then
