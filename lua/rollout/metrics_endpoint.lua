@@ -5,7 +5,7 @@
 -- its threshold, trigger states) and counts decisions and errors. A tiny HTTP/1.1 server on
 -- net.listen_tcp serves it as Prometheus text format 0.0.4 on /metrics. Names follow
 -- Argo Rollouts (`rollout_info`, `rollout_phase`) and Flagger (`flagger_canary_status`,
--- `flagger_canary_weight`); the README lists every series.
+-- `flagger_canary_weight`); docs/observability.md lists every series.
 --
 --   local me = require("rollout.metrics_endpoint")
 --   local ep = assert(me.start("127.0.0.1:9464"))          -- or ":9464" for all interfaces

@@ -11,7 +11,7 @@
 --                    threshold), the decision timeline. No script, no external resource.
 --   markdown(model)  an entry in the runbook's deployment-log format (Step 9)
 --   json(model)      the model for pipelines
--- and dora(models) over many journals (rollout.report's DORA figures; see the README's observability section).
+-- and dora(models) over many journals (rollout.report's DORA figures; see docs/observability.md).
 --
 -- Error policy: load() returns nil, err for a file that cannot be read or is not a
 -- journal; renderers raise only on programming errors.
@@ -843,7 +843,7 @@ function M.frequency_label(per_day)
   return "Less than monthly"
 end
 
---- dora(models) -> figures (see the README's observability section for the definitions)
+--- dora(models) -> figures (see docs/observability.md for the definitions)
 function M.dora(models)
   local r = { rollouts = #models, skipped = {}, promoted = 0, rolled_back = 0, failed = 0, aborted = 0, unfinished = 0,
     rollouts_list = {} }

@@ -69,7 +69,7 @@ backend be
 ]]
 
 --- HAProxy on a free port in front of backends b (from M.backends()), baseline weight
---- 100 and canary 0, with the README's header rule. Returns a handle with .port, .url,
+--- 100 and canary 0, with the header rule of docs/routers.md. Returns a handle with .port, .url,
 --- .socket, .acl, .cfg, .dir and :stop(), :kill() (SIGKILL), :start() (again on the same
 --- port, socket and config: runtime weights are lost, as in a restart).
 function M.haproxy(b)

@@ -187,7 +187,7 @@ function M.main(argv)
 
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
   local ctl
-  -- observability (README: Seeing what a rollout did): /metrics and notifications, behind the journal
+  -- observability (docs/observability.md): /metrics and notifications, behind the journal
   local metrics, notifier = nil, require("rollout.notify").new(pb, { who = who() })
   if opts.metrics_listen then
     local merr

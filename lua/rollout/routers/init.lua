@@ -4,7 +4,7 @@
 --   local errs = routers.validate(cfg)            -- {"backend: required string", ...}
 --   local r = routers.new(cfg, {emit = function(kind, fields) ... end})
 --
--- Every router has the same methods (see common.lua and the README's Routers section):
+-- Every router has the same methods (see common.lua and docs/routers.md):
 --   r:set_weights{baseline=, canary=} [, {attempts=, deadline=, backoff=}] -> true | nil, err
 --   r:get_weights() -> {baseline=, canary=}, detail | nil, err
 --   r:header_override{name=, value=} | false -> true | nil, err
