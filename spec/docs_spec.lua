@@ -2,6 +2,7 @@
 -- it shows (a ```lua block that returns a playbook) passes `rollout check --offline`.
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
+local json = require("rollout.json")
 
 local function lua_blocks(text)
   local out = {}
@@ -27,6 +28,18 @@ describe("README.md", function()
         local r = assert(proc.run({ argv = { rollout.exe, "check", path, "--offline" }, timeout = 30 }))
         assert.equals(0, r.code, "README playbook #" .. i .. " fails rollout check --offline:\n" .. r.stdout .. r.stderr)
         types[block:match('router%s*=%s*{%s*type%s*=%s*"(%w+)"')] = true
+        -- the rehearsal the README promises: healthy promotes (or waits at a manual gate),
+        -- an error spike rolls back
+        for sc, want in pairs({ healthy = { promoted = true, paused = "manual_gate" },
+                                ["error-spike"] = { rolled_back = true } }) do
+          local s = assert(proc.run({ argv = { rollout.exe, "simulate", path, "--scenario", "scenarios/" .. sc .. ".lua",
+            "--json" }, timeout = 60 }))
+          local summary = json.decode(s.stdout:match("([^\n]+)\n?$") or "null")
+          assert.truthy(type(summary) == "table", "README playbook #" .. i .. " on " .. sc .. ": " .. s.stderr)
+          local ok = want[summary.outcome]
+          assert.truthy(ok == true or (ok and summary.reason == ok),
+            "README playbook #" .. i .. " on scenarios/" .. sc .. ".lua: " .. summary.outcome .. " " .. tostring(summary.reason))
+        end
       end
     end
     fs.rmtree(d)
