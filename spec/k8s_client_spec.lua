@@ -264,6 +264,49 @@ print("ok " .. c.api)
     assert.equals("list", client.attributes("GET", "/api/v1/namespaces/p/pods?labelSelector=a%3Db").verb)
   end)
 
+  it("creates a Deployment from a YAML template, then leaves it or updates it as the manifest says", function()
+    local c = client.new{ api = k8s.api, token_file = k8s.token_file, ca_file = k8s.ca, namespace = "production" }
+    local tpl = [[
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: "${NAME}", labels: {app: web, deployment-id: "${DEPLOY_ID}"}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web, version: "${VERSION}"}}
+  template:
+    metadata: {labels: {app: web, version: "${VERSION}"}}
+    spec: {containers: [{name: web, image: "${IMAGE}"}]}
+]]
+    local m, err = deployments.render(tpl, { NAME = "web", VERSION = "v2", IMAGE = "web:2" })
+    assert.is_nil(m)
+    assert.matches("undefined variable .*metadata%.labels%.deployment%-id: %${DEPLOY_ID}", err)
+    m = assert(deployments.render(tpl, { NAME = "web", VERSION = "v2", IMAGE = "web:2", DEPLOY_ID = "d-1" }))
+    local d, verdict = assert(deployments.apply(c, m))
+    assert.equals("created", verdict)
+    assert.equals("web:2", d.spec.template.spec.containers[1].image)
+    assert.equals("production", d.metadata.namespace)
+    local same
+    same, verdict = assert(deployments.apply(c, m))
+    assert.equals("unchanged", verdict)
+    assert.equals("web", same.metadata.name)
+    m.spec.template.spec.containers[1].image = "web:2.1"
+    d, verdict = assert(deployments.apply(c, m))
+    assert.equals("updated", verdict)
+    assert.equals(2, d.metadata.generation)
+    local writes = 0
+    for _, q in ipairs(k8s:requests()) do
+      if q.path:match("/deployments/web$") and q.method ~= "GET" then writes = writes + 1 end
+    end
+    assert.equals(1, writes, "the unchanged apply wrote nothing")
+    assert(deployments.rollout_status(c, "production", "web", { timeout = 10, interval = 0.05 }))
+    local live = {}
+    for _, p in ipairs(assert(res.pods(c, "production", { app = "web" }))) do
+      if p.metadata.deletionTimestamp == nil then live[#live + 1] = p end -- old ones may still be terminating
+    end
+    assert.equals(2, #live)
+    for _, p in ipairs(live) do assert.equals("web:2.1", p.spec.containers[1].image) end
+  end)
+
   it("parses quantities as the API writes them", function()
     assert.equals(1, res.quantity("1000m"))
     assert.equals(2 * 2 ^ 30, res.quantity("2Gi"))

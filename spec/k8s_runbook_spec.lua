@@ -232,3 +232,90 @@ describe("playbooks/canary-k8s.lua against the contract server", function()
     assert.is_nil(deployment("dwcp-v3-canary"), "nothing deployed")
   end)
 end)
+
+describe("the runbook's native pre-flight checks, each able to fail", function()
+  local playbook = require("rollout.playbook")
+  local routers = require("rollout.routers")
+  local runbook = require("rollout.k8s.runbook")
+  local k8s
+  setup(function() k8s = support.contract(nil, { tick = 0.03 }) end)
+  teardown(function() support.cleanup(k8s) end)
+  after_each(function()
+    local v = k8s:violations()
+    assert.equals(0, #v, "contract violations: " .. json.encode(v))
+  end)
+
+  local function ctx(state, extra)
+    k8s:control("/_contract/state", state or support.runbook_cluster())
+    local sets = { "router.api=" .. k8s.api, "router.token_file=" .. k8s.token_file, "router.ca_file=" .. k8s.ca,
+      "params.kubernetes.baseline_timeout=0.5s", "params.kubernetes.interval=0.05s" }
+    for _, s in ipairs(extra or {}) do sets[#sets + 1] = s end
+    local pb = assert(playbook.load("playbooks/canary-k8s.lua", { sets = sets }))
+    return { engine = { pb = pb, router = routers.new(pb.router, {}) } }
+  end
+
+  local function check(name, state, extra)
+    return runbook.check(name, ctx(state, extra))
+  end
+
+  it("pass on the runbook's cluster", function()
+    for _, name in ipairs({ "cluster_capacity", "baseline_status", "traffic_routing", "monitoring", "canary_image",
+      "feature_flags", "rollback_ready" }) do
+      local ok, detail = check(name)
+      assert.is_true(ok, name .. ": " .. tostring(detail))
+    end
+    local ok, detail = check("traffic_routing", nil, { "params.kubernetes.destination_rule=dwcp-v3" })
+    assert.is_true(ok, detail)
+    assert.matches("destinationrule subsets for both versions", detail)
+  end)
+
+  it("fail with the reason when the cluster says no", function()
+    local small = support.runbook_cluster()
+    for _, n in ipairs(small.nodes) do n.status.allocatable.cpu = "4" end -- 12 cpu, the baseline requests 10
+    local ok, detail = check("cluster_capacity", small)
+    assert.is_true(ok, detail) -- exactly enough
+    assert.matches("free 2%.0 cpu .* on 3 node%(s%); the canary's 2 replica%(s%) request 2%.0 cpu", detail)
+    small.nodes[1].status.allocatable.cpu = "3900m"
+    ok, detail = check("cluster_capacity", small)
+    assert.is_false(ok, detail)
+    assert.matches("free 1%.9 cpu", detail)
+
+    local st = support.runbook_cluster()
+    st.pods[1].status = { phase = "Pending", conditions = { { type = "Ready", status = "False" } } }
+    ok, detail = check("monitoring", st)
+    assert.is_false(ok)
+    assert.matches("no Running, ready prometheus pod in namespace monitoring", detail)
+
+    st = support.runbook_cluster()
+    st.deployments = {}
+    ok, detail = check("rollback_ready", st)
+    assert.is_false(ok)
+    assert.matches('rollback target missing: .*deployments.apps "dwcp%-v3%-baseline" not found', detail)
+
+    st = support.runbook_cluster()
+    st.destinationrules[1].spec.subsets[2] = nil
+    ok, detail = check("traffic_routing", st, { "params.kubernetes.destination_rule=dwcp-v3" })
+    assert.is_false(ok)
+    assert.matches("no subset for version=v3%.0%.0", detail)
+
+    st = support.runbook_cluster()
+    st.virtualservices[1].spec.http[2].route[1].weight = 90
+    st.virtualservices[1].spec.http[2].route[2].weight = 10
+    ok, detail = check("traffic_routing", st)
+    assert.is_false(ok)
+    assert.matches("baseline serves 90 %%", detail)
+
+    local c = ctx()
+    k8s:control("/_contract/deployment", { namespace = "production", name = "dwcp-v3-baseline", stuck = true, bump = true })
+    ok, detail = runbook.check("baseline_status", c)
+    assert.is_false(ok)
+    assert.matches("not rolled out after 0%.5 s", detail)
+
+    k8s:control("/_contract/state", support.runbook_cluster())
+    k8s:control("/_contract/rbac", { roles = { { namespace = "production", rules = {
+      { apiGroups = { "apps" }, resources = { "deployments" }, verbs = { "get" } } } } } })
+    ok, detail = runbook.check("canary_image", c)
+    assert.is_false(ok)
+    assert.matches('forbidden: .*may not create deployments in API group "apps" in namespace production', detail)
+  end)
+end)
