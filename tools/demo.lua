@@ -13,7 +13,8 @@
 -- stopped, and it prints the outcome, why, what users saw, and where the record is.
 --
 -- Exit status: 0 when the demo behaved as designed (bad canary rolled back by a trigger or
--- a gate, good canary promoted), 1 when it did not, 2 for a usage error, 130 when
+-- a gate, good canary promoted) and every part of it worked (the journal is there, the HTML
+-- and Markdown reports were made), 1 when anything did not, 2 for a usage error, 130 when
 -- interrupted.
 local ROOT = ((arg and arg[0] or "tools/demo.lua"):match("^(.*)/[^/]*$") or "tools") .. "/.."
 package.path = ROOT .. "/?.lua;" .. package.path
@@ -182,13 +183,18 @@ local function main()
   local journal = res.journal
   if journal then say("journal: %s (every decision with the numbers behind it)", journal) end
   say("load:    %s/loadgen.jsonl (what users saw, second by second)", out)
-  if journal and has_command("report") then
+  -- every part must work: a report that cannot be made is a failed demo, whatever the outcome
+  if not journal then
+    ok, why = false, "the run left no journal" .. (ok and "" or ("; " .. why))
+  elseif has_command("report") then
     local html, md = out .. "/report.html", out .. "/report.md"
     local r = proc.run({ argv = { rollout.exe, "report", journal, "--html", html, "--markdown", md }, timeout = 60 })
-    if r and r.code == 0 and fs.stat(md) then
-      say("report:  %s (and %s)", md, fs.stat(html) and html or "no HTML")
+    if r and r.code == 0 and fs.stat(md) and fs.stat(html) then
+      say("report:  %s (and %s)", md, html)
     else
-      say("report:  could not be made: %s", r and (r.stderr or ""):gsub("%s+$", "") or "rollout report did not run")
+      local rwhy = r and ((r.stderr or ""):gsub("%s+$", "")) or "rollout report did not run"
+      say("report:  could not be made: %s", rwhy)
+      ok, why = false, "the report could not be made (" .. rwhy .. ")" .. (ok and "" or ("; " .. why))
     end
   end
   if ok then say("%s: %s", style("1;32", "as designed"), why) else say("%s: %s", style("1;31", "NOT as designed"), why) end

@@ -65,6 +65,16 @@ end
 -- ---- analysis --------------------------------------------------------------------------
 
 local function iso(ts) return ts and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(ts)) or nil end
+
+-- A count as text: whole numbers as they are, an estimate (Prometheus' increase() gives
+-- 53.75 requests) to one decimal; never an error, whatever the source put there.
+local function count(n)
+  if type(n) ~= "number" then return n == nil and "–" or tostring(n) end
+  if n ~= n or n == math.huge or n == -math.huge then return tostring(n) end
+  if n == math.floor(n) and math.abs(n) < 2 ^ 53 then return string.format("%d", math.floor(n)) end
+  return string.format("%.1f", n)
+end
+M.count = count
 M.iso8601 = iso
 
 --- parse_time("2025-11-11T04:00:00Z" | "2025-11-11 04:00:00+02:00" | epoch) -> epoch | nil
@@ -267,7 +277,7 @@ local function explain(m)
   elseif reason:match("^inconclusive:") then
     local g = find_last(m.gates, function(e) return e.result == "inconclusive" end)
     text = "the analysis was inconclusive (" .. reason:gsub("^inconclusive:", "") .. ")"
-    if g and g.samples then text = text .. string.format(": %d of %d canary requests", g.samples, g.min_samples or 0) end
+    if g and g.samples then text = text .. string.format(": %s of %s canary requests", count(g.samples), count(g.min_samples or 0)) end
     if reason:find("source_errors", 1, true) then text = text .. string.format("; %d failed evaluations", m.counts.source_errors) end
   elseif reason == "manual" then
     local c = find_last(m.commands, function(e) return e.command == "abort" or e.command == "pause" end)
@@ -488,7 +498,7 @@ function M.markdown(m, opts)
       end
       L[#L + 1] = string.format("| %s | %s%% | %s | %s | %s |", st.name, tostring(st.weight), g and g.result or "not reached",
         #checks > 0 and table.concat(checks, ", ") or "–",
-        g and g.samples and string.format("%d/%d", g.samples, g.min_samples or 0) or "–")
+        g and g.samples and string.format("%s/%s", count(g.samples), count(g.min_samples or 0)) or "–")
     end
     L[#L + 1] = ""
   end
@@ -715,7 +725,7 @@ local function gate_table(m)
       local c = checks[i]
       local row = { string.format('<tr class="%s">', esc(c and c.status or g.result)) }
       if i == 1 then
-        local samples = g.samples and string.format("%d / %d", g.samples, g.min_samples or 0) or "–"
+        local samples = g.samples and string.format("%s / %s", count(g.samples), count(g.min_samples or 0)) or "–"
         if g.total_rps then samples = samples .. string.format("<br>%.1f / %.0f req/s", g.total_rps, g.min_rps or 0) end
         row[#row + 1] = string.format('<td rowspan="%d">%s</td><td rowspan="%d">%s</td><td rowspan="%d" class="status %s">%s%s</td>',
           n, esc(clock(g.t)), n, esc(g.stage), n, esc(g.result), esc(g.result), g.why and ("<br><small>" .. esc(g.why) .. "</small>") or "")
