@@ -7,7 +7,7 @@ local fs = require("rollout.fs")
 
 -- Literal kinds that are not events, with the reason.
 local NOT_EVENTS = {
-  status = "fleet.lua passes { event = \"status\" } to status_value(): a control answer, not a journal line",
+  status = "fleet/runner.lua passes { event = \"status\" } to status_value(): a control answer, not a journal line",
 }
 
 local PATTERNS = {

@@ -8,12 +8,18 @@
 --   rollout ctl dwcp-v3 set weight 10
 --   rollout ctl dwcp-v3 --json signals
 --
--- Exit codes: 0 the rollout did it (or answered), 1 it refused the command or the Lua
--- failed (the message says why), 2 usage error, 3 the socket cannot be reached.
+-- Exit codes, the same with a socket and with --etcd (fleet mode): 0 the rollout did it (or
+-- answered), 1 it refused the command (or the Lua failed, or the rollout has ended), 2 usage
+-- error (or no such rollout), 3 the socket or etcd cannot be reached, or the owner did not
+-- acknowledge the command within --wait (it stays queued for the owner).
 local args = require("rollout.args")
 local control = require("rollout.control")
 local json = require("rollout.json")
 local units = require("rollout.units")
+local rollout = require("rollout")
+local etcd = require("rollout.etcd")
+local fleet_keys = require("rollout.fleet.keys")
+local fleet_client = require("rollout.fleet.client")
 
 local M = {}
 M.summary = "send one command (or one line of Lua) to a running rollout"
@@ -36,8 +42,9 @@ M.options = {
   { "--wait DURATION", "fleet mode: how long to wait for the owner's acknowledgement (default 10s)" },
   { "--who NAME", "fleet mode: who sends the command, for the journal (default $SUDO_USER, $USER)" },
 }
-M.exit = "0 the rollout did it (or answered), 1 it refused the command or the Lua failed, 2 usage error, "
-  .. "3 the socket cannot be reached (fleet mode: not acknowledged in time)"
+M.exit = "0 the rollout did it (or answered), 1 it refused the command, the Lua failed or the rollout has ended, "
+  .. "2 usage error or no such rollout, 3 the socket or etcd cannot be reached, or (fleet mode) the owner did not "
+  .. "acknowledge in time"
 
 -- --json and --timeout are ours; every other word (`promote --full`) belongs to the command.
 local function parse(argv)
@@ -65,8 +72,70 @@ local function parse(argv)
   return opts, pos
 end
 
+local FLEET_COMMANDS = { status = true, pause = true, resume = true, promote = true, promote_full = true,
+  abort = true, retry = true, set_weight = true }
+
+local function status_line(id, s)
+  local st = s.status
+  local w = st.weights and string.format("%d/%d", st.weights.baseline or 0, st.weights.canary or 0) or "-"
+  local owner = s.owner and s.owner.agent or ("none" .. (st.agent and (" (last: " .. st.agent .. ")") or ""))
+  local state = s.done and s.done.outcome or st.state or "?"
+  local reason = (s.done and s.done.reason) or st.reason
+  return string.format("%s: %s%s, stage %s (%s/%s), weights baseline/canary %s, owner %s", id, state,
+    reason and (" (" .. tostring(reason) .. ")") or "", tostring(st.stage or "-"), tostring(st.stage_index or "-"),
+    tostring(st.stages or "-"), w, owner)
+end
+
+-- `rollout ctl --etcd URL ROLLOUT COMMAND [ARG]`: status reads etcd; the others are queued
+-- for the owner, which applies each exactly once and acknowledges it. Exit codes as for a
+-- socket (see the header): 1 refused (also: the rollout has ended), 3 etcd unreachable or
+-- not acknowledged within --wait (the command stays queued for the owner).
+local function fleet_main(argv)
+  local opts, pos = args.parse(argv, { etcd = "value", prefix = "value", wait = "value", json = "flag", who = "value" })
+  if not opts then return args.usage_error("ctl", pos, M.usage) end
+  if not opts.etcd then return args.usage_error("ctl", "--etcd URL is required in fleet mode", M.usage) end
+  local id, name, arg = pos[1], pos[2], pos[3]
+  if not id or not name or #pos > 3 then return args.usage_error("ctl", "expected ROLLOUT COMMAND [ARG]", M.usage) end
+  if not FLEET_COMMANDS[name] then return args.usage_error("ctl", "unknown command '" .. name .. "'", M.usage) end
+  local c = etcd.new({ url = opts.etcd, timeout = 5 })
+  local K = fleet_keys.keys(opts.prefix)
+  local s, err = fleet_client.status(c, K, id)
+  if not s then io.stderr:write("rollout ctl: ", err, "\n"); return err:match("^no rollout") and 2 or 3 end
+  if name == "status" then
+    if opts.json then print(json.encode(s, { non_finite = "null" })) else print(status_line(id, s)) end
+    return 0
+  end
+  if s.done then
+    io.stderr:write("rollout ctl: ", id, " has ended (", tostring(s.done.outcome), ")\n")
+    return 1
+  end
+  local who = opts.who or os.getenv("SUDO_USER") or os.getenv("USER") or "operator"
+  local ack_key, cerr = fleet_client.command(c, K, id, name, arg, who)
+  if not ack_key then io.stderr:write("rollout ctl: ", cerr, "\n"); return cerr:match("^no rollout") and 2 or 3 end
+  local wait = units.duration(opts.wait or 10)
+  local deadline = rollout.now() + wait
+  while rollout.now() < deadline do
+    local v = c:get(ack_key)
+    if v then
+      local ack = fleet_keys.decode(v) or {}
+      if opts.json then print(json.encode(ack, { non_finite = "null" })) end
+      if ack.ok then
+        if not opts.json then print(string.format("%s: %s acknowledged by %s", id, name, tostring(ack.agent))) end
+        return 0
+      end
+      io.stderr:write(string.format("rollout ctl: %s: %s refused by %s: %s\n", id, name, tostring(ack.agent), tostring(ack.error)))
+      return 1
+    end
+    rollout.sleep(0.1)
+  end
+  io.stderr:write(string.format("rollout ctl: %s: %s queued, not acknowledged within %s s (owner: %s); "
+    .. "the owner applies it when it reads it\n",
+    id, name, tostring(wait), s.owner and s.owner.agent or "none"))
+  return 3
+end
+
 function M.main(argv)
-  for _, a in ipairs(argv) do if a == "--etcd" or a:match("^%-%-etcd=") then return require("rollout.fleet").ctl_main(argv) end end -- FLEET: `rollout ctl --etcd URL ROLLOUT COMMAND` goes through etcd (rollout.fleet)
+  for _, a in ipairs(argv) do if a == "--etcd" or a:match("^%-%-etcd=") then return fleet_main(argv) end end
   local opts, pos = parse(argv)
   if not opts then return args.usage_error("ctl", pos, M.usage) end
   if #pos < 2 then return args.usage_error("ctl", "expected a socket and a command", M.usage) end
