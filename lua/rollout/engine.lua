@@ -13,6 +13,7 @@
 local rollout = require("rollout")
 local playbook = require("rollout.playbook")
 local observe = require("rollout.observe")
+local strategies = { blue_green = require("rollout.strategies.blue_green") } -- canary is this file
 
 local M = {}
 local E = {}
@@ -850,6 +851,8 @@ function E:rollback(intr)
 end
 
 function E:promote()
+  local strategy = strategies[self.pb.strategy]
+  if strategy then return strategy.promote(self) end
   self.state = "promoting"
   self:emit("promoting", {})
   local ok, intr = self:run_hook_pausable("on_promote")

@@ -92,6 +92,7 @@ local LINES = {
     return string.format("observe-only: the router has baseline %s%%, canary %s%%", tostring(e.baseline), tostring(e.canary))
   end,
   would_set_weights = function(e) return string.format("would set weights: baseline %s%%, canary %s%% (observe-only)", tostring(e.baseline), tostring(e.canary)) end,
+  scale_down_waiting = function(e) return string.format("blue-green: %s stays up for %s, then scale_down", tostring(e.version), M.clock(e.delay)) end,
   would_roll_back = function(e) return string.format("would roll back: %s at %s", tostring(e.reason), M.clock(e.at)) end,
 }
 

@@ -14,6 +14,8 @@ local sandbox = require("rollout.sandbox")
 local srcmap = require("rollout.srcmap")
 local fs = require("rollout.fs")
 
+local blue_green = require("rollout.strategies.blue_green")
+
 local M = {}
 
 -- ---- error collection ---------------------------------------------------------------
@@ -348,7 +350,8 @@ local function check_triggers(ctx, path, v)
   return out
 end
 
-local HOOK_NAMES = { "deploy", "before_stage", "after_stage", "on_rollback", "on_promote", "finalize", "on_pause", "on_resume" }
+local HOOK_NAMES = { "deploy", "before_stage", "after_stage", "on_rollback", "on_promote", "finalize", "on_pause", "on_resume",
+  "scale_down" } -- scale_down: blue-green retires the old version (rollout.strategies.blue_green)
 
 local function check_hook(ctx, path, v)
   if type(v) == "function" then return v end
@@ -469,6 +472,25 @@ local TOP = {
     return v
   end,
   observe = check_bool, -- observe-only: analysis without moving traffic (rollout.observe)
+  strategy = function(c, p, v)
+    if v ~= "canary" and v ~= "blue_green" then c:err(p, "must be \"canary\" or \"blue_green\", got " .. tostring(v)); return nil end
+    return v
+  end,
+  blue_green = function(ctx, path, v) -- rollout.strategies.blue_green: two phases and a delay
+    local function phase(name)
+      return function(c, p, x)
+        if not want(c, p, x, "table") then return nil end
+        for _, k in ipairs({ "weight", "name", "pause" }) do
+          if x[k] ~= nil then c:err(extend(p, k), "not used: blue-green's " .. name:gsub("_", "-") .. " phase sets it") end
+        end
+        return check_stage(c, p, blue_green.phase(name, x))
+      end
+    end
+    return check_record(ctx, path, v, {
+      pre_promotion = phase("pre_promotion"), post_promotion = phase("post_promotion"),
+      scale_down_delay = function(c, p, x) return check_duration(c, p, x) end,
+    }, { "pre_promotion", "post_promotion" })
+  end,
 }
 
 -- Cross-field rules: weights increase and stay within 0..100; the last stage reaches 100.
@@ -496,7 +518,15 @@ function M.validate(raw, opts)
     ctx:err({}, "a playbook must return a table, got " .. typename(raw))
     return nil, ctx.errors
   end
-  local pb = check_record(ctx, {}, raw, TOP, { "name", "versions", "stages" }) or {}
+  local bg = raw.strategy == "blue_green"
+  local pb = check_record(ctx, {}, raw, TOP, bg and { "name", "versions", "blue_green", "header_override" }
+    or { "name", "versions", "stages" }) or {}
+  if bg then -- its stages are its two phases
+    if raw.stages ~= nil then ctx:err({ "stages" }, "not used with strategy \"blue_green\" (blue_green.pre_promotion and post_promotion are its phases)") end
+    if pb.blue_green and pb.blue_green.pre_promotion and pb.blue_green.post_promotion then pb.stages = blue_green.stages(pb.blue_green) end
+  elseif raw.blue_green ~= nil then
+    ctx:err({ "blue_green" }, "used only with strategy = \"blue_green\"")
+  end
   if pb.stages then
     if #pb.stages == 0 then ctx:err({ "stages" }, "needs at least one stage") end
     check_stages_order(ctx, pb.stages)

@@ -37,6 +37,6 @@ end
 function M:verify() return true end
 function M:check() return { { name = "simulated router", ok = true, detail = "simulation" } } end
 function M:describe() return { type = "simulated", weights = self.weights } end
-function M:header_override() return true end
+function M:header_override(h) self.override = h; return true end -- preview traffic (scenario `preview`)
 
 return M

@@ -80,7 +80,8 @@ local function version_state(errs, path, v, allow_changes)
 end
 
 local TOP = { seed = true, traffic = true, baseline = true, canary = true, traffic_changes = true, alerts = true,
-  restarts = true, source_errors = true, expect = true, preflight = true, router_faults = true, description = true, name = true }
+  restarts = true, source_errors = true, expect = true, preflight = true, router_faults = true, description = true, name = true,
+  preview = true }
 
 --- check(raw) -> scenario | nil, errors ({path=, msg=})
 function M.check(raw)
@@ -117,6 +118,10 @@ function M.check(raw)
   end
   s.router_faults = raw.router_faults or {}
   s.name, s.description = raw.name, raw.description
+  if raw.preview ~= nil then -- requests/s the header override sends the canary (blue-green's preview)
+    s.preview_rps = type(raw.preview) == "table" and tonumber(raw.preview.rps) or nil
+    if not s.preview_rps or s.preview_rps < 0 then err(errs, "preview.rps", "required: preview requests per second (>= 0)") end
+  end
   if raw.expect then
     local e = raw.expect
     s.expect = { outcome = e.outcome, reason = e.reason }

@@ -67,7 +67,7 @@ function M:cuts(t0, t1)
   return cuts
 end
 
-function M:generate(t0, t1, weights)
+function M:generate(t0, t1, weights, preview)
   local rng, sc = self.rng, self.sc
   local rec = { baseline = { requests = 0, errors = 0, latency = histogram.new() },
                 canary = { requests = 0, errors = 0, latency = histogram.new() } }
@@ -79,6 +79,9 @@ function M:generate(t0, t1, weights)
     local n = rng:poisson(rps_at(sc, a) * (b - a))
     local nc = rng:binomial(n, weights.canary / 100)
     local counts = { baseline = n - nc, canary = nc }
+    -- the header override's preview requests go to the canary whatever the weights (drawn
+    -- only when there are any, so every other scenario's random stream is unchanged)
+    if preview and preview > 0 then counts.canary = counts.canary + rng:poisson(preview * (b - a)) end
     for _, v in ipairs({ "baseline", "canary" }) do
       local st, r, k = state_at(sc[v], a), rec[v], counts[v]
       r.requests = r.requests + k
@@ -123,7 +126,7 @@ end
 --- tick(now): one interval of traffic; fails during the scenario's source_errors.
 function M:tick(now)
   if now > self.last then
-    self:generate(self.last, now, self.router.weights)
+    self:generate(self.last, now, self.router.weights, self.router.override and self.sc.preview_rps)
     self.last = now
   end
   if self:source_error(now) then return nil, "simulated source error" end

@@ -1,0 +1,76 @@
+-- rollout.strategies.blue_green: the blue-green strategy (`strategy = "blue_green"`).
+--
+--   preview   the new version (green, the playbook's `canary`) gets no users' traffic, only
+--             the preview traffic that the playbook's header_override sends it, while the
+--             pre-promotion analysis runs: a stage at weight 0 with its own hold, thresholds
+--             and min_samples (blue_green.pre_promotion); triggers are armed;
+--   switch    one router call moves all traffic to green (weights 0 / 100, read back);
+--   active    post-promotion analysis at 100 % with the triggers armed
+--             (blue_green.post_promotion); a trigger or a failed gate switches all traffic
+--             back to blue at once (the engine's rollback: one call, 100 / 0);
+--   promote   on_promote, then blue stays up for blue_green.scale_down_delay (default 30 s)
+--             with the triggers still armed, so a late failure still switches back; then the
+--             `scale_down` hook retires blue, then `finalize`.
+--
+-- The two phases are ordinary engine stages (named "preview" and "active"), so holds,
+-- gates, "too little evidence extends a hold", pauses, operator commands, the journal and
+-- resume work as for a canary. This module builds those stages from the playbook and runs
+-- the promotion; rollout.engine dispatches to promote() when the strategy is blue_green.
+--
+-- Error policy: stages() is pure (the playbook validated its input); promote() returns an
+-- outcome like the engine's own promote and raises nothing for an operational failure.
+local rollout = require("rollout")
+
+local M = {}
+
+M.SCALE_DOWN_DELAY = 30
+M.PHASES = { pre_promotion = { name = "preview", weight = 0 }, post_promotion = { name = "active", weight = 100 } }
+
+--- phase(name, v) -> the raw stage table for one phase (weight and name set here; a
+--- `weight` or `name` in the playbook's phase is refused by the validator, not here)
+function M.phase(name, v)
+  local st = {}
+  for k, x in pairs(v or {}) do st[k] = x end
+  st.name, st.weight = M.PHASES[name].name, M.PHASES[name].weight
+  return st
+end
+
+--- stages(bg) -> {preview, active}: the validated phases in order
+function M.stages(bg)
+  return { bg.pre_promotion, bg.post_promotion }
+end
+
+--- promote(e) -> outcome: on_promote, the scale-down delay (triggers armed: a failure switches
+--- back), the scale_down hook, finalize.
+function M.promote(e)
+  local bg = e.pb.blue_green or {}
+  e.state = "promoting"
+  e:emit("promoting", {})
+  local ok, intr = e:run_hook_pausable("on_promote")
+  if ok == nil then return e:handle(intr) end
+  if ok == false then return e:finish("failed", "error:hook:on_promote") end
+  local delay = bg.scale_down_delay or M.SCALE_DOWN_DELAY
+  e:emit("scale_down_waiting", { delay = delay, version = e.pb.versions.baseline.version })
+  local deadline = rollout.now() + delay
+  while rollout.now() < deadline do
+    local got = e:wait_until(deadline)
+    if got and got.action == "rollback" then return e:rollback(got) end
+    if got and got.action == "pause" then
+      local after = e:pause(got.reason)
+      if after then return e:handle(after) end
+      e.state = "promoting"
+    end
+    -- promote / promote_full: end the wait now
+    if got and (got.action == "promote" or got.action == "promote_full") then break end
+  end
+  e.ticking = false
+  ok, intr = e:run_hook_pausable("scale_down", { version = e.pb.versions.baseline.version })
+  if ok == nil then return e:handle(intr) end
+  if ok == false then return e:finish("failed", "error:hook:scale_down") end
+  ok, intr = e:run_hook_pausable("finalize")
+  if ok == nil then return e:handle(intr) end
+  if ok == false then return e:finish("failed", "error:hook:finalize") end
+  return e:finish("promoted", nil)
+end
+
+return M
