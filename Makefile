@@ -34,7 +34,7 @@ DEPS_BUILD    := build-essential pkg-config liblua5.4-dev libcurl4-openssl-dev l
 DEPS_DEMO     := $(DEPS_BUILD) haproxy $(if $(PROMETHEUS),prometheus prometheus-alertmanager)
 DEPS_TEST     := $(DEPS_BUILD) git haproxy nginx-light prometheus prometheus-alertmanager etcd-server \
                  python3 python3-prometheus-client python3-scipy python3-kubernetes curl openssl \
-                 iproute2 iptables faketime tmux chromium
+                 iproute2 iptables faketime tmux chromium man-db
 DEPS_ASAN     := $(DEPS_TEST) clang libclang-rt-14-dev
 DEPS_FUZZ     := $(DEPS_BUILD) clang libclang-rt-14-dev
 DEPS_BENCH    := $(DEPS_TEST) wrk socat jq bc
