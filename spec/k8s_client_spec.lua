@@ -79,6 +79,47 @@ users: [{name: gke, user: {exec: {command: gke-gcloud-auth-plugin}}}]
     ok, err = kubeconfig.load{ path = dir .. "/missing" }
     assert.is_nil(ok)
     assert.matches("kubeconfig: .*missing", err)
+    local refused = {
+      { "user", "{username: admin, password: secret}", "users%[name=u%]%.user%.username: basic authentication is not supported" },
+      { "user", "{token: t, as: someone}", "users%[name=u%]%.user%.as: impersonation is not supported" },
+      { "user", "{auth-provider: {name: oidc}}", "users%[name=u%]%.user%.auth%-provider: credential plugins are not supported" },
+      { "cluster", "{server: 'https://a', tls-server-name: b}", "clusters%[name=c%]%.cluster%.tls%-server%-name: not supported" },
+      { "cluster", "{server: 'https://a', proxy-url: 'http://p'}", "clusters%[name=c%]%.cluster%.proxy%-url: not supported" },
+      { "cluster", "{server: 'ftp://a'}", "clusters%[name=c%]%.cluster%.server: required http%(s%) URL" },
+      { "user", "{client-certificate: c.pem}", "users%[name=u%]%.user%.client%-key%(%-data%): required with client%-certificate" },
+    }
+    for i, case in ipairs(refused) do
+      local user = case[1] == "user" and case[2] or "{token: t}"
+      local cluster = case[1] == "cluster" and case[2] or "{server: 'https://a'}"
+      p = write("refused" .. i, "current-context: x\nclusters: [{name: c, cluster: " .. cluster .. "}]\n"
+        .. "contexts: [{name: x, context: {cluster: c, user: u}}]\nusers: [{name: u, user: " .. user .. "}]\n")
+      ok, err = kubeconfig.load{ path = p }
+      assert.is_nil(ok, case[2])
+      assert.matches(case[3], err)
+      assert.falsy(err:find("secret", 1, true), "no secret in the message")
+    end
+  end)
+
+  it("merges several files as kubectl does: the first to set a name or the current context wins", function()
+    local a = write("a", [[
+current-context: one
+clusters: [{name: c, cluster: {server: "https://first"}}]
+users: [{name: u, user: {token: first}}]
+contexts: [{name: one, context: {cluster: c, user: u, namespace: a}}]
+]])
+    local b = write("b", [[
+current-context: two
+clusters: [{name: c, cluster: {server: "https://second"}}, {name: d, cluster: {server: "https://d"}}]
+users: [{name: u, user: {token: second}}]
+contexts: [{name: two, context: {cluster: d, user: u}}]
+]])
+    local c = assert(kubeconfig.load{ paths = { a, dir .. "/absent", b } })
+    assert.equals("https://first", c.api)
+    assert.equals("first", c.token)
+    assert.equals("a", c.namespace)
+    c = assert(kubeconfig.load{ paths = { a, b }, context = "two" })
+    assert.equals("https://d", c.api)
+    assert.equals("first", c.token, "user u comes from the first file")
   end)
 end)
 

@@ -125,7 +125,7 @@ function M.new(cfg)
     self.static_token, self.token_file = creds.token, creds.token_file
     self.ca_file, self.ca_pem = creds.ca_file, creds.ca_pem
     self.cert_file, self.key_file, self.cert_pem, self.key_pem = creds.cert_file, creds.key_file, creds.cert_pem, creds.key_pem
-    self.insecure, self.basic = creds.insecure, creds.user and { user = creds.user, password = creds.password } or nil
+    self.insecure = creds.insecure
     self.source = creds.source
     self.namespace = cfg.namespace or creds.namespace or "default"
   else
@@ -188,7 +188,7 @@ function C:request(method, path, body, ctype, opts)
     local res, herr = http.request{ method = method, url = self.api .. full, headers = headers, body = data,
       timeout = opts.timeout or self.timeout, cafile = self.ca_file, ca_pem = self.ca_pem,
       cert = self.cert_file, key = self.key_file, cert_pem = self.cert_pem, key_pem = self.key_pem,
-      insecure = self.insecure or nil, auth = self.basic }
+      insecure = self.insecure or nil }
     if not res then return fail("transport", method .. " " .. full .. ": " .. tostring(herr)) end
     return res
   end

@@ -7,14 +7,15 @@
 -- wins), else ~/.kube/config. The context is opts.context, else current-context.
 -- Supported: clusters[].cluster.server, certificate-authority(-data),
 -- insecure-skip-tls-verify, tls-server-name (refused: not supported by this client);
--- users[].user.token, tokenFile, client-certificate(-data), client-key(-data), username/
--- password; contexts[].context.cluster, user, namespace. Relative file paths are relative
+-- users[].user.token, tokenFile, client-certificate(-data), client-key(-data);
+-- contexts[].context.cluster, user, namespace. opts.paths (a list) stands for $KUBECONFIG. Relative file paths are relative
 -- to the kubeconfig file that names them (kubectl's rule). exec and auth-provider
--- credential plugins are refused with a clear error rather than ignored.
+-- credential plugins, username/password (basic authentication left Kubernetes in 1.19) and
+-- impersonation are refused with a clear error rather than ignored.
 --
 -- Returns creds = {api=, namespace=, ca_file=|ca_pem=, insecure=, token=|token_file=,
--- cert_file=|cert_pem=, key_file=|key_pem=, user=, password=, source="kubeconfig FILE
--- context NAME"}, never the secrets in an error message.
+-- cert_file=|cert_pem=, key_file=|key_pem=, source="kubeconfig FILE context NAME"}, never
+-- the secrets in an error message.
 --
 -- Error policy: every problem is nil, "FILE: key.path: message" (the key path names the
 -- entry: `users[name=ci].user.exec`); nothing raises on bad input.
@@ -28,6 +29,7 @@ local M = {}
 function M.paths(opts)
   opts = opts or {}
   if opts.path then return { opts.path } end
+  if opts.paths then return opts.paths end
   local env = os.getenv("KUBECONFIG")
   if env and env ~= "" then
     local out = {}
@@ -80,6 +82,7 @@ function M.load(opts)
   opts = opts or {}
   local acc = { clusters = {}, users = {}, contexts = {} }
   local files = M.paths(opts)
+  local single = opts.path ~= nil or #files == 1
   local read_any = false
   for _, path in ipairs(files) do
     local text, rerr = fs.read(path)
@@ -89,7 +92,7 @@ function M.load(opts)
       if doc == nil then return nil, yerr end
       local ok, merr = merge_file(acc, path, doc)
       if not ok then return nil, merr end
-    elseif opts.path or #files == 1 then
+    elseif single then
       return nil, "kubeconfig: " .. rerr
     end
   end
@@ -146,7 +149,9 @@ function M.load(opts)
     end
     if str(uu.token) then creds.token = uu.token
     elseif str(uu.tokenFile) then creds.token_file = resolve(uf, uu.tokenFile) end
-    if str(uu.username) then creds.user, creds.password = uu.username, uu.password or "" end
+    if str(uu.username) or str(uu.password) then
+      return nil, uf .. ": " .. uw .. ".username: basic authentication is not supported (Kubernetes removed it in 1.19)"
+    end
     if str(uu["client-certificate-data"]) then
       local pem, err = b64(uf, uw .. ".client-certificate-data", uu["client-certificate-data"])
       if not pem then return nil, err end
