@@ -7,7 +7,9 @@
 --   as a manual rollback for a rollout that is not running (an incident at 3 a.m.):
 --     rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]
 --   routes 100 % to the baseline through the playbook's router, confirms the read-back
---   (retrying up to max_rollback_time), then the same steps. Exit 0 when confirmed.
+--   (retrying up to max_rollback_time), then the same steps (for a playbook with
+--   params.kubernetes: the canary Deployment scaled to 0 and its pods waited for until
+--   gone, through the Kubernetes API). Exit 0 when confirmed.
 local M = {}
 
 local function params(pb) return pb.params or {} end
@@ -73,7 +75,15 @@ function M.manual(argv)
   if not done then log("traffic switch NOT confirmed: " .. tostring(err)); return 3 end
   local w = router:get_weights()                              -- 2. verify the switch
   log(string.format("traffic switch confirmed: baseline %d%%, canary %d%%", w.baseline, w.canary))
-  local aok, aerr = pcall(M.after_cutover, pb, opts.reason or "Manual rollback", log, pb.deployment_id)
+  local aok, aerr
+  if (pb.params or {}).kubernetes then -- a Kubernetes playbook: scale the canary to 0, natively
+    aok, aerr = pcall(function()
+      require("rollout.k8s.runbook").on_rollback({ engine = { pb = pb, router = router }, log = log })
+      log_event(pb, pb.deployment_id, opts.reason or "Manual rollback", log)
+    end)
+  else
+    aok, aerr = pcall(M.after_cutover, pb, opts.reason or "Manual rollback", log, pb.deployment_id)
+  end
   if not aok then log("rollback step failed: " .. tostring(aerr)); return 3 end
   log(string.format("rollback completed in %.1f s", rollout.now() - t0))
   return 0

@@ -319,3 +319,37 @@ describe("the runbook's native pre-flight checks, each able to fail", function()
     assert.matches('forbidden: .*may not create deployments in API group "apps" in namespace production', detail)
   end)
 end)
+
+describe("playbooks/rollback.lua on the Kubernetes playbook (the 3 a.m. manual rollback)", function()
+  local k8s
+  setup(function() k8s = support.contract(nil, { tick = 0.03 }) end)
+  teardown(function() support.cleanup(k8s) end)
+
+  it("routes 100 % to the baseline, scales the canary to 0 and waits until its pods are gone", function()
+    local state = support.runbook_cluster()
+    local canary = json.decode(json.encode(state.deployments[1]))
+    canary.metadata.name = "dwcp-v3-canary"
+    canary.metadata.labels = { app = "dwcp-v3", version = "v3.0.0", ["deployment-type"] = "canary" }
+    canary.spec.replicas = 2
+    canary.spec.selector.matchLabels.version = "v3.0.0"
+    canary.spec.template.metadata.labels = { app = "dwcp-v3", version = "v3.0.0" }
+    canary.spec.template.spec.containers[1].image = "novacron/dwcp:v3.0.0"
+    state.deployments[2] = canary
+    state.virtualservices[1].spec.http[2].route[1].weight = 75
+    state.virtualservices[1].spec.http[2].route[2].weight = 25
+    k8s:control("/_contract/state", state)
+    local r = assert(proc.run({ timeout = 60, argv = { rollout.exe, "playbooks/rollback.lua", PLAYBOOK, "--reason", "pager",
+      "--set", "router.api=" .. k8s.api, "--set", "router.token_file=" .. k8s.token_file, "--set", "router.ca_file=" .. k8s.ca,
+      "--set", "params.kubernetes.interval=0.05s" } }))
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("traffic switch confirmed: baseline 100%%, canary 0%%", r.stdout)
+    assert.matches("canary pods gone", r.stdout)
+    local vs = k8s:obj("virtualservices", "production", "dwcp-v3")
+    assert.equals(100, vs.spec.http[2].route[1].weight)
+    assert.equals(0, k8s:obj("deployments", "production", "dwcp-v3-canary").spec.replicas)
+    for _, p in ipairs(k8s:state().pods) do
+      assert.truthy(p.metadata.labels.version ~= "v3.0.0", "no canary pod left: " .. p.metadata.name)
+    end
+    assert.equals(0, #k8s:violations(), json.encode(k8s:violations()))
+  end)
+end)
