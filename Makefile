@@ -152,7 +152,10 @@ uninstall:
 # rollout-VERSION.tar.gz: `git archive` of HEAD plus a VERSION file holding the full version
 # (a dirty tree's uncommitted changes are not in it; the version then says -dirty).
 dist:
-	@v='$(VERSION)'; d=rollout-$$v; rm -rf build/dist && mkdir -p build/dist/$$d && \
+	@top=$$(git rev-parse --show-toplevel 2>/dev/null); \
+	if [ "$$(cd "$$top" 2>/dev/null && pwd -P)" != "$$(pwd -P)" ]; then \
+	  echo "make dist: needs a git checkout of rollout (this is no git work tree; a tarball is made from one)" >&2; exit 2; fi; \
+	v='$(VERSION)'; d=rollout-$$v; rm -rf build/dist && mkdir -p build/dist/$$d && \
 	git archive --format=tar --prefix=$$d/ HEAD | tar -x -C build/dist && \
 	echo "$$v" > build/dist/$$d/VERSION && \
 	tar -C build/dist -czf $$d.tar.gz $$d && rm -rf build/dist && echo $$d.tar.gz

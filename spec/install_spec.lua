@@ -103,7 +103,19 @@ describe("make install", function()
   end)
 end)
 
+-- In a git checkout make dist makes the tarball; in a tarball it says it needs a checkout.
+local in_git = proc.run({ argv = { "git", "rev-parse", "--show-toplevel" }, timeout = 10 })
+in_git = in_git and in_git.code == 0 and fs.realpath(in_git.stdout:gsub("%s+$", "")) == fs.realpath(".")
+
 describe("make dist", function()
+  if not in_git then
+    it("refuses outside a git checkout (a tarball), saying why", function()
+      local r = assert(proc.run({ argv = { "make", "-s", "dist" }, timeout = 60 }))
+      assert.equals(2, r.code, r.stderr)
+      assert.matches("make dist: needs a git checkout", r.stderr)
+    end)
+    return
+  end
   it("makes a tarball that builds with make and reports the version it was made at", function()
     local tmp = assert(fs.mkdtemp("dist"))
     finally(function() fs.rmtree(tmp) end)
@@ -117,7 +129,7 @@ describe("make dist", function()
     local src = tmp .. "/rollout-" .. want
     assert.equals(want .. "\n", fs.read(src .. "/VERSION"))
     assert.is_nil(fs.stat(src .. "/.git"))
-    make({ "-j2", "rollout" }, { cwd = src, timeout = 900 })
+    make({ "-j2" }, { cwd = src, timeout = 900 }) -- `make`: what a user of the tarball types
     local v = assert(proc.run({ argv = { src .. "/rollout", "version" }, cwd = "/", env = NO_LUA_ENV, timeout = 10 }))
     assert.equals(0, v.code, v.stderr)
     assert.equals("rollout " .. want .. "\n", v.stdout)
