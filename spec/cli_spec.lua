@@ -31,7 +31,7 @@ end
 -- Run a shell command line in a pseudo-terminal of the given size; its output as typed.
 local function in_pty(cols, cmdline)
   local r = assert(proc.run({ argv = { "script", "-qec", "stty cols " .. cols .. " rows 30; " .. cmdline, "/dev/null" },
-    timeout = 60 }))
+    env = { TERM = "xterm" }, timeout = 60 })) -- a terminal that draws, whatever TERM make test ran under
   return r.stdout, r
 end
 
