@@ -85,6 +85,17 @@ describe("blue-green: the playbook language", function()
     assert.truthy(wait and hook)
     assert.equals(300, wait.delay)
     assert.near(wait.t + 300, hook.t, 1e-6)
+    -- the journal says which strategy, and the report's type follows it
+    assert.equals("blue_green", find(events, "rollout_started").strategy)
+    local d = fs.mkdtemp("bg-report")
+    local r = assert(proc.run({ argv = { rollout.exe, "simulate", "playbooks/blue-green.lua", "--scenario",
+      "scenarios/blue-green/healthy.lua", "--json" }, timeout = 60 }))
+    assert(fs.write_atomic(d .. "/run.jsonl", r.stdout))
+    r = cli("report", d .. "/run.jsonl", "--markdown", d .. "/report.md", "--json", d .. "/report.json")
+    assert.equals(0, r.code, r.stderr)
+    assert.matches("%*%*Type:%*%* Blue%-green", fs.read(d .. "/report.md"))
+    assert.equals("blue_green", require("rollout.json").decode(fs.read(d .. "/report.json")).strategy)
+    fs.rmtree(d)
   end)
 end)
 

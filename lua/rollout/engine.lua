@@ -897,7 +897,7 @@ function E:run()
   self:emit("rollout_started", { playbook = pb.file, service = pb.service, who = self.env.who,
     baseline = pb.versions.baseline.version, canary = pb.versions.canary.version, stages = #pb.stages,
     simulate = self.env.simulate or nil, commit_time = pb.commit_time, deployment_id = pb.deployment_id,
-    observe = self.observe })
+    observe = self.observe, strategy = pb.strategy })
   if self.observe then observe.read(self, "start") end
   local failed = self:preflight()
   if failed and self.observe then

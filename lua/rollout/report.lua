@@ -133,6 +133,7 @@ function A.rollout_started(m, ev)
   m.baseline, m.canary, m.stage_count = ev.baseline, ev.canary, ev.stages
   m.simulated = ev.simulate and true or false
   m.observe = ev.observe and true or false
+  m.strategy = ev.strategy or "canary"
   m.started_ts = ev.ts and (ev.ts - (ev.t or 0)) or m.started_ts
   m.deployment_id_given = ev.deployment_id or m.deployment_id_given
   m.commit_time = ev.commit_time or m.commit_time
@@ -380,7 +381,7 @@ function M.json(m)
     format = "rollout-report/1", source = null(m.path), service = null(m.service), deployment_id = m.deployment_id,
     playbook = null(m.playbook), baseline = null(m.baseline), canary = null(m.canary), started_by = null(m.who),
     started_at = null(iso(m.started_ts)), ended_at = null(iso(m.ended_ts)), duration_seconds = m.duration,
-    simulated = m.simulated, observe = m.observe or false, finished = m.finished, commit_time = null(m.commit_time),
+    simulated = m.simulated, observe = m.observe or false, strategy = m.strategy or "canary", finished = m.finished, commit_time = null(m.commit_time),
     lead_time_seconds = null((m.commit_ts and m.outcome and m.outcome.outcome == "promoted" and m.ended_ts)
       and (m.ended_ts - m.commit_ts) or nil),
     outcome = m.outcome and m.outcome.outcome or "unfinished", reason = null(m.outcome and m.outcome.reason),
@@ -473,7 +474,7 @@ function M.markdown(m, opts)
     "", "## Deployment: " .. m.deployment_id, "",
     "- **Date:** " .. date,
     "- **Version:** " .. tostring(m.canary) .. (m.baseline and (" (from " .. m.baseline .. ")") or ""),
-    "- **Type:** Canary" .. (m.observe and " (observe-only)" or ""),
+    "- **Type:** " .. (m.strategy == "blue_green" and "Blue-green" or "Canary") .. (m.observe and " (observe-only)" or ""),
     "- **Duration:** " .. (m.duration < 60 and string.format("%.1f seconds", m.duration) or (minutes(m.duration) .. " minutes")),
     "- **Success:** " .. success,
     "- **Rollbacks:** " .. (#rb > 0 and (#rb .. " (" .. table.concat(rb, "; ") .. ")") or "None"),
