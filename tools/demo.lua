@@ -50,14 +50,14 @@ local function say(fmt, ...) io.stdout:write(style("1;34", "demo: ") .. string.f
 -- ---- Ctrl-C and SIGTERM: stop the rollout gracefully, then everything else --------------
 
 local stack
-local interrupted
+local interrupted, stopped
 local function on_signals()
   local sig = rollout.wait_signal("INT", "TERM")
   interrupted = sig
   local run = stack and stack.current_run
   if run and run:running() then
-    -- `rollout run` pauses on the first SIGINT and rolls back on a second within 5 s; we
-    -- print nothing until it has exited, so its live view is not drawn over our lines
+    -- `rollout run` rolls back on SIGINT (--on-interrupt=rollback, its default) and exits;
+    -- we print nothing until it has, so its live view is not drawn over our lines
     run.child:kill("INT")
     demo_stack.wait_for(function()
       local journal = demo_stack.journal_file(stack.current_journal)
@@ -65,10 +65,11 @@ local function on_signals()
     end, 3)
     if run:running() then run.child:kill("INT") end
     if select(2, run.child:wait(10)) == "timeout" then run.child:kill("KILL") end
-    io.stderr:write("\ndemo: SIG" .. sig .. ": the rollout was paused, then rolled back to baseline 100 %\n")
+    io.stderr:write("\ndemo: SIG" .. sig .. ": the rollout was rolled back to baseline 100 %\n")
   end
   io.stderr:write("demo: SIG" .. sig .. ": stopping everything the demo started\n")
   demo_stack.stop_all(opts.keep)
+  stopped = true
 end
 local signal_task = rollout.spawn(function()
   on_signals()
@@ -206,6 +207,10 @@ if not okm then
   if not interrupted then io.stderr:write("demo: ", tostring(code), "\n") end
   code = interrupted and 130 or 1
 end
+-- interrupted: the signal task stops the rollout and everything else; let it finish (it
+-- may outlast main when `rollout run` rolled back and exited quickly)
+local deadline = rollout.now() + 30
+while interrupted and not stopped and rollout.now() < deadline do rollout.sleep(0.05) end
 if stack then stack:stop(opts.keep) end
 if opts.keep and stack then say("kept the stack's files in %s", stack.dir) end
 signal_task:cancel("done")

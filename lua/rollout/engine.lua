@@ -181,13 +181,23 @@ function E:apply_override()
   return ok, err
 end
 
---- stop(reason): end the run paused (SIGTERM, SIGINT) with traffic where the last confirmed
---- weights put it. A running hook is cancelled, as for any pause.
-function E:stop(reason, who)
+--- stop(reason, who, opts): end the run (SIGTERM, SIGINT). A running hook is cancelled.
+--- opts.rollback: roll back first (reason manual), so the run ends with the canary at 0 %
+--- confirmed; otherwise it ends paused with traffic where the last confirmed weights put
+--- it. opts.grace (seconds): a paused end waits that long for a rollback (a second Ctrl-C)
+--- before it writes its outcome, so one run never writes two outcomes.
+function E:stop(reason, who, opts)
   if self.outcome then return nil, "the rollout has ended (" .. self.outcome.outcome .. ")" end
+  opts = opts or {}
   self.env.interactive = false
-  self:emit("command", { command = "stop", arg = reason, who = who or "signal" })
-  self:interrupt({ action = "pause", reason = reason, who = who })
+  self.stop_grace = opts.grace
+  self:emit("command", { command = "stop", arg = reason, who = who or "signal",
+    on_interrupt = opts.rollback and "rollback" or "pause" })
+  if opts.rollback then
+    self:interrupt({ action = "rollback", reason = "manual", detail = "interrupted: " .. tostring(reason), who = who })
+  else
+    self:interrupt({ action = "pause", reason = reason, who = who })
+  end
   return true
 end
 
@@ -510,6 +520,10 @@ end
 
 function E:shift(weight, extra)
   if self.observe then return observe.shift(self, weight, extra) end
+  -- a rollback that is already asked for (a signal, an abort) comes before any shift
+  if self.pending and self.pending.action == "rollback" then
+    return nil, "a rollback is pending", self:take_interrupt()
+  end
   local w = { baseline = 100 - weight, canary = weight }
   self:emit("weight_requested", { baseline = w.baseline, canary = w.canary, by = extra and extra.by })
   local intr = self:await_record()
@@ -850,9 +864,33 @@ function E:rollback(intr)
   return self:finish("rolled_back", intr.reason, at)
 end
 
+--- Finalize removes the baseline: it never runs unless the router confirms, by reading the
+--- weights back, that the canary has 100 %. true | false, why
+function E:confirm_full()
+  if self.weights.canary ~= 100 then
+    return false, string.format("the last confirmed weights are baseline %s%% / canary %s%%, not 100 %% canary",
+      tostring(self.weights.baseline), tostring(self.weights.canary))
+  end
+  local got, err = self.router:get_weights()
+  if not got then return false, "read-back failed: " .. tostring(err) end
+  if got.canary ~= 100 or got.baseline ~= 0 then
+    return false, string.format("the router serves baseline %s%% / canary %s%%", tostring(got.baseline), tostring(got.canary))
+  end
+  return true
+end
+
 function E:promote()
+  local full, why = true, nil
+  if not self.observe then full, why = self:confirm_full() end -- observe-only: no finalize anyway
+  if not full then
+    -- paused, not promoted: an operator promotes (promote --full shifts to 100 % first) or aborts
+    self:emit("promotion_refused", { why = why, weights = { baseline = self.weights.baseline, canary = self.weights.canary } })
+    local intr = self:pause("promotion_unconfirmed: " .. why)
+    if intr then return self:handle(intr) end
+    return self:promote()
+  end
   local strategy = strategies[self.pb.strategy]
-  if strategy then return strategy.promote(self) end
+  if strategy then return strategy.promote(self) end -- blue-green: its own promotion, after the same check
   self.state = "promoting"
   self:emit("promoting", {})
   local ok, intr = self:run_hook_pausable("on_promote")
@@ -872,7 +910,15 @@ function E:handle(intr)
     self:emit("stage_retry", { by = intr.who or "operator" })
     return nil, "retry"
   end
-  if intr.action == "stop_paused" then return self:finish("paused", intr.reason) end
+  if intr.action == "stop_paused" then
+    local grace = self.stop_grace
+    self.stop_grace = nil
+    if grace then -- a second Ctrl-C within the grace rolls back: still one outcome (triggers watch meanwhile)
+      local again = self:wait_until(rollout.now() + grace)
+      if again and again.action == "rollback" then return self:rollback(again) end
+    end
+    return self:finish("paused", intr.reason)
+  end
   if intr.action == "pause" then
     local again = self:pause(intr.reason)
     if again then return self:handle(again) end
@@ -886,6 +932,44 @@ function E:handle(intr)
     return self:promote()
   end
   return nil
+end
+
+--- run_protected() -> outcome: run() with any error turned into outcome `failed` (the one
+--- entry point for real runs). The error and its traceback are journaled (`engine_error`),
+--- traffic is sent to the baseline and confirmed by read-back where the router still
+--- answers (else the journal's last weight_confirmed is where traffic is), then the outcome.
+function E:run_protected()
+  local ok, res = xpcall(E.run, debug.traceback, self)
+  if ok then return res end
+  return self:fail_safe(res)
+end
+
+function E:fail_safe(trace)
+  local msg = tostring(trace):match("^[^\n]*") or tostring(trace)
+  self.ticking = false
+  pcall(self.emit, self, "engine_error", { error = msg, traceback = tostring(trace), state = self.state })
+  if self.outcome then return self.outcome end -- the error came after the outcome: that stands
+  self.state = "failed"
+  if self.observe then -- observe-only: never a weight, not even now
+    local fok, out = pcall(self.finish, self, "failed", "error:internal")
+    if fok then return out end
+    self.outcome = { outcome = "failed", reason = "error:internal", at = self:elapsed() }
+    return self.outcome
+  end
+  local w = { baseline = 100, canary = 0 }
+  pcall(self.emit, self, "weight_requested", { baseline = 100, canary = 0, by = "engine_error" })
+  local pok, ok, err = pcall(self.router.set_weights, self.router, w,
+    { deadline = self.pb.max_rollback_time, rollback = true })
+  if pok and ok then
+    self.weights = w
+    pcall(self.emit, self, "weight_confirmed", { baseline = 100, canary = 0 })
+  else
+    pcall(self.emit, self, "weight_failed", { baseline = 100, canary = 0, error = tostring(pok and err or ok) })
+  end
+  local fok, out = pcall(self.finish, self, "failed", "error:internal")
+  if fok then return out end
+  self.outcome = { outcome = "failed", reason = "error:internal", at = self:elapsed() }
+  return self.outcome
 end
 
 --- run() -> {outcome=, reason=, at=, stage=}
@@ -940,6 +1024,9 @@ function E:run_resumed(r)
   local pb = self.pb
   self.t0 = rollout.now() - (r.elapsed or 0)
   self.baseline_snapshot = r.baseline_snapshot
+  if r.last_confirmed then -- what the journal says traffic is at, until a read-back says more
+    self.weights = { baseline = r.last_confirmed.baseline, canary = r.last_confirmed.canary }
+  end
   self:emit("rollout_resumed", { phase = r.phase, stage_index = r.stage_index, held = r.held, who = self.env.who })
   if r.phase == "rolling_back" then
     self.stage = r.stage_index and pb.stages[r.stage_index] or nil

@@ -175,6 +175,9 @@ function M.replay(events)
       paused_at, r.paused = nil, nil
     elseif k == "rollback_started" then
       r.phase, r.reason = "rolling_back", ev.reason
+    elseif k == "manual_rollback" then
+      -- `rollout playbooks/rollback.lua` took over: no resume re-applies canary weights
+      r.phase, r.reason, r.manual = "rolling_back", "manual", true
     elseif k == "promoting" or k == "promote_full" then
       r.phase = "promoting"
     elseif k == "outcome" then
@@ -195,6 +198,20 @@ function M.replay(events)
   -- a pause by a signal ended the last run; resuming is the operator's answer to it
   if r.paused and (tostring(r.paused):match("^signal") or tostring(r.paused):match("^journal")) then r.paused = nil end
   return r
+end
+
+--- The resolved playbook the rollout runs with, as the last `engine_started` (or an accepted
+--- `playbook_changed`) recorded it: {hash=, keys = {top-level key = hash}, sets = {...},
+--- config = path|nil, playbook = path} or nil (a journal written before it was recorded).
+function M.resolved(events)
+  local rec
+  for _, ev in ipairs(events) do
+    if (ev.event == "engine_started" or ev.event == "playbook_changed") and ev.playbook_hash then
+      rec = { hash = ev.playbook_hash, keys = ev.playbook_keys or {}, sets = ev.sets or {}, config = ev.config,
+        playbook = ev.playbook }
+    end
+  end
+  return rec
 end
 
 -- ---- writing --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 -- rollout run PLAYBOOK [--config FILE] [--set key=value ...] [--json] [--verbose]
 --                      [--journal DIR] [--resume | --fresh] [--run-dir DIR] [--no-control]
+--                      [--on-interrupt rollback|pause] [--accept-changed-playbook]
 -- Runs a playbook for real: its router moves real traffic, its sources read real metrics.
 --
 -- Journal: every event goes to DIR/<start>-<pid>.jsonl (rollout.journal), fsync'd before it
@@ -10,20 +11,35 @@
 -- last confirmed ones and re-applied if they differ, the hold continued with the time that
 -- was left), --fresh (or --restart) starts over and marks the old journal abandoned.
 --
+-- The resolved playbook: `engine_started` records its hash (rollout.fingerprint), the hash
+-- of each top-level key, the --set values and the --config file. --resume reuses the
+-- recorded --set/--config inputs (--set given again is applied after them, --config given
+-- again replaces it) and refuses, exit 2, when the playbook then resolves differently,
+-- naming the keys that changed; --accept-changed-playbook continues with it anyway and
+-- journals `playbook_changed`.
+--
 -- Control socket: <run dir>/<service>.sock (rollout.control), run dir --run-dir, else
 -- $XDG_RUNTIME_DIR/rollout, /run/rollout for root, ./.rollout/run otherwise. A pause waits
 -- there for an operator's resume, promote or abort (rollout ctl, rollout attach).
 --
--- Signals: SIGINT or SIGTERM pauses, persists, and exits 3 with traffic where the journal's
--- last confirmed weights put it (run --resume continues). A second SIGINT within 5 s rolls
--- back (exit 1 once 0 % is confirmed).
+-- Signals (--on-interrupt): `rollback` (the default): the first SIGINT or SIGTERM rolls back
+-- (canary 0 %, confirmed by read-back) and exits 1; more signals meanwhile change nothing.
+-- `pause` (supervised runs: contrib/systemd): SIGINT or SIGTERM pauses, persists, and exits 3
+-- with traffic where the journal's last confirmed weights put it (run --resume continues); a
+-- second SIGINT within 5 s rolls back instead (exit 1). Either way one outcome is written.
+--
+-- Errors: the engine runs through engine.run_protected, so an unexpected error (a router or
+-- a source that raises) ends the run `failed`, with the error journaled (`engine_error`) and
+-- traffic sent to the baseline where the router still answers; this command then closes the
+-- socket, notifier, metrics and journal and releases the lock whatever happened.
 --
 -- --observe (or `observe = true` in the playbook): observe-only (rollout.observe): stages,
 -- gates and triggers run against the router's current split; weights and hooks are never
 -- touched; a rollback is reported ("would roll back: ...") and ends the run with exit 1.
 --
 -- Exit codes: 0 promoted, 1 rolled back, 2 usage, configuration, lock or journal problems
--- before anything was done, 3 paused, aborted or failed.
+-- before anything was done (a changed playbook on --resume), 3 paused, aborted or failed,
+-- 4 the rollout ended but its journal is incomplete.
 local rollout = require("rollout")
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")
@@ -31,14 +47,18 @@ local engine = require("rollout.engine")
 local output = require("rollout.output")
 local journal = require("rollout.journal")
 local control = require("rollout.control")
+local fingerprint = require("rollout.fingerprint")
+local fs = require("rollout.fs")
 
 local M = {}
 M.summary = "run a playbook for real: its router moves traffic, its sources read real metrics"
 M.usage = "rollout run PLAYBOOK [OPTIONS]"
 M.description = "Runs PLAYBOOK for real, journaling every event before acting on it, with a control socket "
   .. "for operators (rollout ctl, rollout attach). On a terminal the decisions scroll above a live "
-  .. "progress view; piped, they are plain lines. SIGINT or SIGTERM pauses and exits 3 with traffic where "
-  .. "the journal's last confirmed weights put it; a second SIGINT within 5 s rolls back."
+  .. "progress view; piped, they are plain lines. SIGINT or SIGTERM rolls back to the baseline (confirmed) "
+  .. "and exits 1; with --on-interrupt=pause it pauses and exits 3 with traffic where the journal's last "
+  .. "confirmed weights put it, and a second SIGINT within 5 s rolls back. --resume reuses the --set and "
+  .. "--config values the rollout started with and refuses a playbook that resolves differently."
 M.options = {
   { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
     .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
@@ -63,10 +83,15 @@ M.options = {
   { "--observe", "observe only (as `observe = true` in the playbook): stages, gates and triggers run against "
     .. "the router's current split; weights and hooks are never touched; a rollback is reported (\"would roll "
     .. "back: ...\") and ends the run with exit 1" },
+  { "--on-interrupt MODE", "what the first SIGINT or SIGTERM does: rollback (the default: canary 0 %, confirmed, "
+    .. "then exit 1) or pause (exit 3 with the canary's weight kept, for a supervisor that runs --resume; "
+    .. "a second SIGINT within 5 s rolls back)" },
+  { "--accept-changed-playbook", "with --resume: continue although the playbook resolves differently from the "
+    .. "one the rollout started with (journaled as playbook_changed)" },
 }
 M.docs = "[operations](operations.md), [observe-only runs](operations.md#observe-only-runs)"   -- for docs/cli.md
 M.exit = "0 promoted, 1 rolled back, 2 usage, configuration, lock or journal problem before anything was "
-  .. "done, 3 paused, aborted or failed, 4 the rollout ended but its journal is incomplete (the events that "
+  .. "done (a changed playbook on --resume), 3 paused, aborted or failed, 4 the rollout ended but its journal is incomplete (the events that "
   .. "could not be written are on stderr as JSON lines)"
 
 --- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
@@ -144,7 +169,7 @@ local function open_journal(dir, pb, opts)
     if not r and why ~= "start" then return nil, fail("cannot resume " .. unfinished.path .. ": " .. tostring(why)) end
     local w, err = journal.open(unfinished.path)
     if not w then return nil, fail("journal: " .. tostring(err)) end
-    return w, r -- r == nil: no stage was entered; the rollout starts over in the same journal
+    return w, r, unfinished.events -- r == nil: no stage was entered; the rollout starts over in the same journal
   end
   if unfinished then
     local old, err = journal.open(unfinished.path)
@@ -159,40 +184,94 @@ local function open_journal(dir, pb, opts)
   return w, nil
 end
 
-function M.main(argv)
-  require("rollout.redact").guard_stderr() -- what run says on stderr is redacted too
-  local opts, pos = args.parse(argv, M.options)
-  if not opts then return args.usage_error("run", pos, M.usage) end
-  if #pos ~= 1 then return args.usage_error("run", "expected one playbook", M.usage) end
-  opts.fresh = opts.fresh or opts.restart
-  if opts.resume and opts.fresh then return args.usage_error("run", "--resume and --fresh exclude each other", M.usage) end
-  local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
+local function load(path, sets, config)
+  local pb, errs = playbook.load(path, { sets = sets, config = config })
   if not pb then
     for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
+    return nil
+  end
+  return pb
+end
+
+local function inputs_text(sets, config)
+  local parts = {}
+  for _, s in ipairs(sets or {}) do parts[#parts + 1] = "--set " .. s end
+  if config then parts[#parts + 1] = "--config " .. config end
+  return #parts > 0 and table.concat(parts, " ") or "none"
+end
+
+-- On --resume: the playbook with the recorded inputs, checked against the recorded hash.
+-- Returns pb, inputs {sets=, config=}, change (accepted) | nil, exit code.
+local function resume_playbook(path, pb, opts, events, journal_path)
+  local rec = journal.resolved(events)
+  if not rec then
+    io.stderr:write("warning: ", journal_path, " records no resolved playbook (written by an older rollout):",
+      " the playbook cannot be compared with the one the rollout started with\n")
+    return pb, { sets = opts.set or {}, config = opts.config }
+  end
+  -- the recorded --set values, a key given again replaced by its new value
+  local sets, given = {}, {}
+  for _, v in ipairs(opts.set or {}) do given[v:match("^([^=]*)")] = true end
+  for _, v in ipairs(rec.sets or {}) do
+    if not given[v:match("^([^=]*)")] then sets[#sets + 1] = v end
+  end
+  for _, v in ipairs(opts.set or {}) do sets[#sets + 1] = v end
+  local config = opts.config or rec.config
+  local again = load(path, sets, config)
+  if not again then
+    io.stderr:write("rollout run: the playbook does not load with the inputs recorded in ", journal_path, ": ",
+      inputs_text(sets, config), "\n")
+    return nil, 2
+  end
+  local fp = fingerprint.of(again)
+  if fp.hash == rec.hash then return again, { sets = sets, config = config } end
+  local keys = fingerprint.diff(rec.keys, fp.keys)
+  local change = { from = rec.hash, to = fp.hash, keys = keys }
+  if opts.accept_changed_playbook then return again, { sets = sets, config = config }, change end
+  local masked = inputs_text(rec.sets, rec.config):find(require("rollout.redact").MASK, 1, true)
+  io.stderr:write(string.format("rollout run: refusing to resume: the playbook resolves differently from the one this rollout"
+    .. " started with (%s)\n  recorded %s, now %s\n  changed: %s\n  recorded inputs: %s\n  inputs now: %s\n%s"
+    .. "resume with the same playbook and inputs (--resume alone reuses the recorded --set/--config),"
+    .. " or pass --accept-changed-playbook to continue with this one (journaled)\n",
+    journal_path, rec.hash, fp.hash, #keys > 0 and table.concat(keys, ", ") or "?", inputs_text(rec.sets, rec.config),
+    inputs_text(sets, config), masked and "  (the journal masks secrets: give those --set values again)\n" or ""))
+  return nil, 2
+end
+
+-- Everything a run holds, released by close_all whatever happened.
+local function close_all(res)
+  if res.ctl then pcall(res.ctl.close, res.ctl) end
+  for _, s in ipairs(res.sources or {}) do if s.close then pcall(s.close, s) end end
+  if res.notifier then pcall(res.notifier.close, res.notifier, 10) end -- queued notifications get 10 s
+  if res.metrics then pcall(res.metrics.close, res.metrics) end
+  if res.writer then pcall(res.writer.close, res.writer) end
+  if res.lock then pcall(res.lock.release, res.lock) end
+end
+
+-- The run itself, once the lock is held. Returns the exit code.
+local function run_locked(res, pb, opts, pos, dir)
+  local writer, resume, events = open_journal(dir, pb, opts)
+  if not writer then return resume end
+  res.writer = writer
+  local inputs, change = { sets = opts.set or {}, config = opts.config }, nil
+  if opts.resume then
+    local again, how, ch = resume_playbook(pos[1], pb, opts, events, writer.path)
+    if not again then return how end
+    pb, inputs, change = again, how, ch
   end
   for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
-
-  -- one engine per rollout, and a record before anything acts
-  local dir = opts.journal or journal.default_dir(pb.service)
-  local ok, derr = journal.mkdirs(dir)
-  if not ok then return fail("journal directory: " .. tostring(derr)) end
-  local lock, lerr, holder = journal.lock(dir)
-  if not lock then
-    if holder then return fail(string.format("another engine (pid %d) is running this rollout (%s)", holder, lerr)) end
-    return fail("lock: " .. tostring(lerr))
-  end
-  local writer, resume = open_journal(dir, pb, opts)
-  if not writer then lock:release(); return resume end
+  local fp = fingerprint.of(pb)
 
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
-  local ctl
+  local ctl, metrics
   -- observability (docs/observability.md): /metrics and notifications, behind the journal
-  local metrics, notifier = nil, require("rollout.notify").new(pb, { who = who() })
+  local notifier = require("rollout.notify").new(pb, { who = who() })
+  res.notifier = notifier
   if opts.metrics_listen then
     local merr
     metrics, merr = require("rollout.metrics_endpoint").start(opts.metrics_listen)
-    if not metrics then writer:close(); lock:release(); return fail(merr) end
+    if not metrics then return fail(merr) end
+    res.metrics = metrics
     io.stderr:write("rollout: metrics ", metrics.url, "\n")
   end
   for _, p in ipairs(notifier:problems()) do io.stderr:write("warning: notifications: ", p, "\n") end
@@ -204,12 +283,11 @@ function M.main(argv)
   end)
   local e
   local router, sources = M.build(pb, function(kind, fields) if e then e:emit(kind, fields) end end)
-  if not router then
-    writer:close(); lock:release()
-    return fail(sources)
-  end
+  if not router then return fail(sources) end
+  res.sources = sources
   e = engine.new(pb, { router = router, sources = sources, emit = sink, interactive = true, who = who(),
     resume = resume, observe = opts.observe })
+  res.engine = e
   if metrics then metrics:bind(e) end
 
   local socket
@@ -217,20 +295,21 @@ function M.main(argv)
     socket = control.socket_path(opts.run_dir or control.default_run_dir(), pb.service)
     local cerr
     ctl, cerr = control.serve(e, { path = socket, journal = writer.path })
-    if not ctl then
-      writer:close(); lock:release()
-      for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
-      return fail("control socket: " .. tostring(cerr))
-    end
+    if not ctl then return fail("control socket: " .. tostring(cerr)) end
+    res.ctl = ctl
   end
-  local rok, rerr = writer:append({ event = "engine_started", ts = rollout.time(), pid = require("rollout.fs").getpid(),
-    who = who(), playbook = pb.file, journal = writer.path, socket = socket, resume = resume and true or nil })
-  if not rok then
-    if ctl then ctl:close() end
-    writer:close(); lock:release()
-    for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
-    return fail("the journal cannot be written, nothing was done: " .. tostring(rerr))
+  if change then
+    local cok, cerr = writer:append({ event = "playbook_changed", ts = rollout.time(), who = who(), from = change.from,
+      to = change.to, keys = change.keys, accepted = "--accept-changed-playbook" })
+    if not cok then return fail("the journal cannot be written, nothing was done: " .. tostring(cerr)) end
+    io.stderr:write("warning: resuming with a changed playbook (", table.concat(change.keys, ", "), "), as asked\n")
   end
+  local rok, rerr = writer:append({ event = "engine_started", ts = rollout.time(), pid = fs.getpid(),
+    who = who(), playbook = pb.file, journal = writer.path, socket = socket, resume = resume and true or nil,
+    playbook_hash = fp.hash, playbook_keys = fp.keys, sets = setmetatable(inputs.sets, require("rollout.json").array_mt),
+    config = inputs.config and (fs.realpath(inputs.config) or inputs.config), on_interrupt = opts.on_interrupt })
+  if not rok then return fail("the journal cannot be written, nothing was done: " .. tostring(rerr)) end
+  res.started = true
   io.stderr:write("rollout: journal ", writer.path, "\n")
   if socket then
     io.stderr:write("rollout: control socket ", socket, " (rollout ctl ", socket, " status | rollout attach ", socket, ")\n")
@@ -240,30 +319,84 @@ function M.main(argv)
   local watcher = rollout.spawn(function()
     local sig = rollout.wait_signal("INT", "TERM")
     interrupted = sig
-    e:stop("signal:" .. sig, "SIG" .. sig)
+    if opts.on_interrupt == "pause" then
+      local grace = sig == "INT" and 5 or nil
+      if e:stop("signal:" .. sig, "SIG" .. sig, { grace = grace }) and grace then
+        io.stderr:write("rollout: SIGINT: pausing; press Ctrl-C again within 5 s to roll back instead\n")
+      end
+      local deadline = rollout.now() + (grace or 0)
+      while true do
+        local again = rollout.wait_signal("INT", "TERM")
+        if again == "INT" and grace and rollout.now() <= deadline and not e.outcome then
+          e:interrupt({ action = "rollback", reason = "manual", detail = "second SIGINT", who = "SIGINT" })
+          io.stderr:write("rollout: second SIGINT: rolling back\n")
+        else
+          io.stderr:write("rollout: SIG", again, ": already stopping\n")
+        end
+      end
+    end
+    if e:stop("signal:" .. sig, "SIG" .. sig, { rollback = true }) then
+      io.stderr:write("rollout: SIG", sig, ": rolling back to the baseline before exiting",
+        " (--on-interrupt=pause keeps the canary's weight)\n")
+    end
+    while true do
+      local again = rollout.wait_signal("INT", "TERM")
+      io.stderr:write("rollout: SIG", again, ": already stopping; the rollback finishes first\n")
+    end
   end)
-  local task = rollout.spawn(function() return e:run() end)
+  local task = rollout.spawn(function() return e:run_protected() end)
   local outcome = task:wait()
   watcher:cancel()
   if interrupted and outcome.outcome == "paused" then
     io.stderr:write(string.format("rollout: paused by SIG%s with traffic at baseline %s%% / canary %s%% (as journaled); "
-      .. "`rollout run %s --resume` continues%s\n", interrupted, tostring(e.weights.baseline), tostring(e.weights.canary),
-      pos[1], interrupted == "INT" and "; press Ctrl-C again within 5 s to roll back" or ""))
-    local again = interrupted == "INT" and rollout.wait_signal("INT", 5)
-    if again then
-      e.outcome = nil
-      outcome = e:rollback({ reason = "manual", detail = "second SIGINT" })
-    end
+      .. "`rollout run %s --resume` continues\n", interrupted, tostring(e.weights.baseline), tostring(e.weights.canary),
+      pos[1]))
   end
-  if ctl then ctl:close() end
-  for _, s in ipairs(sources) do if s.close then pcall(s.close, s) end end
-  notifier:close(10) -- queued notifications get 10 s; what is left is journaled as not delivered
-  if metrics then metrics:close() end
-  writer:close() -- events it could not write go to stderr, loudly (writer.lost)
-  lock:release()
   output.summary(outcome, { json = opts.json })
-  if writer.lost then return journal.EXIT_INCOMPLETE end
   return engine.EXIT[outcome.outcome] or 3
+end
+
+function M.main(argv)
+  require("rollout.redact").guard_stderr() -- what run says on stderr is redacted too
+  local opts, pos = args.parse(argv, M.options)
+  if not opts then return args.usage_error("run", pos, M.usage) end
+  if #pos ~= 1 then return args.usage_error("run", "expected one playbook", M.usage) end
+  opts.fresh = opts.fresh or opts.restart
+  if opts.resume and opts.fresh then return args.usage_error("run", "--resume and --fresh exclude each other", M.usage) end
+  opts.on_interrupt = opts.on_interrupt or "rollback"
+  if opts.on_interrupt ~= "rollback" and opts.on_interrupt ~= "pause" then
+    return args.usage_error("run", "--on-interrupt: expected rollback or pause, got '" .. opts.on_interrupt .. "'", M.usage)
+  end
+  if opts.accept_changed_playbook and not opts.resume then
+    return args.usage_error("run", "--accept-changed-playbook goes with --resume", M.usage)
+  end
+  local pb = load(pos[1], opts.set, opts.config)
+  if not pb then return 2 end
+
+  -- one engine per rollout, and a record before anything acts
+  local dir = opts.journal or journal.default_dir(pb.service)
+  local ok, derr = journal.mkdirs(dir)
+  if not ok then return fail("journal directory: " .. tostring(derr)) end
+  local lock, lerr, holder = journal.lock(dir)
+  if not lock then
+    if holder then return fail(string.format("another engine (pid %d) is running this rollout (%s)", holder, lerr)) end
+    return fail("lock: " .. tostring(lerr))
+  end
+  local res = { lock = lock }
+  local rok, code = xpcall(run_locked, debug.traceback, res, pb, opts, pos, dir)
+  if not rok then
+    -- an error outside the engine's protected run: journal it, and an outcome if none was written
+    local msg = require("rollout.redact").text(tostring(code))
+    io.stderr:write("rollout run: internal error: ", msg, "\n")
+    if res.writer and res.started and not (res.engine and res.engine.outcome) then
+      res.writer:append({ event = "engine_error", ts = rollout.time(), error = msg:match("^[^\n]*"), traceback = msg })
+      res.writer:append({ event = "outcome", ts = rollout.time(), outcome = "failed", reason = "error:internal" })
+    end
+    code = 3
+  end
+  close_all(res) -- events the journal could not write go to stderr, loudly (writer.lost)
+  if res.writer and res.writer.lost then return journal.EXIT_INCOMPLETE end
+  return code
 end
 
 return M
