@@ -4,12 +4,21 @@
 --   100 % to the baseline and confirmed it by read-back; this scales the canary down,
 --   verifies the baseline's health and logs the rollback event;
 --
---   as a manual rollback for a rollout that is not running (an incident at 3 a.m.):
+--   as a manual rollback (an incident at 3 a.m.):
 --     rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]
---   routes 100 % to the baseline through the playbook's router, confirms the read-back
---   (retrying up to max_rollback_time), then the same steps (for a playbook with
---   params.kubernetes: the canary Deployment scaled to 0 and its pods waited for until
---   gone, through the Kubernetes API). Exit 0 when confirmed.
+--                                   [--journal DIR] [--run-dir DIR]
+--   When an engine runs the rollout (it holds the journal's lock), the rollback goes through
+--   it: `abort REASON` on its control socket (<run dir>/<service>.sock), and this waits for
+--   the engine's outcome; the router is not touched from here, so the engine cannot undo it.
+--   Otherwise it takes the lock itself, journals `manual_rollback` in the unfinished journal
+--   before it acts (so no `run --resume` re-applies canary weights: a resume finishes the
+--   rollback instead), routes 100 % to the baseline through the playbook's router, confirms
+--   the read-back (retrying up to max_rollback_time), journals weight_confirmed and the
+--   outcome rolled_back (reason manual), then the same steps as the hook (for a playbook
+--   with params.kubernetes: the canary Deployment scaled to 0 and its pods waited for until
+--   gone, through the Kubernetes API).
+--   --journal and --run-dir are `rollout run`'s (defaults .rollout/journal/<service> and the
+--   run's default run dir). Exit 0 when 0 % is confirmed (by the engine or here), 3 when not.
 local M = {}
 
 local function params(pb) return pb.params or {} end
@@ -58,35 +67,114 @@ function M.hook(ctx)
   return M.after_cutover(ctx.engine.pb, ctx.reason, ctx.log, ctx.engine.deployment_id)
 end
 
+local function who() return os.getenv("SUDO_USER") or os.getenv("USER") or "unknown" end
+
+-- An engine holds the rollout: ask it to roll back (abort), wait for its outcome.
+local function through_engine(pb, opts, holder, reason, dir, log)
+  local control = require("rollout.control")
+  local sock = control.socket_path(opts.run_dir or control.default_run_dir(), pb.service)
+  local c, cerr = control.connect(sock, 5)
+  if not c then
+    io.stderr:write(string.format("rollback: the engine (pid %d) running this rollout does not answer on %s (%s);"
+      .. " nothing was touched: stop it with SIGTERM (it rolls back unless it runs with --on-interrupt=pause), or"
+      .. " name its run directory with --run-dir\n", holder, sock, tostring(cerr)))
+    return 3
+  end
+  log(string.format("an engine (pid %d) runs this rollout: asking it to roll back (abort) through %s", holder, sock))
+  local r, err = c:request("abort " .. reason:gsub("[\r\n]", " "), 30)
+  if not (r and r.ok) then
+    c:close()
+    io.stderr:write("rollback: the engine refused the abort: ", tostring(r and (r.error or r.text) or err), "\n")
+    return 3
+  end
+  local deadline = rollout.now() + pb.max_rollback_time + 60
+  while rollout.now() < deadline do
+    local st = c:request("status", 10)
+    if not st or (type(st.value) == "table" and st.value.outcome) then break end -- ended (or gone)
+    rollout.sleep(0.2)
+  end
+  c:close()
+  local _, events = require("rollout.journal").latest(dir)
+  local s = events and require("rollout.journal").summary(events) or {}
+  if s.outcome ~= "rolled_back" then
+    log("the engine has not confirmed the rollback (outcome: " .. tostring(s.outcome) .. ")")
+    return 3
+  end
+  log("the engine rolled back: baseline 100%, canary 0% confirmed (its journal says so)")
+  return 0
+end
+
 --- The manual procedure. Returns an exit code.
 function M.manual(argv)
-  local pb, opts = require("rollout.playbook").load_from_args(argv, { reason = "value" },
-    "rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]")
+  local pb, opts = require("rollout.playbook").load_from_args(argv, { reason = "value", journal = "value",
+    run_dir = "value" }, "rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]"
+    .. " [--journal DIR] [--run-dir DIR]")
   if not pb then return opts end
+  local fs, journal = require("rollout.fs"), require("rollout.journal")
   local t0 = rollout.now()
   local function log(msg) print(string.format("[%6.1fs] %s", rollout.now() - t0, msg)) end
+  local reason = opts.reason or "Manual rollback"
+  local dir = opts.journal or journal.default_dir(pb.service)
+  local lock, writer
+  if fs.stat(dir) then
+    local lerr, holder
+    lock, lerr, holder = journal.lock(dir)
+    if holder then return through_engine(pb, opts, holder, reason, dir, log) end
+    if not lock then io.stderr:write("rollback: journal lock: ", tostring(lerr), "\n"); return 3 end
+    local path, events = journal.latest(dir)
+    if path and events and not journal.summary(events).finished then
+      local werr
+      writer, werr = journal.open(path)
+      local ok, aerr
+      if writer then
+        ok, aerr = writer:append({ event = "manual_rollback", ts = rollout.time(), who = who(), reason = reason,
+          pid = fs.getpid() })
+      end
+      if not ok then -- never act without a record
+        io.stderr:write("rollback: cannot journal the manual rollback in ", path, ": ", tostring(werr or aerr),
+          "; nothing was touched\n")
+        if writer then writer:close() end
+        lock:release()
+        return 3
+      end
+      log("journaled the manual rollback in " .. path .. " (a resume finishes it, never re-applies the canary)")
+    end
+  end
+  local function done(code)
+    if writer then writer:close() end
+    if lock then lock:release() end
+    return code
+  end
   local routers = require("rollout.routers")
   local ok, router = pcall(routers.new, pb.router, { emit = function(kind, f)
     if kind == "router_error" then log("router error: " .. tostring(f.error)) end
   end })
-  if not ok then io.stderr:write("rollback: ", tostring(router), "\n"); return 2 end
+  if not ok then io.stderr:write("rollback: ", tostring(router), "\n"); return done(2) end
   log("routing 100% of traffic to the baseline")             -- 1. immediate cutover
-  local done, err = router:set_weights({ baseline = 100, canary = 0 }, { deadline = pb.max_rollback_time })
-  if not done then log("traffic switch NOT confirmed: " .. tostring(err)); return 3 end
+  local confirmed, err = router:set_weights({ baseline = 100, canary = 0 }, { deadline = pb.max_rollback_time })
+  if not confirmed then
+    log("traffic switch NOT confirmed: " .. tostring(err))
+    if writer then writer:append({ event = "rollback_unconfirmed", ts = rollout.time(), error = tostring(err) }) end
+    return done(3)
+  end
   local w = router:get_weights()                              -- 2. verify the switch
   log(string.format("traffic switch confirmed: baseline %d%%, canary %d%%", w.baseline, w.canary))
+  if writer then
+    writer:append({ event = "weight_confirmed", ts = rollout.time(), baseline = 100, canary = 0 })
+    writer:append({ event = "outcome", ts = rollout.time(), outcome = "rolled_back", reason = "manual" })
+  end
   local aok, aerr
   if (pb.params or {}).kubernetes then -- a Kubernetes playbook: scale the canary to 0, natively
     aok, aerr = pcall(function()
       require("rollout.k8s.runbook").on_rollback({ engine = { pb = pb, router = router }, log = log })
-      log_event(pb, pb.deployment_id, opts.reason or "Manual rollback", log)
+      log_event(pb, pb.deployment_id, reason, log)
     end)
   else
-    aok, aerr = pcall(M.after_cutover, pb, opts.reason or "Manual rollback", log, pb.deployment_id)
+    aok, aerr = pcall(M.after_cutover, pb, reason, log, pb.deployment_id)
   end
-  if not aok then log("rollback step failed: " .. tostring(aerr)); return 3 end
+  if not aok then log("rollback step failed: " .. tostring(aerr)); return done(3) end
   log(string.format("rollback completed in %.1f s", rollout.now() - t0))
-  return 0
+  return done(0)
 end
 
 -- Run as a script (`rollout playbooks/rollback.lua ...`), or included as a module.
