@@ -1,5 +1,5 @@
--- docs/events.md lists every event kind the Lua sources can write. The kinds are found where
--- they are written with a literal name: emit("kind", ...), self:emit("kind", ...),
+-- docs/events.md lists every event kind the Lua sources (lua/rollout, playbooks) can write.
+-- The kinds are found where they are written with a literal name: emit("kind", ...), self:emit("kind", ...),
 -- self:_emit("kind", ...), common.emit(ctx, "kind", ...), emitter("kind"),
 -- fleet_event[_sync]("kind", ...), pcall(self.fleet_event, self, "kind", ...),
 -- self:report("kind", ...) and records written whole, { event = "kind", ... }.
@@ -32,7 +32,7 @@ end
 --- kinds() -> { kind = "file:line" (the first place it is written) }
 local function kinds()
   local found = {}
-  local files = lua_files("lua/rollout", {})
+  local files = lua_files("playbooks", lua_files("lua/rollout", {})) -- playbooks/rollback.lua journals too
   table.sort(files)
   for _, path in ipairs(files) do
     local n = 0
