@@ -267,6 +267,14 @@ describe("the runbook's native pre-flight checks, each able to fail", function()
     local ok, detail = check("traffic_routing", nil, { "params.kubernetes.destination_rule=dwcp-v3" })
     assert.is_true(ok, detail)
     assert.matches("destinationrule subsets for both versions", detail)
+    -- a manifest template, relative to the playbook's directory
+    local sets = { "params.kubernetes.manifest=../spec/fixtures/k8s/canary-deployment.yaml" }
+    ok, detail = check("canary_image", nil, sets)
+    assert.is_true(ok, detail)
+    assert.matches("manifest for novacron/dwcp:v3%.0%.0%-custom accepted", detail)
+    ok, detail = check("cluster_capacity", nil, sets)
+    assert.is_true(ok, detail)
+    assert.matches("request 1%.0 cpu / 2%.0 GiB", detail)
   end)
 
   it("fail with the reason when the cluster says no", function()

@@ -692,7 +692,8 @@ static int headers_build(lua_State *L, struct http_opts *o, struct http_req *r) 
     return 0;
 }
 
-/* Client certificate, key and CA given as files or as PEM text (curl copies blobs). */
+/* Client certificate, key and CA given as files or as PEM text (curl copies blobs, so the
+ * Lua strings need not outlive this call). No Lua stack use: [-0, +0, -]. */
 static void tls_configure(struct http_opts *o, struct http_req *r) {
     CURL *e = r->easy;
     struct curl_blob b;

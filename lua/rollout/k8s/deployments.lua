@@ -81,6 +81,8 @@ end
 
 local function subst(v, vars, path, missing)
   if type(v) == "string" then
+    local whole = v:match("^%${([%w_]+)}$") -- `replicas: ${REPLICAS}` keeps the variable's type
+    if whole and vars[whole] ~= nil and type(vars[whole]) ~= "string" then return vars[whole] end
     return (v:gsub("%${([%w_]+)}", function(k)
       local x = vars[k]
       if x == nil then missing[#missing + 1] = path .. ": ${" .. k .. "}"; return "" end
@@ -95,7 +97,7 @@ local function subst(v, vars, path, missing)
 end
 
 --- A manifest from YAML text (or a table), with ${VAR} replaced from vars in every
---- string. A variable that is not in vars is an error naming the key path. The result
+--- string (a value that is only "${VAR}" takes the variable's own type: a number stays one). A variable that is not in vars is an error naming the key path. The result
 --- must be an apps/v1 Deployment with metadata.name. manifest | nil, err.
 function M.render(src, vars, name)
   local doc = src

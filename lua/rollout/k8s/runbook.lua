@@ -18,6 +18,7 @@
 -- Error policy: a bad params.kubernetes raises naming the key path; steps raise (error(msg,
 -- 0)) when the cluster does not do what was asked, so the engine records a failed hook;
 -- checks return false, reason.
+local fs = require("rollout.fs")
 local units = require("rollout.units")
 local client = require("rollout.k8s.client")
 local deployments = require("rollout.k8s.deployments")
@@ -82,7 +83,8 @@ end
 --- params.kubernetes with defaults: namespace, app, service, canary_deployment,
 --- baseline_deployment, canary_replicas (2), baseline_replicas (nil: the live baseline's),
 --- image, canary_virtualservice, feature_flags (ConfigMap name), monitoring = {namespace=,
---- apps = {...}}, manifest (YAML path, ${DEPLOY_ID}... substituted), destination_rule,
+--- apps = {...}}, manifest (YAML path, relative to the playbook's directory; ${DEPLOY_ID}...
+--- substituted), destination_rule,
 --- ready_timeout (5m), gone_timeout (60s), baseline_timeout (60s), interval (1s), client.
 function M.config(pb)
   local k = ((pb.params or {}).kubernetes)
@@ -102,6 +104,7 @@ function M.config(pb)
     baseline_timeout = dur(k.baseline_timeout, 60, "baseline_timeout"), interval = dur(k.interval, 1, "interval"),
     client = k.client,
     baseline_version = pb.versions.baseline.version, canary_version = pb.versions.canary.version,
+    playbook_dir = type(pb.file) == "string" and pb.file:match("^(.*)/[^/]*$") or nil,
   }
   for _, key in ipairs({ "namespace", "canary_deployment", "baseline_deployment", "service" }) do
     if not res.name_ok(c[key]) then error("params.kubernetes." .. key .. ": must be a Kubernetes name, got " .. tostring(c[key]), 0) end
@@ -139,9 +142,9 @@ end
 function M.manifest(ctx, cfg)
   local id = deploy_id(ctx)
   if cfg.manifest then
-    local text, err
-    local fs = require("rollout.fs")
-    text, err = fs.read(cfg.manifest)
+    local path = cfg.manifest
+    if path:sub(1, 1) ~= "/" and cfg.playbook_dir then path = cfg.playbook_dir .. "/" .. path end
+    local text, err = fs.read(path)
     if not text then error("params.kubernetes.manifest: " .. err, 0) end
     local vars = { DEPLOY_ID = id, IMAGE = cfg.image, VERSION = cfg.canary_version, REPLICAS = cfg.canary_replicas,
       NAME = cfg.canary_deployment, NAMESPACE = cfg.namespace, APP = cfg.app }
