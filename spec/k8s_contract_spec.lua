@@ -76,6 +76,25 @@ describe("the Kubernetes contract server", function()
       deployment(function(d) d.metadata.name = "dwcp-v3-baseline" end))), "PUT without resourceVersion")
   end)
 
+  it("checks coordination Leases with the client's model and PUT's resourceVersion", function()
+    local LEASES = "/apis/coordination.k8s.io/v1/namespaces/production/leases"
+    local lease = { apiVersion = "coordination.k8s.io/v1", kind = "Lease", metadata = { name = "l" },
+      spec = { holderIdentity = "a", leaseDurationSeconds = 15 } }
+    local code, st = req("POST", LEASES, { apiVersion = "coordination.k8s.io/v1", kind = "Lease", metadata = { name = "l" },
+      spec = { holderIdentity = 5 } })
+    assert.equals(400, code)
+    assert.matches("spec.holderIdentity: cannot unmarshal int into a str field", st.message)
+    local created
+    code, created = req("POST", LEASES, lease)
+    assert.equals(201, code)
+    created.spec.holderIdentity = "b"
+    local stale = json.decode(json.encode(created))
+    assert.equals(200, (req("PUT", LEASES .. "/l", created)))
+    stale.spec.holderIdentity = "c"
+    assert.equals(409, (req("PUT", LEASES .. "/l", stale)), "a PUT with an old resourceVersion loses")
+    assert.equals("b", select(2, req("GET", LEASES .. "/l")).spec.holderIdentity)
+  end)
+
   it("makes pods as a Deployment's controller would: created, ready later, deleted on scale-down", function()
     assert.equals(201, (req("POST", DEPS, deployment(function(d) d.spec.replicas = 3 end))))
     local function pods()
