@@ -73,8 +73,10 @@ sample-service: sample/service.c $(wildcard sample/*.h)
 loadgen: sample/loadgen.c $(wildcard sample/*.h)
 	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -o $@ sample/loadgen.c -lev -lm
 
+# Linked beside and renamed into place: a spec that rebuilds (make install, make dist) never
+# leaves a half-written binary under the spec files running beside it (rollout test -j).
 rollout: $(OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $(OBJ) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@.tmp $(OBJ) $(LDLIBS) && mv -f $@.tmp $@
 
 build/%.o: src/%.c $(HDR) | build
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -114,7 +116,7 @@ ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-s
 ASAN_OBJ   := $(SRC:src/%.c=build-asan/%.o)
 
 rollout-asan: $(ASAN_OBJ)
-	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -o $@ $(ASAN_OBJ) $(LDLIBS)
+	clang $(ALL_CFLAGS) $(ASAN_FLAGS) -o $@.tmp $(ASAN_OBJ) $(LDLIBS) && mv -f $@.tmp $@
 
 build-asan/%.o: src/%.c $(HDR)
 	@mkdir -p build-asan
