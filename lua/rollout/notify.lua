@@ -25,6 +25,7 @@ local rollout = require("rollout")
 local json = require("rollout.json")
 local redaction = require("rollout.redact")
 local units = require("rollout.units")
+local datetime = require("rollout.datetime")
 
 local M = {}
 
@@ -176,14 +177,11 @@ end
 
 -- ---- payloads -----------------------------------------------------------------------------
 
-local function iso(ts) return ts and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(ts)) or nil end
+local iso = datetime.iso8601
 M.iso8601 = iso
 
 --- The runbook's id: <service>-canary-YYYYMMDD-HHMMSS (UTC start time), unless given.
-function M.deployment_id(service, ts, explicit)
-  if explicit and explicit ~= "" then return explicit end
-  return string.format("%s-canary-%s", service or "rollout", os.date("!%Y%m%d-%H%M%S", math.floor(ts or 0)))
-end
+M.deployment_id = datetime.deployment_id
 
 -- One line a person reads, the same words as the terminal's plain output.
 local function text_line(ev)

@@ -13,7 +13,7 @@ local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local engine = require("rollout.engine")
 local output = require("rollout.output")
-local units = require("rollout.units")
+local datetime = require("rollout.datetime")
 
 local M = {}
 M.summary = "run a playbook's decisions against what a real Prometheus recorded"
@@ -37,23 +37,8 @@ M.options = {
 }
 M.exit = "0 promoted, 1 rolled back, 2 usage or configuration error (nothing was done), 3 paused, aborted or failed"
 
---- parse_time(s, now) -> epoch seconds | nil, err
-function M.parse_time(s, now)
-  if s:match("^%d+%.?%d*$") then return tonumber(s) end
-  local sign, rel = s:match("^([%-+])(.+)$")
-  if sign then
-    local d, err = units.parse("duration", rel)
-    if not d then return nil, err end
-    return now + (sign == "-" and -d or d)
-  end
-  local y, mo, d, h, mi, sec, frac = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)(%.?%d*)Z$")
-  if not y then return nil, "malformed time '" .. s .. "' (epoch seconds, 2026-11-27T04:00:00Z or -30m)" end
-  -- days since the epoch for a proleptic Gregorian date (no dependence on the local zone)
-  local yy, mm = tonumber(y), tonumber(mo)
-  if mm <= 2 then yy, mm = yy - 1, mm + 12 end
-  local days = 365 * yy + yy // 4 - yy // 100 + yy // 400 + (153 * (mm - 3) + 2) // 5 + tonumber(d) - 719469
-  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) + (tonumber(frac ~= "" and frac or "0") or 0)
-end
+--- parse_time(s, now) -> epoch seconds | nil, err   (rollout.datetime: every form it reads)
+M.parse_time = datetime.parse
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
