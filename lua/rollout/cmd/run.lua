@@ -28,6 +28,10 @@
 -- with traffic where the journal's last confirmed weights put it (run --resume continues); a
 -- second SIGINT within 5 s rolls back instead (exit 1). Either way one outcome is written.
 --
+-- --supervised (contrib/systemd/rollout@.service, restarted on a crash): --resume when the
+-- journal directory holds an unfinished rollout, else a new rollout, unless the newest
+-- journal already ended a rollout of this service to the same canary version (exit 2).
+--
 -- Errors: the engine runs through engine.run_protected, so an unexpected error (a router or
 -- a source that raises) ends the run `failed`, with the error journaled (`engine_error`) and
 -- traffic sent to the baseline where the router still answers; this command then closes the
@@ -86,6 +90,9 @@ M.options = {
   { "--on-interrupt MODE", "what the first SIGINT or SIGTERM does: rollback (the default: canary 0 %, confirmed, "
     .. "then exit 1) or pause (exit 3 with the canary's weight kept, for a supervisor that runs --resume; "
     .. "a second SIGINT within 5 s rolls back)" },
+  { "--supervised", "for a supervisor that restarts the engine (contrib/systemd): continue the unfinished rollout "
+    .. "in the journal directory as --resume does, else start one, unless the newest journal already ended a "
+    .. "rollout of this service to the same canary version (exit 2, nothing done)" },
   { "--accept-changed-playbook", "with --resume: continue although the playbook resolves differently from the "
     .. "one the rollout started with (journaled as playbook_changed)" },
 }
@@ -150,6 +157,18 @@ local function open_journal(dir, pb, opts)
   if path then
     local s = journal.summary(events)
     if not s.finished then unfinished = { path = path, summary = s, events = events } end
+  end
+  if opts.supervised then -- a supervisor's restart: continue what is unfinished, never redo what ended
+    if unfinished then
+      opts.resume = true
+    elseif path then
+      local s = journal.summary(events)
+      if s.service == pb.service and s.canary ~= nil and s.canary == pb.versions.canary.version then
+        return nil, fail(string.format("the rollout of %s to %s already ended (%s) in %s: nothing to do"
+          .. " (--supervised never starts an ended rollout again; run without it to)", tostring(pb.service),
+          tostring(s.canary), tostring(s.outcome), path))
+      end
+    end
   end
   if unfinished and not opts.resume and not opts.fresh then
     return nil, fail(string.format("an unfinished rollout of %s is in %s\n  %s\n"
@@ -367,7 +386,10 @@ function M.main(argv)
   if opts.on_interrupt ~= "rollback" and opts.on_interrupt ~= "pause" then
     return args.usage_error("run", "--on-interrupt: expected rollback or pause, got '" .. opts.on_interrupt .. "'", M.usage)
   end
-  if opts.accept_changed_playbook and not opts.resume then
+  if opts.supervised and (opts.resume or opts.fresh) then
+    return args.usage_error("run", "--supervised decides between resuming and starting: no --resume or --fresh with it", M.usage)
+  end
+  if opts.accept_changed_playbook and not (opts.resume or opts.supervised) then
     return args.usage_error("run", "--accept-changed-playbook goes with --resume", M.usage)
   end
   local pb = load(pos[1], opts.set, opts.config)
