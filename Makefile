@@ -195,9 +195,9 @@ FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:hal
 fuzz_objs = $(patsubst %,build-fuzz/%.o,$(1))
 FUZZ_DEPS_promtext := promtext promtext_select
 FUZZ_DEPS_json     := json alloc units
-FUZZ_DEPS_yaml     := yaml json alloc units stats
-FUZZ_DEPS_units    := units promtext promtext_select stats
 FUZZ_DEPS_control  := $(filter-out main,$(SRC:src/%.c=%))
+FUZZ_DEPS_yaml     := $(FUZZ_DEPS_control)
+FUZZ_DEPS_units    := $(FUZZ_DEPS_control)
 
 .PHONY: fuzz fuzz-build fuzz-merge
 .PRECIOUS: build-fuzz/%.o

@@ -41,12 +41,29 @@ static inline _Noreturn void fuzz_lua_fail(lua_State *L, const char *what) {
     abort();
 }
 
+#ifdef FUZZ_FULL_HOST
+/* A target whose Lua reaches the playbook loader (sandbox, load budget) gets the host's
+ * state: rollout.alloc's allocator, the loop and every C module, as the binary has them. */
+#include "rollout/alloc.h"
+#include "rollout/loop.h"
+#include "rollout/modules.h"
+#endif
+
 /* The state, created on first use with `modules` in package.preload. [-0, +0, -] */
 static inline lua_State *fuzz_lua(const fuzz_module *modules) {
     if (fuzz_L) return fuzz_L;
+#ifdef FUZZ_FULL_HOST
+    lua_State *L = alloc_newstate();
+    if (!L) abort();
+    alloc_set_limit((size_t)512 << 20);
+    luaL_openlibs(L);
+    loop_init(L, 0);
+    modules_preload(L);
+#else
     lua_State *L = luaL_newstate();
     if (!L) abort();
     luaL_openlibs(L);
+#endif
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     for (const fuzz_module *m = modules; m && m->name; m++) {
         lua_pushcfunction(L, m->open);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_FULL_HOST /* config and playbook load through the sandbox and its budget */
 #include "fuzz_lua.h"
 #include "rollout/promtext.h"
 #include "rollout/stats.h"
