@@ -340,7 +340,7 @@ describe("rollout run with --metrics-listen and notifications", function()
     env = live.env({ canary_args = { "--error-rate", "0.5" } })
     local port
     do local s = assert(net.listen_tcp("127.0.0.1", 0)); port = s:port(); s:close() end
-    local run = live.start(env, { "--no-control", "--metrics-listen", "127.0.0.1:" .. port,
+    local run = live.start(env, { "--no-control", "--metrics-listen", "127.0.0.1:" .. port, "--metrics-linger", "0",
       "--set", "notifications[1].type=deployment_api", "--set", "notifications[1].url=" .. rx.url .. "/deployments",
       "--set", "notifications[2].type=slack", "--set", "notifications[2].url=" .. rx.url .. "/slack" })
     -- scrape while it runs: the canary is at 10 % and the trigger sees its errors

@@ -3,7 +3,8 @@
 -- playbooks/canary-config.yaml`. Its stages, golden signals, rollback triggers, feature
 -- flags and abTest section override the playbook's; keys rollout cannot use are reported
 -- as warnings (file:line: key: why), never silently dropped. A malformed value is an error
--- naming the YAML file, line and key path. `${VAR}` is expanded from the environment.
+-- naming the YAML file, line and key path, also when it is the playbook's own check that
+-- finds it (apply's third result maps playbook key paths back to the YAML). `${VAR}` is expanded from the environment.
 local yaml = require("rollout.yaml")
 local units = require("rollout.units")
 
@@ -35,6 +36,13 @@ function M.apply(raw, path)
   local function line_of(tbl, key) return lines and lines[tbl] and lines[tbl][key] end
   local function err(tbl, key, keypath, msg) errors[#errors + 1] = { file = path, line = line_of(tbl, key), path = keypath, msg = msg } end
   local function warn(tbl, key, keypath, msg) warnings[#warnings + 1] = { file = path, line = line_of(tbl, key), path = keypath, msg = msg } end
+  -- where each playbook value the YAML set came from: "stages[2].weight" -> {line=, path=}
+  -- (lines_for below), so the playbook's own checks name the YAML file, line and key
+  local origin = {}
+  local function mark(pbpath, tbl, key, keypath)
+    local line = line_of(tbl, key)
+    if line then origin[pbpath] = { line = line, path = keypath } end
+  end
   if type(doc) ~= "table" then return nil, { { file = path, path = "", msg = "expected a mapping" } } end
   if doc.apiVersion ~= "dwcp.io/v1" or doc.kind ~= "CanaryDeployment" then
     err(doc, "kind", "kind", "expected apiVersion dwcp.io/v1, kind CanaryDeployment; got " .. tostring(doc.apiVersion) .. ", " .. tostring(doc.kind))
@@ -96,7 +104,10 @@ function M.apply(raw, path)
     local s = spec[v]
     if type(s) == "table" then
       raw.versions[v] = raw.versions[v] or {}
-      if s.version then raw.versions[v].version = tostring(s.version) end
+      if s.version then
+        raw.versions[v].version = tostring(s.version)
+        mark("versions." .. v .. ".version", s, "version", "spec." .. v .. ".version")
+      end
       for k in pairs(s) do
         if k ~= "version" then
           warn(s, k, "spec." .. v .. "." .. k, "not used by rollout directly (replicas and images belong to the deploy hook)")
@@ -122,11 +133,16 @@ function M.apply(raw, path)
         for k, x in pairs(old.thresholds or {}) do st.thresholds[k] = x end
         known(s, kp, { name = true, trafficPercent = true, duration = true, validation = true })
         st.name = s.name and tostring(s.name) or st.name
+        local pk = "stages[" .. i .. "]"
+        mark(pk, spec.stages, i, kp)
+        mark(pk .. ".name", s, "name", kp .. ".name")
         if s.trafficPercent ~= nil then
           if type(s.trafficPercent) ~= "number" then err(s, "trafficPercent", kp .. ".trafficPercent", "expected a number")
-          else st.weight = s.trafficPercent end
+          else st.weight = s.trafficPercent; mark(pk .. ".weight", s, "trafficPercent", kp .. ".trafficPercent") end
         end
         st.hold = dur(s, "duration", kp .. ".duration") or st.hold
+        mark(pk .. ".hold", s, "duration", kp .. ".duration")
+        mark(pk .. ".max_hold", s, "duration", kp .. ".duration")
         local val = s.validation
         if type(val) == "table" then
           known(val, kp .. ".validation", { healthThreshold = true, errorThreshold = true, latencyP99Max = true, minSampleSize = true })
@@ -137,6 +153,10 @@ function M.apply(raw, path)
             if math.type(val.minSampleSize) ~= "integer" then err(val, "minSampleSize", kp .. ".validation.minSampleSize", "expected an integer")
             else st.min_samples = val.minSampleSize end
           end
+          mark(pk .. ".thresholds.health", val, "healthThreshold", kp .. ".validation.healthThreshold")
+          mark(pk .. ".thresholds.error_rate", val, "errorThreshold", kp .. ".validation.errorThreshold")
+          mark(pk .. ".thresholds.p99", val, "latencyP99Max", kp .. ".validation.latencyP99Max")
+          mark(pk .. ".min_samples", val, "minSampleSize", kp .. ".validation.minSampleSize")
         end
         stages[i] = st
         ::next_stage::
@@ -155,14 +175,19 @@ function M.apply(raw, path)
       th.p50 = dur(g.latency, "p50Threshold", "spec.goldenSignals.latency.p50Threshold") or th.p50
       th.p95 = dur(g.latency, "p95Threshold", "spec.goldenSignals.latency.p95Threshold") or th.p95
       th.p99 = dur(g.latency, "p99Threshold", "spec.goldenSignals.latency.p99Threshold") or th.p99
+      for _, q in ipairs({ "p50", "p95", "p99" }) do
+        mark("thresholds." .. q, g.latency, q .. "Threshold", "spec.goldenSignals.latency." .. q .. "Threshold")
+      end
     end
     if type(g.traffic) == "table" then
       known(g.traffic, "spec.goldenSignals.traffic", { minRequestsPerSecond = true })
       if g.traffic.minRequestsPerSecond ~= nil then th.min_rps = g.traffic.minRequestsPerSecond end
+      mark("thresholds.min_rps", g.traffic, "minRequestsPerSecond", "spec.goldenSignals.traffic.minRequestsPerSecond")
     end
     if type(g.errors) == "table" then
       known(g.errors, "spec.goldenSignals.errors", { maxErrorRate = true, criticalErrorRate = true })
       th.error_rate = ratio(g.errors, "maxErrorRate", "spec.goldenSignals.errors.maxErrorRate") or th.error_rate
+      mark("thresholds.error_rate", g.errors, "maxErrorRate", "spec.goldenSignals.errors.maxErrorRate")
       if g.errors.criticalErrorRate ~= nil then
         ratio(g.errors, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate")
         warn(g.errors, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate",
@@ -174,6 +199,9 @@ function M.apply(raw, path)
       th.cpu = ratio(g.saturation, "cpuMax", "spec.goldenSignals.saturation.cpuMax") or th.cpu
       th.memory = ratio(g.saturation, "memoryMax", "spec.goldenSignals.saturation.memoryMax") or th.memory
       th.disk = ratio(g.saturation, "diskMax", "spec.goldenSignals.saturation.diskMax") or th.disk
+      for _, k in ipairs({ "cpu", "memory", "disk" }) do
+        mark("thresholds." .. k, g.saturation, k .. "Max", "spec.goldenSignals.saturation." .. k .. "Max")
+      end
     end
   end
 
@@ -184,6 +212,7 @@ function M.apply(raw, path)
       err(rb, "autoRollback", "spec.rollback.autoRollback", "false is not supported: rollout always rolls back on a firing trigger")
     end
     raw.max_rollback_time = dur(rb, "maxRollbackTime", "spec.rollback.maxRollbackTime") or raw.max_rollback_time
+    mark("max_rollback_time", rb, "maxRollbackTime", "spec.rollback.maxRollbackTime")
     if type(rb.triggers) == "table" then
       local triggers = {}
       for k, t in pairs(raw.triggers or {}) do triggers[k] = t end
@@ -196,6 +225,9 @@ function M.apply(raw, path)
         else
           local name = TRIGGER_NAMES[c.signal] or c.signal
           triggers[name] = { condition = t.condition, duration = dur(t, "duration", kp .. ".duration") or 0 }
+          mark("triggers." .. name, rb.triggers, i, kp)
+          mark("triggers." .. name .. ".condition", t, "condition", kp .. ".condition")
+          mark("triggers." .. name .. ".duration", t, "duration", kp .. ".duration")
         end
         ::next_trigger::
       end
@@ -208,11 +240,29 @@ function M.apply(raw, path)
   if type(ab) == "table" then
     known(ab, "spec.abTest", { enabled = true, metricName = true, significanceLevel = true, minimumSampleSize = true })
     raw.ab_test = { enabled = ab.enabled, metric = ab.metricName, significance = ab.significanceLevel, min_samples = ab.minimumSampleSize }
+    mark("ab_test", spec, "abTest", "spec.abTest")
+    mark("ab_test.enabled", ab, "enabled", "spec.abTest.enabled")
+    mark("ab_test.metric", ab, "metricName", "spec.abTest.metricName")
+    mark("ab_test.significance", ab, "significanceLevel", "spec.abTest.significanceLevel")
+    mark("ab_test.min_samples", ab, "minimumSampleSize", "spec.abTest.minimumSampleSize")
   end
 
   if #errors > 0 then return nil, errors end
   raw.config_warnings = warnings
-  local function lines_for(_) return nil end
+  --- lines_for(keypath list) -> yaml line, yaml file, yaml key path (or nil): the value at
+  --- that playbook path, or the nearest enclosing one, came from the YAML.
+  local function lines_for(pbpath)
+    for n = #pbpath, 1, -1 do
+      local parts = {}
+      for i = 1, n do
+        local k = pbpath[i]
+        parts[#parts + 1] = type(k) == "number" and ("[" .. k .. "]") or ((i > 1 and "." or "") .. tostring(k))
+      end
+      local o = origin[table.concat(parts)]
+      if o then return o.line, path, o.path end
+    end
+    return nil
+  end
   return raw, nil, lines_for
 end
 

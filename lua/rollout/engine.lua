@@ -313,6 +313,20 @@ function E:trigger_value(tr, now, cache, alerts)
   return compare(v, c.op, c.value), v
 end
 
+--- A trigger's condition as text, for every kind: "error_rate > 5%", "alert severity=critical",
+--- "restarts >= 3 within 300s", "check".
+function M.trigger_text(tr)
+  if tr.condition then return tr.condition.text end
+  if tr.kind == "alert" then
+    local m = {}
+    for k, v in pairs(tr.alert or {}) do m[#m + 1] = tostring(k) .. "=" .. tostring(v) end
+    table.sort(m)
+    return "alert " .. (#m > 0 and table.concat(m, ",") or "(any)")
+  end
+  if tr.kind == "restarts" then return string.format("restarts >= %s within %gs", tostring(tr.restarts), tr.within or 0) end
+  return tr.description or "check"
+end
+
 function E:evaluate_triggers(now, cache, only_kind)
   local alerts, aerr = self:collect_alerts(now)
   if aerr then alerts = nil end -- a failed alert query is no data, never "no alerts"
@@ -326,13 +340,14 @@ function E:evaluate_triggers(now, cache, only_kind)
     elseif cond then
       if not st.since then
         st.since = now
-        self:emit("trigger_pending", { trigger = tr.name, value = value, condition = tr.condition and tr.condition.text, ["for"] = tr.duration })
+        self:emit("trigger_pending", { trigger = tr.name, value = value, condition = M.trigger_text(tr), ["for"] = tr.duration,
+          signal = tr.condition and tr.condition.signal })
       end
       st.state, st.value = "pending", value
       if now - st.since >= tr.duration - 1e-9 then
         st.state = "firing"
         self:emit("trigger_fired", { trigger = tr.name, value = value, held = now - st.since, ["for"] = tr.duration,
-          condition = tr.condition and tr.condition.text })
+          condition = M.trigger_text(tr), signal = tr.condition and tr.condition.signal })
         self:interrupt({ action = "rollback", reason = "trigger:" .. tr.name, value = value })
         return
       end
@@ -1027,7 +1042,11 @@ function E:run_resumed(r)
   if r.last_confirmed then -- what the journal says traffic is at, until a read-back says more
     self.weights = { baseline = r.last_confirmed.baseline, canary = r.last_confirmed.canary }
   end
-  self:emit("rollout_resumed", { phase = r.phase, stage_index = r.stage_index, held = r.held, who = self.env.who })
+  -- t runs on the engine's clock: seconds some engine was running this rollout. The time no
+  -- engine ran (a crash until --resume) is not in t; it is `down` here (wall clock).
+  local down = (not self.env.simulate and r.last_ts) and math.max(0, rollout.time() - r.last_ts) or nil
+  self:emit("rollout_resumed", { phase = r.phase, stage_index = r.stage_index, held = r.held, who = self.env.who,
+    down = down })
   if r.phase == "rolling_back" then
     self.stage = r.stage_index and pb.stages[r.stage_index] or nil
     return self:rollback({ reason = r.reason or "resumed rollback" })

@@ -16,7 +16,8 @@
 --
 -- Reading: a crash in the middle of a write leaves at most an unterminated last line; it
 -- is reported (info.torn) and ignored, never parsed. A complete line that does not parse is
--- corruption, and read() refuses the file rather than guess. Opening a journal to append
+-- corruption, and read() refuses the file rather than guess; so is a line whose seq does not
+-- follow the one before (a duplicated, missing or reordered line). Opening a journal to append
 -- cuts a torn tail off first, and records that it did (`journal_repaired`).
 --
 -- Writing: writer:append(ev) -> true | false, err. A failed append (disk full, read-only)
@@ -85,12 +86,22 @@ function M.read(path)
   local lines, info = core.read(path)
   if not lines then return nil, info end
   local events = {}
+  local last_seq
   for i, line in ipairs(lines) do
     if line:find("%S") then
       local ev, err = json.decode(line)
       if type(ev) ~= "table" or type(ev.event) ~= "string" then
         return nil, string.format("%s:%d: corrupt journal line (%s): %s", path, i,
           err or "not an event", line:sub(1, 80))
+      end
+      -- seq counts the lines: a line copied twice (or lines swapped) is corruption too, and a
+      -- resume must not act on it
+      if ev.seq ~= nil then
+        if math.type(ev.seq) ~= "integer" or (last_seq and ev.seq ~= last_seq + 1) then
+          return nil, string.format("%s:%d: corrupt journal: seq %s after seq %s (a duplicated, missing or reordered line): %s",
+            path, i, tostring(ev.seq), tostring(last_seq), line:sub(1, 80))
+        end
+        last_seq = ev.seq
       end
       events[#events + 1] = ev
     end
@@ -125,13 +136,17 @@ function M.summary(events)
 end
 
 --- latest(dir) -> path, events, info | nil  (the newest journal in dir)
+--- A journal with no event at all (a start refused before its first event, by an older
+--- version) says nothing and is passed over.
 function M.latest(dir)
   local list = M.list(dir)
-  local path = list[#list]
-  if not path then return nil end
-  local events, info = M.read(path)
-  if not events then return nil, info end
-  return path, events, info
+  for i = #list, 1, -1 do
+    local path = list[i]
+    local events, info = M.read(path)
+    if not events then return nil, info end
+    if #events > 0 or info.torn then return path, events, info end
+  end
+  return nil
 end
 
 --- The `resume` table engine.run_resumed expects, from a journal's events:
@@ -195,6 +210,7 @@ function M.replay(events)
     r.held = math.max(0, stop - stage_start - paused_total)
   end
   r.elapsed = last_t
+  r.last_ts = last_ts -- when the last event was written: rollout_resumed says how long no engine ran
   -- a pause by a signal ended the last run; resuming is the operator's answer to it
   if r.paused and (tostring(r.paused):match("^signal") or tostring(r.paused):match("^journal")) then r.paused = nil end
   return r
@@ -269,7 +285,7 @@ function M.open(path)
   end
   local f, err = core.open(path)
   if not f then return nil, err end
-  local self = setmetatable({ file = f, path = path, seq = events or 0, backlog = {} }, W)
+  local self = setmetatable({ file = f, path = path, seq = events or 0, backlog = {}, created = not st }, W)
   if info and info.torn then
     local ok, terr = f:truncate(info.valid)
     if not ok then f:close(); return nil, terr end
@@ -324,6 +340,16 @@ function W:close()
   end
   if self.file then self.file:close() end
   self.file = nil
+end
+
+--- discard(): close; a journal this writer created and never wrote to is removed (a start
+--- that was refused leaves nothing behind to block the next run).
+function W:discard()
+  local empty = self.created and self.seq == 0 -- nothing of it reached the disk
+  self.backlog = {}
+  if self.file then self.file:close() end
+  self.file = nil
+  if empty then os.remove(self.path) end
 end
 
 -- While a backlog waits: retry it every RETRY s; once written, tell the engine.

@@ -11,7 +11,7 @@
 --   local ep = assert(me.start("127.0.0.1:9464"))          -- or ":9464" for all interfaces
 --   local emit = me.chain(printer, ep.emit)                  -- engine env.emit
 --   local e = engine.new(pb, { ..., emit = emit }); ep:bind(e)
---   ...; ep:close()
+--   ...; ep:linger(M.LINGER); ep:close()       -- after the outcome: one more scrape
 --
 -- Series with no data are absent, never 0 (docs/semantics.md: no data is never 0).
 -- Error policy: a bad address raises; a port that cannot be bound returns nil, err. The
@@ -24,6 +24,9 @@ local C = {}
 C.__index = C
 
 M.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+-- Seconds /metrics stays up after the outcome (`rollout run --metrics-linger`): one
+-- Prometheus scrape interval, so the outcome is scraped before the endpoint goes.
+M.LINGER = 15
 M.PHASES = { "pending", "preflight", "deploy", "progressing", "paused", "rolling_back", "promoting",
   "promoted", "rolled_back", "aborted", "failed" }
 M.TRIGGER_STATES = { "inactive", "ok", "pending", "firing", "nodata" }
@@ -536,6 +539,13 @@ function M.start(addr, engine, opts)
 end
 
 function EP:bind(engine) self.collector:bind(engine); return self end
+
+--- linger(seconds): keep serving for that long (the outcome stays scrapeable for one more
+--- scrape), or until SIGINT/SIGTERM. Returns the signal's name if one came.
+function EP:linger(seconds)
+  if self.closed or not seconds or seconds <= 0 then return nil end
+  return rollout.wait_signal("INT", "TERM", seconds)
+end
 
 function EP:close()
   if self.closed then return end

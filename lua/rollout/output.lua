@@ -24,7 +24,14 @@ function M.clock(t)
 end
 
 local function pct(v) return v and string.format("%.2f%%", v * 100) or "no data" end
-local function ms(v) return v and string.format("%.0fms", v * 1000) or "no data" end
+-- latencies: whole ms from 10 ms up, one decimal below, two below 1 ms (0.12ms, never "0ms")
+local function ms(v)
+  if not v then return "no data" end
+  local m = v * 1000
+  if m == 0 or math.abs(m) >= 10 then return string.format("%.0fms", m) end
+  if math.abs(m) >= 1 then return string.format("%.1fms", m) end
+  return string.format("%.2fms", m)
+end
 
 local FORMAT = { error_rate = pct, health = pct, cpu = pct, memory = pct, disk = pct,
   p50 = ms, p95 = ms, p99 = ms, rps = function(v) return v and string.format("%.1f/s", v) or "no data" end }
@@ -48,13 +55,20 @@ local function gate_line(ev)
       parts[#parts + 1] = string.format("%s %s %s %s%s", c.signal, M.value(c.signal, c.value), op, M.value(c.signal, c.threshold), mark)
     end
   end
-  local extra = ""
   -- a Prometheus source counts with increase(), which extrapolates: 52.3 requests
   local function whole(n) return math.floor((n or 0) + 0.5) end
-  if ev.samples then extra = string.format(" samples %d/%d", whole(ev.samples), whole(ev.min_samples)) end
-  if ev.total_rps then extra = extra .. string.format(" rps %.1f/%.0f", ev.total_rps, ev.min_rps) end
-  return string.format("gate %s: %s%s  %s%s", ev.stage or "?", ev.result, ev.why and (" (" .. ev.why .. ")") or "",
-    table.concat(parts, ", "), extra)
+  if ev.samples then parts[#parts + 1] = string.format("samples %d/%d", whole(ev.samples), whole(ev.min_samples)) end
+  if ev.total_rps then parts[#parts + 1] = string.format("rps %.1f/%.0f", ev.total_rps, ev.min_rps or 0) end
+  return string.format("gate %s: %s%s  %s", ev.stage or "?", ev.result, ev.why and (" (" .. ev.why .. ")") or "",
+    table.concat(parts, ", "))
+end
+
+-- "value 17.81%" as the trigger's signal reads (a number of its unit, an alert's name), or
+-- nothing when the trigger has no value
+local function trigger_value(e, sep)
+  if e.value == nil then return "" end
+  if type(e.value) == "number" then return "value " .. M.value(e.signal, e.value) .. sep end
+  return "value " .. tostring(e.value) .. sep
 end
 
 local LINES = {
@@ -70,8 +84,10 @@ local LINES = {
   weight_failed = function(e) return string.format("weights NOT confirmed (baseline %s%%, canary %s%%): %s", tostring(e.baseline), tostring(e.canary), tostring(e.error)) end,
   gate = gate_line,
   hold_extended = function(e) return string.format("hold extended (%s): up to %s of %s", e.why, M.clock(e.until_held), M.clock(e.max_hold)) end,
-  trigger_pending = function(e) return string.format("trigger %s pending: %s (value %s, for %s)", e.trigger, e.condition or "", tostring(e.value), M.clock(e["for"])) end,
-  trigger_fired = function(e) return string.format("trigger %s FIRED after %s: %s (value %s)", e.trigger, M.clock(e.held), e.condition or "", tostring(e.value)) end,
+  trigger_pending = function(e) return string.format("trigger %s pending: %s (%sfor %s)", e.trigger, e.condition or e.trigger,
+    trigger_value(e, ", "), M.clock(e["for"])) end,
+  trigger_fired = function(e) return string.format("trigger %s FIRED after %s: %s%s", e.trigger, M.clock(e.held), e.condition or e.trigger,
+    e.value ~= nil and (" (" .. trigger_value(e, "") .. ")") or "") end,
   trigger_resolved = function(e) return string.format("trigger %s resolved", e.trigger) end,
   source_error = function(e) return string.format("source error (%d in a row): %s", e.consecutive, tostring(e.error)) end,
   share_warning = function(e) return string.format("warning: canary gets %.1f%% of requests at weight %s%%", e.share, tostring(e.weight)) end,

@@ -47,8 +47,12 @@ end
 
 function Ctx:err(path, msg)
   local line = self.map and self.map:line(path)
-  if self.lines_for then line = self.lines_for(path) or line end
-  self.errors[#self.errors + 1] = { file = self.file, line = line, path = path_string(path), msg = msg }
+  local file, shown = self.file, path_string(path)
+  if self.lines_for then -- a value --config set: the YAML's file, line and key path
+    local l, f, kp = self.lines_for(path)
+    if l then line, file, shown = l, f or file, kp or shown end
+  end
+  self.errors[#self.errors + 1] = { file = file, line = line, path = shown, msg = msg }
 end
 
 function M.format_error(e) -- redacted: a bad value may be a secret (--set-file, ${env:...})
@@ -509,6 +513,39 @@ local function check_stages_order(ctx, stages)
   end
 end
 
+-- The shortest evaluation interval: every interval the engine samples every source and
+-- journals an evaluation; 1ns would spin the loop (and make `simulate` run forever).
+M.MIN_INTERVAL = 0.1
+
+local function dur(d)
+  if d >= 1 or d == 0 then return string.format("%gs", d) end
+  if d >= 1e-3 then return string.format("%gms", d * 1e3) end
+  if d >= 1e-6 then return string.format("%gus", d * 1e6) end
+  return string.format("%gns", d * 1e9)
+end
+
+-- Intervals and windows have sane minimums: interval >= MIN_INTERVAL, and every window
+-- (trigger_window, gate_window, a trigger's window / within) at least one interval long.
+local function check_minimums(ctx, pb)
+  local interval = pb.interval or M.DEFAULTS.interval
+  if pb.interval and pb.interval < M.MIN_INTERVAL then
+    ctx:err({ "interval" }, "must be at least " .. dur(M.MIN_INTERVAL) .. ", got " .. dur(pb.interval))
+    return
+  end
+  for _, k in ipairs({ "trigger_window", "gate_window" }) do
+    if pb[k] and pb[k] < interval - 1e-9 then
+      ctx:err({ k }, "must be at least the interval (" .. dur(interval) .. "), got " .. dur(pb[k]))
+    end
+  end
+  for i, tr in ipairs(pb.triggers or {}) do
+    for _, k in ipairs({ "window", "within" }) do
+      if tr[k] and tr[k] < interval - 1e-9 then
+        ctx:err({ "triggers", tr.name or i, k }, "must be at least the interval (" .. dur(interval) .. "), got " .. dur(tr[k]))
+      end
+    end
+  end
+end
+
 --- validate(raw, {file=, map=}) -> playbook | nil, errors
 function M.validate(raw, opts)
   opts = opts or {}
@@ -531,6 +568,7 @@ function M.validate(raw, opts)
     if #pb.stages == 0 then ctx:err({ "stages" }, "needs at least one stage") end
     check_stages_order(ctx, pb.stages)
   end
+  check_minimums(ctx, pb)
   if #ctx.errors > 0 then
     table.sort(ctx.errors, function(a, b)
       if (a.line or 0) ~= (b.line or 0) then return (a.line or 0) < (b.line or 0) end

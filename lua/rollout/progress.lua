@@ -87,6 +87,13 @@ function V:learn(engine)
   if self.pb or type(engine) ~= "table" or type(engine.pb) ~= "table" then return end
   local pb = engine.pb
   self.pb = pb
+  -- the header's names also after --resume, when no rollout_started comes
+  self.service = self.service or pb.service
+  if type(pb.versions) == "table" then
+    self.baseline_v = self.baseline_v or (pb.versions.baseline or {}).version
+    self.canary_v = self.canary_v or (pb.versions.canary or {}).version
+  end
+  self.nstages = self.nstages or (pb.stages and #pb.stages)
   self.stages = {}
   for i, st in ipairs(pb.stages or {}) do self.stages[i] = { name = st.name, weight = st.weight, hold = st.hold } end
   for _, tr in ipairs(pb.triggers or {}) do

@@ -84,6 +84,8 @@ M.options = {
     .. "/run/rollout for root, else .rollout/run)" },
   { "--no-control", "do not open a control socket" },
   { "--metrics-listen HOST:PORT", "serve the rollout's Prometheus /metrics on HOST:PORT" },
+  { "--metrics-linger DURATION", "keep /metrics up this long after the outcome so Prometheus scrapes it "
+    .. "(default 15s, one scrape interval; 0 closes it at once; SIGINT or SIGTERM ends it early)" },
   { "--observe", "observe only (as `observe = true` in the playbook): stages, gates and triggers run against "
     .. "the router's current split; weights and hooks are never touched; a rollback is reported (\"would roll "
     .. "back: ...\") and ends the run with exit 1" },
@@ -262,9 +264,16 @@ local function close_all(res)
   if res.ctl then pcall(res.ctl.close, res.ctl) end
   for _, s in ipairs(res.sources or {}) do if s.close then pcall(s.close, s) end end
   if res.notifier then pcall(res.notifier.close, res.notifier, 10) end -- queued notifications get 10 s
-  if res.metrics then pcall(res.metrics.close, res.metrics) end
-  if res.writer then pcall(res.writer.close, res.writer) end
+  -- a start refused before its first event leaves no journal behind to block the next run
+  if res.writer then pcall(res.started and res.writer.close or res.writer.discard, res.writer) end
   if res.lock then pcall(res.lock.release, res.lock) end
+  if res.metrics then
+    if res.linger and res.linger > 0 then -- after an outcome: one more scrape sees it
+      io.stderr:write(string.format("rollout: /metrics stays up %gs for a last scrape\n", res.linger))
+      pcall(res.metrics.linger, res.metrics, res.linger)
+    end
+    pcall(res.metrics.close, res.metrics)
+  end
 end
 
 -- The run itself, once the lock is held. Returns the exit code.
@@ -372,6 +381,7 @@ local function run_locked(res, pb, opts, pos, dir)
       pos[1]))
   end
   output.summary(outcome, { json = opts.json })
+  res.linger = opts.linger -- close_all keeps /metrics up that long, the journal closed and the lock released
   return engine.EXIT[outcome.outcome] or 3
 end
 
@@ -391,6 +401,12 @@ function M.main(argv)
   end
   if opts.accept_changed_playbook and not (opts.resume or opts.supervised) then
     return args.usage_error("run", "--accept-changed-playbook goes with --resume", M.usage)
+  end
+  opts.linger = require("rollout.metrics_endpoint").LINGER
+  if opts.metrics_linger then
+    local d, lerr = require("rollout.units").parse("duration", opts.metrics_linger)
+    if not d or d < 0 then return args.usage_error("run", "--metrics-linger: " .. tostring(lerr or "must not be negative"), M.usage) end
+    opts.linger = d
   end
   local pb = load(pos[1], opts.set, opts.config)
   if not pb then return 2 end
