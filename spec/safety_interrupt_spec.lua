@@ -86,6 +86,31 @@ describe("--on-interrupt against a real HAProxy", function()
     assert.same({ baseline = 100, canary = 0 }, (live.router(env):get_weights()))
   end)
 
+  it("SIGTERM during the deploy hook rolls back too (not `failed`), exit 1; with pause it pauses, exit 3", function()
+    local pb = live.variant(env, "slow-deploy", "pb.hooks = { deploy = function() rollout.sleep(5) end }")
+    for _, mode in ipairs({ "rollback", "pause" }) do
+      require("rollout.fs").rmtree(env.journal_dir)
+      local run = live.start(env, { "--on-interrupt=" .. mode }, pb)
+      live.wait_for(env, after("hook_started", function(e) return e.hook == "deploy" end), 30, "deploy started")
+      run:kill("TERM")
+      local events
+      if mode == "rollback" then
+        assert.equals(1, run:wait(30), run:stderr())
+        events = live.events(env)
+        assert.equals("rolled_back", live.outcome(events).outcome)
+        assert.equals("manual", live.outcome(events).reason)
+      else
+        assert.equals(3, run:wait(30), run:stderr())
+        events = live.events(env)
+        assert.equals("paused", live.outcome(events).outcome)
+        assert.equals("signal:TERM", live.outcome(events).reason)
+      end
+      assert.equals(1, live.count(events, "outcome"))
+      assert.truthy(live.find(events, "hook_cancelled", function(e) return e.hook == "deploy" end))
+      assert.same({ baseline = 100, canary = 0 }, (live.router(env):get_weights()))
+    end
+  end)
+
   it("--on-interrupt takes rollback or pause, nothing else (exit 2, nothing done)", function()
     local run = live.start(env, { "--on-interrupt=ignore" })
     assert.equals(2, run:wait(30))

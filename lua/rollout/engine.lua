@@ -1004,6 +1004,7 @@ function E:run()
   elseif failed then return self:finish("aborted", "preflight:" .. failed) end
   self.state = "deploy"
   local ok, err = self:run_hook_pausable("deploy")
+  if ok == nil then return self:handle(err) end -- interrupted (a signal, an abort): as anywhere else
   if not ok then return self:finish("failed", "error:deploy", nil, err) end
   self:capture_baseline()
   if pb.header_override and self.router.header_override and not self.observe then
