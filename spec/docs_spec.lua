@@ -94,6 +94,37 @@ describe("README.md", function()
 end)
 
 describe("docs/playbooks.md", function()
+  it("has a row for every top-level playbook key and every hook", function()
+    local text = assert(fs.read("docs/playbooks.md"))
+    local src = assert(fs.read("lua/rollout/playbook.lua"))
+    local top = assert(src:match("\nlocal TOP = (%b{})"), "local TOP = {...} not found in playbook.lua")
+    local hooks = assert(src:match("local HOOK_NAMES = (%b{})"), "HOOK_NAMES not found in playbook.lua")
+    -- the keys at the first level of TOP (not those of the tables and functions inside it)
+    local keys, depth, body = {}, 0, top:sub(2, -2):gsub("%-%-[^\n]*", ""):gsub('"[^"]*"', '""')
+    local i = 1
+    while i <= #body do
+      local c = body:sub(i, i)
+      if c == "{" or c == "(" then depth = depth + 1
+      elseif c == "}" or c == ")" then depth = depth - 1
+      elseif depth == 0 then
+        local key, j = body:match("^([%a_][%w_]*)%s*=()", i)
+        if key and not body:sub(i - 1, i - 1):match("[%w_.]") and body:sub(j, j) ~= "=" then
+          keys[#keys + 1] = key
+          i = j - 1
+        end
+      end
+      i = i + 1
+    end
+    assert.truthy(#keys >= 20, "found only " .. #keys .. " top-level keys")
+    for _, key in ipairs(keys) do
+      assert.truthy(text:find("\n| `" .. key, 1, true) or text:find(", `" .. key .. "`", 1, true),
+        "docs/playbooks.md has no row for the key " .. key)
+    end
+    for h in hooks:gmatch('"([%w_]+)"') do
+      assert.truthy(text:find("\n| `" .. h .. "` |", 1, true), "docs/playbooks.md's hooks table has no row for " .. h)
+    end
+  end)
+
   it("its hook, trigger and pre-flight examples validate inside a playbook", function()
     local text = assert(fs.read("docs/playbooks.md"))
     local base = [[
