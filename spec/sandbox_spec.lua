@@ -206,3 +206,42 @@ describe("a fleet agent and a playbook that exceeds its load budget (real etcd)"
     assert.lt(rollout.now() - t0, 5)
   end, { timeout = 120 })
 end)
+
+describe("runaway playbook code outside hooks (real HAProxy)", function()
+  local live = require("spec.support.live_rollout")
+  local env
+  after_each(function() if env then env.stop() end; env = nil end)
+
+  it("a trigger check that never returns is a trigger error; the rollout goes on", function()
+    env = live.env()
+    env.playbook = live.variant(env, "spin-check", [[
+      pb.triggers.spin = { check = function() while true do end end }
+    ]])
+    local run = live.start(env)
+    local t0 = rollout.now()
+    assert.equals(0, run:wait(60), run:stderr())
+    local evs = live.events(env)
+    local errs = live.count(evs, "trigger_error", function(e) return e.trigger == "spin" and e.error:find("budget exceeded", 1, true) end)
+    assert.gt(errs, 3, "each evaluation's check ran out of its budget")
+    assert.gt(live.count(evs, "evaluation"), 10)
+    assert.equals("promoted", live.outcome(evs).outcome)
+    assert.lt(rollout.now() - t0, 30)
+  end, { timeout = 90 })
+
+  it("a pre-flight check that never returns fails that check (outcome aborted), bounded by its timeout", function()
+    env = live.env()
+    env.playbook = live.variant(env, "spin-preflight", [[
+      pb.preflight = { { name = "spin", timeout = "2s", run = function() while true do end end } }
+    ]])
+    local run = live.start(env)
+    local t0 = rollout.now()
+    assert.equals(3, run:wait(60), run:stderr())
+    local evs = live.events(env)
+    local chk = live.find(evs, "preflight_check")
+    assert.equals("fail", chk.status)
+    assert.matches("budget exceeded", chk.detail)
+    assert.equals("preflight:spin", live.outcome(evs).reason)
+    assert.lt(rollout.now() - t0, 20)
+    assert.same({ baseline = 100, canary = 0 }, (live.router(env):get_weights()), "no traffic moved")
+  end, { timeout = 90 })
+end)

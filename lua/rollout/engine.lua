@@ -23,6 +23,16 @@ M.EXIT = { promoted = 0, rolled_back = 1, paused = 3, aborted = 3, failed = 3 }
 -- What a hook may spend unless the playbook's hook_budget says otherwise: VM instructions
 -- while it runs, seconds of wall time, bytes its Lua heap may grow by.
 M.HOOK_BUDGET = { instructions = 1e9, time = 900, memory = 256 * 1024 * 1024 }
+-- A trigger's `check` function runs inside every evaluation: it gets a small budget, so a
+-- runaway check is a trigger error (no data), never a frozen engine.
+M.CHECK_BUDGET = { instructions = 1e7, time = 1, memory = 64 * 1024 * 1024 }
+
+-- fn(...) under a budget (rollout.budget: instructions, seconds; rollout.alloc: memory):
+-- true, results | false, err.
+local function budgeted(b, fn, ...)
+  return pcall(require("rollout.budget").run, require("rollout.alloc").run,
+    { instructions = b.instructions, seconds = b.time }, fn, b.memory, ...)
+end
 
 local function compact(s)
   if not s then return nil end
@@ -299,7 +309,7 @@ function E:trigger_value(tr, now, cache, alerts)
     if n == nil then return nil end
     return n >= tr.restarts, n
   elseif tr.kind == "check" then
-    local ok, res, value = pcall(tr.check, sig, self)
+    local ok, res, value = budgeted(M.CHECK_BUDGET, tr.check, sig, self)
     if not ok then
       self:emit("trigger_error", { trigger = tr.name, error = tostring(res) })
       return nil
@@ -593,7 +603,10 @@ function E:run_check(check)
   end
   if check.skip then return "skip", check.skip end
   if check.run then
-    local ok, a, b = pcall(check.run, self:hook_ctx({ check = check.name }))
+    -- a pre-flight check is playbook code too: under the hook budget, bounded by its timeout
+    local hb = self.pb.hook_budget or {}
+    local ok, a, b = budgeted({ instructions = hb.instructions or M.HOOK_BUDGET.instructions,
+      time = check.timeout or 60, memory = hb.memory or M.HOOK_BUDGET.memory }, check.run, self:hook_ctx({ check = check.name }))
     if not ok then return "fail", tostring(a) end
     return check_status(a, b)
   end
