@@ -6,6 +6,7 @@
 -- A new command: add its name to COMMANDS below and write lua/rollout/cmd/<name>.lua
 -- (docs/contributing.md).
 local args = require("rollout.args")
+local term = require("rollout.term")
 
 local M = {}
 
@@ -69,7 +70,7 @@ local function load_command(name)
 end
 
 local function width()
-  return require("rollout.term").width(1)
+  return term.width(1)
 end
 
 local function usage(out)
