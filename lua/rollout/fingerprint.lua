@@ -6,8 +6,9 @@
 --
 -- The resolved playbook is the validated table (after --config and --set), serialised
 -- canonically: tables with their keys sorted, numbers in one spelling, strings quoted,
--- cycles as <cycle>. A Lua function is its source file, its line range and a hash of those
--- lines' text, so editing a hook changes the hash and reloading the same file does not.
+-- cycles as <cycle>. A Lua function is its line range and a hash of those lines' text in
+-- its source file (not the file's name), so editing a hook changes the hash, and the same
+-- playbook read again, or through another path, does not.
 -- `file` (where the playbook was read from) and `warnings` are not part of it: the same
 -- playbook read through another path is the same playbook.
 --
@@ -29,7 +30,7 @@ end
 
 local function hex(h) return string.format("%016x", h) end
 
-local file_lines = {}
+local file_lines = {} -- for one of() call: files are read again by the next one
 local function lines_of(path)
   local cached = file_lines[path]
   if cached ~= nil then return cached end
@@ -55,7 +56,7 @@ local function function_id(fn)
   else
     text = src -- a chunk loaded from a string: its text is the source
   end
-  return string.format("function(%s:%d-%d:%s)", src:match("([^/]*)$") or src, first, last, hex(fnv1a(text)))
+  return string.format("function(%d-%d:%s)", first, last, hex(fnv1a(text)))
 end
 
 local function sort_keys(t)
@@ -104,6 +105,7 @@ function M.canonical(v)
 end
 
 function M.of(pb)
+  file_lines = {}
   local keys, h = {}, nil
   for _, k in ipairs(sort_keys(pb)) do
     if not SKIP[k] then
