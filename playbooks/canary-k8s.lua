@@ -86,6 +86,8 @@ return playbook {
   sources = {
     { type = "prometheus", url = params.prometheus_url },
     { type = "alertmanager", url = params.alertmanager_url, matchers = { 'severity="critical"', 'service="{{service}}"' } },
+    -- pod restarts per version for crash_loop (credentials as the router's: set them alike)
+    { type = "kubernetes", namespace = "production" },
   },
 
   interval = "10s",

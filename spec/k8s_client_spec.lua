@@ -292,6 +292,33 @@ print("ok " .. c.api)
     assert.same({ baseline = { version = "v2.9.0" }, canary = { version = "v3.0.0" } }, subsets)
   end)
 
+  it("the kubernetes source counts each version's restarts within the window, not those from before", function()
+    local sources = require("rollout.sources")
+    assert.same({ "namespace: must be a Kubernetes name (lower-case letters, digits, '-', '.')", "selectors.x: unknown version (baseline, canary)" },
+      sources.validate{ type = "kubernetes", namespace = "Prod", selectors = { x = {} } })
+    local src = sources.new({ type = "kubernetes", namespace = "production", api = k8s.api, token_file = k8s.token_file,
+      ca_file = k8s.ca }, { service = "dwcp-v3", versions = { baseline = { version = "v2.9.0" }, canary = { version = "v3.0.0" } } })
+    assert.same({ baseline = {}, canary = {} }, src:signals(0, 10), "no tick: no data")
+    k8s:control("/_contract/deployment", { namespace = "production", name = "dwcp-v3-baseline", crash = true })
+    rollout.sleep(0.3) -- restarts before the first tick are not the rollout's
+    assert(src:tick(100))
+    local s = src:signals(100, 10)
+    assert.equals(0, s.baseline.restarts)
+    assert.equals(0, s.canary.restarts, "no canary pods: none restarted")
+    rollout.sleep(0.3)
+    assert(src:tick(101))
+    s = src:signals(101, 10)
+    assert.ge(s.baseline.restarts, 10, "every baseline pod restarted since the first tick")
+    local at101 = s.baseline.restarts
+    rollout.sleep(0.3)
+    assert(src:tick(112))
+    s = src:signals(112, 10) -- the window starts after the tick at 101
+    assert.gt(s.baseline.restarts, 0)
+    assert.lt(s.baseline.restarts, at101 + 100)
+    assert.equals(11, s.baseline.span)
+    k8s:control("/_contract/state", support.runbook_cluster())
+  end)
+
   it("refuses a client certificate without its key (http.request)", function()
     local http = require("rollout.http")
     assert.has_error(function() http.request{ url = k8s.api, cert = k8s.client_cert } end, "needs a key")

@@ -52,13 +52,15 @@ describe("playbooks/canary-k8s.lua against the contract server", function()
       "--set", "router.api=" .. k8s.api, "--set", "router.token_file=" .. k8s.token_file,
       "--set", "router.ca_file=" .. k8s.ca, "--set", "router.poll_interval=0.05",
       "--set", "versions.baseline.url=" .. backends.v1, "--set", "versions.canary.url=" .. backends.v2,
-      "--set", 'sources=[{"type":"probe","rate":40,"timeout":"1s","health_interval":"0.2s","health_timeout":"0.5s"}]',
+      "--set", 'sources=[{"type":"probe","rate":40,"timeout":"1s","health_interval":"0.2s","health_timeout":"0.5s"},'
+        .. json.encode({ type = "kubernetes", namespace = "production", api = k8s.api, token_file = k8s.token_file,
+          ca_file = k8s.ca }) .. "]",
       "--set", "interval=0.25s", "--set", "trigger_window=1s", "--set", "gate_window=1s",
       "--set", 'thresholds={"error_rate":"5%"}',
       "--set", 'stages=[{"name":"Initial","weight":5,"hold":"1s"},{"name":"Ramp-Up","weight":25,"hold":"1s"},'
         .. '{"name":"Half","weight":50,"hold":"1s"},{"name":"Majority","weight":75,"hold":"1s"},'
         .. '{"name":"Full","weight":100,"hold":"1s"}]',
-      "--set", 'triggers={"error_rate":{"condition":"error_rate > 20%","duration":"0.5s"}}',
+      "--set", 'triggers={"error_rate":{"condition":"error_rate > 20%","duration":"0.5s"},"crash_loop":{"restarts":3,"within":"2s"}}',
       "--set", "ab_test.enabled=false",
       "--set", "params.kubernetes.interval=0.05s", "--set", "params.kubernetes.ready_timeout=20s",
       "--set", "params.kubernetes.gone_timeout=10s",
@@ -199,6 +201,33 @@ describe("playbooks/canary-k8s.lua against the contract server", function()
     for i = before + 1, #k8s:requests() do
       assert.equals("GET", k8s:requests()[i].method, "finalize wrote nothing")
     end
+  end)
+
+  it("rolls back when the canary's pods start crash-looping (pod restarts from the API)", function()
+    backends = start_backends()
+    local jdir = dir .. "/crash"
+    -- the canary crashes once it has been deployed and is serving (as a crash loop begins)
+    local crasher = rollout.spawn(function()
+      for _ = 1, 600 do
+        for _, e in ipairs(events(jdir)) do
+          if e.event == "weight_confirmed" and e.canary == 25 then
+            k8s:control("/_contract/deployment", { namespace = "production", name = "dwcp-v3-canary", crash = true })
+            return true
+          end
+        end
+        rollout.sleep(0.05)
+      end
+    end)
+    local r = run_playbook(jdir)
+    assert.is_true(crasher:wait(1))
+    local evs = events(jdir)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    local rb = find_all(evs, "rollback_started")
+    assert.equals("trigger:crash_loop", rb[1].reason)
+    local c = confirmed(evs)
+    assert.equals(0, c[#c])
+    assert.equals(0, k8s:obj("deployments", "production", "dwcp-v3-canary").spec.replicas)
+    assert.equals(0, #pods({ app = "dwcp-v3", version = "v3.0.0" }))
   end)
 
   it("fails the deploy at once when the canary's pods cannot pull the image; traffic stays on the baseline", function()

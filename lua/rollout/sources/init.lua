@@ -3,6 +3,7 @@
 --   prometheus    PromQL instant queries per version and window
 --   probe         synthetic requests at a fixed rate, and health checks
 --   alertmanager  active alerts (alerts() only; no signals)
+--   kubernetes    pod restarts per version from the Kubernetes API (restarts only)
 --
 -- The engine's interface, the same for every type:
 --   sources.validate(cfg) -> {"key: message", ...}    no side effects
@@ -22,7 +23,7 @@
 -- The alertmanager source has alerts() and no signals method.
 local M = {}
 
-M.TYPES = { "scrape", "prometheus", "probe", "alertmanager" }
+M.TYPES = { "scrape", "prometheus", "probe", "alertmanager", "kubernetes" }
 
 local function module_for(cfg)
   if type(cfg) ~= "table" then return nil, "source: expected a table, got " .. type(cfg) end
