@@ -51,7 +51,7 @@ function M.env(pb)
     return promtext.parse(r.body)
   end
   if not pb then return env end
-  local router, sources = require("rollout.cmd.run").build(pb)
+  local router, sources = require("rollout.assemble").build(pb)
   if not router then error(sources, 0) end
   env.router, env.sources = router, sources
   env.weights = function() return router:get_weights() end

@@ -53,6 +53,7 @@ local journal = require("rollout.journal")
 local control = require("rollout.control")
 local fingerprint = require("rollout.fingerprint")
 local fs = require("rollout.fs")
+local assemble = require("rollout.assemble")
 
 local M = {}
 M.summary = "run a playbook for real: its router moves traffic, its sources read real metrics"
@@ -104,35 +105,7 @@ M.exit = "0 promoted, 1 rolled back, 2 usage, configuration, lock or journal pro
   .. "could not be written are on stderr as JSON lines)"
 
 --- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
-function M.build(pb, emit)
-  local routers = require("rollout.routers")
-  local sources_mod = require("rollout.sources")
-  if not pb.router then return nil, "the playbook names no router (router = {type = ...})" end
-  local function forward(kind, fields)
-    local ev = {}
-    for k, v in pairs(fields or {}) do ev[k] = v end
-    ev.kind = kind
-    if emit then emit("router", ev) end
-  end
-  local ok, router = pcall(routers.new, pb.router, { emit = forward })
-  if not ok then return nil, tostring(router) end
-  local list = {}
-  local ctx = { versions = pb.versions, service = pb.service, emit = function(kind, fields)
-    local ev = {}
-    for k, v in pairs(fields or {}) do ev[k] = v end
-    ev.kind = kind
-    if emit then emit("source", ev) end
-  end }
-  for i, cfg in ipairs(pb.sources) do
-    local sok, src = pcall(sources_mod.new, cfg, ctx)
-    if not sok then return nil, "sources[" .. i .. "]: " .. tostring(src) end
-    list[#list + 1] = src
-  end
-  local has_signals = false
-  for _, s in ipairs(list) do if s.signals then has_signals = true end end
-  if not has_signals then return nil, "the playbook has no metric source with signals (scrape, prometheus or probe)" end
-  return router, list
-end
+M.build = assemble.build -- router and sources from the playbook (rollout.assemble)
 
 local function who()
   return os.getenv("SUDO_USER") or os.getenv("USER") or os.getenv("LOGNAME") or "unknown"

@@ -10,6 +10,11 @@ local journal = require("rollout.journal")
 local keys = require("rollout.fleet.keys")
 local wire = require("rollout.fleet.wire")
 local bundle = require("rollout.fleet.bundle")
+local assemble = require("rollout.assemble")
+local playbook = require("rollout.playbook")
+local engine = require("rollout.engine")
+local scenarios = require("rollout.sim.scenario")
+local fleet_sim = require("rollout.fleet_sim")
 
 local M = {}
 
@@ -228,36 +233,27 @@ end
 
 -- Build the router and sources: the playbook's own, or the bundle's synthetic ones.
 function R:build(pb, b, scenario_path)
-  local function emitter(kind)
-    return function(k, fields)
-      local ev = {}
-      for x, v in pairs(fields or {}) do ev[x] = v end
-      ev.kind = k
-      if self.engine then self.engine:emit(kind, ev) end
-    end
-  end
+  local function forward(kind, fields) if self.engine then self.engine:emit(kind, fields) end end
   local router, sources
   if scenario_path then
-    local sc, errs = require("rollout.sim.scenario").load(scenario_path)
-    if not sc then return nil, "scenario: " .. require("rollout.playbook").format_error(errs[1]) end
-    local src = require("rollout.fleet_sim").source(sc, { clock = function() return self.engine and self.engine:elapsed() or 0 end })
+    local sc, errs = scenarios.load(scenario_path)
+    if not sc then return nil, "scenario: " .. playbook.format_error(errs[1]) end
+    local src = fleet_sim.source(sc, { clock = function() return self.engine and self.engine:elapsed() or 0 end })
     sources = { src }
     self.weight_sinks = { src }
   end
   if b.simulated_router then
-    router = require("rollout.fleet_sim").router()
+    router = fleet_sim.router()
   elseif pb.router then
-    local ok, r = pcall(require("rollout.routers").new, pb.router, { emit = emitter("router") })
-    if not ok then return nil, tostring(r) end
+    local r, rerr = assemble.router(pb, forward)
+    if not r then return nil, rerr end
     router = r
   else
     return nil, "the playbook names no router (router = {type = ...})"
   end
   if not sources then
-    local r2, s2 = require("rollout.cmd.run").build(pb, function(kind, fields)
-      if self.engine then self.engine:emit(kind, fields) end
-    end)
-    if not r2 then return nil, s2 end
+    local s2, serr = assemble.sources(pb, forward)
+    if not s2 then return nil, serr end
     sources = s2
   end
   return router, sources
@@ -285,8 +281,8 @@ function R:start()
       -- the bundle is code from whoever can write the prefix: it loads in the playbook
       -- sandbox under its load budget, while this agent's loop (leases, other rollouts) goes
       -- on; a playbook that fails or exceeds it is rejected, the agent carries on
-      pb, errs = require("rollout.playbook").load(path, { sets = b.sets, config = config })
-      if not pb then fail = "rejected:playbook"; why = require("rollout.playbook").format_error(errs[1])
+      pb, errs = playbook.load(path, { sets = b.sets, config = config })
+      if not pb then fail = "rejected:playbook"; why = playbook.format_error(errs[1])
       else
         router, sources = self:build(pb, b, scenario)
         wire.forget_redactions() -- secrets this playbook registered apply from now on
@@ -319,7 +315,7 @@ function R:start()
   end
   self.sources = sources
   self.router = self:fenced(router)
-  local e = require("rollout.engine").new(pb, { router = self.router, sources = sources, interactive = true,
+  local e = engine.new(pb, { router = self.router, sources = sources, interactive = true,
     who = agent.name, resume = resume, emit = function(ev) return self:sink(ev) end })
   self.engine = e
   self:fleet_event_sync("owner_acquired", { fence = self.token, lease = agent.session and agent.session.lease,
