@@ -90,11 +90,6 @@ describe("docs/ci.md release jobs on HAProxy", function()
   local s
   after_each(function() if s then s:stop() end; s = nil end)
 
-  local function has_on_interrupt()
-    local r = proc.run({ argv = { rollout.exe, "run", "--help" }, timeout = 10 })
-    return r and ((r.stdout or "") .. (r.stderr or "")):find("--on-interrupt", 1, true) ~= nil
-  end
-
   local function release_env(stack, dir)
     local args = {}
     for _, v in ipairs(stack:sets()) do args[#args + 1] = "--set " .. v end
@@ -103,7 +98,6 @@ describe("docs/ci.md release jobs on HAProxy", function()
   end
 
   it("maps a rollback to a failed job (GitHub: exit 1 and an ::error:: line; GitLab: exit 1)", function()
-    if not has_on_interrupt() then return pending("rollout run --on-interrupt has not landed in this build") end
     local gh, gl = blocks()
     local gh_cmd = step(gh.jobs.release, function(x) return x.run and x.run:find("rollout run", 1, true) end).run
     local gl_cmd = table.concat(gl.release.script, "\n")
@@ -123,7 +117,6 @@ describe("docs/ci.md release jobs on HAProxy", function()
   end, { timeout = 300 })
 
   it("a cancelled job (SIGTERM) rolls the release back with --on-interrupt=rollback", function()
-    if not has_on_interrupt() then return pending("rollout run --on-interrupt has not landed in this build") end
     local gh = blocks()
     local gh_cmd = step(gh.jobs.release, function(x) return x.run and x.run:find("rollout run", 1, true) end).run
     s = assert(demo_stack.start({ rps = 200 }))
