@@ -103,6 +103,45 @@ describe("observe-only on HAProxy", function()
     local rep = json.decode(r.stdout)
     assert.is_true(rep.observe)
     assert.matches("^Observe%-only", rep.why)
+    r = assert(proc.run({ argv = { rollout.exe, "report", res.journal }, timeout = 20 }))
+    assert.matches("%*%*Type:%*%* Canary %(observe%-only%)", r.stdout)
+    -- and DORA leaves it out: it deployed nothing
+    local jdir = res.journal:match("^(.*)/[^/]*$")
+    r = assert(proc.run({ argv = { rollout.exe, "report", "--dora", jdir, "--json" }, timeout = 20 }))
+    assert.equals(0, r.code, r.stderr)
+    local dora = json.decode(r.stdout)
+    assert.equals(0, dora.rolled_back + dora.promoted)
+    assert.matches("observe%-only", table.concat(dora.skipped, "\n"))
+  end, { timeout = 150 })
+
+  it("an operator's abort is reported, not acted on; set weight is refused", function()
+    start_at_20()
+    local got = {}
+    local res, seen = watching(s, function()
+      local run
+      local t = rollout.spawn(function() run = s:run({ timeout = 90, args = { "--observe" }, progress = false }) end)
+      -- the control socket of this run
+      local sock
+      local deadline = rollout.now() + 30
+      while not sock and rollout.now() < deadline do
+        for _, n in ipairs(fs.list(s.dir .. "/run-1") or {}) do if n:match("%.sock$") then sock = s.dir .. "/run-1/" .. n end end
+        rollout.sleep(0.05)
+      end
+      assert(sock, "no control socket")
+      rollout.sleep(3) -- in stage 1
+      got.set = assert(proc.run({ argv = { rollout.exe, "ctl", sock, "set", "weight", "50" }, timeout = 20 }))
+      got.abort = assert(proc.run({ argv = { rollout.exe, "ctl", sock, "abort", "looks bad" }, timeout = 20 }))
+      t:wait()
+      return run
+    end)
+    assert.equals(1, got.set.code)
+    assert.matches("observe%-only; it never changes weights", got.set.stderr)
+    assert.equals(0, got.abort.code, got.abort.stderr)
+    assert.equals(1, res.code, dump(res))
+    assert.same({ "80/20" }, seen, "HAProxy's weights changed during an observe-only run")
+    assert.matches("would roll back: manual at ", res.output)
+    assert.equals(0, #events_of(res, "rollback_started"))
+    assert.equals("manual", events_of(res, "would_roll_back")[1].reason)
   end, { timeout = 150 })
 
   it("observe = true in the playbook: a healthy canary would be promoted, weights untouched at every stage", function()
