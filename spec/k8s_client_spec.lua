@@ -48,6 +48,7 @@ users:
     local p = write("config", string.format(BASE, codec.base64("CERT"), codec.base64("KEY")))
     local c = assert(kubeconfig.load{ path = p })
     assert.equals("https://k8s.example.com:6443", c.api)
+    assert.same({ os.getenv("HOME") .. "/.kube/ci" }, kubeconfig.paths{ path = "~/.kube/ci" })
     assert.equals("production", c.namespace)
     assert.equals(dir .. "/ca.crt", c.ca_file)
     assert.equals(dir .. "/secrets/token", c.token_file)

@@ -25,26 +25,29 @@ local yaml = require("rollout.yaml")
 
 local M = {}
 
---- The files kubectl would read, in order.
+local function home_path(p)
+  if p:sub(1, 2) == "~/" then return (os.getenv("HOME") or "") .. p:sub(2) end
+  return p
+end
+
+--- The files kubectl would read, in order (a leading ~/ is $HOME).
 function M.paths(opts)
   opts = opts or {}
-  if opts.path then return { opts.path } end
+  if opts.path then return { home_path(opts.path) } end
   if opts.paths then return opts.paths end
   local env = os.getenv("KUBECONFIG")
   if env and env ~= "" then
     local out = {}
-    for p in env:gmatch("[^:]+") do out[#out + 1] = p end
+    for p in env:gmatch("[^:]+") do out[#out + 1] = home_path(p) end
     return out
   end
-  local home = os.getenv("HOME")
-  return { (home or "") .. "/.kube/config" }
+  return { home_path("~/.kube/config") }
 end
 
 local function dir_of(path) return path:match("^(.*)/[^/]*$") or "." end
 
 local function resolve(file, p)
-  if p:sub(1, 1) == "/" then return p end
-  if p:sub(1, 2) == "~/" then return (os.getenv("HOME") or "") .. p:sub(2) end
+  if p:sub(1, 1) == "/" or p:sub(1, 2) == "~/" then return home_path(p) end
   return dir_of(file) .. "/" .. p
 end
 
