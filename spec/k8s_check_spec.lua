@@ -105,6 +105,21 @@ describe("rollout check: Kubernetes permissions", function()
     assert.equals(before, api_requests(), "nothing was asked of the API server")
   end)
 
+  it("gives playbooks the k8s module, but none of its calls while the playbook loads", function()
+    local dir = assert(fs.mkdtemp("k8s-load"))
+    local pb = dir .. "/load.lua"
+    assert(fs.write_atomic(pb, [[
+local k8s = require("rollout.k8s")
+local c = k8s.client{ api = "https://127.0.0.1:1" }
+return { name = "x", versions = { baseline = { version = "1" }, canary = { version = "2" } },
+  stages = { { weight = 100, hold = 1 } } }
+]]))
+    local r = assert(proc.run({ argv = { rollout.exe, "check", pb, "--offline" }, timeout = 30 }))
+    fs.rmtree(dir)
+    assert.equals(2, r.code, r.stdout .. r.stderr)
+    assert.matches("load%.lua:2: .*k8s%.client: not available while a playbook loads", r.stderr)
+  end)
+
   it("says why when it cannot ask the API server", function()
     fs.write_atomic(k8s.token_file, "revoked\n")
     local r = check()
