@@ -12,25 +12,26 @@ local sources_mod = require("rollout.sources")
 
 local M = {}
 
-local function forwarder(emit, as)
-  return function(kind, fields)
-    local ev = {}
-    for k, v in pairs(fields or {}) do ev[k] = v end
-    ev.kind = kind
-    if emit then emit(as, ev) end
-  end
+-- An adapter's (kind, fields) as the fields of one engine event: fields + {kind = kind}.
+local function as_event(kind, fields)
+  local ev = {}
+  for k, v in pairs(fields or {}) do ev[k] = v end
+  ev.kind = kind
+  return ev
 end
 
 function M.router(pb, emit)
   if not pb.router then return nil, "the playbook names no router (router = {type = ...})" end
-  local ok, router = pcall(routers.new, pb.router, { emit = forwarder(emit, "router") })
+  local ok, router = pcall(routers.new, pb.router, { emit = function(kind, fields) if emit then emit("router", as_event(kind, fields)) end end })
   if not ok then return nil, tostring(router) end
   return router
 end
 
 function M.sources(pb, emit)
   local list = {}
-  local ctx = { versions = pb.versions, service = pb.service, emit = forwarder(emit, "source") }
+  local ctx = { versions = pb.versions, service = pb.service, emit = function(kind, fields)
+    if emit then emit("source", as_event(kind, fields)) end
+  end }
   for i, cfg in ipairs(pb.sources or {}) do
     local ok, src = pcall(sources_mod.new, cfg, ctx)
     if not ok then return nil, "sources[" .. i .. "]: " .. tostring(src) end
