@@ -3,7 +3,11 @@
 -- the generated labelled set (tools/eval_scenarios: generate.lua, labels.lua).
 --
 --   rollout tools/eval.lua [--jobs N] [--only NAME,...] [--configs KEY,...] [--out FILE.jsonl]
---                          [--from FILE.jsonl] [--wrong]
+--                          [--from FILE.jsonl] [--wrong] [--seeds N] [--calibration-only]
+--                          [--no-calibration]
+-- First the calibration table (tools/eval_scenarios/calibration.lua): the static gates of
+-- playbooks/canary.lua against canaries a margin from a threshold, --seeds (default 100)
+-- seeds per family, wrong decisions per family; then the decision-quality table below.
 -- --out keeps every run's outcome, --from tabulates such a file again without simulating,
 -- --wrong lists every wrong decision.
 --
@@ -24,6 +28,7 @@ local playbook = require("rollout.playbook")
 local scenario = require("rollout.sim.scenario")
 local generate = require("tools.eval_scenarios.generate")
 local labels = require("tools.eval_scenarios.labels")
+local calibration = require("tools.eval_scenarios.calibration")
 
 local CONFIGS = {
   { key = "static", title = "(a) static", playbook = "playbooks/canary.lua", sets = {} },
@@ -107,8 +112,8 @@ local function select_configs(keys)
   return out
 end
 
-local function select_cases(only)
-  local cases = all_cases()
+local function select_cases(only, seeds)
+  local cases = seeds and calibration.generate(seeds) or all_cases()
   if not only then return cases end
   local out = {}
   for _, c in ipairs(cases) do
@@ -124,8 +129,9 @@ local function worker(spec, opts)
   w, n = tonumber(w), tonumber(n)
   rollout.clock("virtual")
   local mine = {}
-  for i, c in ipairs(select_cases(opts.only)) do if (i - 1) % n == w - 1 then mine[#mine + 1] = c end end
-  run_cases(mine, select_configs(opts.configs), function(r)
+  local seeds = opts.calibrate and tonumber(opts.calibrate) or nil
+  for i, c in ipairs(select_cases(opts.only, seeds)) do if (i - 1) % n == w - 1 then mine[#mine + 1] = c end end
+  run_cases(mine, seeds and { CONFIGS[1] } or select_configs(opts.configs), function(r)
     io.stdout:write(json.encode(r, { sort = true }), "\n")
     io.stdout:flush()
   end)
@@ -139,6 +145,7 @@ local function run_parallel(jobs, opts)
     local argv = { rollout.exe, "--clock=virtual", "tools/eval.lua", "--worker", w .. "/" .. jobs }
     if opts.only then argv[#argv + 1] = "--only"; argv[#argv + 1] = opts.only end
     if opts.configs then argv[#argv + 1] = "--configs"; argv[#argv + 1] = opts.configs end
+    if opts.calibrate then argv[#argv + 1] = "--calibrate"; argv[#argv + 1] = opts.calibrate end
     tasks[w] = rollout.spawn(function() return proc.run({ argv = argv, timeout = 3600, max_output = 64 * 1024 * 1024 }) end)
   end
   local results = {}
@@ -248,14 +255,81 @@ local function print_table(cases, results, configs)
   return t
 end
 
+-- ---- calibration ------------------------------------------------------------------------------
+
+--- calibrate(seeds, jobs) -> rows {family=, n=, promoted=, rolled_back=, paused=, wrong=, examples=}
+local function calibrate(seeds, jobs)
+  local cases = calibration.generate(seeds)
+  local results
+  if jobs <= 1 then
+    results = {}
+    rollout.clock("virtual")
+    run_cases(cases, { CONFIGS[1] }, function(r) results[#results + 1] = r end)
+  else
+    results = run_parallel(jobs, { calibrate = tostring(seeds) })
+  end
+  local by = {}
+  for _, r in ipairs(results) do by[r.case] = r end
+  local rows, index = {}, {}
+  for _, c in ipairs(cases) do
+    local row = index[c.family]
+    if not row then
+      row = { family = c.family, want = c.want, low = c.low, n = 0, promoted = 0, rolled_back = 0, right_signal = 0,
+        paused = 0, wrong = 0, examples = {} }
+      index[c.family] = row
+      rows[#rows + 1] = row
+    end
+    local r = by[c.name]
+    row.n = row.n + 1
+    local reason = r.reason ~= json.null and r.reason or nil
+    if r.outcome == "promoted" then row.promoted = row.promoted + 1
+    elseif r.outcome == "rolled_back" then row.rolled_back = row.rolled_back + 1
+    else row.paused = row.paused + 1 end
+    local verdict, why = calibration.judge(c, r.outcome, reason)
+    for _, want in ipairs(c.reasons or {}) do
+      if r.outcome == "rolled_back" and reason == want then row.right_signal = row.right_signal + 1 end
+    end
+    if verdict == "wrong" then
+      row.wrong = row.wrong + 1
+      if #row.examples < 3 then row.examples[#row.examples + 1] = c.name .. ": " .. why end
+    end
+  end
+  return rows
+end
+
+local function print_calibration(rows, seeds)
+  print(string.format("calibration: playbooks/canary.lua's static gates, %d seeds per family " ..
+    "(policy.confidence 0.95, power 0.8, detect 3)", seeds))
+  print()
+  print("| family | want | promoted | rolled back (by its signal) | paused | wrong | wrong % |")
+  print("|---|---|---:|---:|---:|---:|---:|")
+  for _, r in ipairs(rows) do
+    local want = r.want == "promoted" and (r.low and "promoted or paused" or "promoted")
+      or (r.low and "rolled back or paused" or "rolled back")
+    print(string.format("| %s | %s | %d | %d (%d) | %d | %d | %.1f %% |", r.family, want, r.promoted, r.rolled_back,
+      r.right_signal, r.paused, r.wrong, 100 * r.wrong / r.n))
+  end
+  print()
+  for _, r in ipairs(rows) do for _, e in ipairs(r.examples) do print("  wrong: " .. e) end end
+end
+
 -- ---- main -------------------------------------------------------------------------------------
 
 local function main(argv)
   local opts, pos = args.parse(argv, { jobs = "value", only = "value", configs = "value", out = "value", worker = "value",
-    wrong = "flag", from = "value" })
+    wrong = "flag", from = "value", seeds = "value", calibrate = "value", calibration_only = "flag",
+    no_calibration = "flag" })
   if not opts then io.stderr:write("eval: ", tostring(pos), "\n"); return 2 end
   if opts.worker then return worker(opts.worker, opts) end
   local jobs = tonumber(opts.jobs or 2)
+  if not opts.no_calibration and not opts.from then
+    local seeds = tonumber(opts.seeds or 100)
+    local c0 = os.time()
+    print_calibration(calibrate(seeds, jobs), seeds)
+    print(string.format("%d simulations in %.0f s", seeds * 2 * #calibration.FAMILIES, os.time() - c0))
+    print()
+    if opts.calibration_only then return 0 end
+  end
   local cases = select_cases(opts.only)
   local configs = select_configs(opts.configs)
   local c0 = os.time()

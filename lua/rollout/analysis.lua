@@ -46,6 +46,7 @@ local rollout = require("rollout")
 local judge = require("rollout.judge")
 local reservoir = require("rollout.reservoir")
 local units = require("rollout.units")
+local proportion = require("rollout.proportion")
 
 local M = {}
 local NAN = 0 / 0
@@ -286,6 +287,75 @@ function M.gate(engine, stage)
     elseif v == "inconclusive" and result == "pass" then result, why = "inconclusive", w end
   end
   return result, why
+end
+
+-- ---- proportions: a static threshold on a share decided from counts ---------------------
+
+-- The counts behind a proportion signal: successes or failures x of n trials, or nil when
+-- the source gives the share without its counts.
+local COUNTS = {
+  health = function(s) return s.health_ok, s.health_total end,
+  error_rate = function(s)
+    local n = s.requests
+    if not n then return nil end
+    local x = s.errors
+    if x == nil and s.error_rate then x = s.error_rate * n end
+    if x == nil then return nil end
+    -- a Prometheus source counts with increase(), which extrapolates: whole requests
+    return math.floor(x + 0.5), math.floor(n + 0.5)
+  end,
+}
+M.PROPORTIONS = COUNTS
+
+-- A quantile threshold is a proportion too: p99 <= 500 ms says at most 1 % of requests
+-- are slower than 500 ms.
+local QUANTILE = { p50 = 0.50, p95 = 0.95, p99 = 0.99 }
+M.QUANTILES = QUANTILE
+
+--- quantile_check(policy, t, s, limit, look) -> status, evidence | nil: a "max" threshold
+--- on a latency quantile q, from the window's histogram (s.histogram, n requests). With k
+--- = the fewest slow requests that are significant against a share 1 - q
+--- (rollout.proportion.critical at this look's alpha), the share of requests slower than
+--- the limit is significantly above 1 - q exactly when the k-th slowest request is slower
+--- than the limit, i.e. the histogram's quantile at (n - k + 0.5) / n is above it: fail.
+--- Pass when not, with n >= n_min for the share 1 - q or the quantile itself within the
+--- limit; short otherwise (over the limit, not significantly). nil without a
+--- histogram (a Prometheus source: the engine compares the quantile with the limit).
+function M.quantile_check(pol, t, s, limit, look)
+  local h, q = s.histogram, QUANTILE[t.signal]
+  if not h or t.dir ~= "max" then return nil end
+  local n = h:count()
+  local conf = pol.confidence or proportion.DEFAULTS.confidence
+  local alpha = proportion.alpha(conf, look and look[1], look and look[2])
+  local k = n > 0 and proportion.critical(n, 1 - q, alpha) or 1
+  local ql = k <= n and math.max(0, (n - k + 0.5) / n) or nil
+  local at = ql and h:quantile(ql) or nil
+  local n_min = proportion.min_trials(1 - q, "max", { alpha = proportion.alpha(conf, 1), power = pol.power, detect = pol.detect })
+  local info = { n = n, q = ql, at = at, n_min = n_min ~= math.huge and n_min or nil, alpha = alpha }
+  if at and at > limit then return "fail", info end
+  -- within its limit a quantile passes as before: the stage's min_samples is the evidence
+  -- a request-based gate asks for; over it, but not significantly, the hold extends
+  if n >= n_min or (s[t.signal] and s[t.signal] <= limit) then return "pass", info end
+  return "short", info
+end
+
+--- proportion_check(pb, t, s, limit [, look]) -> status ("pass" | "fail" | "short"),
+--- evidence | nil for a static threshold `t` (playbook.stage_thresholds) on a proportion
+--- signal (health, error_rate) or a latency quantile, from the canary's window signals
+--- `s`, against `limit` (t.value, or the baseline-relative limit). look = {k, of}: the
+--- gate's k-th look of at most `of` in this stage (rollout.proportion.alpha). nil when the
+--- signal is neither or the source gave no counts (the engine then compares the value with
+--- the limit as for any other signal). policy.confidence, power and detect tune the rule.
+function M.proportion_check(pb, t, s, limit, look)
+  if not s then return nil end
+  local pol = pb.policy or {}
+  if QUANTILE[t.signal] then return M.quantile_check(pol, t, s, limit, look) end
+  local counts = COUNTS[t.signal]
+  if not counts then return nil end
+  local x, n = counts(s)
+  if x == nil or n == nil then return nil end
+  return proportion.decide({ x = x, n = n, threshold = limit, dir = t.dir, confidence = pol.confidence,
+    alpha = proportion.alpha(pol.confidence, look and look[1], look and look[2]), power = pol.power, detect = pol.detect })
 end
 
 --- line(ev) -> the plain output line of a "judge" event (for rollout.output).

@@ -36,8 +36,9 @@ end
 
 local function compact(s)
   if not s then return nil end
-  return { requests = s.requests, rps = s.rps, error_rate = s.error_rate, p50 = s.p50, p95 = s.p95,
-    p99 = s.p99, health = s.health, cpu = s.cpu, memory = s.memory, disk = s.disk, restarts = s.restarts }
+  return { requests = s.requests, rps = s.rps, error_rate = s.error_rate, errors = s.errors, p50 = s.p50, p95 = s.p95,
+    p99 = s.p99, health = s.health, health_ok = s.health_ok, health_total = s.health_total, cpu = s.cpu,
+    memory = s.memory, disk = s.disk, restarts = s.restarts }
 end
 M.compact = compact
 
@@ -683,6 +684,9 @@ function E:evaluate_gate(stage)
   local win = math.min(stage.hold, pb.gate_window)
   local th = playbook.stage_thresholds(pb, stage)
   local ev = { stage = stage.name, window = win, held = held, checks = {} }
+  -- which look at the evidence this is: 1 at the end of the hold, then one per extension
+  local look = { math.max(1, math.floor((held - (self.paused_in_stage or 0) - stage.hold) / pb.interval + 0.5) + 1),
+    math.floor((stage.max_hold - stage.hold) / pb.interval + 1e-9) + 1 }
   local sig, err = self:signals(now, win)
   local short = {}
   local failed, nodata
@@ -719,9 +723,13 @@ function E:evaluate_gate(stage)
             check.status = "nodata"
             nodata = nodata or name
           else
+            -- a proportion with its counts: decided with evidence (rollout.proportion)
+            local pstatus, evidence = require("rollout.analysis").proportion_check(pb, t, sig.canary, limit, look)
             local pass = (t.dir == "max" and v <= limit) or (t.dir == "min" and v >= limit)
-            check.status = pass and "pass" or "fail"
-            if not pass then failed = failed or name end
+            if pstatus then pass = pstatus == "pass"; check.evidence = evidence end
+            check.status = pstatus == "short" and "short" or (pass and "pass" or "fail")
+            if pstatus == "short" then short[#short + 1] = "evidence:" .. name
+            elseif not pass then failed = failed or name end
           end
         end
       end

@@ -52,7 +52,16 @@ local function gate_line(ev)
     else
       local op = c.dir == "max" and "<=" or ">="
       local mark = c.status == "pass" and "" or (" " .. c.status:upper())
-      parts[#parts + 1] = string.format("%s %s %s %s%s", c.signal, M.value(c.signal, c.value), op, M.value(c.signal, c.threshold), mark)
+      local e = c.evidence -- a proportion's counts and the trials it needs (rollout.proportion)
+      local ev_text = ""
+      if e and e.x then
+        ev_text = string.format(" [%d/%d, needs %s]", math.floor(e.x + 0.5), math.floor(e.n + 0.5), e.n_min and tostring(e.n_min) or "-")
+      elseif e then -- a quantile: its value at the confidence bound's level
+        ev_text = string.format(" [q%.4g %s of %d, needs %s]", (e.q or 0) * 100, M.value(c.signal, e.at), e.n or 0,
+          e.n_min and tostring(e.n_min) or "-")
+      end
+      parts[#parts + 1] = string.format("%s %s %s %s%s%s", c.signal, M.value(c.signal, c.value), op,
+        M.value(c.signal, c.threshold), ev_text, mark)
     end
   end
   -- a Prometheus source counts with increase(), which extrapolates: 52.3 requests

@@ -392,6 +392,10 @@ local function check_policy(ctx, path, v)
     consecutive_error_limit = function(c, p, x) return check_integer(c, p, x, 0) end,
     max_hold_factor = function(c, p, x) return check_number(c, p, x, 1) end,
     share_tolerance = check_ratio,
+    -- gates on proportions (rollout.proportion): one-sided confidence, power and effect size
+    confidence = function(c, p, x) return check_number(c, p, x, 0.5, 0.9999) end,
+    power = function(c, p, x) return check_number(c, p, x, 0.5, 0.9999) end,
+    detect = function(c, p, x) return check_number(c, p, x, 1.01, 100) end,
     relative_to = function(c, p, x)
       if x ~= "snapshot" and x ~= "live" then c:err(p, "must be \"snapshot\" or \"live\", got " .. tostring(x)); return nil end
       return x
@@ -583,7 +587,7 @@ end
 M.DEFAULTS = {
   interval = 10, trigger_window = 60, gate_window = 300, max_rollback_time = 300,
   policy = { inconclusive = "pause", consecutive_error_limit = 4, max_hold_factor = 2, share_tolerance = 0.10,
-    relative_to = "snapshot" },
+    relative_to = "snapshot", confidence = 0.95, power = 0.8, detect = 3 },
 }
 
 function M.normalise(pb, opts)

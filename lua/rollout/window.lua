@@ -41,8 +41,11 @@ local function quantiles(hist, out)
   end
 end
 
---- signals(version, now, window) -> {requests=, rps=, error_rate=, p50=, p95=, p99=,
---- health=, cpu=, memory=, disk=, restarts=, span=} over (now - window, now].
+--- signals(version, now, window) -> {requests=, rps=, error_rate=, errors=, p50=, p95=, p99=,
+--- health=, health_ok=, health_total=, cpu=, memory=, disk=, restarts=, span=} over
+--- (now - window, now]. errors, health_ok and health_total are the counts behind the
+--- proportions (rollout.proportion decides gates from them); histogram the window's merged
+--- latency histogram (nil without requests), for deciding quantile gates with evidence.
 function M:signals(version, now, window)
   local list = self.records[version] or {}
   local from = now - window
@@ -74,9 +77,10 @@ function M:signals(version, now, window)
   end
   local s = { requests = have_requests and req or nil, restarts = restarts }
   if have_requests then s.rps = req / window end
-  if req > 0 then s.error_rate = err / req end
+  if req > 0 then s.error_rate, s.errors = err / req, err end
   quantiles(merged or single, s)
-  if htot > 0 then s.health = hok / htot end
+  s.histogram = merged or single -- the window's latencies, for gates on quantiles
+  if htot > 0 then s.health, s.health_ok, s.health_total = hok / htot, hok, htot end
   s.cpu, s.memory, s.disk = gauges.cpu, gauges.memory, gauges.disk
   s.span = oldest and (now - oldest) or 0
   return s

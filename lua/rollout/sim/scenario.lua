@@ -81,7 +81,7 @@ end
 
 local TOP = { seed = true, traffic = true, baseline = true, canary = true, traffic_changes = true, alerts = true,
   restarts = true, source_errors = true, expect = true, preflight = true, router_faults = true, description = true, name = true,
-  preview = true }
+  preview = true, health_every = true }
 
 --- check(raw) -> scenario | nil, errors ({path=, msg=})
 function M.check(raw)
@@ -121,6 +121,11 @@ function M.check(raw)
   if raw.preview ~= nil then -- requests/s the header override sends the canary (blue-green's preview)
     s.preview_rps = type(raw.preview) == "table" and tonumber(raw.preview.rps) or nil
     if not s.preview_rps or s.preview_rps < 0 then err(errs, "preview.rps", "required: preview requests per second (>= 0)") end
+  end
+  s.health_every = 0.5
+  if raw.health_every ~= nil then
+    s.health_every = dur(errs, "health_every", raw.health_every)
+    if s.health_every and s.health_every <= 0 then err(errs, "health_every", "must be > 0") end
   end
   if raw.expect then
     local e = raw.expect

@@ -2,7 +2,7 @@
 -- `rps` (Poisson), reach the canary with probability weight/100 (the simulated router's
 -- current weights), fail with the version's error_rate, and take a log-normal latency
 -- whose median is p50 and whose 99th percentile is p99. Health checks succeed with
--- probability `health`, one per version per interval. The source also answers alerts and
+-- probability `health`, one per version every `health_every` (default 0.5 s). The source also answers alerts and
 -- fails during the scenario's source_errors. Everything derives from the seed.
 --
 -- For the judge it also keeps raw latencies: each interval's record holds `samples`, up to
@@ -41,6 +41,8 @@ function M.new(sc, opts)
     rng = rngs.new(sc.seed), store = window.new({ keep = opts.keep or 3600 }),
     provides = { requests = true, rps = true, error_rate = true, p50 = true, p95 = true, p99 = true, health = true, restarts = true },
     generated = 0, reservoir = opts.reservoir or 500,
+    -- health checks draw from their own stream: traffic is the same whatever their rate
+    health_rng = sim.rng(sc.seed ~ 0x5eed4ea1),
   }, M)
   for _, g in ipairs({ "cpu", "memory", "disk" }) do
     if sc.canary[g] or sc.baseline[g] then self.provides[g] = true end
@@ -103,8 +105,11 @@ function M:generate(t0, t1, weights, preview)
   end
   for _, v in ipairs({ "baseline", "canary" }) do
     local st, r = state_at(sc[v], t1), rec[v]
-    r.health_total = 1
-    r.health_ok = rng:uniform() < st.health and 1 or 0
+    -- health checks every `health_every` seconds (scenario key, default 0.5 s: 600 in a
+    -- 5-minute window, enough to resolve a 0.99 threshold, rollout.proportion)
+    local checks = math.max(1, math.floor((t1 - t0) / sc.health_every + 0.5))
+    r.health_total = checks
+    r.health_ok = self.health_rng:binomial(checks, st.health)
     r.cpu, r.memory, r.disk = st.cpu, st.memory, st.disk
     r.restarts = 0
     self.generated = self.generated + r.requests
