@@ -46,8 +46,13 @@ pb.sources = {
   { type = "scrape", name = "metrics" },
   -- /health every second, and one synthetic request per second to each version: a
   -- version with no users' traffic (the baseline at 100 %) still has numbers, its own
-  { type = "probe", name = "probe", rate = 1, health_interval = "1s", health_timeout = "500ms" },
+  { type = "probe", name = "probe", rate = 1, health_interval = "100ms", health_timeout = "500ms" },
 }
+
+-- Evidence (rollout.proportion) does not scale with time: a 5 s gate window holds ~50
+-- health checks and ~50 canary requests at 5 %, enough to see a canary 10x worse than a
+-- limit (health 0.90 against 0.99, 10 % errors against 1 %), not the default 3x.
+pb.policy.detect = 10
 
 pb.interval = "1s"
 pb.trigger_window = "3s"

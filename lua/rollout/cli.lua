@@ -37,6 +37,7 @@ local COMMANDS = {
   { "simulate", "run a playbook in virtual time against a scenario" },
   { "verify", "policy tests: a playbook against labelled scenarios" },
   { "replay", "run a playbook against recorded metrics" },
+  { "backtest", "re-decide past rollouts from their journals under another playbook" },
   { "scrape", "print what a /metrics target exposes" },
   { "repl", "a local REPL with the host API and a playbook's sources and routers" },
   { "attach", "attach to a running rollout's control socket" },

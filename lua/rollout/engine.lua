@@ -423,7 +423,7 @@ function E:tick()
   end
   self.consecutive_errors = 0
   self.last_signals = sig
-  self:emit("evaluation", { weight = self.weights.canary, baseline = compact(sig.baseline), canary = compact(sig.canary) })
+  self:emit("evaluation", { weight = self.weights.canary, window = self.pb.trigger_window, baseline = compact(sig.baseline), canary = compact(sig.canary) })
   if self.pb.policy.share_tolerance then self:check_share(sig) end
   self:evaluate_triggers(now, cache)
 end

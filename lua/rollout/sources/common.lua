@@ -405,11 +405,19 @@ function M.parallel(fns)
   return out
 end
 
+-- The counts behind a signal travel with it (rollout.proportion decides gates from them).
+local EVIDENCE = { error_rate = { "errors" }, health = { "health_ok", "health_total" },
+  p50 = { "histogram" }, p95 = { "histogram" }, p99 = { "histogram" } }
+
 --- Keep only the signals a source provides (the engine merges sources: the first non-nil
---- value of a signal wins, so a source must not answer for what it cannot see).
+--- value of a signal wins, so a source must not answer for what it cannot see), with the
+--- counts behind them.
 function M.only(provides, s)
   local out = { span = s.span }
-  for k in pairs(provides) do out[k] = s[k] end
+  for k in pairs(provides) do
+    out[k] = s[k]
+    for _, e in ipairs(EVIDENCE[k] or {}) do out[e] = s[e] end
+  end
   return out
 end
 
