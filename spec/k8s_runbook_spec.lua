@@ -57,6 +57,8 @@ describe("playbooks/canary-k8s.lua against the contract server", function()
           ca_file = k8s.ca }) .. "]",
       "--set", "interval=0.25s", "--set", "trigger_window=1s", "--set", "gate_window=1s",
       "--set", 'thresholds={"error_rate":"5%"}',
+      -- ~40 probe requests per 1 s gate window: evidence for a canary 10x worse, not 3x
+      "--set", "policy.detect=10",
       "--set", 'stages=[{"name":"Initial","weight":5,"hold":"1s"},{"name":"Ramp-Up","weight":25,"hold":"1s"},'
         .. '{"name":"Half","weight":50,"hold":"1s"},{"name":"Majority","weight":75,"hold":"1s"},'
         .. '{"name":"Full","weight":100,"hold":"1s"}]',
