@@ -181,7 +181,7 @@ describe("report", function()
         .. '<td class="num">0%.%d%d%%</td><td class="status pass">pass</td>', tbl)
       assert.matches("<td>health</td><td class=\"num\">100%.00%%</td><td class=\"num\">≥ 99%.00%%</td>", tbl)
       assert.matches("<td>cpu</td><td colspan=\"3\">not measured by any source</td>", tbl)
-      assert.matches('class="num">6101 / 1000<br>', tbl)
+      assert.matches('class="num">5872 / 1000<br>', tbl)
     end)
 
     it("escapes what it shows", function()

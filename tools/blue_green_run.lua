@@ -20,9 +20,12 @@ local M = {}
 
 M.PLAYBOOK = demo_stack.ROOT .. "/playbooks/blue-green.lua"
 
--- the demo's sources (scrape the services, probe /health) and times / 60
+-- the demo's sources (scrape the services, probe /health) and times / 60; evidence does not
+-- scale with time (docs/semantics.md, gates on proportions): /health every 100 ms gives a 3 s
+-- gate window 30 checks, enough to see a green 15x worse than a limit (policy.detect)
 M.SCALED = {
-  'sources=[{"type":"scrape","name":"metrics"},{"type":"probe","name":"probe","rate":1,"health_interval":"1s","health_timeout":"500ms"}]',
+  'sources=[{"type":"scrape","name":"metrics"},{"type":"probe","name":"probe","rate":1,"health_interval":"100ms","health_timeout":"500ms"}]',
+  "policy.detect=15",
   "router.override_header=canary",
   "interval=1s", "trigger_window=3s", "gate_window=3s", "max_rollback_time=10s",
   "blue_green.pre_promotion.hold=5s", "blue_green.pre_promotion.min_samples=20",

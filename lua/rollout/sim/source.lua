@@ -41,8 +41,9 @@ function M.new(sc, opts)
     rng = rngs.new(sc.seed), store = window.new({ keep = opts.keep or 3600 }),
     provides = { requests = true, rps = true, error_rate = true, p50 = true, p95 = true, p99 = true, health = true, restarts = true },
     generated = 0, reservoir = opts.reservoir or 500,
-    -- health checks draw from their own stream: traffic is the same whatever their rate
-    health_rng = sim.rng(sc.seed ~ 0x5eed4ea1),
+    -- health checks after each interval's first draw from their own stream: traffic is the
+    -- same whatever their rate
+    health_rng = rngs.new(sc.seed ~ 0x5eed4ea1),
   }, M)
   for _, g in ipairs({ "cpu", "memory", "disk" }) do
     if sc.canary[g] or sc.baseline[g] then self.provides[g] = true end
@@ -108,8 +109,10 @@ function M:generate(t0, t1, weights, preview)
     -- health checks every `health_every` seconds (scenario key, default 0.5 s: 600 in a
     -- 5-minute window, enough to resolve a 0.99 threshold, rollout.proportion)
     local checks = math.max(1, math.floor((t1 - t0) / sc.health_every + 0.5))
+    -- the first check draws from the traffic stream as the single check of earlier versions
+    -- did, so traffic is the same as then for the same seed; the others from their own stream
     r.health_total = checks
-    r.health_ok = self.health_rng:binomial(checks, st.health)
+    r.health_ok = (rng:uniform() < st.health and 1 or 0) + (checks > 1 and self.health_rng:binomial(checks - 1, st.health) or 0)
     r.cpu, r.memory, r.disk = st.cpu, st.memory, st.disk
     r.restarts = 0
     self.generated = self.generated + r.requests
