@@ -263,15 +263,41 @@ end
 -- The range of ports spec files may listen on (spec/support picks from it).
 M.PORTS = { 20000, 32000 }
 
--- Run files in child processes, `jobs` at a time; returns the summed stats. The largest
--- files start first (a proxy for the slowest, so the last one to finish starts early).
+-- How long each file took last time (build/test-times in a source tree, one "SECONDS FILE"
+-- a line), so the slowest start first; files it does not know go by size.
+local TIMES = "build/test-times"
+
+local function last_times()
+  local t = {}
+  for line in (fs.read(TIMES) or ""):gmatch("[^\n]+") do
+    local secs, file = line:match("^([%d.]+) (.+)$")
+    if secs then t[file] = tonumber(secs) end
+  end
+  return t
+end
+
+local function save_times(took)
+  if (fs.stat("build") or {}).type ~= "dir" then return end
+  local t = last_times()
+  for file, secs in pairs(took) do t[file] = secs end
+  local lines = {}
+  for file, secs in pairs(t) do -- the tree's own spec files that still exist
+    if file:sub(1, 1) ~= "/" and fs.stat(file) then lines[#lines + 1] = ("%.1f %s"):format(secs, file) end
+  end
+  table.sort(lines)
+  fs.write_atomic(TIMES, table.concat(lines, "\n") .. "\n")
+end
+
+-- Run files in child processes, `jobs` at a time; adds to stats. The slowest files (last
+-- time's, else the largest) start first, so the last one to finish started early.
 local function run_parallel(files, jobs, filter, opts, stats)
-  local order = {}
+  local order, times, took = {}, last_times(), {}
   for i, f in ipairs(files) do
     local st = fs.stat(f)
-    order[i] = { file = f, size = st and st.size or 0 }
+    -- a known time ranks first; a file never timed ranks by size (about 2 KB a second)
+    order[i] = { file = f, weight = times[f] or (st and st.size or 0) / 2000 }
   end
-  table.sort(order, function(a, b) if a.size ~= b.size then return a.size > b.size end return a.file < b.file end)
+  table.sort(order, function(a, b) if a.weight ~= b.weight then return a.weight > b.weight end return a.file < b.file end)
   local root = assert(fs.mkdtemp("rollouttest")) -- no pattern characters: specs match paths
   assert(fs.chmod(root, tonumber("755", 8))) -- others may reach what specs open to them
   local span = (M.PORTS[2] - M.PORTS[1] + 1) // jobs
@@ -288,6 +314,7 @@ local function run_parallel(files, jobs, filter, opts, stats)
       local argv = { rollout.exe, "test", "--timeout", tostring(opts.timeout) }
       if filter then argv[#argv + 1] = "--filter"; argv[#argv + 1] = filter end
       argv[#argv + 1] = item.file
+      local started = rollout.now()
       local r, err = proc.run({ argv = argv, timeout = 3600, max_output = "64Mi", env = {
         TMPDIR = tmp, XDG_RUNTIME_DIR = tmp .. "/run",
         ROLLOUT_TEST_PORTS = ("%d-%d"):format(lo, lo + span - 1) } })
@@ -313,6 +340,7 @@ local function run_parallel(files, jobs, filter, opts, stats)
       end
       io.stdout:flush()
       fs.rmtree(tmp)
+      took[item.file] = rollout.now() - started
       done = done + 1
     end
   end
@@ -326,6 +354,7 @@ local function run_parallel(files, jobs, filter, opts, stats)
     end
   end
   fs.rmtree(root)
+  if not filter then save_times(took) end -- a filtered run says little about a file
   return done
 end
 
