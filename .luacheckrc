@@ -9,6 +9,7 @@ read_globals = { "rollout", "http", "json", "yaml", "proc", "fs", "units", "net"
 files["spec/"] = { std = "+busted", read_globals = { "finally" }, max_line_length = false }
 files["lua/rollout/cli.lua"] = { globals = { "rollout", "arg" } }
 files["tools/"] = { globals = { "arg" } }
+files["demo/"] = { globals = { "arg" } }
 exclude_files = { "spec/fixtures/playbooks/broken.lua" }
 -- tables grown on purpose until a memory budget stops them
 files["spec/hook_budget_spec.lua"] = { std = "+busted", ignore = { "241" }, max_line_length = false }

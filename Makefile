@@ -54,7 +54,7 @@ endef
 
 .PHONY: all deps deps-build deps-demo deps-test deps-asan deps-fuzz deps-bench deps-lint deps-valgrind \
         test asan bench install uninstall dist clean clean-build check-lua demo FORCE
-all: rollout $(if $(wildcard sample/service.c),sample-service) $(if $(wildcard sample/loadgen.c),loadgen)
+all: rollout $(if $(wildcard demo/service.c),sample-service) $(if $(wildcard demo/loadgen.c),loadgen)
 
 deps:          ; $(call apt-install,$(DEPS))
 deps-build:    ; $(call apt-install,$(DEPS_BUILD))
@@ -67,11 +67,11 @@ deps-lint:     ; $(call apt-install,$(DEPS_LINT))
 deps-valgrind: ; $(call apt-install,$(DEPS_VALGRIND))
 
 # The sample service (the role podinfo plays for Flagger) and a steady-rate load generator.
-sample-service: sample/service.c $(wildcard sample/*.h)
-	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -o $@ sample/service.c -lev -lm
+sample-service: demo/service.c $(wildcard demo/*.h)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -o $@ demo/service.c -lev -lm
 
-loadgen: sample/loadgen.c $(wildcard sample/*.h)
-	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -o $@ sample/loadgen.c -lev -lm
+loadgen: demo/loadgen.c $(wildcard demo/*.h)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -o $@ demo/loadgen.c -lev -lm
 
 # Linked beside and renamed into place: a spec that rebuilds (make install, make dist) never
 # leaves a half-written binary under the spec files running beside it (rollout test -j).
@@ -163,7 +163,7 @@ dist:
 	tar -C build/dist -czf $$d.tar.gz $$d && rm -rf build/dist && echo $$d.tar.gz
 
 check-lua: deps-lint
-	luacheck -q lua spec playbooks tools bench
+	luacheck -q lua spec playbooks tools bench demo
 
 clean-build:
 	rm -rf build rollout build-asan rollout-asan rollout-bench build-fuzz sample-service loadgen
@@ -176,7 +176,7 @@ clean: clean-build
 # metrics through a real Prometheus, whose alert in Alertmanager can fire critical_alert.
 demo: deps-demo
 	$(MAKE) all
-	./rollout tools/demo.lua $(if $(GOOD),--good) $(if $(PROMETHEUS),--prometheus)
+	./rollout demo/run.lua $(if $(GOOD),--good) $(if $(PROMETHEUS),--prometheus)
 
 # ---- fuzzing (libFuzzer, clang) -----------------------------------------------------------
 # `make fuzz FUZZ_SECONDS=N` builds every target in fuzz/ with ASan + UBSan and runs each for

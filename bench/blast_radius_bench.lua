@@ -1,6 +1,6 @@
 -- bench/blast_radius_bench.lua: how many users a bad canary hurts, and for how long, when
 -- the engine watches it versus the runbook's shell approach. One run, one stack
--- (tools/demo_stack.lua: HAProxy, sample-service v2.9.0 / v3.0.0, Prometheus scraping both
+-- (demo/stack.lua: HAProxy, sample-service v2.9.0 / v3.0.0, Prometheus scraping both
 -- every 1 s, ./loadgen at 200 req/s through HAProxy), the same scripted fault each time: when
 -- HAProxy first gives the canary 25 % (stage 2), it starts failing 20 % of its requests.
 --
@@ -22,7 +22,7 @@ package.path = ROOT .. "/?.lua;" .. package.path
 
 local rollout = require("rollout")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local RPS = 200
 local FAULT = { error_rate = 0.2 }

@@ -1,5 +1,5 @@
 -- bench/blue_green_bench.lua: what users see of a blue-green release, beside the canary's
--- figure, on one stack (tools/demo_stack.lua: HAProxy, sample-service v2.9.0 / v3.0.0,
+-- figure, on one stack (demo/stack.lua: HAProxy, sample-service v2.9.0 / v3.0.0,
 -- ./loadgen at 200 req/s through HAProxy, plus 20 req/s of `canary: true` preview traffic
 -- for the blue-green runs), times / 60 as playbooks/demo.lua scales the canary:
 --
@@ -18,7 +18,7 @@ local ROOT = ((arg and arg[0] or "bench/x"):match("^(.*)/[^/]*$") or "bench") ..
 package.path = ROOT .. "/?.lua;" .. package.path
 
 local rollout = require("rollout")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 local bg = require("tools.blue_green_run")
 
 local RPS, FAULT = 200, { error_rate = 0.3 }

@@ -9,7 +9,7 @@
 -- than a scrape), and triggers look at a 3 s window (1 m / 60 would be a single scrape;
 -- three keep a rate steady at the demo's 200 req/s).
 --
--- `make demo` (tools/demo.lua) starts HAProxy, the sample service as v2.9.0 and v3.0.0 and
+-- `make demo` (demo/run.lua) starts HAProxy, the sample service as v2.9.0 and v3.0.0 and
 -- load, then runs this with its addresses:
 --   rollout run playbooks/demo.lua --set router.socket=DIR/haproxy.sock \
 --     --set router.override_acl=DIR/canary.acl \

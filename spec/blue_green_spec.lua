@@ -1,11 +1,11 @@
 -- Blue-green (strategy = "blue_green", playbooks/blue-green.lua): validation, simulation of
 -- the labelled blue-green scenarios through `rollout verify`, and end to end on the real
--- stack (tools/demo_stack.lua: HAProxy, sample services, loadgen at 200 req/s, plus 20 req/s
+-- stack (demo/stack.lua: HAProxy, sample services, loadgen at 200 req/s, plus 20 req/s
 -- of `canary: true` preview traffic), with our own 20 ms poll of HAProxy's weights.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 local bg = require("tools.blue_green_run")
 
 local function say(fmt, ...) print("        " .. string.format(fmt, ...)) end

@@ -1,14 +1,14 @@
 -- docs/ci.md: the GitHub Actions workflow and the GitLab CI file it shows are read out of the
 -- page, checked for the structure the text promises, and their shell commands run as
 -- written: the policy job (rollout verify) in a checkout-like directory, the release job
--- (rollout run with --on-interrupt=rollback) against the real stack (tools/demo_stack.lua),
+-- (rollout run with --on-interrupt=rollback) against the real stack (demo/stack.lua),
 -- with the exit code mapped as the table says.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
 local json = require("rollout.json")
 local yaml = require("rollout.yaml")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local ROOT = fs.realpath(".")
 

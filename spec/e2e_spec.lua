@@ -1,6 +1,6 @@
 -- End to end: `rollout run playbooks/demo.lua` (the runbook's policy, time / 60) against real
 -- HAProxy, real sample-service processes and real traffic (./loadgen, 200 req/s), and the
--- `make demo` orchestrator itself. Every component comes from tools/demo_stack.lua on free
+-- `make demo` orchestrator itself. Every component comes from demo/stack.lua on free
 -- loopback ports in a temp dir, and is stopped in after_each whatever happened.
 --
 -- Each rollback test prints what it measured: the requests that failed for users while the
@@ -11,7 +11,7 @@
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local function say(fmt, ...) print("        " .. string.format(fmt, ...)) end
 
@@ -129,7 +129,7 @@ describe("end to end on loopback (HAProxy, sample-service, loadgen)", function()
   end, { timeout = 150 })
 end)
 
-describe("make demo's orchestrator (tools/demo.lua)", function()
+describe("make demo's orchestrator (demo/run.lua)", function()
   local function stack_dir(out)
     return out:match("runtime API (/[^ ]+)/haproxy%.sock")
   end
@@ -156,7 +156,7 @@ describe("make demo's orchestrator (tools/demo.lua)", function()
     local dir = assert(fs.mkdtemp("rollout-e2e"))
     finally(function() fs.rmtree(dir) end)
     local out = dir .. "/demo.out"
-    local argv = { rollout.exe, demo_stack.ROOT .. "/tools/demo.lua", "--out", dir .. "/record" }
+    local argv = { rollout.exe, demo_stack.ROOT .. "/demo/run.lua", "--out", dir .. "/record" }
     child = assert(proc.spawn({ argv = argv, stdout = out, stderr = out, cwd = demo_stack.ROOT }))
     local code = child:wait(120)
     local text = fs.read(out) or ""
@@ -173,7 +173,7 @@ describe("make demo's orchestrator (tools/demo.lua)", function()
     local dir = assert(fs.mkdtemp("rollout-e2e"))
     finally(function() fs.rmtree(dir) end)
     local out = dir .. "/demo.out"
-    local argv = { rollout.exe, demo_stack.ROOT .. "/tools/demo.lua", "--good", "--out", dir .. "/record" }
+    local argv = { rollout.exe, demo_stack.ROOT .. "/demo/run.lua", "--good", "--out", dir .. "/record" }
     child = assert(proc.spawn({ argv = argv, stdout = out, stderr = out, cwd = demo_stack.ROOT }))
     local started = demo_stack.wait_for(function() return (fs.read(out) or ""):find("stage Initial", 1, true) end, 60)
     assert(started, "the rollout never reached stage 1:\n" .. (fs.read(out) or ""))

@@ -1,5 +1,5 @@
 -- A hook cannot freeze the engine: against real HAProxy, sample services and traffic
--- (tools/demo_stack.lua), playbooks/demo.lua's before_stage hook of stage 2 runs a 15 s
+-- (demo/stack.lua), playbooks/demo.lua's before_stage hook of stage 2 runs a 15 s
 -- command while the canary fails half of its requests. The playbook environment has no
 -- os.execute / io.popen (the hook reports what it sees), so the command goes through proc;
 -- meanwhile evaluations keep their 1 s interval, the error-rate trigger fires about 2 s after
@@ -8,7 +8,7 @@
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local function say(fmt, ...) print("        " .. string.format(fmt, ...)) end
 

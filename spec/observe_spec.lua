@@ -1,4 +1,4 @@
--- Observe-only runs on the real stack (tools/demo_stack.lua: HAProxy, two sample-service
+-- Observe-only runs on the real stack (demo/stack.lua: HAProxy, two sample-service
 -- processes, loadgen): another tool has put the canary at 20 %; `rollout run --observe`
 -- (or `observe = true` in the playbook) runs the demo playbook's stages, gates and triggers
 -- against that split and must never change it. A task of ours reads both servers' weights
@@ -8,7 +8,7 @@ local fs = require("rollout.fs")
 local net = require("rollout.net")
 local json = require("rollout.json")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local function runtime(s, cmd)
   local conn = assert(net.connect_unix(s.haproxy_proc.socket, 2))

@@ -1,13 +1,13 @@
 -- Reports of a Prometheus-sourced run: against real HAProxy, sample services, load and a real
--- Prometheus (tools/demo_stack.lua), playbooks/demo.lua reads its metrics through PromQL,
+-- Prometheus (demo/stack.lua), playbooks/demo.lua reads its metrics through PromQL,
 -- whose increase() gives fractional request counts (53.75); `rollout report` makes the HTML,
--- Markdown and JSON reports of that journal. And `make demo` (tools/demo.lua) exits non-zero
+-- Markdown and JSON reports of that journal. And `make demo` (demo/run.lua) exits non-zero
 -- when a part of it fails, here the report.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local json = require("rollout.json")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 describe("reports of a run whose metrics come from Prometheus", function()
   local s, dir
@@ -64,7 +64,7 @@ describe("reports of a run whose metrics come from Prometheus", function()
   it("make demo exits 1 when a part of it (the report) fails", function()
     dir = assert(fs.mkdtemp("demo-out"))
     assert(fs.mkdir(dir .. "/report.html")) -- the HTML report cannot be written there
-    local r = assert(proc.run({ argv = { rollout.exe, demo_stack.ROOT .. "/tools/demo.lua", "--out", dir },
+    local r = assert(proc.run({ argv = { rollout.exe, demo_stack.ROOT .. "/demo/run.lua", "--out", dir },
       timeout = 180, env = { ROLLOUT_PROGRESS = "0" } }))
     assert.equals(1, r.code, r.stdout:sub(-1500) .. r.stderr:sub(-500))
     assert.matches("rolled_back", r.stdout, "the rollout itself went as designed")

@@ -1,12 +1,12 @@
 -- rollout watch: the live view of a running rollout from another terminal, on the real stack
--- (tools/demo_stack.lua: HAProxy, sample services, loadgen; `rollout run playbooks/demo.lua`
+-- (demo/stack.lua: HAProxy, sample services, loadgen; `rollout run playbooks/demo.lua`
 -- whose canary starts failing in stage 2). In tmux, as a person sees it: the view redraws in
 -- place (stages, hold and time left, triggers, the last gate, events), ends with the rollout
 -- and exits with its code; NO_COLOR; without a terminal, one line per change.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local function find_socket(s, n)
   local dir = s.dir .. "/run-" .. (n or 1)

@@ -1,4 +1,4 @@
--- tools/blue_green_run.lua: playbooks/blue-green.lua on a tools/demo_stack.lua stack, with
+-- tools/blue_green_run.lua: playbooks/blue-green.lua on a demo/stack.lua stack, with
 -- time scaled as playbooks/demo.lua scales the canary (a runbook minute is about a second),
 -- shared by spec/blue_green_spec.lua and bench/blue_green_bench.lua.
 --
@@ -14,7 +14,7 @@
 local rollout = require("rollout")
 local json = require("rollout.json")
 local fs = require("rollout.fs")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local M = {}
 

@@ -49,25 +49,6 @@ end
 
 -- ---- HAProxy -------------------------------------------------------------------------
 
-local HAPROXY_CFG = [[
-global
-    stats socket %s/haproxy.sock mode 600 level admin
-    stats timeout 10s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client  30s
-    timeout server  30s
-frontend fe
-    bind 127.0.0.1:%d
-    default_backend be
-backend be
-    balance roundrobin
-    use-server canary if { req.hdr(canary) -f %s/canary.acl }
-    server baseline %s weight 100
-    server canary   %s weight 0
-]]
-
 --- HAProxy on a free port in front of backends b (from M.backends()), baseline weight
 --- 100 and canary 0, with the header rule of docs/routers.md. Returns a handle with .port, .url,
 --- .socket, .acl, .cfg, .dir and :stop(), :kill() (SIGKILL), :start() (again on the same
@@ -75,16 +56,10 @@ backend be
 function M.haproxy(b)
   local dir = assert(fs.mkdtemp("rollout-haproxy"))
   local h = { dir = dir, acl = dir .. "/canary.acl", cfg = dir .. "/haproxy.cfg", socket = dir .. "/haproxy.sock", own = dir }
-  assert(fs.write_atomic(h.acl, ""))
-  local opts = {
-    name = "haproxy", dir = dir, log = dir .. "/haproxy.log",
-    argv = function(port)
-      assert(fs.write_atomic(h.cfg, string.format(HAPROXY_CFG, dir, port, dir, b.v1, b.v2)))
-      return { "haproxy", "-db", "-f", h.cfg }
-    end,
-  }
+  -- spec/support/servers.lua's HAProxy: backend `be`, the header rule, the runtime API
+  local opts = { dir = dir, log = dir .. "/haproxy.log", backend = "be", acl = true, baseline = b.v1, canary = b.v2 }
   function h.start()
-    local s = assert(servers.start(opts))
+    local s = assert(servers.haproxy(opts))
     h.server, h.port, h.url, h.pid = s, s.port, s.url, s.pid
     opts.port = s.port
     return h

@@ -15,8 +15,16 @@
 -- exits first (a port taken by someone else meanwhile), it retries on another port.
 -- Returns the server, or nil and a reason with the log's tail.
 --
--- Helpers for the servers we use: servers.nginx{...} (static files, extra config) and
--- servers.python_http() (spec/support/http_server.py: slow, echo, status, headers routes).
+-- Helpers for the servers we use: servers.haproxy{...} (baseline/canary backend with the
+-- header rule, runtime API, optional Prometheus exporter), servers.nginx{...} (static files,
+-- extra config) and servers.python_http() (spec/support/http_server.py: slow, echo, status,
+-- headers routes); servers.wait_for(fn, timeout) polls.
+--
+-- This is the one server starter of the repository: specs, benchmarks and the demo
+-- (demo/stack.lua, `make demo`) all start their servers here.
+--
+-- Error policy: start() and the helpers return nil, err (with the log's tail) when a server
+-- cannot be brought up; misuse (no argv) raises.
 --
 -- Processes start with proc.spawn (never a shell; they die with us), or through /bin/sh
 -- when rollout.proc is not built in.
@@ -66,6 +74,18 @@ function M.free_port()
     end
   end
   error(("free_port: no free port found in %d-%d"):format(lo, hi))
+end
+
+--- wait_for(fn, timeout, step) -> fn's first truthy result, or nil after `timeout` seconds;
+--- polls every `step` seconds (default 0.05) on the event loop.
+function M.wait_for(fn, timeout, step)
+  local deadline = rollout.now() + timeout
+  while true do
+    local r = fn()
+    if r then return r end
+    if rollout.now() >= deadline then return nil end
+    rollout.sleep(step or 0.05)
+  end
 end
 
 local function shell_quote(s)
@@ -220,6 +240,79 @@ function M.stop_all()
   local list = {}
   for s in pairs(running) do list[#list + 1] = s end
   for _, s in ipairs(list) do s:stop() end
+end
+
+-- ---- HAProxy --------------------------------------------------------------------------
+
+local HAPROXY_CFG = [[
+global
+    stats socket %s/haproxy.sock mode 600 level admin
+    stats timeout 10s
+defaults
+    mode http
+    timeout connect 2s
+    timeout client  30s
+    timeout server  30s
+frontend fe
+    bind 127.0.0.1:%d
+    default_backend %s
+%sbackend %s
+    balance roundrobin
+%s    server baseline %s weight %d
+    server canary   %s weight %d
+]]
+
+local EXPORTER_CFG = [[
+frontend exporter
+    bind 127.0.0.1:%d
+    http-request use-service prometheus-exporter if { path /metrics }
+]]
+
+-- the header rule of docs/routers.md: `canary: true` (a value in the ACL file the router
+-- fills) always reaches the canary
+local ACL_RULE = "    use-server canary if { req.hdr(canary) -f %s }\n"
+
+--- haproxy{baseline = "127.0.0.1:P", canary = "127.0.0.1:Q", backend = "be",
+---         weights = {baseline = 100, canary = 0}, acl = true, exporter = false,
+---         dir =, port =, log =, ready_url =} -> server | nil, err (ready_url: the
+---         exporter's /metrics when there is one, else the frontend's /)
+--- HAProxy in front of two servers `baseline` and `canary` of one backend, its runtime API
+--- on DIR/haproxy.sock (level admin). acl = true adds the header rule with an empty
+--- DIR/canary.acl; exporter = true adds its Prometheus exporter on a second free port.
+--- The server gets .socket, .cfg, .backend, and .acl and .exporter (the /metrics URL)
+--- when asked for. Without `dir` the server owns a temp dir; with `port` it starts there
+--- (a restart on the same port, socket and config).
+function M.haproxy(opts)
+  local w = opts.weights or { baseline = 100, canary = 0 }
+  local backend = opts.backend or "be"
+  local exporter = opts.exporter and (opts.exporter_port or M.free_port()) or nil
+  local paths = {}
+  local s, err = M.start({
+    name = "haproxy", dir = opts.dir, port = opts.port, log = opts.log,
+    -- ready: the exporter answers whatever the backends do; else any answer below 500
+    ready_url = opts.ready_url or (exporter and "http://127.0.0.1:" .. exporter .. "/metrics"),
+    argv = function(port, dir)
+      paths.socket, paths.cfg = dir .. "/haproxy.sock", dir .. "/haproxy.cfg"
+      local acl = ""
+      if opts.acl then
+        paths.acl = dir .. "/canary.acl"
+        if not fs.stat(paths.acl) then assert(fs.write_atomic(paths.acl, "", 420)) end
+        acl = ACL_RULE:format(paths.acl)
+      end
+      local cfg = string.format(HAPROXY_CFG, dir, port, backend, exporter and EXPORTER_CFG:format(exporter) or "",
+        backend, acl, opts.baseline, w.baseline, opts.canary, w.canary)
+      assert(fs.write_atomic(paths.cfg, cfg, 420))
+      return { "haproxy", "-db", "-f", paths.cfg }
+    end,
+  })
+  if not s then return nil, err end
+  s.socket, s.cfg, s.acl, s.backend = paths.socket, paths.cfg, paths.acl, backend
+  if exporter then s.exporter_port, s.exporter = exporter, "http://127.0.0.1:" .. exporter .. "/metrics" end
+  if not M.wait_for(function() return fs.stat(s.socket) end, 5) then
+    s:stop()
+    return nil, "haproxy: no runtime API socket at " .. s.socket
+  end
+  return s
 end
 
 -- ---- NGINX ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ function M.sample_service()
   local dir = root()
   local exe = dir .. "/sample-service"
   if fs.stat(exe) then return exe end
-  if not fs.stat(dir .. "/sample/service.c") then return nil, "sample/service.c is missing" end
+  if not fs.stat(dir .. "/demo/service.c") then return nil, "demo/service.c is missing" end
   local r = proc.run { argv = { "make", "-s", "-C", dir, "sample-service" }, timeout = 120 }
   if r and r.code == 0 and fs.stat(exe) then return exe end
   return nil, "make sample-service failed: " .. (r and r.stderr or "could not run make")
@@ -40,42 +40,12 @@ function M.start(opts)
   return s
 end
 
-local HAPROXY_CFG = [[
-global
-    stats socket %s/haproxy.sock mode 600 level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client  30s
-    timeout server  30s
-frontend fe
-    bind 127.0.0.1:%d
-    default_backend be
-frontend prom
-    bind 127.0.0.1:%d
-    http-request use-service prometheus-exporter if { path /metrics }
-backend be
-    balance roundrobin
-    server baseline %s weight %d
-    server canary   %s weight %d
-]]
-
 --- haproxy{baseline = "127.0.0.1:P", canary = "127.0.0.1:Q", weights = {baseline=, canary=}}
 --- -> server with .url (the frontend) and .metrics (the exporter).
 function M.haproxy(opts)
-  local w = opts.weights or { baseline = 50, canary = 50 }
-  local prom = servers.free_port()
-  local s = assert(servers.start {
-    name = "haproxy",
-    argv = function(port, dir)
-      local cfg = dir .. "/haproxy.cfg"
-      assert(fs.write_atomic(cfg, string.format(HAPROXY_CFG, dir, port, prom, opts.baseline, w.baseline,
-        opts.canary, w.canary), 420))
-      return { "haproxy", "-db", "-f", cfg }
-    end,
-    ready_url = "http://127.0.0.1:" .. prom .. "/metrics",
-  })
-  s.metrics = "http://127.0.0.1:" .. prom .. "/metrics"
+  local s = assert(servers.haproxy { baseline = opts.baseline, canary = opts.canary,
+    weights = opts.weights or { baseline = 50, canary = 50 }, exporter = true })
+  s.metrics = s.exporter
   return s
 end
 

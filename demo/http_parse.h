@@ -1,4 +1,4 @@
-/* sample/http_parse.h: the HTTP/1.x request-head parser of sample-service.
+/* demo/http_parse.h: the HTTP/1.x request-head parser of sample-service.
  *
  * Deliberately strict: the service sits behind HAProxy/NGINX or answers curl and the
  * load generator, so anything unusual (a chunked request body, a folded header, a

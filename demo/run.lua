@@ -1,8 +1,8 @@
--- tools/demo.lua: `make demo`. A real canary release on this machine, end to end.
+-- demo/run.lua: `make demo`. A real canary release on this machine, end to end.
 --
---   ./rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--out DIR] [--keep]
+--   ./rollout demo/run.lua [--good] [--prometheus] [--rps N] [--out DIR] [--keep]
 --
--- Starts on loopback (tools/demo_stack.lua): the sample service as baseline v2.9.0 and
+-- Starts on loopback (demo/stack.lua): the sample service as baseline v2.9.0 and
 -- canary v3.0.0, HAProxy in front of them, load through HAProxy, and with --prometheus a
 -- real Prometheus scraping both and an Alertmanager it sends alerts to. Then it runs
 --   rollout run playbooks/demo.lua --set ...(the addresses)...
@@ -16,15 +16,15 @@
 -- a gate, good canary promoted) and every part of it worked (the journal is there, the HTML
 -- and Markdown reports were made), 1 when anything did not, 2 for a usage error, 130 when
 -- interrupted.
-local ROOT = ((arg and arg[0] or "tools/demo.lua"):match("^(.*)/[^/]*$") or "tools") .. "/.."
+local ROOT = ((arg and arg[0] or "demo/run.lua"):match("^(.*)/[^/]*$") or "demo") .. "/.."
 package.path = ROOT .. "/?.lua;" .. package.path
 
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
-local USAGE = "usage: rollout tools/demo.lua [--good] [--prometheus] [--rps N] [--out DIR] [--keep]"
+local USAGE = "usage: rollout demo/run.lua [--good] [--prometheus] [--rps N] [--out DIR] [--keep]"
 local FAULT = { error_rate = 0.2 }
 
 local opts = { rps = 200 }
@@ -75,7 +75,7 @@ local signal_task = rollout.spawn(function()
   on_signals()
   -- a second signal while stopping: no more patience
   rollout.wait_signal("INT", "TERM")
-  for s in pairs(demo_stack.live) do for _, p in ipairs(s.procs) do pcall(p.child.kill, p.child, "KILL") end end
+  demo_stack.kill_all()
   os.exit(130)
 end)
 

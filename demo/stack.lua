@@ -1,7 +1,7 @@
--- tools/demo_stack.lua: a real canary on loopback, the parts `make demo`, spec/e2e_spec.lua
--- and bench/blast_radius_bench.lua share.
+-- demo/stack.lua: a real canary on loopback, the parts `make demo` (demo/run.lua), the
+-- end-to-end specs (spec/e2e_spec.lua and others) and bench/blast_radius_bench.lua share.
 --
---   local stack = require("tools.demo_stack")
+--   local stack = require("demo.stack")
 --   local s = assert(stack.start{prometheus = true, alertmanager = true, rps = 200})
 --   s:on_weight(25, function() s.canary:fault{error_rate = 0.2} end)   -- stage 2
 --   local run = s:run{sets = {...}, inherit = true}      -- rollout run playbooks/demo.lua
@@ -17,10 +17,17 @@
 --   ./loadgen at a steady rate through HAProxy, one JSON line per second;
 --   optionally Prometheus (1 s scrapes, honor_labels, the versions as target labels, and the
 --   runbook's criticalErrorRate as an alerting rule) and Alertmanager (no gossip port).
--- Ports that we must choose (HAProxy, Prometheus, Alertmanager) come from a scan of
--- /proc/net/tcp; a server that dies before it is ready is retried on another port.
--- Processes start with proc.spawn (argv, never a shell; own process group; they get
--- SIGTERM if we die) and stop with TERM, then KILL after a grace period.
+-- The servers whose port we must choose (HAProxy, Prometheus, Alertmanager) are started by
+-- spec/support/servers.lua, the one server starter of the repository: its port picker
+-- (free ports, $ROLLOUT_TEST_PORTS under `rollout test -j`), its wait helper, its retry on
+-- another port when a server dies before it is ready, and its HAProxy configuration (the
+-- same backend and header rule the router specs use). The demo requires spec/support
+-- rather than the product requiring a test module: the demo is a development tool that
+-- runs from a checkout, as the specs do, and nothing under lua/ depends on either.
+-- The sample services and loadgen start here with proc.spawn (argv, never a shell; own
+-- process group; they get SIGTERM if we die), as they pick their own ports (--port-file)
+-- and a crash-looping service is restarted on its port; all stop with TERM, then KILL
+-- after a grace period.
 --
 -- Error policy: start() and the starters return nil, err (with the log's tail) when a
 -- component cannot be brought up; misuse raises.
@@ -30,12 +37,13 @@ local http = require("rollout.http")
 local json = require("rollout.json")
 local net = require("rollout.net")
 local proc = require("rollout.proc")
+local servers = require("spec.support.servers")
 
 local M = { live = {} }
 
 local function here()
   local src = debug.getinfo(1, "S").source
-  return src:match("^@(.*)/[^/]*$") or "tools"
+  return src:match("^@(.*)/[^/]*$") or "demo"
 end
 M.ROOT = fs.realpath(here() .. "/..") or "."
 
@@ -57,6 +65,7 @@ end
 
 function P:running() return self.child:running() end
 function P:tail(n) return tail(self.log, n) end
+function P:kill() self.child:kill("KILL") end
 
 --- Stop: TERM, then KILL after `grace` seconds (default 5). Idempotent.
 function P:stop(grace)
@@ -87,40 +96,21 @@ function S:spawn(name, argv, opts)
   return p
 end
 
-local function wait_for(fn, timeout, step)
-  local deadline = rollout.now() + timeout
-  while true do
-    local r = fn()
-    if r then return r end
-    if rollout.now() >= deadline then return nil end
-    rollout.sleep(step or 0.05)
-  end
-end
+local wait_for = servers.wait_for
 M.wait_for = wait_for
+M.free_port = servers.free_port
 
-local handed_out = {}
-
---- A TCP port nobody listens on (20000-32000, below the ephemeral range; within
---- $ROLLOUT_TEST_PORTS "LO-HI" when `rollout test -j` runs specs side by side).
-function M.free_port()
-  local used = {}
-  for _, f in ipairs({ "/proc/net/tcp", "/proc/net/tcp6" }) do
-    local h = io.open(f)
-    if h then
-      for line in h:lines() do
-        local port, state = line:match("^%s*%d+: %x+:(%x+) %x+:%x+ (%x%x)")
-        if port and state == "0A" then used[tonumber(port, 16)] = true end
-      end
-      h:close()
-    end
-  end
-  local lo, hi = (os.getenv("ROLLOUT_TEST_PORTS") or ""):match("^(%d+)%-(%d+)$")
-  lo, hi = tonumber(lo) or 20000, tonumber(hi) or 32000
-  for _ = 1, 1000 do
-    local p = math.random(lo, hi)
-    if not used[p] and not handed_out[p] then handed_out[p] = true; return p end
-  end
-  error(("free_port: no free port in %d-%d"):format(lo, hi))
+-- A server from spec/support/servers.lua (HAProxy, Prometheus, Alertmanager), stopped with
+-- the stack's processes; its log is DIR/NAME.log.
+function S:server(opts)
+  opts.dir = opts.dir or self.dir
+  opts.log = self.dir .. "/" .. opts.name .. ".log"
+  local start = opts.start or servers.start
+  opts.start = nil
+  local srv, err = start(opts)
+  if not srv then return nil, err end
+  self.procs[#self.procs + 1] = srv
+  return srv
 end
 
 local function answers(url, want)
@@ -128,26 +118,6 @@ local function answers(url, want)
   if not r then return false end
   if want then return r.status == want end
   return r.status < 500
-end
-
--- Start a server on a port we pick; retry on another port if it dies before it is ready.
-function S:start_server(name, make_argv, ready_path, timeout)
-  local err
-  for _ = 1, 3 do
-    local port = M.free_port()
-    local p, e = self:spawn(name, make_argv(port))
-    if not p then return nil, e end
-    local url = "http://127.0.0.1:" .. port
-    local ok = wait_for(function()
-      if not p:running() then return "dead" end
-      return answers(url .. ready_path) and "ready"
-    end, timeout or 20)
-    if ok == "ready" then p.port, p.url = port, url; return p end
-    err = string.format("%s not ready on port %d:\n%s", name, port, p:tail())
-    p:stop(1)
-    if ok ~= "dead" then break end
-  end
-  return nil, err
 end
 
 -- ---- the sample service --------------------------------------------------------------
@@ -230,43 +200,12 @@ end
 
 -- ---- HAProxy ---------------------------------------------------------------------------
 
-local HAPROXY_CFG = [[
-global
-    stats socket %s/haproxy.sock mode 600 level admin
-    stats timeout 10s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client  30s
-    timeout server  30s
-frontend fe
-    bind 127.0.0.1:%d
-    default_backend %s
-frontend exporter
-    bind 127.0.0.1:%d
-    http-request use-service prometheus-exporter if { path /metrics }
-backend %s
-    balance roundrobin
-    # the runbook's VirtualService header match: `canary: true` always reaches the canary
-    use-server canary if { req.hdr(canary) -f %s/canary.acl }
-    server baseline %s weight 100
-    server canary   %s weight 0
-]]
-
+-- HAProxy with backend `dwcp` (baseline 100, canary 0), the runbook's VirtualService header
+-- match (`canary: true` always reaches the canary) as an ACL file the router fills, the
+-- runtime API in the stack's dir and the Prometheus exporter: spec/support's HAProxy.
 function S:haproxy(baseline, canary)
-  local acl = self.dir .. "/canary.acl"
-  assert(fs.write_atomic(acl, ""))
-  local cfg = self.dir .. "/haproxy.cfg"
-  local exporter = M.free_port()
-  local p, err = self:start_server("haproxy", function(port)
-    assert(fs.write_atomic(cfg, string.format(HAPROXY_CFG, self.dir, port, M.BACKEND, exporter, M.BACKEND, self.dir,
-      "127.0.0.1:" .. baseline.port, "127.0.0.1:" .. canary.port)))
-    return { "haproxy", "-db", "-f", cfg }
-  end, "/health") -- any answer (503: no server yet) means it listens
-  if not p then return nil, err end
-  p.socket, p.acl, p.cfg, p.exporter = self.dir .. "/haproxy.sock", acl, cfg, "http://127.0.0.1:" .. exporter .. "/metrics"
-  if not wait_for(function() return fs.stat(p.socket) end, 5) then return nil, "haproxy: no admin socket" end
-  return p
+  return self:server({ name = "haproxy", start = servers.haproxy, backend = M.BACKEND, acl = true, exporter = true,
+    baseline = "127.0.0.1:" .. baseline.port, canary = "127.0.0.1:" .. canary.port })
 end
 
 --- The canary's absolute HAProxy weight (= its percent, as the router sets baseline
@@ -380,10 +319,11 @@ function S:prometheus(opts)
     cfg = cfg .. "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:" .. opts.alertmanager.port .. "']\n"
   end
   assert(fs.write_atomic(dir .. "/prometheus.yml", cfg))
-  local p, err = self:start_server("prometheus", function(port)
-    return { "prometheus", "--config.file=" .. dir .. "/prometheus.yml", "--storage.tsdb.path=" .. dir .. "/data",
-      "--web.listen-address=127.0.0.1:" .. port, "--rules.alert.resend-delay=1s", "--log.level=warn" }
-  end, "/-/ready", 30)
+  local p, err = self:server({ name = "prometheus", dir = dir, timeout = 30, ready_url = "http://127.0.0.1:{port}/-/ready",
+    argv = function(port)
+      return { "prometheus", "--config.file=" .. dir .. "/prometheus.yml", "--storage.tsdb.path=" .. dir .. "/data",
+        "--web.listen-address=127.0.0.1:" .. port, "--rules.alert.resend-delay=1s", "--log.level=warn" }
+    end })
   if not p then return nil, err end
   -- ready answers at once; the first scrape lands seconds later: wait for both targets
   local up = wait_for(function()
@@ -392,7 +332,7 @@ function S:prometheus(opts)
     local v = doc and doc.data and doc.data.result and doc.data.result[1]
     return v and tonumber(v.value[2]) == 2
   end, 30, 0.25)
-  if not up then return nil, "prometheus: targets not up after 30 s:\n" .. p:tail() end
+  if not up then return nil, "prometheus: targets not up after 30 s:\n" .. p:log(8) end
   return p
 end
 
@@ -409,10 +349,11 @@ function S:alertmanager()
   local dir = self.dir .. "/alertmanager"
   assert(fs.mkdir(dir))
   assert(fs.write_atomic(dir .. "/am.yml", AM_CFG))
-  return self:start_server("alertmanager", function(port)
-    return { "prometheus-alertmanager", "--config.file=" .. dir .. "/am.yml", "--storage.path=" .. dir .. "/data",
-      "--web.listen-address=127.0.0.1:" .. port, "--cluster.listen-address=", "--log.level=warn" }
-  end, "/-/ready", 30)
+  return self:server({ name = "alertmanager", dir = dir, timeout = 30, ready_url = "http://127.0.0.1:{port}/-/ready",
+    argv = function(port)
+      return { "prometheus-alertmanager", "--config.file=" .. dir .. "/am.yml", "--storage.path=" .. dir .. "/data",
+        "--web.listen-address=127.0.0.1:" .. port, "--cluster.listen-address=", "--log.level=warn" }
+    end })
 end
 
 --- Post one alert to Alertmanager (labels; active for an hour).
@@ -667,10 +608,19 @@ function S:stop(keep)
   self.stopping = true
   local me = rollout.current()
   for _, t in ipairs(self.tasks) do if t ~= me then pcall(t.cancel, t, "stack stopped") end end
-  for i = #self.procs, 1, -1 do pcall(P.stop, self.procs[i], 3) end
+  for i = #self.procs, 1, -1 do pcall(self.procs[i].stop, self.procs[i], 3) end
   self.stopped = true
   M.live[self] = nil
   if not keep then fs.rmtree(self.dir) end
+end
+
+--- SIGKILL everything every stack of this process started (a second Ctrl-C: no patience).
+function M.kill_all()
+  for s in pairs(M.live) do
+    for _, p in ipairs(s.procs) do
+      if p.kill then pcall(p.kill, p) else pcall(p.process.signal, "KILL") end
+    end
+  end
 end
 
 --- Stop every stack of this process (a signal handler's cleanup).

@@ -1,4 +1,4 @@
-/* sample/common.h: small helpers shared by sample-service and loadgen.
+/* demo/common.h: small helpers shared by sample-service and loadgen.
  *
  * Both programs are single translation units built without the rollout core, so the
  * helpers are `static inline` (an unused one does not trip -Werror). Values are read
