@@ -340,7 +340,13 @@ return {
     assert.is_nil(analysis.judge_config(pb, pb.stages[2]), "a stage's judge = false wins")
     assert.is_true(analysis.enabled(pb, pb.stages[2]), "the abTest still gates it")
     local plain = assert(playbook.load("playbooks/canary.lua"))
-    assert.is_false(analysis.wanted(plain), "canary.lua as shipped: static thresholds only")
+    -- as shipped: the runbook's abTest at Half (its minSampleSize is the test's), no judge
+    for i, st in ipairs(plain.stages) do
+      assert.equals(st.name == "Half", analysis.enabled(plain, st), "stage " .. i)
+      assert.is_nil(analysis.judge_config(plain, st))
+    end
+    local off = assert(playbook.load("playbooks/canary.lua", { sets = { "ab_test.gate=false" } }))
+    assert.is_false(analysis.wanted(off), "ab_test.gate = false: static thresholds only")
   end)
 end)
 
@@ -372,7 +378,8 @@ describe("analysis: simulated rollouts", function()
     local plain_s, plain = simsupport.simulate("playbooks/canary.lua", healthy)
     local s, events = simsupport.simulate("playbooks/canary.lua", healthy, { "--set", "judge.stages=true" })
     assert.same(plain_s, s)
-    local judged = simsupport.events_of(events, "judge")
+    local judged = {}
+    for _, e in ipairs(simsupport.events_of(events, "judge")) do if e.name == "judge" then judged[#judged + 1] = e end end
     assert.equals(5, #judged)
     for i = 1, 4 do assert.equals("pass", judged[i].verdict, judged[i].stage) end
     assert.equals("skipped", judged[5].verdict)

@@ -12,7 +12,8 @@
 -- --wrong lists every wrong decision.
 --
 -- Configurations (columns):
---   static      playbooks/canary.lua as shipped: the runbook's static thresholds
+--   static      playbooks/canary.lua's static thresholds (ab_test.gate = false: as shipped it
+--               also runs the runbook's abTest at Half)
 --   judge       the same plus the judge at every stage (--set judge.stages=true)
 --   judge_only  the judge in place of the error/latency thresholds (eval_scenarios/judge_only.lua)
 --   ab_test     static plus the runbook's abTest as a gate at Half and Majority (where the
@@ -31,8 +32,8 @@ local labels = require("tools.eval_scenarios.labels")
 local calibration = require("tools.eval_scenarios.calibration")
 
 local CONFIGS = {
-  { key = "static", title = "(a) static", playbook = "playbooks/canary.lua", sets = {} },
-  { key = "judge", title = "(b) static + judge", playbook = "playbooks/canary.lua", sets = { "judge.stages=true" } },
+  { key = "static", title = "(a) static", playbook = "playbooks/canary.lua", sets = { "ab_test.gate=false" } },
+  { key = "judge", title = "(b) static + judge", playbook = "playbooks/canary.lua", sets = { "judge.stages=true", "ab_test.gate=false" } },
   { key = "judge_only", title = "(c) judge only", playbook = "tools/eval_scenarios/judge_only.lua", sets = {} },
   { key = "ab_test", title = "(d) static + abTest", playbook = "playbooks/canary.lua",
     sets = { "ab_test.gate[1]=Half", "ab_test.gate[2]=Majority" } },

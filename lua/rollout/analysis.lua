@@ -6,7 +6,9 @@
 --   judge    when the stage says `judge = true | {...}` or the playbook's
 --            `judge.stages` names it (`true` / "all" for every stage); a stage's table
 --            overrides the playbook's `judge` keys;
---   ab_test  when `ab_test.enabled` and `ab_test.gate` (true, or a list of stage names):
+--   ab_test  when `ab_test.enabled`, at the stages `ab_test.gate` names (true, or a list of
+--            stage names; unset: the stages below 100 % whose min_samples reaches
+--            ab_test.min_samples, the runbook's Half; false: none):
 --            one metric (`ab_test.metric`, default latency_p99) that fails on an
 --            increase significant at `ab_test.significance` and larger than
 --            `ab_test.allowed_increase` (mean ratio, default 1.1), over the whole hold so
@@ -160,7 +162,15 @@ M.AB_ALLOWED_INCREASE = 1.1
 --- not gate this stage.
 function M.ab_config(pb, stage)
   local ab = pb.ab_test
-  if not (type(ab) == "table" and ab.enabled and ab.gate and listed(ab.gate, stage)) then return nil end
+  if not (type(ab) == "table" and ab.enabled) then return nil end
+  local gate = ab.gate
+  if gate == nil then
+    -- enabled without a say where: the stages whose own min_samples reaches the test's
+    -- (the runbook's minSampleSize 10,000 at Half), so the test has its samples by the end
+    -- of their hold
+    gate = stage.weight < 100 and (stage.min_samples or 0) > 0 and stage.min_samples >= (ab.min_samples or 0)
+  end
+  if not (gate and listed(gate, stage)) then return nil end
   return cached(pb, stage, "ab_test", function()
     return judge.normalise({
       window = "hold", significance = ab.significance or 0.05, min_samples = ab.min_samples or 0,
