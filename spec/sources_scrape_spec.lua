@@ -34,7 +34,7 @@ describe("scrape source config", function()
   end)
 
   it("rejects unknown types and raises from new() listing every problem", function()
-    assert.same({ 'type: unknown source type "graphite" (scrape, prometheus, probe, alertmanager)' },
+    assert.same({ 'type: unknown source type "graphite" (scrape, prometheus, probe, alertmanager, kubernetes)' },
       sources.validate({ type = "graphite" }))
     local err = assert.has_error(function() sources.new({ type = "scrape", bogus = true }, {}) end)
     assert.matches("bogus: unknown key", err)
