@@ -1,3 +1,4 @@
+-- rollout-test: serial (a real-clock rollout whose evaluation count is read back)
 -- rollout report: a rollout's record (a journal, or a `rollout simulate --json` capture) as
 -- Markdown in the runbook's deployment-log format, JSON for pipelines, and one
 -- self-contained HTML page with inline SVG charts that headless Chromium renders without a

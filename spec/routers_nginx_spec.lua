@@ -1,3 +1,4 @@
+-- rollout-test: serial (counts requests at 2,500 req/s through reloads)
 -- routers.nginx against a real NGINX (2 workers) in front of two sample-service backends
 -- (v1 = baseline, v2 = canary): the router writes the upstream include, checks it with
 -- `nginx -t`, reloads, and confirms through the status location that the new generation

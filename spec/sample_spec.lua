@@ -1,3 +1,4 @@
+-- rollout-test: serial (measures request rates and latency distributions on this machine)
 -- sample-service and loadgen: the application a canary moves traffic between, and the
 -- steady load that makes its metrics move. Both are real processes on loopback; every
 -- statistical check uses a tolerance derived from the sample size, not a guess.

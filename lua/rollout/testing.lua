@@ -290,14 +290,26 @@ end
 
 -- Run files in child processes, `jobs` at a time; adds to stats. The slowest files (last
 -- time's, else the largest) start first, so the last one to finish started early.
+-- A spec file that measures real time on this machine (request rates, latency
+-- distributions, reload costs) says so in its first lines with `-- rollout-test: serial`:
+-- it runs after the parallel ones, alone, so its bounds measure the code, not the
+-- neighbours. Everything else runs `jobs` at a time.
+local function is_serial(file)
+  local head = (fs.read(file) or ""):sub(1, 2000)
+  return head:find("%-%- rollout%-test: serial") ~= nil
+end
+
 local function run_parallel(files, jobs, filter, opts, stats)
-  local order, times, took = {}, last_times(), {}
-  for i, f in ipairs(files) do
+  local order, serial, times, took = {}, {}, last_times(), {}
+  for _, f in ipairs(files) do
     local st = fs.stat(f)
     -- a known time ranks first; a file never timed ranks by size (about 2 KB a second)
-    order[i] = { file = f, weight = times[f] or (st and st.size or 0) / 2000 }
+    local item = { file = f, weight = times[f] or (st and st.size or 0) / 2000 }
+    if is_serial(f) then serial[#serial + 1] = item else order[#order + 1] = item end
   end
-  table.sort(order, function(a, b) if a.weight ~= b.weight then return a.weight > b.weight end return a.file < b.file end)
+  local function slowest_first(a, b) if a.weight ~= b.weight then return a.weight > b.weight end return a.file < b.file end
+  table.sort(order, slowest_first)
+  table.sort(serial, function(a, b) return a.file < b.file end)
   local root = assert(fs.mkdtemp("rollouttest")) -- no pattern characters: specs match paths
   assert(fs.chmod(root, tonumber("755", 8))) -- others may reach what specs open to them
   local span = (M.PORTS[2] - M.PORTS[1] + 1) // jobs
@@ -344,15 +356,20 @@ local function run_parallel(files, jobs, filter, opts, stats)
       done = done + 1
     end
   end
-  local tasks = {}
-  for slot = 1, math.min(jobs, #order) do tasks[slot] = rollout.spawn(worker, slot) end
-  for _, t in ipairs(tasks) do
-    local ok, err = pcall(t.wait, t)
-    if not ok then
-      stats.failed = stats.failed + 1
-      stats.failures[#stats.failures + 1] = { name = "runner: " .. tostring(err) }
+  local function batch(n)
+    local tasks = {}
+    for slot = 1, math.min(n, #order - next_i + 1) do tasks[slot] = rollout.spawn(worker, slot) end
+    for _, t in ipairs(tasks) do
+      local ok, err = pcall(t.wait, t)
+      if not ok then
+        stats.failed = stats.failed + 1
+        stats.failures[#stats.failures + 1] = { name = "runner: " .. tostring(err) }
+      end
     end
   end
+  batch(jobs)
+  for _, item in ipairs(serial) do order[#order + 1] = item end -- then the serial ones, alone
+  batch(1)
   fs.rmtree(root)
   if not filter then save_times(took) end -- a filtered run says little about a file
   return done
