@@ -155,7 +155,7 @@ uninstall:
 # (a dirty tree's uncommitted changes are not in it; the version then says -dirty).
 dist:
 	@top=$$(git rev-parse --show-toplevel 2>/dev/null); \
-	if [ "$$(cd "$$top" 2>/dev/null && pwd -P)" != "$$(pwd -P)" ]; then \
+	if [ -z "$$top" ] || [ "$$(cd "$$top" && pwd -P)" != "$$(pwd -P)" ]; then \
 	  echo "make dist: needs a git checkout of rollout (this is no git work tree; a tarball is made from one)" >&2; exit 2; fi; \
 	v='$(VERSION)'; d=rollout-$$v; rm -rf build/dist && mkdir -p build/dist/$$d && \
 	git archive --format=tar --prefix=$$d/ HEAD | tar -x -C build/dist && \
