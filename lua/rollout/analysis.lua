@@ -39,8 +39,9 @@
 -- capped at `max_samples` (default 20,000) per version. A source without samples() but
 -- with a rollout.window in `window` (scrape, probe) is read the same way, without raw
 -- latencies. A signal that no source provides is "not measured": the default metrics
--- leave it out (the event lists it), a metric the playbook names has no data. Without
--- either kind of source (Prometheus today) the judge's gate is inconclusive.
+-- leave it out (the event lists it), a metric the playbook names has no data. The
+-- prometheus source answers samples() from range queries and histogram buckets
+-- (rollout.sources.prometheus). Without either kind of source the gate is inconclusive.
 --
 -- Error policy: configuration errors were reported when the playbook loaded; a source's
 -- failure is an inconclusive verdict with the source's message in the event.

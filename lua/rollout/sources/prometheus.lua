@@ -26,6 +26,9 @@
 -- no observations) is nil, never 0. A query that returns more than one series is an error
 -- (aggregate it), not a value picked at random.
 --
+-- For the statistical judge: src:samples(now, window, opts) (per-interval series from range
+-- queries, raw latencies from the histogram's buckets: see samples() below).
+--
 -- Also: src:query(q [, vars]) -> {type=, value=|series=} and
 -- src:query_range(q, start, end, step [, vars]) -> list of {labels=, values={{t, v}, ...}}
 -- (start/end are Unix seconds, step seconds or "15s"), for replay.
@@ -288,6 +291,112 @@ function P:signals(now, span)
     return nil, errs[1] .. (#errs > 1 and string.format(" (and %d more)", #errs - 1) or "")
   end
   self.cache = { key = key, value = out }
+  return out
+end
+
+-- ---- samples for the statistical judge (rollout.analysis) ------------------------------
+
+--- bucket_values(series, max) -> values: a `sum by (le)` vector of cumulative bucket counts
+--- as one value per observation, each at its bucket's upper bound (the +Inf bucket at twice
+--- the largest finite bound), so a Mann-Whitney test ranks them with every bucket a group of
+--- ties (midranks, tie-corrected variance: rollout.stats, checked against scipy on binned
+--- data). More than `max` observations are scaled down in proportion (largest remainders).
+function M.bucket_values(series, max)
+  local buckets = {}
+  for _, s in ipairs(series or {}) do
+    local le = s.labels and s.labels.le
+    local bound = le == "+Inf" and math.huge or tonumber(le)
+    if bound and s.value and s.value == s.value then buckets[#buckets + 1] = { bound, s.value } end
+  end
+  table.sort(buckets, function(a, b) return a[1] < b[1] end)
+  local counts, prev, top = {}, 0, 0
+  for i, b in ipairs(buckets) do
+    local c = math.max(0, b[2] - prev) -- increase() extrapolates: fractional, never below 0
+    prev = math.max(prev, b[2])
+    counts[i] = c
+    if b[1] ~= math.huge then top = b[1] end
+  end
+  local total = 0
+  for _, c in ipairs(counts) do total = total + c end
+  local out = {}
+  if total <= 0 then return out end
+  local scale = math.min(1, (max or 20000) / total)
+  local whole, rest, sum = {}, {}, 0
+  for i, c in ipairs(counts) do
+    local x = c * scale
+    whole[i] = math.floor(x)
+    rest[i] = { x - whole[i], i }
+    sum = sum + whole[i]
+  end
+  local want = math.floor(total * scale + 0.5)
+  table.sort(rest, function(a, b) if a[1] ~= b[1] then return a[1] > b[1] end return a[2] < b[2] end)
+  for k = 1, math.max(0, want - sum) do if rest[k] then whole[rest[k][2]] = whole[rest[k][2]] + 1 end end
+  for i, b in ipairs(buckets) do
+    local v = b[1] == math.huge and (top > 0 and top * 2 or 1) or b[1]
+    for _ = 1, whole[i] do out[#out + 1] = v end
+  end
+  return out
+end
+
+local SERIES = { "error_rate", "p50", "p95", "p99", "rps", "health" }
+
+--- samples(now, window [, {max=, interval=}]) -> {baseline = V, canary = V} | nil, err for
+--- the judge (rollout.analysis documents V): `requests` over the window, the per-interval
+--- series of error_rate, p50/p95/p99, rps and health (a range query with step = the
+--- interval, each point over one interval), and `latency` from the latency histogram's
+--- buckets over the window (bucket_values). Queries run at the replay's time when replaying.
+function P:samples(now, span, opts)
+  opts = opts or {}
+  local step = opts.interval or 10
+  if self.time_of then self.eval_time = self.time_of(now) end
+  local t_end = self.eval_time or require("rollout").time()
+  local n_points = math.max(1, math.floor(span / step + 1e-9))
+  local fns = {}
+  for _, v in ipairs(common.VERSIONS) do
+    local whole, per = self:vars(v, span), self:vars(v, step)
+    if self.queries.requests then fns[v .. ".requests"] = function() return self:value(self.queries.requests, whole) end end
+    for _, sig in ipairs(SERIES) do
+      local q = self.queries[sig]
+      if q then
+        fns[v .. "." .. sig] = function()
+          local r, err = self:query_range(q, t_end - (n_points - 1) * step, t_end, step, per)
+          if not r then return nil, err end
+          if #r > 1 then return nil, "prometheus: range query returned " .. #r .. " series; aggregate it: " .. q end
+          return true, r[1] and r[1].values or {}
+        end
+      end
+    end
+    if self.cfg.latency ~= false then
+      local lat = self.cfg.latency or "http_request_duration_seconds"
+      fns[v .. ".latency"] = function()
+        local r, err = self:query("sum by (le) (increase(" .. lat .. "_bucket{{{selector}}}[{{window}}]))", whole)
+        if not r then return nil, err end
+        return true, M.bucket_values(r.series, opts.max)
+      end
+    end
+  end
+  local results = common.parallel(fns)
+  local out, errs = { baseline = {}, canary = {} }, {}
+  for k, r in pairs(results) do
+    local v, sig = k:match("^(%a+)%.(.+)$")
+    if not r[1] then errs[#errs + 1] = r[2]
+    elseif sig == "requests" or sig == "latency" then out[v][sig] = r[2]
+    else
+      -- one value per interval ending at t_end - (n_points - i) * step; NaN where missing
+      local byt, list = {}, {}
+      for _, p in ipairs(r[2]) do byt[math.floor(p[1] + 0.5)] = p[2] end
+      for i = 1, n_points do
+        local x = byt[math.floor(t_end - (n_points - i) * step + 0.5)]
+        if x ~= nil and self.divisors[sig] then x = x / self.divisors[sig] end
+        list[i] = x == nil and 0 / 0 or x
+      end
+      out[v][sig] = list
+    end
+  end
+  if #errs > 0 then
+    table.sort(errs)
+    return nil, errs[1] .. (#errs > 1 and string.format(" (and %d more)", #errs - 1) or "")
+  end
   return out
 end
 
