@@ -200,6 +200,13 @@ describe("a fleet agent and a playbook that exceeds its load budget (real etcd)"
     assert.equals("promoted", gd.outcome)
     kvs = assert(fleet.range(c, K.agents, {}))
     assert.equals(lease, kvs[1].lease, "still the same lease")
+    -- ${env:...} in a stored --set value is read where the playbook loads: on the agent
+    local envb = assert(fleet.bundle("spec/fixtures/fleet/playbooks/canary.lua", { scenario = "spec/fixtures/fleet/scenarios/healthy.lua",
+      simulated_router = true, who = "alice", sets = { "params.db_url=${env:ROLLOUT_SPEC_ONLY_ON_THE_SUBMITTER}" } }))
+    assert(fleet.submit(c, K, envb, { id = "envset", service = "svc" }))
+    local ed = H.wait(function() return H.status(c, prefix, "envset").done end, 30, "the env rollout")
+    assert.equals("rejected:playbook", ed.reason)
+    assert.matches("environment variable ROLLOUT_SPEC_ONLY_ON_THE_SUBMITTER is not set", ed.detail)
     -- and it still stops on SIGTERM at once
     local t0 = rollout.now()
     agent.stop()
