@@ -56,12 +56,12 @@ describe("alertmanager source config", function()
     local errs = alertmanager.validate({ type = "alertmanager",
       matchers = { 'severity="critical"', 42, "nonsense", "x={{team}}" } })
     table.sort(errs)
-    assert.same({ "matchers.2: expected a string such as 'severity=\"critical\"'",
+    assert.same({ "matchers[2]: expected a string such as 'severity=\"critical\"'",
       "url: required URL of Alertmanager (http://host:9093)" }, errs)
     errs = alertmanager.validate({ type = "alertmanager", url = "http://x:9093", matchers = { "nonsense" } })
-    assert.same({ 'matchers.1: expected label="value" (or !=, =~, !~), got "nonsense"' }, errs)
+    assert.same({ 'matchers[1]: expected label="value" (or !=, =~, !~), got "nonsense"' }, errs)
     errs = alertmanager.validate({ type = "alertmanager", url = "http://x:9093", matchers = { "x={{team}}" } })
-    assert.same({ "matchers.1: unknown template variable {{team}}" }, errs)
+    assert.same({ "matchers[1]: unknown template variable {{team}}" }, errs)
   end)
 
   it("filters with one `filter` per matcher, the service filled in", function()

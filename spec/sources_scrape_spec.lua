@@ -296,7 +296,7 @@ describe("scrape source with replicas", function()
   end)
 
   it("checks replica lists", function()
-    assert.same({ "targets.canary.2: expected an http:// or https:// URL, got \"x\"" },
+    assert.same({ "targets.canary[2]: expected an http:// or https:// URL, got \"x\"" },
       scrape.validate({ type = "scrape", targets = { canary = { "http://a/metrics", "x" } } }))
     assert.same({ "targets.canary: expected a URL or a non-empty list of URLs" },
       scrape.validate({ type = "scrape", targets = { canary = {} } }))

@@ -13,6 +13,8 @@ local units = require("rollout.units")
 local sandbox = require("rollout.sandbox")
 local srcmap = require("rollout.srcmap")
 local fs = require("rollout.fs")
+local routers = require("rollout.routers")
+local sources = require("rollout.sources")
 
 local blue_green = require("rollout.strategies.blue_green")
 
@@ -403,20 +405,16 @@ local function check_policy(ctx, path, v)
   })
 end
 
--- Routers and sources validate their own tables (rollout.routers / rollout.sources
--- dispatch on `type` to the known modules); each problem comes back as "key: message".
-local function check_plugin(kind)
+-- Routers and sources check their own tables (rollout.routers / rollout.sources dispatch
+-- on `type` to the known modules); each problem comes back as a rollout.schema error
+-- {path = {...}, message =} relative to the table.
+local function check_plugin(mod)
   return function(ctx, path, v)
     if not want(ctx, path, v, "table") then return nil end
-    for _, e in ipairs(require("rollout." .. kind).validate(v) or {}) do
-      local key, msg = e:match("^([%w_%.%[%]]+): (.*)$")
-      if key then
-        local p = path
-        for part in key:gmatch("[^%.%[%]]+") do p = extend(p, tonumber(part) or part) end
-        ctx:err(p, msg)
-      else
-        ctx:err(path, e)
-      end
+    for _, e in ipairs(mod.check(v)) do
+      local p = path
+      for _, k in ipairs(e.path) do p = extend(p, k) end
+      ctx:err(p, e.message)
     end
     return v
   end
@@ -424,7 +422,7 @@ end
 
 local function check_sources(ctx, path, v)
   if type(v) == "table" and v.type then v = { v } end
-  return check_list(ctx, path, v, check_plugin("sources"))
+  return check_list(ctx, path, v, check_plugin(sources))
 end
 
 local function any_table(ctx, path, v) if want(ctx, path, v, "table") then return v end end
@@ -445,7 +443,7 @@ local TOP = {
   versions = function(ctx, path, v)
     return check_record(ctx, path, v, { baseline = check_version, canary = check_version }, { "baseline", "canary" })
   end,
-  router = check_plugin("routers"),
+  router = check_plugin(routers),
   header_override = function(ctx, path, v)
     return check_record(ctx, path, v, { name = check_string, value = check_string }, { "name", "value" })
   end,

@@ -1,5 +1,5 @@
 -- rollout.routers.common: what every router shares. Config validation that names the key
--- path, the weights type, and the Router base: set_weights with read-back confirmation,
+-- path (rollout.schema with the routers' kinds), the weights type, and the Router base: set_weights with read-back confirmation,
 -- retries with backoff and events; verify (re-apply after a proxy lost our weights);
 -- header_override with the same confirmation; a lock so two calls never interleave.
 --
@@ -14,23 +14,20 @@
 -- everything the proxy or the network does wrong returns nil, err.
 local rollout = require("rollout")
 local units = require("rollout.units")
+local schema = require("rollout.schema")
 
 local M = {}
 
 -- ---- config validation ---------------------------------------------------------------
+-- rollout.schema walks the tables; these kinds keep the routers' wording (a string must
+-- not be empty; a duration may be 0).
 
-local function type_name(v)
-  if math.type(v) == "integer" then return "integer" end
-  return type(v)
-end
+local type_name = schema.type_name
 
-local KINDS = {}
+local KINDS = schema.kinds()
 function KINDS.string(v) if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end
   if v == "" then return "must not be empty" end end
 function KINDS.number(v) if type(v) ~= "number" then return "expected a number, got " .. type_name(v) end end
-function KINDS.integer(v) if math.type(v) ~= "integer" then return "expected an integer, got " .. type_name(v) end end
-function KINDS.boolean(v) if type(v) ~= "boolean" then return "expected a boolean, got " .. type_name(v) end end
-function KINDS.table(v) if type(v) ~= "table" then return "expected a table, got " .. type_name(v) end end
 function KINDS.duration(v)
   if type(v) ~= "number" and type(v) ~= "string" then
     return "expected a duration (seconds or \"2s\"), got " .. type_name(v)
@@ -48,7 +45,7 @@ function KINDS.argv(v) -- a command as a list of strings, never a shell line
     end
   end
   for i, s in ipairs(v) do
-    if type(s) ~= "string" then return "[" .. i .. "]: expected a string, got " .. type_name(s) end
+    if type(s) ~= "string" then return schema.at(i, "expected a string, got " .. type_name(s)) end
   end
 end
 function KINDS.hostport(v)
@@ -58,44 +55,22 @@ function KINDS.hostport(v)
   if not host then return "expected \"host:port\", got \"" .. v .. "\"" end
   if port < 1 or port > 65535 then return "port out of range in \"" .. v .. "\"" end
 end
+M.KINDS = KINDS
 
---- Check cfg against a schema {key = {kind=, required=, check=fn(v)->err, fields=schema}}
---- and append "path: message" strings to errs ("path[i]: message" when a check's message
---- starts with "[i]: "). Unknown keys are errors.
-function M.check_table(cfg, schema, prefix, errs)
-  prefix = prefix or ""
+--- check(cfg, fields [, path [, errs]]) -> errs {{path = {...}, message =}, ...}: cfg
+--- against a rollout.schema spec {key = {kind=, required=, what=, check=fn(v, cfg), fields=}}
+--- with the routers' kinds. Unknown keys are errors.
+function M.check(cfg, fields, path, errs)
   errs = errs or {}
-  if type(cfg) ~= "table" then
-    errs[#errs + 1] = (prefix ~= "" and prefix:sub(1, -2) or "router") .. ": expected a table, got " .. type_name(cfg)
+  if type(cfg) ~= "table" and not (path and #path > 0) then
+    errs[#errs + 1] = { path = {}, message = "router: expected a table, got " .. type_name(cfg) }
     return errs
   end
-  local keys = {}
-  for k in pairs(schema) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    local rule, v, path = schema[k], cfg[k], prefix .. k
-    if v == nil then
-      if rule.required then errs[#errs + 1] = path .. ": required " .. (rule.what or rule.kind) end
-    else
-      local e = KINDS[rule.kind](v)
-      if e then
-        errs[#errs + 1] = path .. (e:sub(1, 1) == "[" and "" or ": ") .. e
-      elseif rule.fields then
-        M.check_table(v, rule.fields, path .. ".", errs)
-      elseif rule.check then
-        local ce = rule.check(v, cfg)
-        if ce then errs[#errs + 1] = path .. (ce:sub(1, 1) == "[" and "" or ": ") .. ce end
-      end
-    end
-  end
-  local unknown = {}
-  for k in pairs(cfg) do
-    if schema[k] == nil then unknown[#unknown + 1] = tostring(k) end
-  end
-  table.sort(unknown)
-  for _, k in ipairs(unknown) do errs[#errs + 1] = prefix .. k .. ": unknown key" end
-  return errs
+  return schema.check(cfg, fields, { path = path or {}, kinds = KINDS, errs = errs })
 end
+
+--- strings(errs) -> the sorted "key: message" lines validate() returns.
+function M.strings(errs) return schema.strings(errs, true) end
 
 --- The `type` key every router accepts: absent, or its own name.
 function M.type_rule(name)

@@ -19,6 +19,7 @@
 local json = require("rollout.json")
 local proc = require("rollout.proc")
 local common = require("rollout.routers.common")
+local schema = require("rollout.schema")
 
 local M = {}
 
@@ -28,8 +29,8 @@ local function placeholder_check(allowed)
   return function(argv)
     for i, a in ipairs(argv) do
       for p in a:gmatch("{(%w+)}") do
-        if not PLACEHOLDERS[p] then return "[" .. i .. "]: unknown placeholder {" .. p .. "}" end
-        if not allowed[p] then return "[" .. i .. "]: placeholder {" .. p .. "} is not available here" end
+        if not PLACEHOLDERS[p] then return schema.at(i, "unknown placeholder {" .. p .. "}") end
+        if not allowed[p] then return schema.at(i, "placeholder {" .. p .. "} is not available here") end
       end
     end
   end
@@ -48,19 +49,21 @@ local SCHEMA = {
   env = { kind = "table" },
 }
 
---- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
-  local errs = common.check_table(cfg, SCHEMA)
+--- Problems with cfg as rollout.schema errors {path =, message =}; empty when fine.
+function M.check(cfg)
+  local errs = common.check(cfg, SCHEMA)
   if type(cfg) == "table" and type(cfg.env) == "table" then
     for k, v in pairs(cfg.env) do
       if type(k) ~= "string" or type(v) ~= "string" then
-        errs[#errs + 1] = "env." .. tostring(k) .. ": expected a string"
+        errs[#errs + 1] = { path = { "env", k }, message = "expected a string" }
       end
     end
   end
-  table.sort(errs)
   return errs
 end
+
+--- Problems with cfg as "key: message" strings; empty when fine. No side effects.
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 local R = setmetatable({}, { __index = common.Router })
 R.__index = R

@@ -41,18 +41,20 @@ local SCHEMA = {
   override_header = { kind = "string" },
 }
 
---- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
-  local errs = common.check_table(cfg, SCHEMA)
+--- Problems with cfg as rollout.schema errors {path =, message =}; empty when fine.
+function M.check(cfg)
+  local errs = common.check(cfg, SCHEMA)
   if type(cfg) == "table" and type(cfg.baseline) == "string" and cfg.baseline == cfg.canary then
-    errs[#errs + 1] = "canary: must differ from baseline"
+    errs[#errs + 1] = { path = { "canary" }, message = "must differ from baseline" }
   end
   if type(cfg) == "table" and cfg.override_header ~= nil and cfg.override_acl == nil then
-    errs[#errs + 1] = "override_acl: required with override_header"
+    errs[#errs + 1] = { path = { "override_acl" }, message = "required with override_header" }
   end
-  table.sort(errs)
   return errs
 end
+
+--- Problems with cfg as "key: message" strings; empty when fine. No side effects.
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 local R = setmetatable({}, { __index = common.Router })
 R.__index = R

@@ -2,6 +2,7 @@
 --
 --   local routers = require("rollout.routers")
 --   local errs = routers.validate(cfg)            -- {"backend: required string", ...}
+--   local errs = routers.check(cfg)               -- {{path = {"backend"}, message = "required string"}, ...}
 --   local r = routers.new(cfg, {emit = function(kind, fields) ... end})
 --
 -- Every router has the same methods (see common.lua and docs/routers.md):
@@ -14,6 +15,8 @@
 --   r:describe() -> table
 -- Events through opts.emit(kind, fields): weight_requested, weight_confirmed,
 -- weight_mismatch, router_error, weights_reapplied, reload, header_override.
+local schema = require("rollout.schema")
+
 local M = {}
 
 M.types = { haproxy = true, nginx = true, istio = true, exec = true }
@@ -33,15 +36,21 @@ function M.module(kind)
   return require("rollout.routers." .. kind)
 end
 
---- Problems with a router table, each "key: message" relative to it. No side effects.
-function M.validate(cfg)
-  if type(cfg) ~= "table" then return { "router: expected a table, got " .. type(cfg) } end
-  if cfg.type == nil then return { "type: required string (one of " .. type_names() .. ")" } end
-  if type(cfg.type) ~= "string" then return { "type: expected a string, got " .. type(cfg.type) } end
-  local mod, err = M.module(cfg.type)
-  if not mod then return { err } end
-  return mod.validate(cfg)
+--- Problems with a router table as rollout.schema errors {path = {...}, message =}, the
+--- paths relative to it. No side effects.
+function M.check(cfg)
+  local function one(path, message) return { { path = path, message = message } } end
+  if type(cfg) ~= "table" then return one({}, "router: expected a table, got " .. type(cfg)) end
+  if cfg.type == nil then return one({ "type" }, "required string (one of " .. type_names() .. ")") end
+  if type(cfg.type) ~= "string" then return one({ "type" }, "expected a string, got " .. type(cfg.type)) end
+  if not M.types[cfg.type] then
+    return one({ "type" }, "unknown router type '" .. cfg.type .. "' (one of " .. type_names() .. ")")
+  end
+  return M.module(cfg.type).check(cfg)
 end
+
+--- Problems with a router table, each "key: message" relative to it. No side effects.
+function M.validate(cfg) return schema.strings(M.check(cfg), true) end
 
 --- Build the router cfg.type names. Raises on an invalid config (listing every problem).
 function M.new(cfg, opts)

@@ -61,25 +61,27 @@ local SCHEMA = {
   poll_interval = { kind = "duration" },
 }
 
---- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
-  if type(cfg) ~= "table" then return common.check_table(cfg, SCHEMA) end
+--- Problems with cfg as rollout.schema errors {path =, message =}; empty when fine.
+function M.check(cfg)
+  if type(cfg) ~= "table" then return common.check(cfg, SCHEMA) end
   local shallow, errs = {}, {}
   for k, v in pairs(cfg) do shallow[k] = v end
   for _, role in ipairs({ "baseline", "canary" }) do
     local v = cfg[role]
     if type(v) == "string" then
       shallow[role] = {}
-      if v == "" then errs[#errs + 1] = role .. ": must not be empty" end
+      if v == "" then errs[#errs + 1] = { path = { role }, message = "must not be empty" } end
     elseif type(v) == "table" then
       shallow[role] = {}
-      common.check_table(v, DEST_FIELDS, role .. ".", errs)
+      common.check(v, DEST_FIELDS, { role }, errs)
     end
   end
-  common.check_table(shallow, SCHEMA, "", errs)
-  table.sort(errs)
+  common.check(shallow, SCHEMA, nil, errs)
   return errs
 end
+
+--- Problems with cfg as "key: message" strings; empty when fine. No side effects.
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 local R = setmetatable({}, { __index = common.Router })
 R.__index = R

@@ -25,6 +25,7 @@ local http = require("rollout.http")
 local json = require("rollout.json")
 local proc = require("rollout.proc")
 local common = require("rollout.routers.common")
+local schema = require("rollout.schema")
 
 local M = {}
 
@@ -38,7 +39,7 @@ local function address_list_check(v)
   if type(list) ~= "table" or #list == 0 then return "expected \"host:port\" or a list of them" end
   for i, a in ipairs(list) do
     if type(a) ~= "string" or a:find("[%s;{}'\"]") or a == "" then
-      return "[" .. i .. "]: expected an address (\"host:port\" or \"unix:/path\"), got " .. tostring(a)
+      return schema.at(i, "expected an address (\"host:port\" or \"unix:/path\"), got " .. tostring(a))
     end
   end
 end
@@ -71,32 +72,33 @@ local SCHEMA = {
   timeout = { kind = "duration" },
 }
 
---- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
-  if type(cfg) ~= "table" then return common.check_table(cfg, SCHEMA) end
+--- Problems with cfg as rollout.schema errors {path =, message =}; empty when fine.
+function M.check(cfg)
+  if type(cfg) ~= "table" then return common.check(cfg, SCHEMA) end
   local shallow = {}
   for k, v in pairs(cfg) do shallow[k] = v end
-  local extra = {}
+  local errs = {}
   for _, role in ipairs({ "baseline", "canary" }) do
-    if type(cfg[role]) == "string" then shallow[role] = { cfg[role] } end
     if cfg[role] ~= nil then
       local e = address_list_check(cfg[role])
-      if e then extra[#extra + 1] = role .. (e:sub(1, 1) == "[" and "" or ": ") .. e end
+      if type(e) == "table" then errs[#errs + 1] = { path = { role, e.at }, message = e.message }
+      elseif e then errs[#errs + 1] = { path = { role }, message = e } end
       shallow[role] = {}
     end
   end
-  local errs = common.check_table(shallow, SCHEMA)
-  for _, e in ipairs(extra) do errs[#errs + 1] = e end
+  common.check(shallow, SCHEMA, nil, errs)
   if type(cfg.upstream_directives) == "table" then
     for i, d in ipairs(cfg.upstream_directives) do
       if type(d) ~= "string" or d:find("[{}]") then
-        errs[#errs + 1] = "upstream_directives[" .. i .. "]: expected a directive string without braces"
+        errs[#errs + 1] = { path = { "upstream_directives", i }, message = "expected a directive string without braces" }
       end
     end
   end
-  table.sort(errs)
   return errs
 end
+
+--- Problems with cfg as "key: message" strings; empty when fine. No side effects.
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 local R = setmetatable({}, { __index = common.Router })
 R.__index = R

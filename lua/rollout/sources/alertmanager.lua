@@ -25,16 +25,17 @@ local http = require("rollout.http")
 local json = require("rollout.json")
 local units = require("rollout.units")
 local common = require("rollout.sources.common")
+local schema = require("rollout.schema")
 
 local M = {}
 
 local function check_matchers(v)
   for i, m in ipairs(v) do
-    if type(m) ~= "string" then return "." .. i .. ": expected a string such as 'severity=\"critical\"'" end
+    if type(m) ~= "string" then return schema.at(i, "expected a string such as 'severity=\"critical\"'") end
     local e = common.check_template(m, { service = true })
-    if e then return "." .. i .. ": " .. e end
+    if e then return schema.at(i, e) end
     if not m:match("^%s*[%a_][%w_]*%s*[=!][=~]?%s*.+$") then
-      return "." .. i .. ": expected label=\"value\" (or !=, =~, !~), got \"" .. m .. "\""
+      return schema.at(i, "expected label=\"value\" (or !=, =~, !~), got \"" .. m .. "\"")
     end
   end
   for k in pairs(v) do
@@ -52,9 +53,8 @@ for k, rule in pairs({
 }) do SCHEMA[k] = rule end
 
 --- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
-  return common.check(cfg, SCHEMA)
-end
+function M.check(cfg) return common.check(cfg, SCHEMA) end
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 local A = {}
 A.__index = A

@@ -6,20 +6,20 @@
 -- (validate() returns them without raising); operational failures return nil, err.
 local rollout = require("rollout")
 local units = require("rollout.units")
+local schema = require("rollout.schema")
 
 local M = {}
 
 M.VERSIONS = { "baseline", "canary" }
 
 -- ---- config checking -----------------------------------------------------------------
+-- rollout.schema walks the tables; these kinds keep the sources' wording (a string must
+-- not be empty; durations and sizes must be > 0).
 
-local function type_name(v)
-  if math.type(v) == "integer" then return "integer" end
-  return type(v)
-end
+local type_name = schema.type_name
 M.type_name = type_name
 
-local KINDS = {}
+local KINDS = schema.kinds()
 function KINDS.string(v)
   if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end
   if v == "" then return "must not be empty" end
@@ -72,40 +72,28 @@ end
 function KINDS.versions(v) -- {baseline = x, canary = y}
   if type(v) ~= "table" then return "expected a table {baseline = ..., canary = ...}, got " .. type_name(v) end
   for k in pairs(v) do
-    if k ~= "baseline" and k ~= "canary" then return "." .. tostring(k) .. ": unknown version (baseline, canary)" end
+    if k ~= "baseline" and k ~= "canary" then return schema.at(k, "unknown version (baseline, canary)") end
   end
 end
 M.KINDS = KINDS
 
---- Check cfg against schema {key = {kind=, required=, what=, check=fn(v)->err}} and append
---- "key: message" strings to errs (keys relative to the source table). Unknown keys are errors.
-function M.check(cfg, schema, errs)
+--- check(cfg, fields [, errs]) -> errs {{path = {...}, message =}, ...}: cfg against a
+--- rollout.schema spec {key = {kind=, required=, what=, check=fn(v, cfg)}} with the
+--- sources' kinds (paths relative to the source table). Unknown keys are errors.
+function M.check(cfg, fields, errs)
   errs = errs or {}
   if type(cfg) ~= "table" then
-    errs[#errs + 1] = "source: expected a table, got " .. type_name(cfg)
+    errs[#errs + 1] = { path = {}, message = "source: expected a table, got " .. type_name(cfg) }
     return errs
   end
-  local keys = {}
-  for k in pairs(schema) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    local rule, v = schema[k], cfg[k]
-    if v == nil then
-      if rule.required then errs[#errs + 1] = k .. ": required " .. (rule.what or rule.kind) end
-    else
-      local e = KINDS[rule.kind](v)
-      if not e and rule.check then e = rule.check(v, cfg) end
-      if e then errs[#errs + 1] = k .. (e:match("^[%.%[]") and "" or ": ") .. e end
-    end
-  end
-  local unknown = {}
-  for k in pairs(cfg) do
-    if schema[k] == nil then unknown[#unknown + 1] = tostring(k) end
-  end
-  table.sort(unknown)
-  for _, k in ipairs(unknown) do errs[#errs + 1] = k .. ": unknown key" end
-  return errs
+  return schema.check(cfg, fields, { kinds = KINDS, errs = errs })
 end
+
+--- strings(errs) -> the "key: message" lines validate() returns (in check's order).
+function M.strings(errs) return schema.strings(errs) end
+
+--- err(key, message) -> one error at {key} (for a module's cross-field rules).
+function M.err(key, message) return { path = { key }, message = message } end
 
 --- Raise one error listing every problem (a configuration error), or return nothing.
 function M.assert_valid(kind, errs, level)

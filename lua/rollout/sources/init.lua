@@ -7,6 +7,7 @@
 --
 -- The engine's interface, the same for every type:
 --   sources.validate(cfg) -> {"key: message", ...}    no side effects
+--   sources.check(cfg) -> {{path = {...}, message =}, ...}   the same, structured (rollout.schema)
 --   sources.new(cfg, ctx) -> src                       raises on a bad config
 --     ctx = {versions = {baseline = {name=, version=, url=, metrics=, health=}, canary = {...}},
 --            service = "name", emit = function(kind, fields) end}
@@ -21,30 +22,37 @@
 --   others are left out of its sets (nil), so merged sources never shadow each other
 --   src.name                              cfg.name, else the type
 -- The alertmanager source has alerts() and no signals method.
+local schema = require("rollout.schema")
+
 local M = {}
 
 M.TYPES = { "scrape", "prometheus", "probe", "alertmanager", "kubernetes" }
 
+-- The module for cfg.type, or nil, path, message.
 local function module_for(cfg)
-  if type(cfg) ~= "table" then return nil, "source: expected a table, got " .. type(cfg) end
-  if cfg.type == nil then return nil, "type: required string (" .. table.concat(M.TYPES, ", ") .. ")" end
+  if type(cfg) ~= "table" then return nil, {}, "source: expected a table, got " .. type(cfg) end
+  if cfg.type == nil then return nil, { "type" }, "required string (" .. table.concat(M.TYPES, ", ") .. ")" end
   for _, t in ipairs(M.TYPES) do
     if cfg.type == t then return require("rollout.sources." .. t) end
   end
-  return nil, "type: unknown source type \"" .. tostring(cfg.type) .. "\" (" .. table.concat(M.TYPES, ", ") .. ")"
+  return nil, { "type" }, "unknown source type \"" .. tostring(cfg.type) .. "\" (" .. table.concat(M.TYPES, ", ") .. ")"
+end
+
+--- Problems with a source config as rollout.schema errors {path = {...}, message =}
+--- (paths relative to the source table); empty when fine.
+function M.check(cfg)
+  local mod, path, msg = module_for(cfg)
+  if not mod then return { { path = path, message = msg } } end
+  return mod.check(cfg)
 end
 
 --- Problems with a source config as "key: message" strings; empty when fine.
-function M.validate(cfg)
-  local mod, err = module_for(cfg)
-  if not mod then return { err } end
-  return mod.validate(cfg)
-end
+function M.validate(cfg) return schema.strings(M.check(cfg)) end
 
 --- A source object for cfg. Raises (a configuration error) listing every problem.
 function M.new(cfg, ctx)
-  local mod, err = module_for(cfg)
-  if not mod then error("source: " .. err, 2) end
+  local mod, path, msg = module_for(cfg)
+  if not mod then error("source: " .. schema.strings({ { path = path, message = msg } })[1], 2) end
   return mod.new(cfg, ctx)
 end
 

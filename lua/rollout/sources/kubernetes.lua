@@ -19,6 +19,7 @@
 -- Error policy: bad config raises from new() naming each key; API failures return nil, err.
 local units = require("rollout.units")
 local common = require("rollout.sources.common")
+local schema = require("rollout.schema")
 local client = require("rollout.k8s.client")
 local res = require("rollout.k8s.resources")
 
@@ -30,9 +31,9 @@ end
 
 local function check_selectors(v)
   for ver, sel in pairs(v) do
-    if type(sel) ~= "table" then return "." .. ver .. ": expected a table of label = value" end
+    if type(sel) ~= "table" then return schema.at(ver, "expected a table of label = value") end
     for k, x in pairs(sel) do
-      if type(k) ~= "string" or type(x) ~= "string" then return "." .. ver .. ": labels and values must be strings" end
+      if type(k) ~= "string" or type(x) ~= "string" then return schema.at(ver, "labels and values must be strings") end
     end
   end
 end
@@ -47,9 +48,8 @@ for k, rule in pairs({
 }) do SCHEMA[k] = rule end
 
 --- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
-  return common.check(cfg, SCHEMA)
-end
+function M.check(cfg) return common.check(cfg, SCHEMA) end
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 local S = {}
 S.__index = S

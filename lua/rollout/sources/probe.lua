@@ -32,13 +32,14 @@ local histogram = require("rollout.histogram")
 local units = require("rollout.units")
 local window = require("rollout.window")
 local common = require("rollout.sources.common")
+local schema = require("rollout.schema")
 
 local M = {}
 
 local function each_url(v)
   for k, u in pairs(v) do
     local e = common.KINDS.url(u)
-    if e then return "." .. k .. ": " .. e end
+    if e then return schema.at(k, e) end
   end
 end
 
@@ -60,17 +61,18 @@ for k, rule in pairs({
 }) do SCHEMA[k] = rule end
 
 --- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
+function M.check(cfg)
   local errs = common.check(cfg, SCHEMA)
   if type(cfg) == "table" and cfg.errors ~= nil then
     local m = common.parse_matchers(cfg.errors)
     if m then
       local _, err = common.matcher_fn(m)
-      if err then errs[#errs + 1] = "errors: " .. err end
+      if err then errs[#errs + 1] = common.err("errors", err) end
     end
   end
   return errs
 end
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 local P = {}
 P.__index = P

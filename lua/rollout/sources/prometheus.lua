@@ -40,6 +40,7 @@ local http = require("rollout.http")
 local json = require("rollout.json")
 local units = require("rollout.units")
 local common = require("rollout.sources.common")
+local schema = require("rollout.schema")
 
 local M = {}
 
@@ -55,11 +56,11 @@ local function check_queries(q)
     local v = q[k]
     local known = false
     for _, s in ipairs(SIGNALS) do known = known or s == k end
-    if not known then return "." .. tostring(k) .. ": unknown signal (" .. table.concat(SIGNALS, ", ") .. ")" end
-    if v ~= false and type(v) ~= "string" then return "." .. k .. ": expected a PromQL string or false" end
+    if not known then return schema.at(k, "unknown signal (" .. table.concat(SIGNALS, ", ") .. ")") end
+    if v ~= false and type(v) ~= "string" then return schema.at(k, "expected a PromQL string or false") end
     if v then
       local e = common.check_template(v, KNOWN_VARS)
-      if e then return "." .. k .. ": " .. e end
+      if e then return schema.at(k, e) end
     end
   end
 end
@@ -81,15 +82,16 @@ for k, rule in pairs({
 }) do SCHEMA[k] = rule end
 
 --- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
+function M.check(cfg)
   local errs = common.check(cfg, SCHEMA)
   if type(cfg) == "table" and type(cfg.queries) == "table" then
     for k in pairs(cfg.queries) do
-      if type(k) ~= "string" then errs[#errs + 1] = "queries: keys must be signal names" break end
+      if type(k) ~= "string" then errs[#errs + 1] = common.err("queries", "keys must be signal names") break end
     end
   end
   return errs
 end
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 --- The default queries for a config (before template expansion).
 function M.default_queries(cfg)

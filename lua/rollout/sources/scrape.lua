@@ -53,6 +53,7 @@ local promtext = require("rollout.promtext")
 local units = require("rollout.units")
 local window = require("rollout.window")
 local common = require("rollout.sources.common")
+local schema = require("rollout.schema")
 
 local M = {}
 
@@ -80,14 +81,14 @@ local DEFAULTS = {
 local function each_url(v)
   for k, u in pairs(v) do
     if type(u) == "table" then
-      if #u == 0 then return "." .. k .. ": expected a URL or a non-empty list of URLs" end
+      if #u == 0 then return schema.at(k, "expected a URL or a non-empty list of URLs") end
       for i, x in ipairs(u) do
         local e = common.KINDS.url(x)
-        if e then return "." .. k .. "." .. i .. ": " .. e end
+        if e then return schema.at({ k, i }, e) end
       end
     else
       local e = common.KINDS.url(u)
-      if e then return "." .. k .. ": " .. e end
+      if e then return schema.at(k, e) end
     end
   end
 end
@@ -95,7 +96,7 @@ end
 local function each_string(v)
   for k, s in pairs(v) do
     local e = common.KINDS.string(s)
-    if e then return "." .. k .. ": " .. e end
+    if e then return schema.at(k, e) end
   end
 end
 
@@ -126,22 +127,20 @@ for k, rule in pairs({
 }) do SCHEMA[k] = rule end
 
 --- Problems with cfg as "key: message" strings; empty when fine. No side effects.
-function M.validate(cfg)
+function M.check(cfg)
   local errs = common.check(cfg, SCHEMA)
   if type(cfg) ~= "table" then return errs end
+  local function err(key, message) errs[#errs + 1] = common.err(key, message) end
   if cfg.url and not cfg.version_label and cfg.preset == nil then
-    errs[#errs + 1] = "version_label: required with url (the label that tells the versions apart)"
+    err("version_label", "required with url (the label that tells the versions apart)")
   end
-  if cfg.version_label and not cfg.url then
-    errs[#errs + 1] = "url: required with version_label"
-  end
-  if cfg.preset == "haproxy" and not cfg.url then
-    errs[#errs + 1] = "url: required with preset \"haproxy\" (the exporter's /metrics)"
-  end
-  if cfg.backend and cfg.preset ~= "haproxy" then errs[#errs + 1] = "backend: only with preset = \"haproxy\"" end
-  if cfg.requests == false then errs[#errs + 1] = "requests: cannot be switched off" end
+  if cfg.version_label and not cfg.url then err("url", "required with version_label") end
+  if cfg.preset == "haproxy" and not cfg.url then err("url", "required with preset \"haproxy\" (the exporter's /metrics)") end
+  if cfg.backend and cfg.preset ~= "haproxy" then err("backend", "only with preset = \"haproxy\"") end
+  if cfg.requests == false then err("requests", "cannot be switched off") end
   return errs
 end
+function M.validate(cfg) return common.strings(M.check(cfg)) end
 
 -- ---- counters to increments ---------------------------------------------------------
 

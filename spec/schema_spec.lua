@@ -1,0 +1,154 @@
+-- rollout.schema: declarative option specs with structured {path, message} errors, and the
+-- validators built on it (routers, sources) reporting full key paths the playbook maps to
+-- file:line without reading its errors back from text.
+local schema = require("rollout.schema")
+local playbook = require("rollout.playbook")
+local routers = require("rollout.routers")
+local sources = require("rollout.sources")
+local fs = require("rollout.fs")
+
+local function lines(errs) return schema.strings(errs) end
+
+describe("rollout.schema", function()
+  it("formats paths as the playbook writes keys", function()
+    assert.equals("router.socket", schema.path_string({ "router", "socket" }))
+    assert.equals("sources[2].url", schema.path_string({ "sources", 2, "url" }))
+    assert.equals('env["A B"]', schema.path_string({ "env", "A B" }))
+    assert.equals("", schema.path_string({}))
+  end)
+
+  it("checks types, required keys and unknown keys, each at its full path", function()
+    local FIELDS = {
+      socket = { kind = "string", required = true },
+      timeout = { kind = "duration" },
+      retries = { kind = "integer", min = 0 },
+    }
+    local errs = schema.check({ timeout = true, retries = -1, colour = "red" }, FIELDS, { path = { "router" } })
+    assert.same({
+      { path = { "router", "retries" }, message = "must be at least 0, got -1" },
+      { path = { "router", "socket" }, message = "required string" },
+      { path = { "router", "timeout" }, message = 'expected a duration (seconds or "250ms", "5m", "1h30m"), got boolean' },
+      { path = { "router", "colour" }, message = "unknown key" },
+    }, errs)
+    assert.same({}, schema.check({ socket = "/run/h.sock", timeout = "5m", retries = 3 }, FIELDS))
+  end)
+
+  it("names the known keys when asked", function()
+    local errs = schema.check({ colur = 1 }, { colour = { kind = "string" }, size = { kind = "integer" } }, { known = true })
+    assert.same({ "colur: unknown key (known: colour, size)" }, lines(errs))
+  end)
+
+  it("parses units: durations, ratios and bytes", function()
+    local FIELDS = { hold = { kind = "duration" }, max_error = { kind = "ratio" }, memory = { kind = "bytes" } }
+    assert.same({}, schema.check({ hold = "5m", max_error = "1%", memory = "2Gi" }, FIELDS))
+    local errs = lines(schema.check({ hold = "5 minutes", max_error = "150%", memory = 0 }, FIELDS))
+    assert.equals(3, #errs)
+    assert.matches("^hold: malformed duration", errs[1])
+    assert.matches("^max_error: must be between 0 and 100%%, got 150%%", errs[2])
+    assert.equals("memory: must be greater than 0", errs[3])
+  end)
+
+  it("checks enums, numbers in range and custom checks", function()
+    local FIELDS = {
+      mode = { kind = "string", enum = { "fast", "safe" } },
+      weight = { kind = "number", min = 0, max = 100 },
+      url = { kind = "string", check = function(v) if not v:match("^https?://") then return "must start with http://" end end },
+    }
+    assert.same({
+      'mode: must be one of "fast", "safe", got slow',
+      "url: must start with http://",
+      "weight: must be between 0 and 100, got 150",
+    }, lines(schema.check({ mode = "slow", weight = 150, url = "ftp://x" }, FIELDS)))
+  end)
+
+  it("walks nested tables and lists, and stray keys of a list", function()
+    local FIELDS = {
+      limits = { kind = "table", fields = { memory = { kind = "bytes" }, cpu = { kind = "number" } } },
+      targets = { kind = "list", item = { kind = "table", fields = { url = { kind = "url", required = true } } } },
+    }
+    local errs = schema.check({
+      limits = { memory = "lots", gpu = 1 },
+      targets = { { url = "http://a" }, { url = "b" }, {}, x = 1 },
+    }, FIELDS, { path = { "sources", 2 } })
+    assert.same({
+      "sources[2].limits.memory: malformed size (want e.g. 512Mi, 2Gi, 1G): \"lots\"",
+      "sources[2].limits.gpu: unknown key",
+      "sources[2].targets.x: expected a list (1..n); this key does not belong",
+      'sources[2].targets[2].url: expected an http:// or https:// URL, got "b"',
+      "sources[2].targets[3].url: required url",
+    }, lines(errs))
+  end)
+
+  it("lets a kind or check report a problem inside the value (schema.at)", function()
+    local FIELDS = { argv = { kind = "table", check = function(v)
+      for i, a in ipairs(v) do if type(a) ~= "string" then return schema.at(i, "expected a string") end end
+    end } }
+    assert.same({ { path = { "hook", "argv", 3 }, message = "expected a string" } },
+      schema.check({ argv = { "kubectl", "scale", 3 } }, FIELDS, { path = { "hook" } }))
+  end)
+
+  it("keeps a module's wording with its own kinds", function()
+    local kinds = schema.kinds({ string = function(v) if v == "" then return "must not be empty" end end })
+    assert.same({ "name: must not be empty" }, lines(schema.check({ name = "" }, { name = { kind = "string" } }, { kinds = kinds })))
+    assert.same({}, schema.check({ name = "" }, { name = { kind = "string" } }))
+    assert.has_error(function() schema.check({ x = 1 }, { x = { kind = "colour" } }) end)
+  end)
+
+  it("says what a non-table is", function()
+    assert.same({ "sources[1]: expected a table, got string" }, lines(schema.check("x", {}, { path = { "sources", 1 } })))
+  end)
+end)
+
+describe("routers and sources on rollout.schema", function()
+  it("return structured errors with paths inside the table", function()
+    assert.same({
+      { path = { "backend" }, message = "required string" },
+      { path = { "socket" }, message = "expected a string, got integer" },
+      { path = { "bogus" }, message = "unknown key" },
+    }, routers.check({ type = "haproxy", socket = 1, baseline = "a", canary = "b", bogus = true }))
+    assert.same({ { path = { "set", 2 }, message = "unknown placeholder {colour}" } },
+      routers.check({ type = "exec", set = { "echo", "{colour}" }, get = { "cat" } }))
+    assert.same({ { path = { "type" }, message = "unknown router type 'f5' (one of exec, haproxy, istio, nginx)" } },
+      routers.check({ type = "f5" }))
+    assert.same({ { path = { "matchers", 2 }, message = "expected a string such as 'severity=\"critical\"'" } },
+      sources.check({ type = "alertmanager", url = "http://x:9093", matchers = { 'severity="critical"', 42 } }))
+    assert.same({ { path = { "targets", "canary", 2 }, message = 'expected an http:// or https:// URL, got "x"' } },
+      sources.check({ type = "scrape", targets = { baseline = "http://a/metrics", canary = { "http://b/metrics", "x" } },
+        version_label = nil }))
+  end)
+
+  it("reach the playbook's file:line mapping with their full key paths", function()
+    local dir = assert(fs.mkdtemp("schema-spec"))
+    finally(function() fs.rmtree(dir) end)
+    local file = dir .. "/pb.lua"
+    assert(fs.write_atomic(file, [[
+return {
+  versions = { baseline = { url = "http://a" }, canary = { url = "http://b" } },
+  router = {
+    type = "exec",
+    set = { "echo", "{colour}" },
+    get = { "cat" },
+    bogus = 1,
+  },
+  sources = {
+    { type = "probe" },
+    { type = "alertmanager", url = "http://x:9093",
+      matchers = { 'severity="critical"', 42 } },
+  },
+  stages = { { weight = 100, hold = "1s" } },
+}
+]]))
+    local pb, errs = playbook.load(file)
+    assert.is_nil(pb)
+    local m = {}
+    for _, e in ipairs(errs) do m[#m + 1] = playbook.format_error(e) end
+    local text = table.concat(m, "\n")
+    for _, want in ipairs({
+      file .. ":5: router.set[2]: unknown placeholder {colour}",
+      file .. ":7: router.bogus: unknown key",
+      file .. ":12: sources[2].matchers[2]: expected a string such as 'severity=\"critical\"'",
+    }) do
+      assert.truthy(text:find(want, 1, true), "missing: " .. want .. "\ngot:\n" .. text)
+    end
+  end)
+end)
