@@ -6,6 +6,7 @@ local playbook = require("rollout.playbook")
 local routers = require("rollout.routers")
 local sources = require("rollout.sources")
 local fs = require("rollout.fs")
+local notify = require("rollout.notify")
 
 local function lines(errs) return schema.strings(errs) end
 
@@ -115,6 +116,15 @@ describe("routers and sources on rollout.schema", function()
     assert.same({ { path = { "targets", "canary", 2 }, message = 'expected an http:// or https:// URL, got "x"' } },
       sources.check({ type = "scrape", targets = { baseline = "http://a/metrics", canary = { "http://b/metrics", "x" } },
         version_label = nil }))
+  end)
+
+  it("notifiers: the same errors, with the known keys and what an enum got", function()
+    local errs = notify.check({ { type = "webhook", url = "http://x/", method = "GET", retrys = 3 } })
+    assert.same({
+      { path = { 1, "method" }, message = 'must be one of "POST", "PUT", got GET' },
+      { path = { 1, "retrys" }, message = "unknown key (known: backoff, events, headers, max_backoff, method, name, "
+        .. "queue_limit, retries, timeout, token, token_env, token_file, type, url, url_env, url_file)" },
+    }, errs)
   end)
 
   it("reach the playbook's file:line mapping with their full key paths", function()

@@ -433,7 +433,7 @@ local function check_notifications(ctx, path, v)
   for _, e in ipairs(errs) do
     local p = path
     for _, part in ipairs(e.path) do p = extend(p, part) end
-    ctx:err(p, e.msg)
+    ctx:err(p, e.message)
   end
   if #errs == 0 then return v end
 end
