@@ -7,6 +7,7 @@ local routers = require("rollout.routers")
 local sources = require("rollout.sources")
 local fs = require("rollout.fs")
 local notify = require("rollout.notify")
+local scenario = require("rollout.sim.scenario")
 
 local function lines(errs) return schema.strings(errs) end
 
@@ -160,5 +161,43 @@ return {
     }) do
       assert.truthy(text:find(want, 1, true), "missing: " .. want .. "\ngot:\n" .. text)
     end
+  end)
+
+  it("scenarios: every problem at its key path and line, nothing normalised before", function()
+    local dir = assert(fs.mkdtemp("schema-spec"))
+    finally(function() fs.rmtree(dir) end)
+    local file = dir .. "/sc.lua"
+    assert(fs.write_atomic(file, [[
+return {
+  traffic = { rps = -5 },
+  baseline = { error_rate = 0.002, latency = { p50 = "40ms", p99 = "180ms" } },
+  canary = { error_rate = "2 percent", latency = { p50 = "40ms", p99 = "20ms", p90 = "30ms" },
+    changes = { { at = "10m", error_rate = 0.2 }, { error_rate = 0.3 } } },
+  alerts = { { at = "31m", severity = "critical" } },
+  colour = "red",
+}
+]]))
+    local sc, errs = scenario.load(file)
+    assert.is_nil(sc)
+    local m = {}
+    for _, e in ipairs(errs) do m[#m + 1] = scenario.format_error(e) end
+    local text = table.concat(m, "\n")
+    for _, want in ipairs({
+      file .. ":2: traffic.rps: must be >= 0, got -5",
+      file .. ":4: canary.error_rate: malformed ratio",
+      file .. ":4: canary.latency.p90: unknown key (known: p50, p99)",
+      file .. ":5: canary.changes[2].at: required time",
+      file .. ":7: colour: unknown key",
+    }) do
+      assert.truthy(text:find(want, 1, true), "missing: " .. want .. "\ngot:\n" .. text)
+    end
+    -- p99 below p50 is found once the keys are right
+    local _, e2 = scenario.check({ traffic = { rps = 1 }, baseline = { latency = { p50 = "40ms" } },
+      canary = { latency = { p50 = "40ms", p99 = "20ms" } } })
+    assert.same({ { path = "canary.latency.p99", keys = { "canary", "latency", "p99" }, msg = "must not be below p50" } }, e2)
+    local ok = assert(scenario.check({ traffic = { rps = 1 }, baseline = { latency = { p50 = "40ms" } },
+      canary = { latency = { p50 = "40ms" }, changes = { { at = "2m", error_rate = "5%" }, { at = 0, health = 0.5 } } } }))
+    assert.same({ 0, 120 }, { ok.canary.changes[1].at, ok.canary.changes[2].at })
+    assert.equals(0.05, ok.canary.changes[2].error_rate)
   end)
 end)

@@ -1,9 +1,13 @@
 -- rollout.sim.scenario: load and check a simulation scenario (format in docs/semantics.md).
 -- Times are durations since t = 0 ("12m", "20m30s" or seconds). Errors name the file,
--- the line (when it can be found) and the key path, all at once, like playbooks.
+-- the line (when it can be found) and the key path, all at once, like playbooks: the format
+-- is a rollout.schema spec (FIELDS), checked before anything is normalised.
+--
+-- Error policy: check() and load() return nil, errors for a bad scenario; they never raise.
 local units = require("rollout.units")
 local srcmap = require("rollout.srcmap")
 local pbmod = require("rollout.playbook")
+local schema = require("rollout.schema")
 
 local M = {}
 
@@ -16,125 +20,122 @@ local function latency_params(lat)
 end
 M.latency_params = latency_params
 
-local VERSION_KEYS = { error_rate = "ratio", latency = "latency", health = "ratio", cpu = "ratio", memory = "ratio", disk = "ratio", changes = "changes" }
+-- ---- the format, declared (rollout.schema) ------------------------------------------------
 
-local function err(errs, path, msg) errs[#errs + 1] = { path = path, msg = msg } end
-
-local function dur(errs, path, v)
-  local d, e = units.parse("duration", v)
-  if not d then err(errs, path, e) end
-  return d
+-- Times since t = 0 may be 0; a latency or a health-check period must be > 0.
+local KINDS = schema.kinds()
+KINDS.time = schema.unit_kind("duration", "a time since the start (seconds or \"12m\", \"20m30s\")", false)
+function KINDS.rate(v) -- requests per second: a number >= 0 (or a string holding one)
+  local n = tonumber(v)
+  if not n then return "expected a number of requests per second, got " .. schema.type_name(v) end
+  if n < 0 or n ~= n then return "must be >= 0, got " .. tostring(v) end
 end
 
-local function ratio(errs, path, v)
-  local r, e = units.parse("ratio", v)
-  if not r then err(errs, path, e); return nil end
-  if r < 0 or r > 1 then err(errs, path, "must be between 0 and 1"); return nil end
-  return r
-end
+local LATENCY = { kind = "table", known = true,
+  fields = { p50 = { kind = "duration", required = true }, p99 = { kind = "duration" } },
+  check = function(v)
+    local p50, p99 = units.parse("duration", v.p50), v.p99 and units.parse("duration", v.p99)
+    if p50 and p99 and p99 < p50 then return schema.at("p99", "must not be below p50") end
+  end }
 
-local function latency(errs, path, v)
-  if type(v) ~= "table" then err(errs, path, "expected {p50 = ..., p99 = ...}"); return nil end
+-- What a version does: its state, and (at the top) the times it changes.
+local function state_fields(extra)
+  local f = { error_rate = { kind = "ratio" }, health = { kind = "ratio" }, cpu = { kind = "ratio" },
+    memory = { kind = "ratio" }, disk = { kind = "ratio" }, latency = LATENCY }
+  for k, r in pairs(extra) do f[k] = r end
+  return f
+end
+local CHANGE = { kind = "table", fields = state_fields({ at = { kind = "time", required = true } }) }
+local VERSION = { kind = "table", required = true, what = "table {error_rate = ..., latency = {p50 = ..., p99 = ...}}",
+  fields = state_fields({
+  latency = { kind = LATENCY.kind, known = true, fields = LATENCY.fields, check = LATENCY.check, required = true,
+    what = "{p50 = ..., p99 = ...}" },
+  changes = { kind = "list", item = CHANGE } }) }
+
+local function list_of(fields) return { kind = "list", item = { kind = "table", fields = fields } } end
+
+local FIELDS = {
+  seed = { kind = "integer" },
+  name = { kind = "string" }, description = { kind = "string" },
+  traffic = { kind = "table", required = true, what = "{rps = requests per second}",
+    fields = { rps = { kind = "rate", required = true, what = "number: requests per second (>= 0)" } } },
+  baseline = VERSION, canary = VERSION,
+  traffic_changes = list_of({ at = { kind = "time", required = true }, rps = { kind = "rate", required = true, what = "number" } }),
+  alerts = list_of({ at = { kind = "time", required = true }, to = { kind = "time" }, severity = { kind = "string" },
+    name = { kind = "string" }, labels = { kind = "table" } }),
+  restarts = list_of({ at = { kind = "time", required = true } }),
+  source_errors = list_of({ from = { kind = "time", required = true }, to = { kind = "time", required = true } }),
+  router_faults = { kind = "table" }, -- rollout.sim.router reads them
+  preflight = { kind = "table" },     -- check name -> "pass" | "fail"
+  preview = { kind = "table", fields = { rps = { kind = "rate", required = true,
+    what = "number: preview requests per second (>= 0)" } } },
+  health_every = { kind = "duration" },
+  expect = { kind = "table", fields = { outcome = { kind = "string" }, reason = { kind = "string" },
+    at = { kind = "list", item = { kind = "time" } } } },
+}
+
+-- ---- normalising a checked scenario ----------------------------------------------------------
+
+local function dur(v) return v ~= nil and (units.parse("duration", v)) or nil end
+
+local function version_state(v)
   local out = {}
-  for k, x in pairs(v) do
-    if k ~= "p50" and k ~= "p99" then err(errs, path .. "." .. tostring(k), "unknown key (p50, p99)")
-    else out[k] = dur(errs, path .. "." .. k, x) end
+  for _, k in ipairs({ "error_rate", "health", "cpu", "memory", "disk" }) do
+    if v[k] ~= nil then out[k] = units.parse("ratio", v[k]) end
   end
-  if not v.p50 then err(errs, path .. ".p50", "required") end
-  if out.p50 and out.p50 <= 0 then err(errs, path .. ".p50", "must be > 0") end
-  if out.p50 and out.p99 and out.p99 < out.p50 then err(errs, path .. ".p99", "must not be below p50") end
-  return out
-end
-
-local function version_state(errs, path, v, allow_changes)
-  local out = {}
-  if type(v) ~= "table" then err(errs, path, "expected a table"); return out end
-  for k, x in pairs(v) do
-    local kind = VERSION_KEYS[k]
-    local p = path .. "." .. tostring(k)
-    if not kind or (kind == "changes" and not allow_changes) then err(errs, p, "unknown key")
-    elseif kind == "ratio" then out[k] = ratio(errs, p, x)
-    elseif kind == "latency" then out[k] = latency(errs, p, x)
-    end
-  end
-  if allow_changes and v.changes ~= nil then
+  if v.latency then out.latency = { p50 = dur(v.latency.p50), p99 = dur(v.latency.p99) } end
+  if v.changes then
     out.changes = {}
-    if type(v.changes) ~= "table" then err(errs, path .. ".changes", "expected a list")
-    else
-      for i, c in ipairs(v.changes) do
-        local cp = path .. ".changes[" .. i .. "]"
-        if type(c) ~= "table" or c.at == nil then err(errs, cp .. ".at", "required")
-        else
-          local at = dur(errs, cp .. ".at", c.at)
-          local rest = {}
-          for k, x in pairs(c) do if k ~= "at" then rest[k] = x end end
-          local st = version_state(errs, cp, rest, false)
-          st.at = at
-          out.changes[#out.changes + 1] = st
-        end
-      end
-      table.sort(out.changes, function(a, b) return (a.at or 0) < (b.at or 0) end)
+    for _, c in ipairs(v.changes) do
+      local rest = {}
+      for k, x in pairs(c) do if k ~= "at" then rest[k] = x end end
+      local st = version_state(rest)
+      st.at = dur(c.at)
+      out.changes[#out.changes + 1] = st
     end
+    table.sort(out.changes, function(a, b) return a.at < b.at end)
   end
   return out
 end
 
-local TOP = { seed = true, traffic = true, baseline = true, canary = true, traffic_changes = true, alerts = true,
-  restarts = true, source_errors = true, expect = true, preflight = true, router_faults = true, description = true, name = true,
-  preview = true, health_every = true }
-
---- check(raw) -> scenario | nil, errors ({path=, msg=})
+--- check(raw) -> scenario | nil, errors ({path = "key.path", msg =, keys = {...}}: the
+--- path as text and as the list of keys rollout.schema reported)
 function M.check(raw)
-  local errs = {}
-  if type(raw) ~= "table" then return nil, { { path = "", msg = "a scenario must return a table" } } end
-  for k in pairs(raw) do if not TOP[k] then err(errs, tostring(k), "unknown key") end end
-  local s = { seed = raw.seed or 1, traffic_changes = {}, alerts = {}, restarts = {}, source_errors = {}, preflight = raw.preflight or {} }
-  if math.type(s.seed) ~= "integer" then err(errs, "seed", "expected an integer") end
-  local traffic = raw.traffic or {}
-  s.rps = tonumber(traffic.rps)
-  if not s.rps or s.rps < 0 then err(errs, "traffic.rps", "required: requests per second (>= 0)") end
-  s.baseline = version_state(errs, "baseline", raw.baseline or {}, true)
-  s.canary = version_state(errs, "canary", raw.canary or {}, true)
+  if type(raw) ~= "table" then return nil, { { path = "", keys = {}, msg = "a scenario must return a table" } } end
+  local found = schema.check(raw, FIELDS, { kinds = KINDS })
+  if #found > 0 then
+    local errs = {}
+    for _, e in ipairs(found) do errs[#errs + 1] = { path = schema.path_string(e.path), keys = e.path, msg = e.message } end
+    return nil, errs
+  end
+  local s = { seed = raw.seed or 1, traffic_changes = {}, alerts = {}, restarts = {}, source_errors = {},
+    preflight = raw.preflight or {} }
+  s.rps = tonumber(raw.traffic.rps)
+  s.baseline = version_state(raw.baseline)
+  s.canary = version_state(raw.canary)
   for _, v in ipairs({ "baseline", "canary" }) do
     local st = s[v]
     st.error_rate = st.error_rate or 0
     st.health = st.health or 1
-    if not st.latency then err(errs, v .. ".latency", "required: {p50 = ..., p99 = ...}") end
   end
-  for i, c in ipairs(raw.traffic_changes or {}) do
-    s.traffic_changes[i] = { at = dur(errs, "traffic_changes[" .. i .. "].at", c.at), rps = tonumber(c.rps) }
-    if not s.traffic_changes[i].rps then err(errs, "traffic_changes[" .. i .. "].rps", "required number") end
-  end
-  table.sort(s.traffic_changes, function(a, b) return (a.at or 0) < (b.at or 0) end)
+  for i, c in ipairs(raw.traffic_changes or {}) do s.traffic_changes[i] = { at = dur(c.at), rps = tonumber(c.rps) } end
+  table.sort(s.traffic_changes, function(a, b) return a.at < b.at end)
   for i, a in ipairs(raw.alerts or {}) do
-    local p = "alerts[" .. i .. "]"
-    s.alerts[i] = { at = dur(errs, p .. ".at", a.at), to = a.to and dur(errs, p .. ".to", a.to),
-      severity = a.severity or "warning", name = a.name or ("alert" .. i), labels = a.labels or {} }
+    s.alerts[i] = { at = dur(a.at), to = dur(a.to), severity = a.severity or "warning", name = a.name or ("alert" .. i),
+      labels = a.labels or {} }
   end
-  for i, r in ipairs(raw.restarts or {}) do s.restarts[i] = dur(errs, "restarts[" .. i .. "].at", r.at) end
-  for i, e in ipairs(raw.source_errors or {}) do
-    local p = "source_errors[" .. i .. "]"
-    s.source_errors[i] = { from = dur(errs, p .. ".from", e.from), to = dur(errs, p .. ".to", e.to) }
-  end
+  for i, r in ipairs(raw.restarts or {}) do s.restarts[i] = dur(r.at) end
+  for i, e in ipairs(raw.source_errors or {}) do s.source_errors[i] = { from = dur(e.from), to = dur(e.to) } end
   s.router_faults = raw.router_faults or {}
   s.name, s.description = raw.name, raw.description
-  if raw.preview ~= nil then -- requests/s the header override sends the canary (blue-green's preview)
-    s.preview_rps = type(raw.preview) == "table" and tonumber(raw.preview.rps) or nil
-    if not s.preview_rps or s.preview_rps < 0 then err(errs, "preview.rps", "required: preview requests per second (>= 0)") end
-  end
-  s.health_every = 0.5
-  if raw.health_every ~= nil then
-    s.health_every = dur(errs, "health_every", raw.health_every)
-    if s.health_every and s.health_every <= 0 then err(errs, "health_every", "must be > 0") end
-  end
+  -- requests/s the header override sends the canary (blue-green's preview)
+  if raw.preview ~= nil then s.preview_rps = tonumber(raw.preview.rps) end
+  s.health_every = raw.health_every ~= nil and dur(raw.health_every) or 0.5
   if raw.expect then
     local e = raw.expect
     s.expect = { outcome = e.outcome, reason = e.reason }
-    if e.at then
-      s.expect.at = { dur(errs, "expect.at[1]", e.at[1]), dur(errs, "expect.at[2]", e.at[2]) }
-    end
+    if e.at then s.expect.at = { dur(e.at[1]), dur(e.at[2]) } end
   end
-  if #errs > 0 then return nil, errs end
   return s
 end
 
@@ -147,11 +148,7 @@ function M.load(path)
   local s, errs = M.check(raw)
   if not s then
     local map = srcmap.load(path)
-    for _, e in ipairs(errs) do
-      local p = {}
-      for part in e.path:gmatch("[^%.%[%]]+") do p[#p + 1] = tonumber(part) or part end
-      e.file, e.line = path, map:line(p)
-    end
+    for _, e in ipairs(errs) do e.file, e.line = path, map:line(e.keys) end
     return nil, errs
   end
   s.file = path
