@@ -6,6 +6,9 @@
  * or a number of requests, a crash -- so that every rollback path of a playbook can be
  * exercised against a real process. Faults can also be changed live through
  * /admin/fault, which is what demos and tests use instead of restarting.
+ * `metrics_frozen=1` there makes /metrics repeat the request counters and the latency
+ * histogram as they were at that moment while `/` goes on answering: a broken exporter or
+ * a stuck scrape pipeline, whose canary shows no new requests (`metrics_frozen=0` thaws).
  *
  * Endpoints:  /  /health  /ready  /metrics  GET|POST /admin/fault
  * Only `/` counts toward the request metrics: probes and scrapes must not dilute the
@@ -63,6 +66,7 @@ struct options {
     double slow_health;
     bool unhealthy;
     bool not_ready;
+    bool metrics_frozen; /* /metrics repeats S.frozen (set through /admin/fault only) */
     bool seeded;
     unsigned long long seed;
 };
@@ -132,6 +136,7 @@ static struct {
     bool failing;
     unsigned long long root_requests;
     struct metrics metrics;
+    struct metrics frozen; /* what /metrics shows while opt.metrics_frozen */
     uint64_t rng;
     double start_wall;
     int listen_fd;
@@ -223,9 +228,15 @@ static void metrics_record(const char *method, int code, double seconds)
     metrics_count(method, code);
 }
 
+/* The request metrics /metrics shows: live, or the copy taken when they were frozen. */
+static const struct metrics *metrics_shown(void)
+{
+    return S.opt.metrics_frozen ? &S.frozen : &S.metrics;
+}
+
 static void metrics_render_histogram(struct buf *b)
 {
-    const struct metrics *m = &S.metrics;
+    const struct metrics *m = metrics_shown();
     const char *v = S.opt.version;
     buf_printf(b, "# HELP http_request_duration_seconds Time to answer / (including injected latency).\n"
                   "# TYPE http_request_duration_seconds histogram\n");
@@ -242,7 +253,7 @@ static void metrics_render_histogram(struct buf *b)
 
 static void metrics_render_counters(struct buf *b)
 {
-    const struct metrics *m = &S.metrics;
+    const struct metrics *m = metrics_shown();
     buf_printf(b, "# HELP http_requests_total Requests to / by method and status code.\n"
                   "# TYPE http_requests_total counter\n");
     if (m->ncounters == 0) /* an absent series reads as "no data"; a zero reads as zero */
@@ -477,13 +488,15 @@ static bool admin_set(const char *key, const char *val, struct fault *f, struct 
         ok = parse_duration(val, &o->slow_health);
     else if (!strcmp(key, "unhealthy"))
         ok = parse_flag(val, &o->unhealthy);
+    else if (!strcmp(key, "metrics_frozen"))
+        ok = parse_flag(val, &o->metrics_frozen);
     else if (!strcmp(key, "ready")) {
         bool ready;
         ok = parse_flag(val, &ready);
         o->not_ready = !ready;
     } else {
         snprintf(err, errlen, "unknown parameter \"%s\" (error_rate, latency_p50, latency_p99, "
-                              "slow_health, unhealthy, ready)\n", key);
+                              "slow_health, unhealthy, ready, metrics_frozen)\n", key);
         return false;
     }
     if (!ok)
@@ -515,10 +528,12 @@ static bool admin_apply_form(struct span form, struct fault *f, struct options *
 static void admin_render(struct buf *b)
 {
     buf_printf(b, "{\"version\":\"%s\",\"error_rate\":%g,\"latency_p50_ms\":%g,\"latency_p99_ms\":%g,"
-                  "\"failing\":%s,\"unhealthy\":%s,\"ready\":%s,\"slow_health_ms\":%g,\"requests\":%llu}\n",
+                  "\"failing\":%s,\"unhealthy\":%s,\"ready\":%s,\"slow_health_ms\":%g,\"requests\":%llu,"
+                  "\"metrics_frozen\":%s}\n",
                S.opt.version, S.fault.error_rate, S.fault.p50 * 1e3, S.fault.p99 * 1e3,
                S.failing ? "true" : "false", S.opt.unhealthy ? "true" : "false",
-               S.opt.not_ready ? "false" : "true", S.opt.slow_health * 1e3, S.root_requests);
+               S.opt.not_ready ? "false" : "true", S.opt.slow_health * 1e3, S.root_requests,
+               S.opt.metrics_frozen ? "true" : "false");
 }
 
 /* GET shows the settings in force; POST (or PUT) changes them: all or nothing. */
@@ -542,6 +557,8 @@ static void handle_admin_fault(struct conn *c, const struct request *r, const st
             conn_send_text(c, 400, "latency_p99 needs a latency_p50 at or below it\n", p);
             return;
         }
+        if (o.metrics_frozen && !S.opt.metrics_frozen)
+            S.frozen = S.metrics; /* from now on /metrics shows this moment */
         S.fault = f;
         S.opt = o;
     }

@@ -3,6 +3,10 @@
 -- stated reason when its target is not configured: a skip is visible, never a pass.
 -- A command is an argv list (never a shell), e.g.
 --   --set 'params.database_command=["psql","postgres://db/app","-c","SELECT 1"]' (via --config)
+-- `monitoring` is a real check whenever a source is configured: every metric source is
+-- asked once the way an evaluation asks it (and Prometheus's /-/ready), and a source that
+-- cannot answer fails the check.
+local safety = require("rollout.safety")
 local function params(ctx) return ctx.engine.pb.params or {} end
 
 local function run_command(ctx, key, what)
@@ -49,11 +53,23 @@ return {
       if w.canary ~= 0 then return false, "canary already receives " .. w.canary .. "% (expected 0 before the rollout)" end
       return true, "baseline 100%, canary 0%"
     end },
-  { name = "monitoring", description = "5. monitoring stack (Prometheus ready)",
+  { name = "monitoring", description = "5. monitoring stack (every metric source answers)",
     run = function(ctx)
+      local srcs, answered = ctx.engine.sources or {}, {}
       local url = source_url(ctx, "prometheus")
-      if not url then return "skip", "no prometheus source configured" end
-      return get_ok(url .. "/-/ready", "prometheus")
+      if url then
+        local ok, detail = get_ok(url .. "/-/ready", "prometheus")
+        if not ok then return false, detail end
+      end
+      for _, src in ipairs(srcs) do
+        if src.signals then
+          local ok, detail = safety.check_source(src, rollout.now(), ctx.engine.pb.trigger_window)
+          if not ok then return false, detail end
+          answered[#answered + 1] = detail
+        end
+      end
+      if #answered == 0 then return "skip", "no metric source configured" end
+      return true, table.concat(answered, ", ")
     end },
   { name = "alertmanager", description = "6. alert configuration (Alertmanager up)",
     run = function(ctx)

@@ -27,6 +27,20 @@ end
 
 local function source_ctx() return { versions = VERSIONS, service = "faults", emit = function() end } end
 
+-- A source that answers its first round from `good` and fails from then on as `bad` does:
+-- the engine shifts no traffic before every source has answered once (rollout.safety), so
+-- a fault during a stage starts after that first answer.
+local function ready_then(good, bad)
+  local w = { name = bad.name, provides = bad.provides, cur = good }
+  function w.tick(self, now) return self.cur:tick(now) end
+  function w.signals(self, now, win)
+    local a, b = self.cur:signals(now, win)
+    self.cur = bad
+    return a, b
+  end
+  return w
+end
+
 -- An engine on the real clock with `src` as its only source and the simulated router; the
 -- events it emitted, also through the --json printer (which must survive any error text).
 local function run_engine(src, extra)
@@ -68,8 +82,11 @@ describe("faults: slow scrape targets", function()
   end)
 
   it("the engine marks each slow evaluation as a source error and goes inconclusive after the limit", function()
-    local src = sources.new({ type = "scrape", timeout = "0.2s",
-      targets = { baseline = s.url .. "/slow/2000/metrics", canary = s.url .. "/slow/2000/metrics" } }, source_ctx())
+    local src = ready_then(
+      sources.new({ type = "scrape", timeout = "0.2s", targets = { baseline = s.url .. "/metrics", canary = s.url .. "/metrics" } },
+        source_ctx()),
+      sources.new({ type = "scrape", timeout = "0.2s",
+        targets = { baseline = s.url .. "/slow/2000/metrics", canary = s.url .. "/slow/2000/metrics" } }, source_ctx()))
     local t0 = rollout.now()
     local outcome, events = run_engine(src)
     assert.equals("paused", outcome.outcome)
@@ -113,7 +130,8 @@ describe("faults: Prometheus answering 503, 422 and garbage", function()
 
   it("the engine turns them into source_error events and an inconclusive stage; --json survives the garbage", function()
     for _, mode in ipairs({ "503", "422", "garbage" }) do
-      local src = sources.new({ type = "prometheus", url = s.url .. "/prom/" .. mode, timeout = "1s" }, source_ctx())
+      local src = ready_then(sources.new({ type = "prometheus", url = s.url .. "/prom/ok", timeout = "1s" }, source_ctx()),
+        sources.new({ type = "prometheus", url = s.url .. "/prom/" .. mode, timeout = "1s" }, source_ctx()))
       local outcome, events, text = run_engine(src)
       assert.equals("paused", outcome.outcome, mode)
       assert.equals("inconclusive:source_errors", outcome.reason, mode)

@@ -14,6 +14,7 @@ local rollout = require("rollout")
 local playbook = require("rollout.playbook")
 local observe = require("rollout.observe")
 local strategies = { blue_green = require("rollout.strategies.blue_green") } -- canary is this file
+local safety = require("rollout.safety")
 
 local M = {}
 local E = {}
@@ -107,13 +108,16 @@ end
 function E:signals(now, win)
   local merged = { baseline = {}, canary = {} }
   local any = false
+  local real = safety.real_traffic(self.sources) -- a probe adds evidence, never replaces it
   for _, src in ipairs(self.sources) do
     if src.signals then
       any = true
       local s, err = src:signals(now, win)
       if not s then return nil, err or "source error" end
       for _, v in ipairs({ "baseline", "canary" }) do
-        for k, x in pairs(s[v] or {}) do if merged[v][k] == nil then merged[v][k] = x end end
+        for k, x in pairs(s[v] or {}) do
+          if merged[v][k] == nil and safety.signal_source(src, k, real) then merged[v][k] = x end
+        end
       end
     end
   end
@@ -426,6 +430,7 @@ function E:tick()
   self:emit("evaluation", { weight = self.weights.canary, window = self.pb.trigger_window, baseline = compact(sig.baseline), canary = compact(sig.canary) })
   if self.pb.policy.share_tolerance then self:check_share(sig) end
   self:evaluate_triggers(now, cache)
+  if self.state == "stage" or self.state == "paused" then safety.readback(self) end
 end
 
 -- ---- hooks --------------------------------------------------------------------------------
@@ -472,7 +477,7 @@ function E:run_hook(name, extra, opts)
   local t0 = rollout.now()
   local ctx = self:hook_ctx(extra)
   local hb = self.pb.hook_budget or {}
-  local timeout = opts.timeout or hb.time or self.pb.hook_timeout or M.HOOK_BUDGET.time
+  local timeout = math.min(opts.timeout or math.huge, hb.time or self.pb.hook_timeout or M.HOOK_BUDGET.time)
   local limits = { seconds = timeout, instructions = hb.instructions or M.HOOK_BUDGET.instructions }
   local task = rollout.spawn(function()
     -- preemptible: a hook stuck in a loop yields to the loop every 10 ms, so triggers and
@@ -736,6 +741,11 @@ function E:evaluate_gate(stage)
     end
   end
   if nodata then short[#short + 1] = "no_data:" .. nodata end
+  if sig then -- no evidence is not health: a canary far below its share (rollout.safety)
+    local lack, fields = safety.gate_evidence(self, sig)
+    ev.canary_share = fields
+    if lack then table.insert(short, 1, lack) end -- the root cause: the canary has no traffic
+  end
   if #short == 0 and not failed then
     -- every static threshold holds: the statistical judge, where enabled (rollout.analysis)
     local verdict, jwhy = require("rollout.analysis").gate(self, stage)
@@ -863,6 +873,12 @@ end
 -- ---- outcomes -----------------------------------------------------------------------------
 
 function E:finish(outcome, reason, at)
+  -- a run that ends failed or aborted sends nobody to the canary by header
+  -- (not when the router just failed to answer within max_rollback_time: that bound holds)
+  if (outcome == "failed" or outcome == "aborted") and self.override_on and reason ~= "error:rollback_unconfirmed"
+    and reason ~= "error:header_override" then
+    safety.remove_override(self)
+  end
   self.state = outcome
   self.outcome = { outcome = outcome, reason = reason, at = at or self:elapsed(), stage = self.stage and self.stage.name,
     observe = self.observe }
@@ -875,18 +891,26 @@ function E:rollback(intr)
   self.state = "rolling_back"
   self.ticking = false
   self:emit("rollback_started", { reason = intr.reason, detail = intr.detail, value = intr.value })
+  -- max_rollback_time bounds the whole rollback: router calls, retries, the override and the hook
   local deadline = rollout.now() + self.pb.max_rollback_time
   local attempt, backoff = 0, 0.5
   while true do
     attempt = attempt + 1
     local stop = self:await_record()
     if stop and stop.action == "stop_paused" then return self:finish("paused", "journal unwritable") end
-    local ok, err = self.router:set_weights({ baseline = 100, canary = 0 }, { attempts = 1, rollback = true })
+    local ok, err = nil, "max_rollback_time spent"
+    local left = deadline - rollout.now()
+    if left > 0 then
+      ok, err = self.router:set_weights({ baseline = 100, canary = 0 }, { attempts = 1, rollback = true, deadline = left })
+    end
     self:emit("rollback_attempt", { attempt = attempt, ok = ok and true or false, error = err })
     if ok then break end
-    local left = deadline - rollout.now()
+    left = deadline - rollout.now()
     if left <= 0 then
-      self:emit("rollback_unconfirmed", { attempts = attempt, error = err })
+      -- the journal holds what the proxy last said, not what we wished it said
+      local seen = safety.last_read(self)
+      self:emit("rollback_unconfirmed", { attempts = attempt, error = err, max_rollback_time = self.pb.max_rollback_time,
+        read_back = seen and seen.weights, read_back_ts = seen and seen.at })
       return self:finish("failed", "error:rollback_unconfirmed")
     end
     rollout.sleep(math.min(backoff, left))
@@ -895,7 +919,14 @@ function E:rollback(intr)
   self.weights = { baseline = 100, canary = 0 }
   self:emit("weight_confirmed", { baseline = 100, canary = 0 })
   local at = self:elapsed()
-  self:run_hook("on_rollback", { reason = intr.reason }, { uninterruptible = true })
+  local hok = safety.remove_override(self, deadline)
+  local left = deadline - rollout.now()
+  if left > 0 then
+    self:run_hook("on_rollback", { reason = intr.reason }, { uninterruptible = true, timeout = left })
+  elseif self.pb.hooks.on_rollback then
+    self:emit("hook_failed", { hook = "on_rollback", error = "not run: max_rollback_time spent" })
+  end
+  if not hok then return self:finish("failed", "error:header_override") end
   self:emit("rolled_back", { reason = intr.reason, at = at })
   return self:finish("rolled_back", intr.reason, at)
 end
@@ -936,6 +967,7 @@ function E:promote()
   if ok == nil then return self:handle(intr) end
   if ok == false then return self:finish("failed", "error:hook:finalize") end
   self.ticking = false
+  if not safety.remove_override(self) then return self:finish("failed", "error:header_override") end
   return self:finish("promoted", nil)
 end
 
@@ -1027,8 +1059,11 @@ function E:run()
   local ok, err = self:run_hook_pausable("deploy")
   if ok == nil then return self:handle(err) end -- interrupted (a signal, an abort): as anywhere else
   if not ok then return self:finish("failed", "error:deploy", nil, err) end
+  local serr = safety.await_sources(self) -- no shift before every source has answered once
+  if serr then return self:finish("aborted", "error:sources") end
   self:capture_baseline()
   if pb.header_override and self.router.header_override and not self.observe then
+    self.override_on = true -- removed on rollback, abort, failure and after finalize
     local hok, herr = self.router:header_override(pb.header_override)
     self:emit("header_override", { name = pb.header_override.name, value = pb.header_override.value, ok = hok and true or false, error = herr })
   end

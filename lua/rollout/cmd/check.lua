@@ -1,17 +1,24 @@
 -- rollout check PLAYBOOK [--config FILE] [--set k=v ...] [--json]
 -- Validates the playbook without side effects, then checks what the router and sources
 -- can be checked for without moving traffic (socket reachable, names exist, API up).
+-- Every configured source (scrape, prometheus, probe, alertmanager) is asked once, the way
+-- an evaluation asks it (rollout.safety.check_source): one that cannot answer is a failed
+-- check, never a pass on nothing. --offline skips the router and the sources.
 -- Exit 0 when everything is fine, 2 on a configuration error, 3 when a live check fails.
+local rollout = require("rollout")
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local json = require("rollout.json")
+local safety = require("rollout.safety")
 
 local M = {}
-M.summary = "validate a playbook, then check its router without moving traffic"
+M.summary = "validate a playbook, then check its router and sources without moving traffic"
 M.usage = "rollout check PLAYBOOK [--config FILE] [--set KEY=VALUE ...] [--json] [--offline]"
 M.description = "Validates PLAYBOOK with no side effects and reports every error at once as "
   .. "file:line: key: problem. Then checks what can be checked without moving traffic: the router's "
-  .. "socket or API is reachable, its backend and server names exist, its config file is writable. "
+  .. "socket or API is reachable, its backend and server names exist, its config file is writable; every "
+  .. "configured source (scrape targets, Prometheus, the probe's URLs, Alertmanager) is asked once the way an "
+  .. "evaluation asks it: a source that cannot answer is a failed check, never a pass on nothing. "
   .. "On Kubernetes it asks the API server (SelfSubjectAccessReview) for every permission the playbook "
   .. "will need and lists each missing one (docs/kubernetes.md)."
 M.options = {
@@ -21,7 +28,7 @@ M.options = {
     .. "--set sources[1].url=http://prom:9090; numbers and booleans are read as such, a value starting with "
     .. "[ or { as JSON; repeatable", list = true },
   { "--json", "print {ok, checks = [{name, ok, detail}]} as one JSON object" },
-  { "--offline", "validate only: skip the live checks of the router and the permission reviews" },
+  { "--offline", "validate only: skip the live checks of the router and the sources, and the permission reviews" },
 }
 M.exit = "0 everything is fine, 2 the playbook is invalid, 3 a live check failed"
 
@@ -51,6 +58,21 @@ function M.main(argv)
   end
   if not opts.offline then -- every Kubernetes permission the playbook needs (SelfSubjectAccessReview)
     for _, c in ipairs(require("rollout.k8s.access").check_items(pb)) do items[#items + 1] = c end
+  end
+  if not opts.offline then
+    local sources = require("rollout.sources")
+    local ctx = { versions = pb.versions, service = pb.service }
+    for i, cfg in ipairs(pb.sources or {}) do
+      local name = string.format("source %s (%s, sources[%d])", tostring(cfg.name or cfg.type), tostring(cfg.type), i)
+      local ok, src = pcall(sources.new, cfg, ctx)
+      if not ok then
+        items[#items + 1] = { name = name, ok = false, detail = tostring(src) }
+      else
+        local cok, good, detail = pcall(safety.check_source, src, rollout.now(), pb.trigger_window)
+        items[#items + 1] = { name = name, ok = cok and good or false, detail = cok and detail or tostring(good) }
+        if src.close then pcall(src.close, src) end
+      end
+    end
   end
   local bad = 0
   for _, it in ipairs(items) do if not it.ok then bad = bad + 1 end end

@@ -203,8 +203,27 @@ function M.init(self, kind, cfg, opts)
   self.last = nil          -- the last confirmed weights
   self.confirmed_at = nil  -- rollout.time() of that confirmation
   self.override = false    -- the confirmed header override
+  self.observed = nil      -- the last weights read back: {weights=, at = rollout.time()}
+  self.io_until = nil      -- while a call has a deadline: rollout.now() it must end by
   self.queue = {}
   return self
+end
+
+--- The timeout for one proxy exchange: the router's timeout, cut to what is left of the
+--- current call's deadline (set_weights/header_override opts.deadline). nil, err when
+--- nothing is left: a backend then sends nothing, so no command reaches the proxy after
+--- the caller has given up.
+function Router:io_timeout()
+  if not self.io_until then return self.timeout end
+  local left = self.io_until - rollout.now()
+  if left <= 0 then return nil, "deadline reached" end
+  return math.min(self.timeout, left)
+end
+
+-- Every successful read-back is remembered: on giving up, the engine journals it.
+function Router:_observe(got, ...)
+  if got then self.observed = { weights = copy(got), at = rollout.time() } end
+  return got, ...
 end
 
 function Router:_emit(kind, fields)
@@ -239,6 +258,7 @@ end
 local function retry(opts, step)
   local t0 = rollout.now()
   local deadline = opts.deadline and t0 + units.duration(opts.deadline)
+  if deadline and opts.router then opts.router.io_until = deadline end
   local attempts = opts.attempts or (deadline and math.huge or 3)
   local pause = opts.backoff and units.duration(opts.backoff) or 0.1
   local cap = opts.backoff_max and units.duration(opts.backoff_max) or 2
@@ -246,7 +266,10 @@ local function retry(opts, step)
   while true do
     attempt = attempt + 1
     ok, err = step(attempt, t0)
-    if ok then return true, attempt end
+    if ok then
+      if opts.router then opts.router.io_until = nil end
+      return true, attempt
+    end
     if attempt >= attempts then break end
     local now = rollout.now()
     if deadline and now >= deadline then break end
@@ -255,6 +278,7 @@ local function retry(opts, step)
     rollout.sleep(p)
     pause = pause * 2
   end
+  if opts.router then opts.router.io_until = nil end
   return nil, string.format("not confirmed after %d attempt%s in %.2f s: %s", attempt,
     attempt == 1 and "" or "s", rollout.now() - t0, tostring(err))
 end
@@ -263,7 +287,8 @@ local function check_set_opts(o)
   if o == nil then return {} end
   if type(o) ~= "table" then error("set_weights: opts must be a table", 3) end
   for k in pairs(o) do
-    if k ~= "attempts" and k ~= "deadline" and k ~= "backoff" and k ~= "backoff_max" and k ~= "rollback" then
+    if k ~= "attempts" and k ~= "deadline" and k ~= "backoff" and k ~= "backoff_max" and k ~= "rollback"
+      and k ~= "router" then
       error("set_weights: unknown option " .. tostring(k), 3)
     end
   end
@@ -279,6 +304,7 @@ function Router:_set(want, o)
     self:_emit(kind, fields)
   end
   emit("weight_requested", { requested = copy(want) })
+  o.router = self
   local ok, err = retry(o, function(attempt, t0)
     local function failed(e)
       emit("router_error", { requested = copy(want), attempt = attempt, elapsed = rollout.now() - t0, error = e })
@@ -286,7 +312,7 @@ function Router:_set(want, o)
     end
     local done, aerr = self:_apply(want)
     if not done then return failed(aerr) end
-    local got, rerr = self:_read()
+    local got, rerr = self:_observe(self:_read())
     if not got then return failed(rerr) end
     if not M.same_weights(got, want) then
       local msg = "read back " .. M.fmt_weights(got) .. ", requested " .. M.fmt_weights(want)
@@ -318,8 +344,16 @@ function Router:rollback(deadline)
 end
 
 --- The weights the proxy serves now, in percent, and backend details. weights | nil, err.
-function Router:get_weights()
-  return self:_locked(self._read, self)
+--- opts.deadline (seconds) bounds the read (io_timeout).
+function Router:get_weights(o)
+  local d = o and o.deadline and units.duration(o.deadline)
+  return self:_locked(function()
+    if d then self.io_until = rollout.now() + d end
+    local r = table.pack(pcall(self._read, self))
+    self.io_until = nil
+    if not r[1] then error(r[2], 0) end
+    return self:_observe(table.unpack(r, 2, r.n))
+  end)
 end
 
 --- The last confirmed weights (nil before the first confirmation).
@@ -328,6 +362,7 @@ function Router:confirmed()
 end
 
 function Router:_override(h, o)
+  o.router = self
   local ok, err = retry(o, function(attempt, t0)
     local done, aerr = self:_apply_override(h)
     local got

@@ -20,6 +20,7 @@
 --
 -- Error policy: bad config raises from new() (validate() lists the problems); socket and
 -- HAProxy failures return nil, err naming the socket path and the command.
+local rollout = require("rollout")
 local net = require("rollout.net")
 local common = require("rollout.routers.common")
 
@@ -73,18 +74,24 @@ end
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
 
 --- Send one line (commands joined by ';') and return HAProxy's whole reply.
+--- Every exchange is bounded by io_timeout(): within a call's deadline (a rollback's
+--- max_rollback_time) a hung HAProxy costs what is left of it, no more.
 function R:_cli(line)
   local conn, err
+  local timeout, terr = self:io_timeout()
+  if not timeout then return nil, "HAProxy socket " .. self.socket .. ": not sent '" .. line .. "': " .. terr end
+  local t0 = rollout.now()
   local host, port = self.socket:match("^tcp:(.+):(%d+)$")
   if host then
-    conn, err = net.connect_tcp(host, tonumber(port), self.timeout)
+    conn, err = net.connect_tcp(host, tonumber(port), timeout)
   else
-    conn, err = net.connect_unix(self.socket, self.timeout)
+    conn, err = net.connect_unix(self.socket, timeout)
   end
   if not conn then return nil, "HAProxy runtime API unreachable: " .. tostring(err) end
-  local ok, serr = conn:send(line .. "\n")
+  local left = math.max(0.001, timeout - (rollout.now() - t0))
+  local ok, serr = conn:send(line .. "\n", left)
   if not ok then conn:close(); return nil, "HAProxy socket " .. self.socket .. ": send: " .. tostring(serr) end
-  local reply, rerr = conn:receive("a", self.timeout)
+  local reply, rerr = conn:receive("a", math.max(0.001, timeout - (rollout.now() - t0)))
   conn:close()
   if not reply then
     return nil, "HAProxy socket " .. self.socket .. ": no reply to '" .. line .. "': " .. tostring(rerr)
@@ -125,7 +132,11 @@ function R:_apply(w)
     canary = "set weight " .. self:_srv("canary") .. " " .. c,
   }
   -- Raise before lowering: in between, the backend serves with a total weight above 0.
-  local cur = self:_abs_weights()
+  -- A write goes only right after a read HAProxy answered: to a hung HAProxy (stopped,
+  -- overloaded) nothing is sent, so no `set weight` waits in its socket to be applied
+  -- after we gave up and journaled what we last read back.
+  local cur, rerr = self:_abs_weights()
+  if not cur then return nil, rerr end
   local first = (not cur or c > cur.canary) and "canary" or "baseline"
   local second = first == "canary" and "baseline" or "canary"
   local line = sets[first] .. "; " .. sets[second]

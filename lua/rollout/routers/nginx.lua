@@ -240,7 +240,9 @@ end
 -- ---- the status location -------------------------------------------------------------
 
 function R:_status()
-  local res, err = http.request{ url = self.status_url, headers = { Connection = "close" }, timeout = self.timeout }
+  local timeout, terr = self:io_timeout() -- within a rollback's max_rollback_time
+  if not timeout then return nil, "NGINX status " .. self.status_url .. ": " .. terr end
+  local res, err = http.request{ url = self.status_url, headers = { Connection = "close" }, timeout = timeout }
   if not res then return nil, "NGINX status " .. self.status_url .. ": " .. tostring(err) end
   if res.status ~= 200 then
     return nil, "NGINX status " .. self.status_url .. ": HTTP " .. res.status .. " (is the include loaded?)"

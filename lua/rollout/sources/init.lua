@@ -21,6 +21,11 @@
 --   src.provides = {error_rate = true, p99 = true, ...}: the signals it can answer; the
 --   others are left out of its sets (nil), so merged sources never shadow each other
 --   src.name                              cfg.name, else the type
+--   src.synthetic = true                  its requests are its own (the probe): it adds
+--                                         evidence, never replaces a real source's traffic
+--                                         signals (rollout.safety)
+--   src:check_targets() -> true | nil, err   optional: what `rollout check` and the
+--                                         pre-flight ask beyond a tick (the probe's URLs)
 -- The alertmanager source has alerts() and no signals method.
 local schema = require("rollout.schema")
 

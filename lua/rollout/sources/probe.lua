@@ -86,6 +86,7 @@ function M.new(cfg, ctx)
   common.assert_valid("probe", M.validate(cfg), 2)
   local self = setmetatable({
     cfg = cfg, ctx = ctx or {}, name = cfg.name or "probe",
+    synthetic = true, -- its requests add evidence, never replace a real source's (rollout.safety)
     provides = common.set { "requests", "rps", "error_rate", "p50", "p95", "p99", "health" },
     rate = cfg.rate or 1,
     timeout = units.duration(cfg.timeout or 5),
@@ -132,6 +133,18 @@ function P:_check(v)
   if resp and resp.status >= 200 and resp.status <= 299 and (resp.time or 0) <= self.health_timeout then
     acc.health_ok = acc.health_ok + 1
   end
+end
+
+--- check_targets() -> true | nil, err: every version's URL and health URL answers (any
+--- HTTP status: what the service says is data; a refused or timed-out request is not).
+function P:check_targets()
+  for _, v in ipairs(common.VERSIONS) do
+    for _, url in ipairs({ self.urls[v], self.health_urls[v] }) do
+      local resp, err = http.get(url, { timeout = self.timeout })
+      if not resp then return nil, v .. ": " .. tostring(err) end
+    end
+  end
+  return true
 end
 
 --- start(): begin the synthetic traffic and health checks (idempotent).
