@@ -4,9 +4,8 @@
 -- A command is an argv list (never a shell), e.g.
 --   --set 'params.database_command=["psql","postgres://db/app","-c","SELECT 1"]' (via --config)
 -- `monitoring` is a real check whenever a source is configured: every metric source is
--- asked once the way an evaluation asks it (and Prometheus's /-/ready), and a source that
--- cannot answer fails the check.
-local safety = require("rollout.safety")
+-- asked once the way an evaluation asks it (ctx.check_sources; and Prometheus's /-/ready),
+-- and a source that cannot answer fails the check.
 local function params(ctx) return ctx.engine.pb.params or {} end
 
 local function run_command(ctx, key, what)
@@ -55,18 +54,15 @@ return {
     end },
   { name = "monitoring", description = "5. monitoring stack (every metric source answers)",
     run = function(ctx)
-      local srcs, answered = ctx.engine.sources or {}, {}
+      local answered = {}
       local url = source_url(ctx, "prometheus")
       if url then
         local ok, detail = get_ok(url .. "/-/ready", "prometheus")
         if not ok then return false, detail end
       end
-      for _, src in ipairs(srcs) do
-        if src.signals then
-          local ok, detail = safety.check_source(src, rollout.now(), ctx.engine.pb.trigger_window)
-          if not ok then return false, detail end
-          answered[#answered + 1] = detail
-        end
+      for _, c in ipairs(ctx.check_sources()) do
+        if not c.ok then return false, c.detail end
+        answered[#answered + 1] = c.detail
       end
       if #answered == 0 then return "skip", "no metric source configured" end
       return true, table.concat(answered, ", ")

@@ -441,6 +441,8 @@ function E:hook_ctx(extra)
     stage = self.stage and self.stage.name, simulate = self.env.simulate, engine = self,
     signals = function() return self.last_signals end,
     log = function(msg) self:emit("log", { message = tostring(msg) }) end,
+    -- ask every metric source once, as an evaluation does: {{name=, ok=, detail=}, ...}
+    check_sources = function() return safety.check_sources(self.sources, rollout.now(), self.pb.trigger_window) end,
   }
   for k, v in pairs(extra or {}) do ctx[k] = v end
   return ctx

@@ -162,6 +162,19 @@ function M.check_source(src, now, win)
   return true, what .. " has nothing to ask"
 end
 
+--- check_sources(sources, now, window) -> {{name=, ok=, detail=}, ...} for the sources
+--- with signals (the `monitoring` pre-flight check's view; hooks get it as ctx.check_sources).
+function M.check_sources(sources, now, win)
+  local out = {}
+  for _, src in ipairs(sources) do
+    if src.signals then
+      local ok, detail = M.check_source(src, now, win)
+      out[#out + 1] = { name = src.name, ok = ok and true or false, detail = detail }
+    end
+  end
+  return out
+end
+
 --- await_sources(engine) -> nil | err: before the first shift, every configured source
 --- must answer once; each is asked up to three times, an interval apart. Journals one
 --- `preflight_check` {check = "sources_answered"}.
