@@ -26,9 +26,11 @@ describe("rollout check: Kubernetes permissions", function()
     assert.equals(0, #v, "contract violations: " .. json.encode(v))
   end)
 
+  -- No Prometheus or Alertmanager runs here, and `check` asks every configured source (a
+  -- source that cannot answer fails it): the permissions are checked without sources.
   local function check(extra)
     local argv = { rollout.exe, "check", PLAYBOOK, "--set", "router.api=" .. k8s.api, "--set", "router.token_file=" .. k8s.token_file,
-      "--set", "router.ca_file=" .. k8s.ca }
+      "--set", "router.ca_file=" .. k8s.ca, "--set", "sources=[]" }
     for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
     return assert(proc.run({ argv = argv, timeout = 60 }))
   end
