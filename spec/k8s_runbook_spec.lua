@@ -161,8 +161,12 @@ describe("playbooks/canary-k8s.lua against the contract server", function()
     assert.same({ app = "dwcp-v3", version = "v3.0.0" }, k8s:obj("services", "production", "dwcp-v3").spec.selector)
     assert.is_nil(k8s:obj("virtualservices", "production", "dwcp-v3-canary"), "canary VirtualService deleted")
     local vs = k8s:obj("virtualservices", "production", "dwcp-v3")
-    assert.same({ canary = { exact = "true" } }, vs.spec.http[1].match[1].headers, "the header route kept")
-    assert.equals(100, vs.spec.http[2].route[2].weight)
+    -- the header override ends with the rollout: removed (and read back) after finalize
+    for _, route in ipairs(vs.spec.http) do assert.is_nil(route.match, "the header route outlived the promotion") end
+    assert.equals(100, vs.spec.http[1].route[2].weight)
+    local removed = 0
+    for _, e in ipairs(find_all(evs, "header_override")) do if e.removed and e.ok then removed = removed + 1 end end
+    assert.equals(1, removed, "the removal is journaled, confirmed by read-back")
     local outcome = find_all(evs, "outcome")
     assert.equals("promoted", outcome[#outcome].outcome)
     -- the manual finalize after this promotion finds every step done and confirms it again

@@ -177,7 +177,7 @@ end
 
 --- await_sources(engine) -> nil | err: before the first shift, every configured source
 --- must answer once; each is asked up to three times, an interval apart. Journals one
---- `preflight_check` {check = "sources_answered"}.
+--- `sources_checked` {status = "pass" | "fail", sources = n, detail}.
 function M.await_sources(engine)
   if engine.env.simulate or #engine.sources == 0 then return nil end
   local pending = {}
@@ -194,12 +194,12 @@ function M.await_sources(engine)
     if attempt < 3 then rollout.sleep(engine.pb.interval) end
   end
   if next(pending) == nil then
-    engine:emit("preflight_check", { check = "sources_answered", status = "pass",
+    engine:emit("sources_checked", { status = "pass", sources = #engine.sources,
       detail = #engine.sources .. " source(s) answered" })
     return nil
   end
   local err = table.concat(failures, "; ")
-  engine:emit("preflight_check", { check = "sources_answered", status = "fail", detail = err })
+  engine:emit("sources_checked", { status = "fail", sources = #engine.sources, detail = err })
   return err
 end
 
