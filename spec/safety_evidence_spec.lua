@@ -1,6 +1,7 @@
+-- rollout-test: serial (times a re-apply within one interval and a rollback within max_rollback_time)
 -- Never promote on evidence the engine does not have (issue: traffic safety, items 1, 2, 9
 -- and 10), end to end: `rollout run playbooks/demo.lua` against real HAProxy, two real
--- sample-service processes and load through HAProxy (tools/demo_stack.lua), with short
+-- sample-service processes and load through HAProxy (demo/stack.lua), with short
 -- stages set on the command line so that each case takes seconds.
 --
 --   HAProxy restarted during a hold: the weights are read back and re-applied within one
@@ -15,7 +16,7 @@
 local rollout = require("rollout")
 local net = require("rollout.net")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 
 local function say(fmt, ...) print("        " .. string.format(fmt, ...)) end
 

@@ -1,7 +1,7 @@
 -- The header override ends with the rollout (issue: traffic safety, item 5). A rollback,
 -- an abort and a failed run remove the `canary: true` rule and confirm it by read-back;
 -- a promotion removes it once finalize has run. Through the real proxies: HAProxy
--- (tools/demo_stack.lua, `rollout run playbooks/demo.lua`, a canary failing 30 % from
+-- (demo/stack.lua, `rollout run playbooks/demo.lua`, a canary failing 30 % from
 -- stage 2), NGINX (spec/support/routers_support.lua, aborted through the control socket),
 -- and Istio against the Kubernetes contract server (a failed finalize, and a promotion).
 local rollout = require("rollout")
@@ -9,7 +9,7 @@ local fs = require("rollout.fs")
 local http = require("rollout.http")
 local json = require("rollout.json")
 local proc = require("rollout.proc")
-local demo_stack = require("tools.demo_stack")
+local demo_stack = require("demo.stack")
 local support = require("spec.support.routers_support")
 
 local function say(fmt, ...) print("        " .. string.format(fmt, ...)) end
