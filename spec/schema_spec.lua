@@ -8,6 +8,7 @@ local sources = require("rollout.sources")
 local fs = require("rollout.fs")
 local notify = require("rollout.notify")
 local scenario = require("rollout.sim.scenario")
+local judge = require("rollout.judge")
 
 local function lines(errs) return schema.strings(errs) end
 
@@ -126,6 +127,19 @@ describe("routers and sources on rollout.schema", function()
       { path = { 1, "retrys" }, message = "unknown key (known: backoff, events, headers, max_backoff, method, name, "
         .. "queue_limit, retries, timeout, token, token_env, token_file, type, url, url_env, url_file)" },
     }, errs)
+  end)
+
+  it("the judge: key paths inside metric lists and maps, and the abTest", function()
+    local errs = judge.check({ metrics = { { name = "latency", direction = "up", groups = { "a", 3 } } }, groups = { a = 100 } })
+    assert.same({
+      { path = { "metrics", 1, "direction" }, message = "must be one of decrease, either, increase, got up" },
+      { path = { "metrics", 1, "groups", 2 }, message = "expected a string" },
+    }, errs)
+    assert.same({ "metrics.tail.colour: unknown key (known: allowed_decrease, allowed_increase, confidence, "
+      .. "critical, critical_decrease, critical_increase, description, direction, effect, group, groups, "
+      .. "min_samples, must_have_data, name, nan, outlier_factor, outliers, signal, significance, tolerance)" },
+      judge.validate({ metrics = { tail = { signal = "p99", colour = "red" } } }))
+    assert.same({ { path = { "gate", 2 }, message = "expected a stage name" } }, judge.check_ab_test({ gate = { "Half", 5 } }))
   end)
 
   it("reach the playbook's file:line mapping with their full key paths", function()

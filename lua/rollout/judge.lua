@@ -33,6 +33,7 @@
 -- error: playbooks are validated on load); data problems are classifications, not errors.
 local stats = require("rollout.stats")
 local units = require("rollout.units")
+local schema = require("rollout.schema")
 
 local M = {}
 
@@ -67,19 +68,9 @@ M.DEFAULT_METRICS = {
 -- (no weights: the groups share the score equally, so any one High fails it, and a group a
 -- source cannot measure can be left out without leaving its weight behind)
 
--- ---- validation -----------------------------------------------------------------------
-
-local TOP_KEYS = {
-  stages = true, window = true, confidence = true, significance = true, tolerance = true, pass = true,
-  marginal = true, on_marginal = true, min_samples = true, max_samples = true, groups = true,
-  metrics = true, nodata_limit = true, description = true,
-}
-local METRIC_KEYS = {
-  name = true, signal = true, direction = true, allowed_increase = true, allowed_decrease = true,
-  critical_increase = true, critical_decrease = true, effect = true, critical = true,
-  must_have_data = true, nan = true, outliers = true, outlier_factor = true, group = true, groups = true,
-  min_samples = true, confidence = true, significance = true, tolerance = true, description = true,
-}
+-- ---- validation (rollout.schema) ----------------------------------------------------------
+-- The keys, their kinds and the allowed values are declared; the rules between keys
+-- (confidence or significance, thresholds in order, group weights) are checked after.
 
 local function sorted_keys(t)
   local out = {}
@@ -108,64 +99,96 @@ local function signal_of(m)
 end
 M.signal_of = signal_of
 
--- Checks shared by the top level and a metric: confidence/significance, tolerance, min_samples.
-local function check_stats_keys(cfg, path, errs)
-  local function e(k, msg) errs[#errs + 1] = path .. k .. ": " .. msg end
-  if cfg.confidence ~= nil and cfg.significance ~= nil then e("significance", "set confidence or significance, not both") end
-  for _, k in ipairs({ "confidence", "significance" }) do
-    if cfg[k] ~= nil then
-      local v = as_number(cfg[k])
-      if not v or v <= 0 or v >= 1 then e(k, "expected a number between 0 and 1 (exclusive), got " .. tostring(cfg[k])) end
-    end
-  end
-  if cfg.tolerance ~= nil then
-    local v = as_number(cfg.tolerance)
-    if not v or v < 0 then e("tolerance", "expected a number >= 0, got " .. tostring(cfg.tolerance)) end
-  end
-  if cfg.min_samples ~= nil and (math.type(cfg.min_samples) ~= "integer" or cfg.min_samples < 0) then
-    e("min_samples", "expected an integer >= 0, got " .. tostring(cfg.min_samples))
-  end
+local KINDS = schema.kinds()
+function KINDS.boolean(v) if type(v) ~= "boolean" then return "expected a boolean, got " .. type(v) end end
+function KINDS.probability(v) -- a confidence or a significance
+  local x = as_number(v)
+  if not x or x <= 0 or x >= 1 then return "expected a number between 0 and 1 (exclusive), got " .. tostring(v) end
+end
+function KINDS.tolerance(v)
+  local x = as_number(v)
+  if not x or x < 0 then return "expected a number >= 0, got " .. tostring(v) end
+end
+function KINDS.count(v)
+  if math.type(v) ~= "integer" or v < 0 then return "expected an integer >= 0, got " .. tostring(v) end
+end
+function KINDS.score(v)
+  if type(v) ~= "number" or v < 0 or v > 100 then return "expected a score between 0 and 100, got " .. tostring(v) end
 end
 
-local ENUMS = {
-  direction = { increase = true, decrease = true, either = true },
-  effect = { mean_ratio = true, cles = true },
-  nan = { remove = true, replace = true },
-  outliers = { keep = true, remove = true },
-}
+local function rule(check) return { kind = "any", check = check } end
+local function one_of(...)
+  local allowed = {}
+  for _, x in ipairs({ ... }) do allowed[x] = true end
+  return rule(function(v) if not allowed[v] then return "must be one of " .. known_list(allowed) .. ", got " .. tostring(v) end end)
+end
+
+-- What the top level and a metric share: confidence/significance, tolerance, min_samples.
+local STATS = { confidence = { kind = "probability" }, significance = { kind = "probability" },
+  tolerance = { kind = "tolerance" }, min_samples = { kind = "count" } }
+local function with_stats(fields)
+  for k, r in pairs(STATS) do fields[k] = r end
+  return fields
+end
+
+local THRESHOLDS = { "allowed_increase", "allowed_decrease", "critical_increase", "critical_decrease" }
+
+local METRIC = with_stats({
+  name = rule(), description = rule(),
+  signal = rule(function(v) if type(v) ~= "string" then return "expected a string" end end),
+  direction = one_of("increase", "decrease", "either"), effect = one_of("mean_ratio", "cles"),
+  nan = one_of("remove", "replace"), outliers = one_of("keep", "remove"),
+  critical = { kind = "boolean" }, must_have_data = { kind = "boolean" },
+  outlier_factor = rule(function(v) if type(v) ~= "number" or v <= 0 then return "expected a number > 0" end end),
+  group = rule(function(v) if type(v) ~= "string" or v == "" then return "expected a string" end end),
+  groups = rule(function(v)
+    if type(v) ~= "table" or #v == 0 then return "expected a non-empty list of group names" end
+    for i, g in ipairs(v) do if type(g) ~= "string" then return schema.at(i, "expected a string") end end
+  end),
+})
+for _, k in ipairs(THRESHOLDS) do METRIC[k] = rule() end -- checked with the effect below
+
+local TOP = with_stats({
+  description = rule(), metrics = rule(), groups = rule(), -- checked as a whole below
+  stages = rule(function(v)
+    if v == true or v == false or v == "all" then return end
+    if type(v) ~= "table" then return "expected true, \"all\" or a list of stage names" end
+    for i, st in ipairs(v) do if type(st) ~= "string" then return schema.at(i, "expected a stage name") end end
+  end),
+  window = rule(function(v)
+    if v == "gate" or v == "hold" then return end
+    local d = units.parse("duration", v)
+    if not d or d <= 0 then return "expected \"gate\", \"hold\" or a duration, got " .. tostring(v) end
+  end),
+  pass = { kind = "score" }, marginal = { kind = "score" },
+  on_marginal = rule(function(v)
+    if v ~= "pass" and v ~= "fail" and v ~= "inconclusive" then return "must be pass, fail or inconclusive, got " .. tostring(v) end
+  end),
+  max_samples = rule(function(v) if math.type(v) ~= "integer" or v < 10 then return "expected an integer >= 10" end end),
+  nodata_limit = rule(function(v) if type(v) ~= "number" or v <= 0 or v > 1 then return "expected a fraction in (0, 1]" end end),
+})
+
+local function check_fields(t, fields, path, errs)
+  return schema.check(t, fields, { path = path, kinds = KINDS, known = true, errs = errs })
+end
+
+local function extend(path, ...) return schema.extend(path, { ... }) end
 
 local function check_metric(m, path, errs)
-  local function e(k, msg) errs[#errs + 1] = path .. k .. ": " .. msg end
-  if type(m) ~= "table" then errs[#errs + 1] = path:sub(1, -2) .. ": expected a metric table, got " .. type(m); return end
-  for _, k in ipairs(sorted_keys(m)) do
-    if not METRIC_KEYS[k] then e(tostring(k), "unknown key (known: " .. known_list(METRIC_KEYS) .. ")") end
-  end
+  local function e(k, msg) errs[#errs + 1] = { path = extend(path, k), message = msg } end
+  if type(m) ~= "table" then errs[#errs + 1] = { path = path, message = "expected a metric table, got " .. type(m) }; return end
+  check_fields(m, METRIC, path, errs)
+  if m.confidence ~= nil and m.significance ~= nil then e("significance", "set confidence or significance, not both") end
   if type(m.name) ~= "string" or m.name == "" then e("name", "required string") end
-  if m.signal ~= nil and type(m.signal) ~= "string" then e("signal", "expected a string") end
   local sig = signal_of(m)
   if sig and not M.SIGNALS[sig] then
     e(m.signal and "signal" or "name", "unknown signal '" .. tostring(m.signal or m.name) .. "' (" .. known_list(M.SIGNALS) ..
       "; set `signal` when the name is a label)")
   end
-  for _, k in ipairs(sorted_keys(ENUMS)) do
-    local allowed = ENUMS[k]
-    if m[k] ~= nil and not allowed[m[k]] then e(k, "must be one of " .. known_list(allowed) .. ", got " .. tostring(m[k])) end
-  end
-  for _, k in ipairs({ "critical", "must_have_data" }) do
-    if m[k] ~= nil and type(m[k]) ~= "boolean" then e(k, "expected a boolean, got " .. type(m[k])) end
-  end
-  if m.outlier_factor ~= nil and (type(m.outlier_factor) ~= "number" or m.outlier_factor <= 0) then
-    e("outlier_factor", "expected a number > 0")
-  end
   if m.group ~= nil and m.groups ~= nil then e("groups", "set group or groups, not both") end
-  if m.group ~= nil and (type(m.group) ~= "string" or m.group == "") then e("group", "expected a string") end
-  if m.groups ~= nil then
-    if type(m.groups) ~= "table" or #m.groups == 0 then e("groups", "expected a non-empty list of group names")
-    else for i, g in ipairs(m.groups) do if type(g) ~= "string" then e("groups[" .. i .. "]", "expected a string") end end end
-  end
   local cles = m.effect == "cles"
   local thr = {}
-  for _, k in ipairs({ "allowed_increase", "allowed_decrease", "critical_increase", "critical_decrease" }) do
+  for _, k in ipairs(THRESHOLDS) do
     if m[k] ~= nil then
       local v = as_number(m[k])
       if not v then e(k, "expected a number, got " .. tostring(m[k]))
@@ -183,7 +206,6 @@ local function check_metric(m, path, errs)
   if thr.critical_decrease and thr.allowed_decrease and thr.critical_decrease > thr.allowed_decrease then
     e("critical_decrease", "must not be above allowed_decrease")
   end
-  check_stats_keys(m, path, errs)
 end
 
 local function metric_list(metrics)
@@ -209,42 +231,19 @@ local function groups_of(m)
   return { m.group or m.name }
 end
 
---- validate(cfg [, {where = "stage"}]) -> list of "key: message" (empty when valid).
---- A stage's table (where = "stage") may override any key but `stages`.
-function M.validate(cfg, opts)
+--- check(cfg [, {where = "stage"}]) -> list of rollout.schema errors {path = {...},
+--- message =} (empty when valid). A stage's table (where = "stage") may override any key
+--- but `stages`.
+function M.check(cfg, opts)
   opts = opts or {}
   local errs = {}
-  if type(cfg) ~= "table" then return { "expected a table, got " .. type(cfg) } end
-  local function e(k, msg) errs[#errs + 1] = k .. ": " .. msg end
-  for _, k in ipairs(sorted_keys(cfg)) do
-    if not TOP_KEYS[k] then e(tostring(k), "unknown key (known: " .. known_list(TOP_KEYS) .. ")")
-    elseif k == "stages" and opts.where == "stage" then e(k, "only at the playbook's top-level judge") end
-  end
-  if cfg.stages ~= nil and cfg.stages ~= true and cfg.stages ~= false and cfg.stages ~= "all" then
-    if type(cfg.stages) ~= "table" then e("stages", "expected true, \"all\" or a list of stage names")
-    else for i, s in ipairs(cfg.stages) do if type(s) ~= "string" then e("stages[" .. i .. "]", "expected a stage name") end end end
-  end
-  if cfg.window ~= nil and cfg.window ~= "gate" and cfg.window ~= "hold" then
-    local d = units.parse("duration", cfg.window)
-    if not d or d <= 0 then e("window", "expected \"gate\", \"hold\" or a duration, got " .. tostring(cfg.window)) end
-  end
-  check_stats_keys(cfg, "", errs)
-  for _, k in ipairs({ "pass", "marginal" }) do
-    if cfg[k] ~= nil and (type(cfg[k]) ~= "number" or cfg[k] < 0 or cfg[k] > 100) then
-      e(k, "expected a score between 0 and 100, got " .. tostring(cfg[k]))
-    end
-  end
+  if type(cfg) ~= "table" then return { { path = {}, message = "expected a table, got " .. type(cfg) } } end
+  local function e(k, msg) errs[#errs + 1] = { path = type(k) == "table" and k or { k }, message = msg } end
+  if cfg.stages ~= nil and opts.where == "stage" then e("stages", "only at the playbook's top-level judge") end
+  check_fields(cfg, TOP, {}, errs)
+  if cfg.confidence ~= nil and cfg.significance ~= nil then e("significance", "set confidence or significance, not both") end
   local pass = type(cfg.pass) == "number" and cfg.pass or M.DEFAULTS.pass
   if type(cfg.marginal) == "number" and cfg.marginal > pass then e("marginal", "must not be above pass (" .. pass .. ")") end
-  if cfg.on_marginal ~= nil and cfg.on_marginal ~= "pass" and cfg.on_marginal ~= "fail" and cfg.on_marginal ~= "inconclusive" then
-    e("on_marginal", "must be pass, fail or inconclusive, got " .. tostring(cfg.on_marginal))
-  end
-  if cfg.max_samples ~= nil and (math.type(cfg.max_samples) ~= "integer" or cfg.max_samples < 10) then
-    e("max_samples", "expected an integer >= 10")
-  end
-  if cfg.nodata_limit ~= nil and (type(cfg.nodata_limit) ~= "number" or cfg.nodata_limit <= 0 or cfg.nodata_limit > 1) then
-    e("nodata_limit", "expected a fraction in (0, 1]")
-  end
   local used = {}
   if cfg.metrics ~= nil then
     local list, kind, keys = metric_list(cfg.metrics)
@@ -253,11 +252,11 @@ function M.validate(cfg, opts)
     else
       local names = {}
       for i, m in ipairs(list) do
-        local p = kind == "map" and ("metrics." .. tostring(keys[i]) .. ".") or ("metrics[" .. i .. "].")
+        local p = { "metrics", kind == "map" and keys[i] or i }
         check_metric(m, p, errs)
         if type(m) == "table" then
           if type(m.name) == "string" then
-            if names[m.name] then e(p .. "name", "duplicate metric name '" .. m.name .. "'") end
+            if names[m.name] then e(extend(p, "name"), "duplicate metric name '" .. m.name .. "'") end
             names[m.name] = true
           end
           if type(m.groups) == "table" or m.groups == nil then
@@ -274,9 +273,9 @@ function M.validate(cfg, opts)
       for _, g in ipairs(sorted_keys(cfg.groups)) do
         local w = cfg.groups[g]
         if type(g) ~= "string" then e("groups", "group names must be strings")
-        elseif type(w) ~= "number" or w < 0 or w > 100 then e("groups." .. g, "expected a weight between 0 and 100")
+        elseif type(w) ~= "number" or w < 0 or w > 100 then e({ "groups", g }, "expected a weight between 0 and 100")
         else sum = sum + w end
-        if cfg.metrics ~= nil and type(g) == "string" and not used[g] then e("groups." .. g, "no metric belongs to this group") end
+        if cfg.metrics ~= nil and type(g) == "string" and not used[g] then e({ "groups", g }, "no metric belongs to this group") end
       end
       if sum > 100 + 1e-9 then e("groups", string.format("weights add up to %g; at most 100", sum)) end
       if cfg.metrics ~= nil then
@@ -290,43 +289,43 @@ function M.validate(cfg, opts)
   return errs
 end
 
-local AB_KEYS = { enabled = true, metric = true, significance = true, min_samples = true, gate = true,
-  allowed_increase = true, description = true }
+--- validate(cfg [, {where = "stage"}]) -> list of "key: message" (empty when valid).
+function M.validate(cfg, opts) return schema.strings(M.check(cfg, opts)) end
 
---- validate_ab_test(ab) -> list of "key: message": the runbook's abTest (enabled,
---- metricName, significanceLevel, minimumSampleSize), plus `gate` (true or stage names:
---- where it gates) and `allowed_increase` (the effect it tolerates, default 1).
-function M.validate_ab_test(ab)
-  if type(ab) ~= "table" then return { "expected a table, got " .. type(ab) } end
-  local errs = {}
-  local function e(k, msg) errs[#errs + 1] = k .. ": " .. msg end
-  for _, k in ipairs(sorted_keys(ab)) do
-    if not AB_KEYS[k] then e(tostring(k), "unknown key (known: " .. known_list(AB_KEYS) .. ")") end
-  end
-  if ab.enabled ~= nil and type(ab.enabled) ~= "boolean" then e("enabled", "expected a boolean") end
-  if ab.metric ~= nil then
-    local sig = type(ab.metric) == "string" and (M.ALIASES[ab.metric] or ab.metric)
+local AB_TEST = {
+  enabled = { kind = "boolean" }, description = rule(),
+  metric = rule(function(v)
+    local sig = type(v) == "string" and (M.ALIASES[v] or v)
     if not (sig and M.SIGNALS[sig]) then
-      e("metric", "unknown metric '" .. tostring(ab.metric) .. "' (" .. known_list(M.SIGNALS) .. ", latency_p99, ...)")
+      return "unknown metric '" .. tostring(v) .. "' (" .. known_list(M.SIGNALS) .. ", latency_p99, ...)"
     end
-  end
-  if ab.significance ~= nil then
-    local v = as_number(ab.significance)
-    if not v or v <= 0 or v >= 1 then e("significance", "expected a number between 0 and 1 (exclusive)") end
-  end
-  if ab.min_samples ~= nil and (math.type(ab.min_samples) ~= "integer" or ab.min_samples < 0) then
-    e("min_samples", "expected an integer >= 0")
-  end
-  if ab.gate ~= nil and type(ab.gate) ~= "boolean" then
-    if type(ab.gate) ~= "table" then e("gate", "expected true, false or a list of stage names")
-    else for i, g in ipairs(ab.gate) do if type(g) ~= "string" then e("gate[" .. i .. "]", "expected a stage name") end end end
-  end
-  if ab.allowed_increase ~= nil then
-    local v = as_number(ab.allowed_increase)
-    if not v or v < 1 then e("allowed_increase", "expected a ratio >= 1") end
-  end
-  return errs
+  end),
+  significance = rule(function(v)
+    local x = as_number(v)
+    if not x or x <= 0 or x >= 1 then return "expected a number between 0 and 1 (exclusive)" end
+  end),
+  min_samples = rule(function(v) if math.type(v) ~= "integer" or v < 0 then return "expected an integer >= 0" end end),
+  gate = rule(function(v)
+    if type(v) == "boolean" then return end
+    if type(v) ~= "table" then return "expected true, false or a list of stage names" end
+    for i, g in ipairs(v) do if type(g) ~= "string" then return schema.at(i, "expected a stage name") end end
+  end),
+  allowed_increase = rule(function(v)
+    local x = as_number(v)
+    if not x or x < 1 then return "expected a ratio >= 1" end
+  end),
+}
+
+--- check_ab_test(ab) -> rollout.schema errors: the runbook's abTest (enabled, metricName,
+--- significanceLevel, minimumSampleSize), plus `gate` (true or stage names: where it
+--- gates) and `allowed_increase` (the effect it tolerates, default 1).
+function M.check_ab_test(ab)
+  if type(ab) ~= "table" then return { { path = {}, message = "expected a table, got " .. type(ab) } } end
+  return check_fields(ab, AB_TEST, {}, {})
 end
+
+--- validate_ab_test(ab) -> list of "key: message" (check_ab_test's errors as lines).
+function M.validate_ab_test(ab) return schema.strings(M.check_ab_test(ab)) end
 
 -- ---- configuration --------------------------------------------------------------------
 

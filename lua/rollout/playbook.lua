@@ -15,6 +15,7 @@ local srcmap = require("rollout.srcmap")
 local fs = require("rollout.fs")
 local routers = require("rollout.routers")
 local sources = require("rollout.sources")
+local judge = require("rollout.judge")
 
 local blue_green = require("rollout.strategies.blue_green")
 
@@ -240,7 +241,7 @@ local function check_version(ctx, path, v)
   })
 end
 
--- "metrics[2].direction: msg" (rollout.judge's errors) -> an error at path + that key path.
+-- "key.path[2]: msg" (rollout.k8s.runbook's errors) -> an error at path + that key path.
 local function keyed_errors(ctx, path, errs)
   for _, e in ipairs(errs) do
     local key, msg = e:match("^([%w_%.%[%]]+): (.*)$")
@@ -258,21 +259,31 @@ local function keyed_errors(ctx, path, errs)
   end
 end
 
+-- rollout.schema errors {path = {...}, message =} (relative to the table at path) -> errors
+-- at path + their key paths.
+local function schema_errors(ctx, path, errs)
+  for _, e in ipairs(errs) do
+    local p = path
+    for _, k in ipairs(e.path) do p = extend(p, k) end
+    ctx:err(p, e.message)
+  end
+end
+
 --- The judge's settings: the playbook's `judge = {...}`, a stage's `judge = true | {...}`
---- (rollout.judge.validate says what is allowed), and the runbook's `ab_test`.
+--- (rollout.judge.check says what is allowed), and the runbook's `ab_test`.
 function M.check_judge(ctx, path, v, where)
   if where == "stage" and type(v) == "boolean" then return v end
   if type(v) ~= "table" then
     ctx:err(path, (where == "stage" and "expected true, false or a table" or "expected a table") .. ", got " .. typename(v))
     return nil
   end
-  keyed_errors(ctx, path, require("rollout.judge").validate(v, { where = where }))
+  schema_errors(ctx, path, judge.check(v, { where = where }))
   return v
 end
 
 local function check_ab_test(ctx, path, v)
   if not want(ctx, path, v, "table") then return nil end
-  keyed_errors(ctx, path, require("rollout.judge").validate_ab_test(v))
+  schema_errors(ctx, path, judge.check_ab_test(v))
   return v
 end
 
@@ -411,11 +422,7 @@ end
 local function check_plugin(mod)
   return function(ctx, path, v)
     if not want(ctx, path, v, "table") then return nil end
-    for _, e in ipairs(mod.check(v)) do
-      local p = path
-      for _, k in ipairs(e.path) do p = extend(p, k) end
-      ctx:err(p, e.message)
-    end
+    schema_errors(ctx, path, mod.check(v))
     return v
   end
 end
@@ -430,11 +437,7 @@ local function any_table(ctx, path, v) if want(ctx, path, v, "table") then retur
 -- notifications: rollout.notify checks them (types, urls and secrets from *_env/*_file).
 local function check_notifications(ctx, path, v)
   local errs = require("rollout.notify").check(v)
-  for _, e in ipairs(errs) do
-    local p = path
-    for _, part in ipairs(e.path) do p = extend(p, part) end
-    ctx:err(p, e.message)
-  end
+  schema_errors(ctx, path, errs)
   if #errs == 0 then return v end
 end
 
