@@ -16,6 +16,7 @@ local fs = require("rollout.fs")
 local routers = require("rollout.routers")
 local sources = require("rollout.sources")
 local judge = require("rollout.judge")
+local schema = require("rollout.schema")
 
 local blue_green = require("rollout.strategies.blue_green")
 
@@ -23,15 +24,7 @@ local M = {}
 
 -- ---- error collection ---------------------------------------------------------------
 
-local function path_string(path)
-  local out = {}
-  for i, k in ipairs(path) do
-    if type(k) == "number" then out[#out + 1] = "[" .. k .. "]"
-    elseif type(k) == "string" and k:match("^[%a_][%w_]*$") then out[#out + 1] = (i > 1 and "." or "") .. k
-    else out[#out + 1] = "[" .. string.format("%q", tostring(k)) .. "]" end
-  end
-  return table.concat(out)
-end
+local path_string = schema.path_string -- "sources[2].url": one spelling of key paths
 M.path_string = path_string
 
 local Ctx = {}
