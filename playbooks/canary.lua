@@ -14,7 +14,10 @@ local params = {
   alertmanager_url = "http://127.0.0.1:9093",
   -- commands of the runbook's checks and procedures; unset ones are skipped with a reason
   capacity_command = nil, baseline_status_command = nil, database_command = nil,
-  canary_image_command = nil, feature_flags_command = nil, external_health_url = nil,
+  canary_image_command = nil, external_health_url = nil,
+  -- where the service reads its feature flags (one of): a URL, a file, or a command's output
+  -- (JSON, YAML or name=value lines), compared with feature_flags below
+  feature_flags_url = nil, feature_flags_file = nil, feature_flags_command = nil,
   rollback_ready_command = nil, deploy_command = nil, scale_down_command = nil,
   promote_command = nil, deployment_api = nil,
 }
@@ -35,7 +38,8 @@ return playbook {
   header_override = { name = "canary", value = "true" },
 
   sources = {
-    { type = "prometheus", url = params.prometheus_url },
+    -- the runbook's labels: deployment="baseline"|"canary" (the versions' names), 5xx as status
+    { type = "prometheus", url = params.prometheus_url, selector = 'deployment="{{name}}"', errors = 'status=~"5.."' },
     { type = "alertmanager", url = params.alertmanager_url, matchers = { 'severity="critical"', 'service="{{service}}"' } },
   },
 

@@ -166,6 +166,7 @@ function M.apply(raw, path)
   end
 
   local g = spec.goldenSignals
+  local critical, critical_src -- goldenSignals.errors.criticalErrorRate (honoured after the triggers)
   if type(g) == "table" then
     raw.thresholds = raw.thresholds or {}
     local th = raw.thresholds
@@ -189,9 +190,9 @@ function M.apply(raw, path)
       th.error_rate = ratio(g.errors, "maxErrorRate", "spec.goldenSignals.errors.maxErrorRate") or th.error_rate
       mark("thresholds.error_rate", g.errors, "maxErrorRate", "spec.goldenSignals.errors.maxErrorRate")
       if g.errors.criticalErrorRate ~= nil then
-        ratio(g.errors, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate")
-        warn(g.errors, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate",
-          "not a gate: the error_rate rollback trigger (> 5% for 2m) is what acts on it")
+        -- honoured below, once the rollback triggers are known
+        critical = ratio(g.errors, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate")
+        critical_src = g.errors
       end
     end
     if type(g.saturation) == "table" then
@@ -232,6 +233,24 @@ function M.apply(raw, path)
         ::next_trigger::
       end
       raw.triggers = triggers
+    end
+  end
+
+  -- criticalErrorRate: the error rate at which the canary is rolled back at once. An error_rate
+  -- rollback trigger with that very threshold already acts on it (the runbook: 0.05 both);
+  -- otherwise it becomes the trigger `critical_error_rate` (error_rate > it, no `for`).
+  if critical then
+    local covered = false
+    for _, t in pairs(raw.triggers or {}) do
+      local c = type(t) == "table" and t.condition and units.condition(tostring(t.condition))
+      if c and c.signal == "error_rate" and c.op == ">" and math.abs(c.value - critical) < 1e-12 then covered = true end
+    end
+    if not covered then
+      raw.triggers = raw.triggers or {}
+      raw.triggers.critical_error_rate = { condition = string.format("error_rate > %.10g", critical), duration = 0 }
+      mark("triggers.critical_error_rate", critical_src, "criticalErrorRate", "spec.goldenSignals.errors.criticalErrorRate")
+      mark("triggers.critical_error_rate.condition", critical_src, "criticalErrorRate",
+        "spec.goldenSignals.errors.criticalErrorRate")
     end
   end
 

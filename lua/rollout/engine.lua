@@ -638,14 +638,21 @@ end
 
 function E:preflight()
   self.state = "preflight"
-  local failed, counts = nil, { pass = 0, fail = 0, skip = 0 }
+  local failed, counts, skipped = nil, { pass = 0, fail = 0, skip = 0 }, {}
   for _, check in ipairs(self.pb.preflight) do
     local status, detail = self:run_check(check)
+    -- policy.preflight_skips = "fail": the runbook's `set -e`, a check that could not run fails
+    if status == "skip" and self.pb.policy.preflight_skips == "fail" then
+      status, detail = "fail", "skipped (" .. tostring(detail) .. ") and policy.preflight_skips = \"fail\""
+    end
     counts[status] = counts[status] + 1
     self:emit("preflight_check", { check = check.name, status = status, detail = detail })
+    if status == "skip" then skipped[#skipped + 1] = check.name end
     if status == "fail" and not failed then failed = check.name end
   end
-  self:emit("preflight_done", { passed = counts.pass, failed = counts.fail, skipped = counts.skip })
+  self:emit("preflight_done", { passed = counts.pass, failed = counts.fail, skipped = counts.skip,
+    skipped_checks = #skipped > 0 and skipped or nil })
+  self.preflight_skipped = #skipped > 0 and skipped or nil
   return failed
 end
 
@@ -883,8 +890,9 @@ function E:finish(outcome, reason, at)
   end
   self.state = outcome
   self.outcome = { outcome = outcome, reason = reason, at = at or self:elapsed(), stage = self.stage and self.stage.name,
-    observe = self.observe }
-  self:emit("outcome", { outcome = outcome, reason = reason, at = self.outcome.at, observe = self.observe })
+    observe = self.observe, preflight_skipped = self.preflight_skipped }
+  self:emit("outcome", { outcome = outcome, reason = reason, at = self.outcome.at, observe = self.observe,
+    preflight_skipped = self.preflight_skipped })
   return self.outcome
 end
 

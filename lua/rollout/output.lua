@@ -85,7 +85,10 @@ local LINES = {
   rollout_started = function(e) return string.format("rollout %s: %s -> %s (%d stages)%s%s", e.service, e.baseline or "?", e.canary or "?", e.stages or 0,
     e.simulate and " [simulation]" or "", e.observe and " [observe-only]" or "") end,
   preflight_check = function(e) return string.format("preflight %-5s %s%s", e.status, e.check, e.detail and (": " .. tostring(e.detail)) or "") end,
-  preflight_done = function(e) return string.format("preflight: %d passed, %d failed, %d skipped", e.passed, e.failed, e.skipped) end,
+  preflight_done = function(e)
+    return string.format("preflight: %d passed, %d failed, %d skipped", e.passed, e.failed, e.skipped)
+      .. (e.skipped_checks and (" (" .. table.concat(e.skipped_checks, ", ") .. ")") or "")
+  end,
   baseline_captured = function(e) return string.format("baseline captured: error_rate %s, p99 %s, rps %s", pct(e.baseline.error_rate), ms(e.baseline.p99), M.value("rps", e.baseline.rps)) end,
   baseline_missing = function(e) return "baseline: " .. e.detail end,
   stage_entered = function(e) return string.format("stage %s (%d): weight %s%%, hold %s", e.stage, e.index, tostring(e.weight), M.clock(e.hold)) end,
@@ -110,8 +113,9 @@ local LINES = {
   resumed = function(e) return "resumed by " .. tostring(e.by) end,
   command = function(e) return string.format("command %s from %s", e.command, tostring(e.who)) end,
   log = function(e) return e.message end,
-  outcome = function(e) return string.format("outcome: %s%s at %s%s", e.outcome, e.reason and (" (" .. e.reason .. ")") or "", M.clock(e.at),
-    e.observe and " [observe-only: traffic untouched]" or "") end,
+  outcome = function(e) return string.format("outcome: %s%s at %s%s%s", e.outcome, e.reason and (" (" .. e.reason .. ")") or "", M.clock(e.at),
+    e.observe and " [observe-only: traffic untouched]" or "",
+    e.preflight_skipped and (" [pre-flight skipped: " .. table.concat(e.preflight_skipped, ", ") .. "]") or "") end,
   observed_weights = function(e)
     if e.error then return "observe-only: cannot read the router's weights: " .. tostring(e.error) end
     return string.format("observe-only: the router has baseline %s%%, canary %s%%", tostring(e.baseline), tostring(e.canary))
@@ -166,7 +170,8 @@ end
 
 function M.summary(outcome, opts)
   if opts.json then
-    local s = { outcome = outcome.outcome, reason = outcome.reason or json.null, at = outcome.at, stage = outcome.stage or json.null }
+    local s = { outcome = outcome.outcome, reason = outcome.reason or json.null, at = outcome.at, stage = outcome.stage or json.null,
+      preflight_skipped = outcome.preflight_skipped }
     io.stdout:write(json.encode(s, { sort = true }), "\n")
   end
 end

@@ -402,6 +402,10 @@ local function check_policy(ctx, path, v)
     confidence = function(c, p, x) return check_number(c, p, x, 0.5, 0.9999) end,
     power = function(c, p, x) return check_number(c, p, x, 0.5, 0.9999) end,
     detect = function(c, p, x) return check_number(c, p, x, 1.01, 100) end,
+    preflight_skips = function(c, p, x)
+      if x ~= "skip" and x ~= "fail" then c:err(p, "must be \"skip\" or \"fail\", got " .. tostring(x)); return nil end
+      return x
+    end,
     relative_to = function(c, p, x)
       if x ~= "snapshot" and x ~= "live" then c:err(p, "must be \"snapshot\" or \"live\", got " .. tostring(x)); return nil end
       return x
@@ -581,7 +585,7 @@ end
 M.DEFAULTS = {
   interval = 10, trigger_window = 60, gate_window = 300, max_rollback_time = 300,
   policy = { inconclusive = "pause", consecutive_error_limit = 4, max_hold_factor = 2, share_tolerance = 0.10,
-    relative_to = "snapshot", confidence = 0.95, power = 0.8, detect = 3 },
+    relative_to = "snapshot", confidence = 0.95, power = 0.8, detect = 3, preflight_skips = "skip" },
 }
 
 function M.normalise(pb, opts)

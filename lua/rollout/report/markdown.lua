@@ -46,6 +46,8 @@ local function issues_of(m)
   if #m.notifications.failed > 0 then out[#out + 1] = string.format("%d notifications not delivered", #m.notifications.failed) end
   for _, p in ipairs(m.preflight) do
     if p.status == "fail" then out[#out + 1] = "pre-flight " .. p.check .. " failed: " .. tostring(p.detail) end
+    -- a check that could not run is not a pass: the report says so
+    if p.status == "skip" then out[#out + 1] = "pre-flight " .. p.check .. " skipped: " .. tostring(p.detail) end
   end
   return out
 end
