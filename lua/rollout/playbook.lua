@@ -234,24 +234,6 @@ local function check_version(ctx, path, v)
   })
 end
 
--- "key.path[2]: msg" (rollout.k8s.runbook's errors) -> an error at path + that key path.
-local function keyed_errors(ctx, path, errs)
-  for _, e in ipairs(errs) do
-    local key, msg = e:match("^([%w_%.%[%]]+): (.*)$")
-    local p = path
-    if key then
-      for part in key:gmatch("[^%.]+") do
-        local name, rest = part:match("^([^%[]*)(.*)$")
-        if name ~= "" then p = extend(p, name) end
-        for idx in rest:gmatch("%[(%d+)%]") do p = extend(p, tonumber(idx)) end
-      end
-    else
-      msg = e
-    end
-    ctx:err(p, msg)
-  end
-end
-
 -- rollout.schema errors {path = {...}, message =} (relative to the table at path) -> errors
 -- at path + their key paths.
 local function schema_errors(ctx, path, errs)
@@ -474,7 +456,7 @@ local TOP = {
   metadata = any_table, deployment_id = check_string, commit_time = check_string,
   params = function(c, p, v) -- free-form, but params.kubernetes is rollout.k8s.runbook's configuration
     if not want(c, p, v, "table") then return nil end
-    if v.kubernetes ~= nil then keyed_errors(c, extend(p, "kubernetes"), require("rollout.k8s.runbook").validate(v.kubernetes)) end
+    if v.kubernetes ~= nil then schema_errors(c, extend(p, "kubernetes"), require("rollout.k8s.runbook").check_config(v.kubernetes)) end
     return v
   end,
   observe = check_bool, -- observe-only: analysis without moving traffic (rollout.observe)

@@ -23,6 +23,7 @@ local units = require("rollout.units")
 local client = require("rollout.k8s.client")
 local deployments = require("rollout.k8s.deployments")
 local res = require("rollout.k8s.resources")
+local schema = require("rollout.schema")
 
 local M = {}
 
@@ -33,52 +34,58 @@ local function dur(v, default, key)
   return d
 end
 
-local FIELDS = {
+-- params.kubernetes, declared (rollout.schema) with the runbook's own kinds and wording.
+local KINDS = schema.kinds()
+function KINDS.name(v) if not res.name_ok(v) then return "must be a Kubernetes name (lower-case letters, digits, '-', '.')" end end
+function KINDS.label(v)
+  if type(v) ~= "string" or #v > 63 or not v:match("^[%w%._-]+$") or not v:match("^%w") or not v:match("%w$") then
+    return "must be a label value (letters, digits, '-', '_', '.'; at most 63)"
+  end
+end
+function KINDS.replicas(v) if math.type(v) ~= "integer" or v < 1 then return "expected an integer >= 1" end end
+function KINDS.replicas0(v) if math.type(v) ~= "integer" or v < 0 then return "expected an integer >= 0" end end
+function KINDS.port(v) if math.type(v) ~= "integer" or v < 1 or v > 65535 then return "expected a port number" end end
+function KINDS.string(v) if type(v) ~= "string" or v == "" then return "expected a non-empty string" end end
+function KINDS.table(v) if type(v) ~= "table" then return "expected a table" end end
+function KINDS.duration(v)
+  local d = (type(v) == "number" or type(v) == "string") and units.parse("duration", v)
+  if not d or d < 0 then return "expected a duration (\"30s\", \"5m\")" end
+end
+
+local FIELDS = {}
+for key, kind in pairs({
   namespace = "name", app = "label", service = "name", canary_deployment = "name", baseline_deployment = "name",
   canary_replicas = "replicas", baseline_replicas = "replicas0", image = "string", manifest = "string",
   canary_virtualservice = "name", feature_flags = "name", monitoring = "table", destination_rule = "name",
   container = "name", port = "port", resources = "table", manifest_vars = "table", client = "table",
   ready_timeout = "duration", gone_timeout = "duration", baseline_timeout = "duration", interval = "duration",
-}
+}) do FIELDS[key] = { kind = kind } end
+FIELDS.monitoring.check = function(m)
+  local out = {}
+  if m.namespace ~= nil and not res.name_ok(m.namespace) then out[#out + 1] = schema.at("namespace", "must be a Kubernetes name") end
+  if m.apps ~= nil and type(m.apps) ~= "table" then out[#out + 1] = schema.at("apps", "expected a list") end
+  return out
+end
 
---- Problems with a params.kubernetes table as "key: message" strings (empty when fine).
-function M.validate(k)
-  if type(k) ~= "table" then return { ": expected a table" } end
-  local errs = {}
-  for key, v in pairs(k) do
-    local kind = FIELDS[key]
-    local e
-    if not kind then
+--- Problems with a params.kubernetes table as rollout.schema errors {path = {...},
+--- message =} (paths relative to it; empty when fine). (runbook.check is a pre-flight check.)
+function M.check_config(k)
+  if type(k) ~= "table" then return { { path = {}, message = "expected a table" } } end
+  local errs = schema.check(k, FIELDS, { kinds = KINDS })
+  for _, e in ipairs(errs) do
+    if e.message == "unknown key" then
       local names = {}
       for n in pairs(FIELDS) do names[#names + 1] = n end
       table.sort(names)
-      e = "unknown key (" .. table.concat(names, ", ") .. ")"
-    elseif kind == "name" then if not res.name_ok(v) then e = "must be a Kubernetes name (lower-case letters, digits, '-', '.')" end
-    elseif kind == "label" then
-      if type(v) ~= "string" or #v > 63 or not v:match("^[%w%._-]+$") or not v:match("^%w") or not v:match("%w$") then
-        e = "must be a label value (letters, digits, '-', '_', '.'; at most 63)"
-      end
-    elseif kind == "replicas" then if math.type(v) ~= "integer" or v < 1 then e = "expected an integer >= 1" end
-    elseif kind == "replicas0" then if math.type(v) ~= "integer" or v < 0 then e = "expected an integer >= 0" end
-    elseif kind == "port" then if math.type(v) ~= "integer" or v < 1 or v > 65535 then e = "expected a port number" end
-    elseif kind == "string" then if type(v) ~= "string" or v == "" then e = "expected a non-empty string" end
-    elseif kind == "table" then if type(v) ~= "table" then e = "expected a table" end
-    elseif kind == "duration" then
-      local d = (type(v) == "number" or type(v) == "string") and units.parse("duration", v)
-      if not d or d < 0 then e = "expected a duration (\"30s\", \"5m\")" end
+      e.message = "unknown key (" .. table.concat(names, ", ") .. ")"
     end
-    if e then errs[#errs + 1] = tostring(key) .. ": " .. e end
   end
-  if k.image == nil and k.manifest == nil then errs[#errs + 1] = "image: required (or manifest)" end
-  if type(k.monitoring) == "table" then
-    if k.monitoring.namespace ~= nil and not res.name_ok(k.monitoring.namespace) then
-      errs[#errs + 1] = "monitoring.namespace: must be a Kubernetes name"
-    end
-    if k.monitoring.apps ~= nil and type(k.monitoring.apps) ~= "table" then errs[#errs + 1] = "monitoring.apps: expected a list" end
-  end
-  table.sort(errs)
+  if k.image == nil and k.manifest == nil then errs[#errs + 1] = { path = { "image" }, message = "required (or manifest)" } end
   return errs
 end
+
+--- Problems with a params.kubernetes table as "key: message" strings (empty when fine).
+function M.validate(k) return schema.strings(M.check_config(k), true) end
 
 --- params.kubernetes with defaults: namespace, app, service, canary_deployment,
 --- baseline_deployment, canary_replicas (2), baseline_replicas (nil: the live baseline's),
