@@ -10,6 +10,21 @@
 -- operator command. Hooks run as their own tasks while the ticks go on, so a trigger
 -- fires while a hook waits, and the hook is cancelled. Every decision is an event that
 -- carries the numbers behind it.
+--
+-- Error policy: the engine is given a validated playbook (rollout.playbook reports config
+-- errors with their key paths before an engine exists) and never raises for what the
+-- world does. Operational failures are events and decisions:
+--   a source that fails: `source_error` (no data, never a pass); too many in a row are
+--     inconclusive, handled as policy.inconclusive says;
+--   a router that fails: `weight_failed` after its retries, then a rollback;
+--   a hook that fails or overruns its budget: `hook_failed`, and the state decides
+--     (before_stage and after_stage roll back; deploy, on_promote and finalize end the
+--     rollout `failed`; the others are only recorded);
+--   an unwritable journal: the rollout pauses (interactive: until it is writable again;
+--     else it ends `paused`, traffic where it is).
+-- Operator commands (E:command) return nil, err. Anything else that raises inside run()
+-- is a bug: run_protected() journals it as `engine_error`, sends traffic to the baseline
+-- (confirmed by read-back where the router answers) and ends the rollout `failed`.
 local rollout = require("rollout")
 local playbook = require("rollout.playbook")
 local observe = require("rollout.observe")
