@@ -45,7 +45,7 @@ describe("the playbook environment", function()
       function PROBE()
         return {
           execute = os.execute, popen = io and io.popen, io = io, exit = os.exit, remove = os.remove,
-          debug = debug, dofile = dofile, loadfile = loadfile, G = _G,
+          debug = debug, dofile = dofile, loadfile = loadfile, G = _G, print = print, collectgarbage = collectgarbage,
           require_io = select(2, pcall(require, "io")), require_os = select(2, pcall(require, "rollout.cli")),
           proc_run = type(proc.run), http_request = type(http.request), fs_read = type(fs.read),
           json = json.encode({ 1 }), time = type(os.time()), getenv = type(os.getenv("HOME")),
@@ -57,7 +57,8 @@ describe("the playbook environment", function()
     local pb, errs = playbook.load(p)
     assert.is_nil(errs)
     local got = pb.hooks.before_stage({})
-    for _, k in ipairs({ "execute", "popen", "io", "exit", "remove", "debug", "dofile", "loadfile", "G", "string_mt" }) do
+    for _, k in ipairs({ "execute", "popen", "io", "exit", "remove", "debug", "dofile", "loadfile", "G", "string_mt", "print",
+      "collectgarbage" }) do
       assert.is_nil(got[k], k .. " must not be reachable from a playbook")
     end
     assert.matches("not available in a playbook", got.require_io)
