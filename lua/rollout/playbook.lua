@@ -773,6 +773,9 @@ function M.load(path, opts)
     local file, line, msg = located(path, pb)
     return nil, { { file = file, line = line, path = "", msg = msg } }
   end
+  -- an error may quote a value that is a secret (--set-file, ${env:...}): every caller
+  -- (check --json, submit, an agent's rejection in etcd) gets it redacted
+  for _, e in ipairs(errs or {}) do e.msg = require("rollout.redact").text(e.msg) end
   return pb, errs
 end
 
