@@ -7,10 +7,15 @@
 --   as a manual rollback (an incident at 3 a.m.):
 --     rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]
 --                                   [--journal DIR] [--run-dir DIR]
---   When an engine runs the rollout (it holds the journal's lock), the rollback goes through
---   it: `abort REASON` on its control socket (<run dir>/<service>.sock), and this waits for
---   the engine's outcome; the router is not touched from here, so the engine cannot undo it.
---   Otherwise it takes the lock itself, journals `manual_rollback` in the unfinished journal
+--   First it asks the control socket <run dir>/<service>.sock (--run-dir, else the run's
+--   default run dir; the service comes from the playbook, so this does not depend on the
+--   current directory or on finding the journal): when an engine answers, the rollback goes
+--   through it: `abort REASON`, and this waits for the engine's outcome (read from the
+--   journal the engine names); the router is not touched from here, so the engine cannot undo
+--   it. An observe-only engine never moves traffic, so for it this stops the engine (abort),
+--   waits for its lock, and rolls back here, journaled in that engine's journal.
+--   When no engine answers but one holds the journal's lock, it refuses (exit 3, nothing
+--   touched). Otherwise it takes the lock itself, journals `manual_rollback` in the unfinished journal
 --   before it acts (so no `run --resume` re-applies canary weights: a resume finishes the
 --   rollback instead), routes 100 % to the baseline through the playbook's router, confirms
 --   the read-back (retrying up to max_rollback_time), journals weight_confirmed and the
@@ -69,42 +74,62 @@ end
 
 local function who() return os.getenv("SUDO_USER") or os.getenv("USER") or "unknown" end
 
--- An engine holds the rollout: ask it to roll back (abort), wait for its outcome.
-local function through_engine(pb, opts, holder, reason, dir, log)
+-- The live engine, if one answers on its control socket: connection, status | nil.
+-- The socket is <run dir>/<service>.sock (the playbook's service), whatever the cwd and
+-- whether or not a journal directory was found here.
+local function live_engine(pb, opts)
   local control = require("rollout.control")
   local sock = control.socket_path(opts.run_dir or control.default_run_dir(), pb.service)
-  local c, cerr = control.connect(sock, 5)
-  if not c then
-    io.stderr:write(string.format("rollback: the engine (pid %d) running this rollout does not answer on %s (%s);"
-      .. " nothing was touched: stop it with SIGTERM (it rolls back unless it runs with --on-interrupt=pause), or"
-      .. " name its run directory with --run-dir\n", holder, sock, tostring(cerr)))
-    return 3
-  end
-  log(string.format("an engine (pid %d) runs this rollout: asking it to roll back (abort) through %s", holder, sock))
+  local c = control.connect(sock, 2)
+  if not c then return nil, sock end
+  local st = c:request("status", 10)
+  if not (st and st.ok and type(st.value) == "table") or st.value.outcome then c:close(); return nil, sock end
+  return c, sock, st.value
+end
+
+local function dirname(path) return path and path:match("^(.*)/[^/]*$") end
+
+-- Ask the live engine to roll back (abort) and wait for its outcome. Returns the outcome
+-- table (its status's) or nil, why.
+local function abort_engine(c, pb, reason)
   local r, err = c:request("abort " .. reason:gsub("[\r\n]", " "), 30)
-  if not (r and r.ok) then
-    c:close()
-    io.stderr:write("rollback: the engine refused the abort: ", tostring(r and (r.error or r.text) or err), "\n")
-    return 3
-  end
+  if not (r and r.ok) then return nil, "the engine refused the abort: " .. tostring(r and (r.error or r.text) or err) end
   local deadline = rollout.now() + pb.max_rollback_time + 60
+  local outcome
   while rollout.now() < deadline do
     local st = c:request("status", 10)
-    if not st or (type(st.value) == "table" and st.value.outcome) then break end -- ended (or gone)
+    if not st then break end -- gone: its journal says how it ended
+    if type(st.value) == "table" and st.value.outcome then outcome = st.value.outcome; break end
     rollout.sleep(0.2)
   end
+  return outcome or {}
+end
+
+-- A real engine runs the rollout: it rolls back (abort); the router is not touched from
+-- here, so the engine cannot undo it.
+local function through_engine(c, sock, st, pb, reason, log)
+  log(string.format("an engine runs this rollout: asking it to roll back (abort) through %s", sock))
+  local out, err = abort_engine(c, pb, reason)
   c:close()
-  local _, events = require("rollout.journal").latest(dir)
-  local s = events and require("rollout.journal").summary(events) or {}
+  if err then io.stderr:write("rollback: ", err, "\n"); return 3 end
+  local s = {}
+  if st.journal then
+    local events = require("rollout.journal").read(st.journal)
+    s = events and require("rollout.journal").summary(events) or {}
+  end
+  if s.outcome == nil then s.outcome = out.outcome end -- the engine's own answer, when its journal was not readable
   if s.outcome ~= "rolled_back" then
     log("the engine has not confirmed the rollback (outcome: " .. tostring(s.outcome) .. ")")
     return 3
   end
-  log("the engine rolled back: baseline 100%, canary 0% confirmed (its journal says so)")
+  log("the engine rolled back: baseline 100%, canary 0% confirmed (its journal " .. tostring(st.journal) .. " says so)")
   return 0
 end
 
 --- The manual procedure. Returns an exit code.
+--- An observe-only engine never moves traffic, so its abort is no rollback: this stops it
+--- (abort: its verdict is journaled), waits for it to release the journal's lock, and then
+--- rolls back itself, journaled in that journal (an operator who asks for a rollback gets one).
 function M.manual(argv)
   local pb, opts = require("rollout.playbook").load_from_args(argv, { reason = "value", journal = "value",
     run_dir = "value" }, "rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]"
@@ -116,19 +141,49 @@ function M.manual(argv)
   local reason = opts.reason or "Manual rollback"
   local dir = opts.journal or journal.default_dir(pb.service)
   local lock, writer
-  if fs.stat(dir) then
+  local observed -- the journal of an observe-only engine stopped here: journaled even though it ended
+  -- a live engine first, before anything touches the router
+  local c, sock, st = live_engine(pb, opts)
+  if c and not st.observe then return through_engine(c, sock, st, pb, reason, log) end
+  if c then
+    log(string.format("the engine on %s is observe-only (it never moves traffic): stopping it, then rolling back here", sock))
+    local _, err = abort_engine(c, pb, reason)
+    c:close()
+    if err then io.stderr:write("rollback: ", err, "; nothing was touched\n"); return 3 end
+    observed = st.journal
+    dir = dirname(st.journal) or dir
+    local deadline = rollout.now() + 30
+    while true do -- its lock is released when it has closed its journal
+      local l, lerr, holder = journal.lock(dir)
+      if l then lock = l; break end
+      if not holder or rollout.now() >= deadline then
+        io.stderr:write("rollback: the observe-only engine did not release ", dir, "/lock (", tostring(lerr),
+          "); nothing was touched\n")
+        return 3
+      end
+      rollout.sleep(0.1)
+    end
+  end
+  if not lock and fs.stat(dir) then
     local lerr, holder
     lock, lerr, holder = journal.lock(dir)
-    if holder then return through_engine(pb, opts, holder, reason, dir, log) end
+    if holder then
+      io.stderr:write(string.format("rollback: the engine (pid %d) running this rollout does not answer on %s;"
+        .. " nothing was touched: stop it with SIGTERM (it rolls back unless it runs with --on-interrupt=pause), or"
+        .. " name its run directory with --run-dir\n", holder, sock))
+      return 3
+    end
     if not lock then io.stderr:write("rollback: journal lock: ", tostring(lerr), "\n"); return 3 end
+  end
+  if lock then
     local path, events = journal.latest(dir)
-    if path and events and not journal.summary(events).finished then
+    if path and events and (observed == path or not journal.summary(events).finished) then
       local werr
       writer, werr = journal.open(path)
       local ok, aerr
       if writer then
         ok, aerr = writer:append({ event = "manual_rollback", ts = rollout.time(), who = who(), reason = reason,
-          pid = fs.getpid() })
+          pid = fs.getpid(), observe_engine = observed and true or nil })
       end
       if not ok then -- never act without a record
         io.stderr:write("rollback: cannot journal the manual rollback in ", path, ": ", tostring(werr or aerr),

@@ -281,6 +281,7 @@ function C:commands(session)
   K.help = function() return HELP end
   K.status = function()
     local st = e:status()
+    st.journal = self.journal -- where a client (playbooks/rollback.lua) reads the outcome
     return st, M.status_text(st)
   end
   K.signals = function()

@@ -115,6 +115,7 @@ function E:status()
   st.consecutive_errors = self.consecutive_errors
   if self.state == "paused" then st.reason = self.pause_reason end
   st.journal_error = self.journal_error
+  st.observe = self.observe -- observe-only: an abort changes no weight (playbooks/rollback.lua)
   return st
 end
 

@@ -1,14 +1,20 @@
 -- rollout.fingerprint: what a resolved playbook is, as a hash a journal can keep.
 --
---   fingerprint.of(pb) -> {hash = "fnv1a64:<16 hex>", keys = {top-level key = hash}}
+--   fingerprint.of(pb [, env]) -> {hash = "fnv1a64:<16 hex>", keys = {top-level key = hash}}
 --   fingerprint.diff(a, b) -> {"stages", "interval", ...}  (top-level keys whose hashes differ)
 --   fingerprint.canonical(v) -> string
 --
 -- The resolved playbook is the validated table (after --config and --set), serialised
 -- canonically: tables with their keys sorted, numbers in one spelling, strings quoted,
--- cycles as <cycle>. A Lua function is its line range and a hash of those lines' text in
--- its source file (not the file's name), so editing a hook changes the hash, and the same
--- playbook read again, or through another path, does not.
+-- cycles as <cycle>. A Lua function is its line range, a hash of the whole text of the
+-- file it was defined in (not the file's name: the playbook or an include()d file), and the
+-- values of its scalar upvalues (numbers, strings, booleans), so editing a hook, or a
+-- file-level `local LIMIT = 0.2` a trigger's check reads, changes the hash, and the same
+-- playbook read again, or through another path, does not. Any edit of such a file (a
+-- comment too) counts as a change: --accept-changed-playbook takes it.
+--
+--   fingerprint.of(pb, {observe = true}) also covers the run's observe-only mode (it is
+--   then part of the hash as the pseudo-key `env.observe`; absent, the hash is as before).
 -- `file` (where the playbook was read from) and `warnings` are not part of it: the same
 -- playbook read through another path is the same playbook.
 --
@@ -52,11 +58,20 @@ local function function_id(fn)
   local text = ""
   if src:sub(1, 1) == "@" then
     local lines = lines_of(src:sub(2))
-    if lines then text = table.concat(lines, "\n", math.max(first, 1), math.min(last, #lines)) end
+    if lines then text = table.concat(lines, "\n") end -- the whole file: its file-level locals too
   else
     text = src -- a chunk loaded from a string: its text is the source
   end
-  return string.format("function(%d-%d:%s)", first, last, hex(fnv1a(text)))
+  local ups = {}
+  for i = 1, 255 do
+    local name, v = debug.getupvalue(fn, i)
+    if not name then break end
+    local t = type(v)
+    if t == "number" or t == "string" or t == "boolean" then
+      ups[#ups + 1] = name .. "=" .. (t == "string" and string.format("%q", v) or tostring(v))
+    end
+  end
+  return string.format("function(%d-%d:%s:%s)", first, last, hex(fnv1a(text)), hex(fnv1a(table.concat(ups, ","))))
 end
 
 local function sort_keys(t)
@@ -104,7 +119,7 @@ function M.canonical(v)
   return table.concat(out)
 end
 
-function M.of(pb)
+function M.of(pb, env)
   file_lines = {}
   local keys, h = {}, nil
   for _, k in ipairs(sort_keys(pb)) do
@@ -113,6 +128,11 @@ function M.of(pb)
       keys[tostring(k)] = hex(fnv1a(text))
       h = fnv1a(text .. ";", h)
     end
+  end
+  if env and env.observe then -- the run's mode is part of what it resolves to
+    local text = "env.observe=true"
+    keys["env.observe"] = hex(fnv1a(text))
+    h = fnv1a(text .. ";", h)
   end
   return { hash = "fnv1a64:" .. hex(h or fnv1a("")), keys = keys }
 end

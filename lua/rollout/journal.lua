@@ -111,13 +111,14 @@ function M.read(path)
 end
 
 --- summary(events) -> {service=, playbook=, started=ts, outcome=, finished=bool, stage=,
---- weights = last confirmed, events = n}
+--- weights = last confirmed, events = n, observe = true for an observe-only rollout}
 function M.summary(events)
   local s = { events = #events, finished = false }
   for _, ev in ipairs(events) do
     if ev.event == "rollout_started" then
       s.service, s.playbook, s.started, s.who = ev.service, ev.playbook, ev.ts, ev.who
       s.baseline, s.canary = ev.baseline, ev.canary
+      s.observe = ev.observe and true or nil -- observe-only: it moved no traffic
       s.outcome, s.finished = nil, false
     elseif ev.event == "weight_confirmed" then
       s.weights = { baseline = ev.baseline, canary = ev.canary }
@@ -218,13 +219,15 @@ end
 
 --- The resolved playbook the rollout runs with, as the last `engine_started` (or an accepted
 --- `playbook_changed`) recorded it: {hash=, keys = {top-level key = hash}, sets = {...},
---- config = path|nil, playbook = path} or nil (a journal written before it was recorded).
+--- config = path|nil, playbook = path, observe = true when the run was observe-only} or nil
+--- (a journal written before it was recorded).
 function M.resolved(events)
   local rec
   for _, ev in ipairs(events) do
     if (ev.event == "engine_started" or ev.event == "playbook_changed") and ev.playbook_hash then
       rec = { hash = ev.playbook_hash, keys = ev.playbook_keys or {}, sets = ev.sets or {}, config = ev.config,
-        playbook = ev.playbook }
+        playbook = ev.playbook, observe = rec and rec.observe }
+      if ev.event == "engine_started" then rec.observe = ev.observe and true or nil end
     end
   end
   return rec

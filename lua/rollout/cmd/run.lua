@@ -138,7 +138,8 @@ local function open_journal(dir, pb, opts)
       opts.resume = true
     elseif path then
       local s = journal.summary(events)
-      if s.service == pb.service and s.canary ~= nil and s.canary == pb.versions.canary.version then
+      -- an observe-only run moved no traffic: it ended no rollout of that version
+      if not s.observe and s.service == pb.service and s.canary ~= nil and s.canary == pb.versions.canary.version then
         return nil, fail(string.format("the rollout of %s to %s already ended (%s) in %s: nothing to do"
           .. " (--supervised never starts an ended rollout again; run without it to)", tostring(pb.service),
           tostring(s.canary), tostring(s.outcome), path))
@@ -203,6 +204,13 @@ local function resume_playbook(path, pb, opts, events, journal_path)
       " the playbook cannot be compared with the one the rollout started with\n")
     return pb, { sets = opts.set or {}, config = opts.config }
   end
+  -- an observe-only rollout stays observe-only: a resume (or a supervisor's restart) without
+  -- --observe must not start moving the traffic it was only watching
+  if rec.observe and not opts.observe then
+    opts.observe = true
+    io.stderr:write("rollout: ", journal_path, " is an observe-only rollout: resuming it observe-only",
+      " (weights and hooks are not touched)\n")
+  end
   -- the recorded --set values, a key given again replaced by its new value
   local sets, given = {}, {}
   for _, v in ipairs(opts.set or {}) do given[v:match("^([^=]*)")] = true end
@@ -217,7 +225,7 @@ local function resume_playbook(path, pb, opts, events, journal_path)
       inputs_text(sets, config), "\n")
     return nil, 2
   end
-  local fp = fingerprint.of(again)
+  local fp = fingerprint.of(again, { observe = opts.observe })
   if fp.hash == rec.hash then return again, { sets = sets, config = config } end
   local keys = fingerprint.diff(rec.keys, fp.keys)
   local change = { from = rec.hash, to = fp.hash, keys = keys }
@@ -261,7 +269,8 @@ local function run_locked(res, pb, opts, pos, dir)
     pb, inputs, change = again, how, ch
   end
   for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
-  local fp = fingerprint.of(pb)
+  opts.observe = (opts.observe or pb.observe) and true or nil
+  local fp = fingerprint.of(pb, { observe = opts.observe })
 
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
   local ctl, metrics
@@ -308,7 +317,8 @@ local function run_locked(res, pb, opts, pos, dir)
   local rok, rerr = writer:append({ event = "engine_started", ts = rollout.time(), pid = fs.getpid(),
     who = who(), playbook = pb.file, journal = writer.path, socket = socket, resume = resume and true or nil,
     playbook_hash = fp.hash, playbook_keys = fp.keys, sets = setmetatable(inputs.sets, require("rollout.json").array_mt),
-    config = inputs.config and (fs.realpath(inputs.config) or inputs.config), on_interrupt = opts.on_interrupt })
+    config = inputs.config and (fs.realpath(inputs.config) or inputs.config), on_interrupt = opts.on_interrupt,
+    observe = opts.observe })
   if not rok then return fail("the journal cannot be written, nothing was done: " .. tostring(rerr)) end
   res.started = true
   io.stderr:write("rollout: journal ", writer.path, "\n")
