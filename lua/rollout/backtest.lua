@@ -34,6 +34,7 @@ local journal = require("rollout.journal")
 local fs = require("rollout.fs")
 local playbook = require("rollout.playbook")
 local analysis = require("rollout.analysis")
+local proportion = require("rollout.proportion")
 
 local M = {}
 
@@ -79,7 +80,6 @@ end
 -- A quantile's recorded evidence (rollout.analysis.quantile_check) under a new limit.
 local function quantile_from_evidence(pb, t, e, v, limit)
   if not (e and e.n) then return nil end
-  local proportion = require("rollout.proportion")
   local q = analysis.QUANTILES[t.signal]
   local n_min = proportion.min_trials(1 - q, "max", { alpha = proportion.alpha(pb.policy.confidence, 1),
     power = pb.policy.power, detect = pb.policy.detect })

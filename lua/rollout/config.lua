@@ -4,7 +4,11 @@
 -- flags and abTest section override the playbook's; keys rollout cannot use are reported
 -- as warnings (file:line: key: why), never silently dropped. A malformed value is an error
 -- naming the YAML file, line and key path, also when it is the playbook's own check that
--- finds it (apply's third result maps playbook key paths back to the YAML). `${VAR}` is expanded from the environment.
+-- finds it (apply's third result maps playbook key paths back to the YAML). `${VAR}` is
+-- expanded from the environment.
+--
+-- Error policy: apply() never raises on a bad file: it returns nil and every error
+-- ({file=, line=, path=, msg=}), or the merged playbook with config_warnings.
 local yaml = require("rollout.yaml")
 local units = require("rollout.units")
 

@@ -27,6 +27,8 @@ local redaction = require("rollout.redact")
 local units = require("rollout.units")
 local datetime = require("rollout.datetime")
 local schema = require("rollout.schema")
+local output = require("rollout.output")
+local http = require("rollout.http")
 
 local M = {}
 
@@ -177,7 +179,7 @@ M.deployment_id = datetime.deployment_id
 
 -- One line a person reads, the same words as the terminal's plain output.
 local function text_line(ev)
-  return require("rollout.output").line(ev) or ev.event
+  return output.line(ev) or ev.event
 end
 M.text_line = text_line
 
@@ -239,7 +241,7 @@ local COLOR = { advance = "good", promoted = "good", start = "#439FE0", rollback
   failed = "danger", aborted = "danger", pause = "warning", paused = "warning", inconclusive = "warning", resume = "#439FE0" }
 
 local function fmt_value(signal, v)
-  return require("rollout.output").value(signal, v)
+  return output.value(signal, v)
 end
 
 function PAYLOAD.slack(self, cfg, ev)
@@ -325,7 +327,6 @@ end
 
 -- One attempt: true, status | nil, err, retryable
 function Notifier:post(url, body)
-  local http = require("rollout.http")
   local headers = { ["Content-Type"] = "application/json", ["User-Agent"] = "rollout/" .. rollout.version }
   for k, v in pairs(self.cfg.headers or {}) do headers[k] = v end
   local token, terr = M.resolve(self.cfg, "token")

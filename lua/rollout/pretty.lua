@@ -1,5 +1,7 @@
 -- rollout.pretty: readable, deterministic rendering of Lua values (REPL, test failures).
 -- Keys are sorted; cycles print as <cycle>; depth and width are bounded.
+-- Error policy: raises only when a value's own __tostring raises (not with raw); any other
+-- value renders (functions and userdata as tostring shows them).
 local M = {}
 
 local function is_ident(s)

@@ -28,6 +28,8 @@
 local rollout = require("rollout")
 local budget = require("rollout.budget")
 local pretty = require("rollout.pretty")
+local alloc = require("rollout.alloc")
+local redact = require("rollout.redact")
 
 local M = {}
 local S = {}
@@ -84,7 +86,7 @@ function S:run(fn)
   local limits = {} -- rollout.budget's options; the memory cap is rollout.alloc's
   for k, v in pairs(b) do if k ~= "memory" then limits[k] = v end end
   local task = rollout.spawn(function()
-    return table.pack(budget.run(require("rollout.alloc").run, limits, fn, b.memory or M.DEFAULT_MEMORY))
+    return table.pack(budget.run(alloc.run, limits, fn, b.memory or M.DEFAULT_MEMORY))
   end)
   local r = table.pack(pcall(task.wait, task, b.seconds))
   if not r[1] then return false, error_text(r[2]) end
@@ -119,7 +121,7 @@ function S:eval(line)
   if printed ~= "" then
     res.text = (res.text and res.text ~= "") and (printed .. "\n" .. res.text) or printed
   end
-  res.text = require("rollout.redact").text(res.text or "") -- REPL printing never shows a secret
+  res.text = redact.text(res.text or "") -- REPL printing never shows a secret
   return res
 end
 

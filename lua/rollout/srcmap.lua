@@ -5,6 +5,9 @@
 -- Lua lexer, records every table constructor with the line of each entry (named,
 -- ["string"] and positional), follows the top-level `return` (and top-level locals it
 -- names), and answers the line of the deepest part of a path it can find.
+--
+-- Error policy: never raises. A file it cannot read or lex maps nothing: line() is nil and
+-- the error is shown without a line, never hidden.
 local M = {}
 
 -- ---- lexer ------------------------------------------------------------------------

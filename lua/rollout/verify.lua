@@ -10,13 +10,15 @@ local fs = require("rollout.fs")
 local json = require("rollout.json")
 local srcmap = require("rollout.srcmap")
 local scenario = require("rollout.sim.scenario")
+local output = require("rollout.output")
+local simulate = require("rollout.cmd.simulate").simulate -- an edge from a library to a command (to be moved)
 
 local M = {}
 
 M.OUTCOMES = { promoted = true, rolled_back = true, paused = true, aborted = true, failed = true }
 
 local function clock(t)
-  return require("rollout.output").clock(t)
+  return output.clock(t)
 end
 
 local function expect_errors(sc, path)
@@ -126,7 +128,6 @@ end
 --- opts.on_result(result) is called as each scenario finishes.
 function M.run(pb, list, opts)
   opts = opts or {}
-  local simulate = require("rollout.cmd.simulate").simulate
   local results = {}
   for _, sc in ipairs(list) do
     local w0 = os.clock() -- CPU seconds: rollout.time() follows the virtual clock

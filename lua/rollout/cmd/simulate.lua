@@ -10,6 +10,9 @@ local playbook = require("rollout.playbook")
 local scenario = require("rollout.sim.scenario")
 local engine = require("rollout.engine")
 local output = require("rollout.output")
+local sim_router = require("rollout.sim.router")
+local sim_source = require("rollout.sim.source")
+local analysis = require("rollout.analysis")
 
 local M = {}
 M.summary = "run a playbook in virtual time against a scenario's synthetic traffic"
@@ -36,12 +39,12 @@ M.exit = "0 promoted, 1 rolled back, 2 usage or configuration error (nothing was
 function M.simulate(pb, sc, opts)
   opts = opts or {}
   if rollout.clock() ~= "virtual" then rollout.clock("virtual") end
-  local router = require("rollout.sim.router").new({ faults = sc.router_faults, now = function() return rollout.now() - (opts.t0 or 0) end })
+  local router = sim_router.new({ faults = sc.router_faults, now = function() return rollout.now() - (opts.t0 or 0) end })
   local t0 = rollout.now()
   router.now = function() return rollout.now() - t0 end
   -- raw latencies for the judge only when a stage uses it (rollout.analysis)
-  local keep = opts.reservoir or (require("rollout.analysis").wanted(pb) and 500 or 0)
-  local src = require("rollout.sim.source").new(sc, { router = router, interval = pb.interval,
+  local keep = opts.reservoir or (analysis.wanted(pb) and 500 or 0)
+  local src = sim_source.new(sc, { router = router, interval = pb.interval,
     history = math.max(pb.gate_window, pb.trigger_window), reservoir = keep })
   -- the source lives on scenario time (t = 0 at the start); the clock may be past 0
   local source = {

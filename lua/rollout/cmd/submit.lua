@@ -11,6 +11,7 @@ local json = require("rollout.json")
 local playbook = require("rollout.playbook")
 local fleet = require("rollout.fleet")
 local etcd = require("rollout.etcd")
+local scenario = require("rollout.sim.scenario")
 
 local M = {}
 M.summary = "fleet mode: validate a rollout and store it in etcd for the agents"
@@ -45,7 +46,7 @@ function M.main(argv)
     return 2
   end
   if opts.scenario then
-    local sc, serrs = require("rollout.sim.scenario").load(opts.scenario)
+    local sc, serrs = scenario.load(opts.scenario)
     if not sc then
       for _, e in ipairs(serrs) do io.stderr:write(playbook.format_error(e), "\n") end
       return 2

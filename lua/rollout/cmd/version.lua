@@ -1,4 +1,5 @@
 -- rollout version: prints "rollout VERSION" (the same as `rollout --version`). Exit 0.
+local rollout = require("rollout")
 local args = require("rollout.args")
 
 local M = {}
@@ -12,7 +13,7 @@ function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
   if not opts then return args.usage_error("version", pos, M.usage) end
   if #pos > 0 then return args.usage_error("version", "unexpected argument '" .. pos[1] .. "'", M.usage) end
-  print("rollout " .. require("rollout").version)
+  print("rollout " .. rollout.version)
   return 0
 end
 

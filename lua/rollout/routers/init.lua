@@ -15,6 +15,10 @@
 --   r:describe() -> table
 -- Events through opts.emit(kind, fields): weight_requested, weight_confirmed,
 -- weight_mismatch, router_error, weights_reapplied, reload, header_override.
+--
+-- Error policy: check() and validate() report config errors ({path, message} or "key:
+-- message") and never raise; new() raises listing them all (a config error); a router's
+-- operational failures return nil, err.
 local schema = require("rollout.schema")
 
 local M = {}

@@ -1,6 +1,7 @@
 -- rollout.sim.router: the simulated router `rollout simulate` uses whatever router the
 -- playbook names. Weights apply at once and read back exactly, unless the scenario lists
 -- router_faults = {{from=, to=}} during which every set fails (rollback retries).
+-- Error policy: as a real router's: a failed set or read returns nil, err.
 local units = require("rollout.units")
 
 local M = {}

@@ -27,6 +27,10 @@
 --   src:check_targets() -> true | nil, err   optional: what `rollout check` and the
 --                                         pre-flight ask beyond a tick (the probe's URLs)
 -- The alertmanager source has alerts() and no signals method.
+--
+-- Error policy: check() and validate() report config errors ({path, message} or "key:
+-- message") and never raise; new() raises listing them all (a config error); a source's
+-- operational failures (tick, signals, alerts) return nil, err: no data, never a value.
 local schema = require("rollout.schema")
 
 local M = {}
