@@ -227,12 +227,6 @@ end
 
 -- ---- sections -----------------------------------------------------------------------
 
-local function check_version(ctx, path, v)
-  return check_record(ctx, path, v, {
-    name = check_string, version = check_string, url = check_string, metrics = check_string,
-    health = check_string, ready = check_string, labels = function(c, p, x) if want(c, p, x, "table") then return x end end,
-  })
-end
 
 -- rollout.schema errors {path = {...}, message =} (relative to the table at path) -> errors
 -- at path + their key paths.
@@ -243,6 +237,20 @@ local function schema_errors(ctx, path, errs)
     ctx:err(p, e.message)
   end
 end
+
+-- A section declared as a rollout.schema rule: checked, and kept as written (a table with
+-- errors too, as check_record keeps it, so the cross-field checks still see it).
+local function declared(rule)
+  return function(ctx, path, v)
+    schema_errors(ctx, path, schema.check_value(v, rule))
+    if type(v) == "table" then return v end
+  end
+end
+
+local STRING = { kind = "string" }
+local VERSION = { kind = "table", required = true, known = true, fields = {
+  name = STRING, version = STRING, url = STRING, metrics = STRING, health = STRING, ready = STRING,
+  labels = { kind = "table" } } }
 
 --- The judge's settings: the playbook's `judge = {...}`, a stage's `judge = true | {...}`
 --- (rollout.judge.check says what is allowed), and the runbook's `ab_test`.
@@ -422,13 +430,10 @@ end
 
 local TOP = {
   name = check_string, service = check_string, description = check_string,
-  versions = function(ctx, path, v)
-    return check_record(ctx, path, v, { baseline = check_version, canary = check_version }, { "baseline", "canary" })
-  end,
+  versions = declared({ kind = "table", known = true, fields = { baseline = VERSION, canary = VERSION } }),
   router = check_plugin(routers),
-  header_override = function(ctx, path, v)
-    return check_record(ctx, path, v, { name = check_string, value = check_string }, { "name", "value" })
-  end,
+  header_override = declared({ kind = "table", known = true,
+    fields = { name = { kind = "string", required = true }, value = { kind = "string", required = true } } }),
   sources = check_sources,
   interval = function(c, p, v) return check_duration(c, p, v, true) end,
   trigger_window = function(c, p, v) return check_duration(c, p, v, true) end,
