@@ -21,6 +21,12 @@
 --   restarts   sum(changes(process_start_time_seconds{version="v1"}[5m]))
 -- cfg.queries overrides any of them (false drops one) and may add disk; cpu_limit,
 -- memory_limit and disk_limit divide whatever the cpu/memory/disk query returns.
+-- Saturation as a share of the limit (M.SATURATION), `saturation` = "auto" (default: the
+-- first tick asks which exporters Prometheus has), "kubernetes" (cAdvisor CPU seconds per
+-- second over kube-state-metrics' CPU limit, working set over the memory limit, pods
+-- matched by `pods`), "node" (node_exporter: busy CPU share, memory and root filesystem
+-- in use) or "process" (the process queries above). A signal the config sets itself
+-- (queries, *_limit) keeps its own query.
 --
 -- No data: an empty vector, NaN (0/0 when nothing was requested; histogram_quantile of
 -- no observations) is nil, never 0. A query that returns more than one series is an error
@@ -46,7 +52,7 @@ local M = {}
 
 local SIGNALS = { "requests", "rps", "error_rate", "p50", "p95", "p99", "health", "cpu", "memory", "disk", "restarts" }
 local KNOWN_VARS = { version = true, name = true, role = true, service = true, window = true, selector = true,
-  errors = true }
+  errors = true, pods = true }
 
 local function check_queries(q)
   local keys = {}
@@ -73,6 +79,12 @@ for k, rule in pairs({
   errors = { kind = "string" },
   requests = { kind = "metric" },
   latency = { kind = "metric" },
+  saturation = { kind = "string", check = function(v)
+    if v ~= "auto" and v ~= "kubernetes" and v ~= "node" and v ~= "process" then
+      return "expected \"auto\", \"kubernetes\", \"node\" or \"process\", got \"" .. tostring(v) .. "\""
+    end
+  end },
+  pods = { kind = "string", check = function(v) return common.check_template(v, KNOWN_VARS) end },
   cpu_limit = { kind = "positive" },
   memory_limit = { kind = "bytes" },
   disk_limit = { kind = "positive" },
@@ -119,6 +131,29 @@ function M.default_queries(cfg)
   return q
 end
 
+-- Saturation as a share of the limit, from the standard exporters (cAdvisor and
+-- kube-state-metrics on Kubernetes, node_exporter on machines). {{pods}} is the `pods`
+-- setting (default pod=~"{{service}}-{{name}}-.*"), {{selector}} the version's selector.
+M.SATURATION = {
+  kubernetes = {
+    cpu = 'sum(rate(container_cpu_usage_seconds_total{container!="",{{pods}}}[{{window}}]))'
+      .. ' / sum(kube_pod_container_resource_limits{resource="cpu",{{pods}}})',
+    memory = 'sum(container_memory_working_set_bytes{container!="",{{pods}}})'
+      .. ' / sum(kube_pod_container_resource_limits{resource="memory",{{pods}}})',
+  },
+  node = {
+    cpu = '1 - avg(rate(node_cpu_seconds_total{mode="idle",{{selector}}}[{{window}}]))',
+    memory = '1 - sum(node_memory_MemAvailable_bytes{{{selector}}}) / sum(node_memory_MemTotal_bytes{{{selector}}})',
+    disk = '1 - sum(node_filesystem_avail_bytes{mountpoint="/",{{selector}}})'
+      .. ' / sum(node_filesystem_size_bytes{mountpoint="/",{{selector}}})',
+  },
+}
+-- which exporter answers, asked once (saturation = "auto")
+M.DETECT = {
+  { "kubernetes", 'count(kube_pod_container_resource_limits{resource="cpu"}) and count(container_cpu_usage_seconds_total{container!=""})' },
+  { "node", "count(node_cpu_seconds_total)" },
+}
+
 local P = {}
 P.__index = P
 
@@ -136,7 +171,32 @@ function M.new(cfg, ctx)
   }, P)
   self.provides = {}
   for sig in pairs(self.queries) do self.provides[sig] = true end
+  self.saturation = cfg.saturation or "auto"
+  if self.saturation ~= "auto" then self:use_saturation(self.saturation) end
   return self
+end
+
+--- use_saturation(family): saturation queries of "kubernetes" or "node" for every signal
+--- the config does not set itself (cfg.queries, or a *_limit that divides a process query).
+function P:use_saturation(family)
+  self.saturation = family
+  for sig, q in pairs(M.SATURATION[family] or {}) do
+    local own = (self.cfg.queries and self.cfg.queries[sig] ~= nil) or self.cfg[sig .. "_limit"] ~= nil
+    if not own then
+      self.queries[sig], self.divisors[sig], self.provides[sig] = q, nil, true
+    end
+  end
+end
+
+-- saturation = "auto": the first exporter family Prometheus has series of, asked once.
+function P:detect_saturation()
+  for _, d in ipairs(M.DETECT) do
+    local ok, v = self:value(d[2])
+    if not ok then return nil, v end
+    if v and v > 0 then self:use_saturation(d[1]); return true end
+  end
+  self.saturation = "process"
+  return true
 end
 
 --- Template variables of a version for a window (seconds).
@@ -148,6 +208,7 @@ function P:vars(v, span)
     errors = self.cfg.errors or 'code=~"5.."',
   }
   vars.selector = common.expand(self.cfg.selector or 'version="{{version}}"', vars)
+  vars.pods = common.expand(self.cfg.pods or 'pod=~"{{service}}-{{name}}-.*"', vars)
   return vars
 end
 
@@ -260,6 +321,10 @@ function P:tick(now)
   if self.time_of then self.eval_time = self.time_of(now) end
   local ok, err = self:value("vector(1)")
   if not ok then return nil, err end
+  if self.saturation == "auto" then
+    local dok, derr = self:detect_saturation()
+    if not dok then return nil, derr end
+  end
   return true
 end
 
