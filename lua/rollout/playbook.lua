@@ -251,6 +251,10 @@ local STRING = { kind = "string" }
 local VERSION = { kind = "table", required = true, known = true, fields = {
   name = STRING, version = STRING, url = STRING, metrics = STRING, health = STRING, ready = STRING,
   labels = { kind = "table" } } }
+local VERSIONS = { kind = "table", known = true, fields = { baseline = VERSION, canary = VERSION } }
+local HEADER_OVERRIDE = { kind = "table", known = true,
+  fields = { name = { kind = "string", required = true }, value = { kind = "string", required = true } } }
+-- (rules live outside TOP: spec/man_spec.lua reads TOP's keys from this file's text)
 
 --- The judge's settings: the playbook's `judge = {...}`, a stage's `judge = true | {...}`
 --- (rollout.judge.check says what is allowed), and the runbook's `ab_test`.
@@ -353,20 +357,18 @@ end
 local HOOK_NAMES = { "deploy", "before_stage", "after_stage", "on_rollback", "on_promote", "finalize", "on_pause", "on_resume",
   "scale_down" } -- scale_down: blue-green retires the old version (rollout.strategies.blue_green)
 
-local function check_hook(ctx, path, v)
-  if type(v) == "function" then return v end
+-- A hook: a function, or a command as an argv list.
+local HOOK = { check = function(v)
+  if type(v) == "function" then return nil end
   if type(v) == "table" and #v > 0 then
-    for i, a in ipairs(v) do if type(a) ~= "string" then ctx:err(extend(path, i), "argv items must be strings") end end
-    return v
+    local bad = {}
+    for i, a in ipairs(v) do if type(a) ~= "string" then bad[#bad + 1] = schema.at(i, "argv items must be strings") end end
+    return bad
   end
-  ctx:err(path, "expected a function or an argv list, got " .. typename(v))
-end
-
-local function check_hooks(ctx, path, v)
-  local fields = {}
-  for _, n in ipairs(HOOK_NAMES) do fields[n] = check_hook end
-  return check_record(ctx, path, v, fields)
-end
+  return "expected a function or an argv list, got " .. typename(v)
+end }
+local HOOKS = { kind = "table", known = true, fields = {} }
+for _, n in ipairs(HOOK_NAMES) do HOOKS.fields[n] = HOOK end
 
 local function check_preflight(ctx, path, v)
   return check_list(ctx, path, v, function(c, p, item)
@@ -430,10 +432,9 @@ end
 
 local TOP = {
   name = check_string, service = check_string, description = check_string,
-  versions = declared({ kind = "table", known = true, fields = { baseline = VERSION, canary = VERSION } }),
+  versions = declared(VERSIONS),
   router = check_plugin(routers),
-  header_override = declared({ kind = "table", known = true,
-    fields = { name = { kind = "string", required = true }, value = { kind = "string", required = true } } }),
+  header_override = declared(HEADER_OVERRIDE),
   sources = check_sources,
   interval = function(c, p, v) return check_duration(c, p, v, true) end,
   trigger_window = function(c, p, v) return check_duration(c, p, v, true) end,
@@ -442,7 +443,7 @@ local TOP = {
   stages = function(ctx, path, v) return check_list(ctx, path, v, check_stage) end,
   triggers = check_triggers,
   preflight = check_preflight,
-  hooks = check_hooks,
+  hooks = declared(HOOKS),
   hook_budget = function(ctx, path, v) -- what one hook may spend (rollout.engine HOOK_BUDGET)
     return check_record(ctx, path, v, {
       instructions = function(c, p, x) return check_integer(c, p, x, 1) end,
