@@ -173,6 +173,7 @@ describe("header override through Istio (contract server)", function()
       stages = { { name = "Full", weight = 100, hold = "1s" } },
     }
     for k, v in pairs(extra or {}) do fields[k] = v end
+    if fields.strategy == "blue_green" then fields.stages = nil end
     local child, out = spawn_run(dir, write_playbook(dir, name, fields))
     local code = child:wait(60)
     return code, journal_events(dir), fs.read(out)
@@ -183,6 +184,18 @@ describe("header override through Istio (contract server)", function()
     assert.equals(3, code, dump(evs, out))
     assert.equals("failed", demo_stack.find(evs, "outcome")[1].outcome, dump(evs, out))
     assert.equals(0, header_routes(), "the header route outlived the failed run:\n" .. json.encode(k8s:vs().spec.http))
+    local rm = removals(evs)
+    assert.equals(1, #rm, dump(evs, out))
+    assert.is_true(rm[1].ok)
+    assert.equals(0, #k8s:violations())
+  end, { timeout = 90 })
+
+  it("is removed after a blue-green promotion (the preview's route ends with it)", function()
+    local code, evs, out = run_istio("override-istio-bluegreen", { strategy = "blue_green",
+      blue_green = { pre_promotion = { hold = "1s" }, post_promotion = { hold = "1s" }, scale_down_delay = "0s" } })
+    assert.equals(0, code, dump(evs, out))
+    assert.equals("promoted", demo_stack.find(evs, "outcome")[1].outcome, dump(evs, out))
+    assert.equals(0, header_routes(), "the header route outlived the promotion:\n" .. json.encode(k8s:vs().spec.http))
     local rm = removals(evs)
     assert.equals(1, #rm, dump(evs, out))
     assert.is_true(rm[1].ok)

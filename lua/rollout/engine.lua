@@ -904,6 +904,10 @@ function E:finish(outcome, reason, at)
     and reason ~= "error:header_override" then
     safety.remove_override(self)
   end
+  -- a promotion (canary or blue-green) ends the override after finalize; unconfirmed: failed
+  if outcome == "promoted" and self.override_on and not safety.remove_override(self) then
+    outcome, reason = "failed", "error:header_override"
+  end
   self.state = outcome
   self.outcome = { outcome = outcome, reason = reason, at = at or self:elapsed(), stage = self.stage and self.stage.name,
     observe = self.observe, preflight_skipped = self.preflight_skipped }
@@ -993,8 +997,7 @@ function E:promote()
   if ok == nil then return self:handle(intr) end
   if ok == false then return self:finish("failed", "error:hook:finalize") end
   self.ticking = false
-  if not safety.remove_override(self) then return self:finish("failed", "error:header_override") end
-  return self:finish("promoted", nil)
+  return self:finish("promoted", nil) -- (finish removes the header override first)
 end
 
 -- Act on an interrupt that ended a stage. Returns an outcome, or nil to carry on.
