@@ -10,4 +10,5 @@ for _, st in ipairs(pb.stages) do
   for k in pairs(QUALITY) do st.thresholds[k] = nil end
 end
 pb.judge = { stages = true }
+pb.ab_test.gate = false -- the judge alone (canary.lua's abTest would gate Half)
 return pb
