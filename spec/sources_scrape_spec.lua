@@ -1,3 +1,4 @@
+-- rollout-test: serial (compares server-side latency quantiles with what the client measured)
 -- The scrape source: config checking, counters to increments, and real targets --
 -- sample-service's own /metrics (counters, histogram, process metrics, a restart) and
 -- HAProxy's exporter in front of two of them. Every count is checked against what the test
