@@ -1,9 +1,12 @@
 -- The runbook's finalize procedure (Step 7, finalize-deployment.sh), as the finalize hook
 -- (include("finalize.lua").hook) and as a script for a promoted rollout:
 --   rollout playbooks/finalize.lua PLAYBOOK [--journal DIR] [--set key=value ...]
--- The script refuses (exit 3) unless the playbook's latest journal (DIR, default
--- .rollout/journal/<service>) shows a promotion confirmed at 100 % with no rollback after
--- it, and fails (exit 3) when every step was skipped: nothing was finalized. A playbook with
+-- The script refuses (exit 3, nothing done) unless: it gets the journal's lock (no engine
+-- runs the rollout beside it), the playbook's latest journal (DIR, default
+-- .rollout/journal/<service>) ends with outcome `promoted` (not an observe-only run) and
+-- shows a promotion confirmed at 100 % with no rollback after it, and the router reads back
+-- canary 100 % now (a proxy reloaded since then serves the baseline again). It holds the
+-- lock while it runs, and fails (exit 3) when every step was skipped: nothing was finalized. A playbook with
 -- params.kubernetes (playbooks/canary-k8s.lua) is finalized natively through the Kubernetes
 -- API (rollout.k8s.runbook.finalize), each step confirmed by read-back.
 -- Each step is a command from the playbook's params (argv lists, never a shell); an unset
@@ -72,42 +75,76 @@ function M.hook(ctx)
   return true
 end
 
+-- What finalize needs before it removes anything: the journal's lock (no engine beside it),
+-- the rollout's outcome `promoted` (not observe-only), a promotion confirmed at 100 % with
+-- no rollback after it, and the router reading back canary 100 %.
+-- lock, router | nil, message
+local function preconditions(pb, dir)
+  local journal = require("rollout.journal")
+  local path, events = journal.latest(dir)
+  if not path then return nil, "no journal of " .. tostring(pb.service) .. " in " .. dir .. ": no promotion to finalize" end
+  local lock, lerr, holder = journal.lock(dir)
+  if not lock then
+    if holder then
+      return nil, string.format("an engine (pid %d) is running this rollout (%s): finalize runs after its promotion,"
+        .. " never beside it", holder, dir .. "/lock")
+    end
+    return nil, "journal lock: " .. tostring(lerr)
+  end
+  local confirmed, why = M.promotion_confirmed(events)
+  if not confirmed then
+    lock:release()
+    return nil, path .. " shows no promotion confirmed at 100 %: " .. why
+  end
+  local s = journal.summary(events)
+  if s.outcome ~= "promoted" or s.observe then
+    lock:release()
+    return nil, string.format("%s shows no promotion: the rollout's outcome is %s%s", path,
+      s.outcome and ("`" .. s.outcome .. "`") or "not written yet (it has not ended)",
+      s.observe and " (an observe-only run: it moved no traffic)" or "")
+  end
+  local okr, router = pcall(require("rollout.routers").new, pb.router, {})
+  if not okr then lock:release(); return nil, "router: " .. tostring(router), 2 end
+  local got, gerr = router:get_weights()
+  if not got then lock:release(); return nil, "the router's weights cannot be read back: " .. tostring(gerr) end
+  if got.canary ~= 100 or got.baseline ~= 0 then
+    lock:release()
+    return nil, string.format("the router serves baseline %s%% / canary %s%%, not canary 100 %%: the baseline still"
+      .. " serves users (a proxy reloaded with its config weights?); run `rollout ctl ... promote --full` or set the"
+      .. " weights first", tostring(got.baseline), tostring(got.canary))
+  end
+  return lock, router
+end
+
 function M.manual(argv)
   local pb, opts = require("rollout.playbook").load_from_args(argv, { journal = "value" },
     "rollout playbooks/finalize.lua PLAYBOOK [--journal DIR] [--set key=value ...]")
   if not pb then return opts end
   local journal = require("rollout.journal")
   local dir = opts.journal or journal.default_dir(pb.service)
-  local path, events = journal.latest(dir)
-  if not path then
-    io.stderr:write("finalize refused: no journal of ", pb.service, " in ", dir, ": no promotion to finalize\n")
-    return 3
+  local lock, router, code = preconditions(pb, dir)
+  if not lock then
+    io.stderr:write("finalize refused: ", router, "; nothing was done\n")
+    return code or 3
   end
-  local confirmed, why = M.promotion_confirmed(events)
-  if not confirmed then
-    io.stderr:write("finalize refused: ", path, " shows no promotion confirmed at 100 %: ", why, "\n")
-    return 3
-  end
+  local function done(c) lock:release(); return c end
   if (pb.params or {}).kubernetes then
-    local routers = require("rollout.routers")
-    local okr, router = pcall(routers.new, pb.router, {})
-    if not okr then io.stderr:write("finalize: ", tostring(router), "\n"); return 2 end
     local ctx = { engine = { pb = pb, router = router, deployment_id = pb.deployment_id },
       weights = { baseline = 0, canary = 100 }, promotion_confirmed = true, log = print }
     local ok, err = pcall(require("rollout.k8s.runbook").finalize, ctx)
-    if not ok then io.stderr:write("finalize: ", tostring(err), "\n"); return 3 end
+    if not ok then io.stderr:write("finalize: ", tostring(err), "\n"); return done(3) end
     print("finalized")
-    return 0
+    return done(0)
   end
   local ok, ran = pcall(M.steps, pb, print)
-  if not ok then io.stderr:write("finalize: ", tostring(ran), "\n"); return 3 end
+  if not ok then io.stderr:write("finalize: ", tostring(ran), "\n"); return done(3) end
   if ran == 0 then
     io.stderr:write("finalize: nothing was finalized: every step was skipped (set params.promote_command, "
       .. "wait_ready_command, drain_baseline_command, service_selector_command, cleanup_command)\n")
-    return 3
+    return done(3)
   end
   print("finalized")
-  return 0
+  return done(0)
 end
 
 local argv = { ... }

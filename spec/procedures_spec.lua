@@ -50,9 +50,19 @@ describe("playbooks/rollback.lua (manual rollback)", function()
 end)
 
 describe("playbooks/finalize.lua", function()
-  local dir
-  setup(function() dir = assert(fs.mkdtemp("finalize")) end)
-  teardown(function() if dir then fs.rmtree(dir) end end)
+  local dir, backends, hap
+  setup(function()
+    dir = assert(fs.mkdtemp("finalize"))
+    backends = support.backends()
+    hap = support.haproxy(backends)
+    assert(require("rollout.routers").new({ type = "haproxy", socket = hap.socket, backend = "be",
+      baseline = "baseline", canary = "canary" }, {}):set_weights({ baseline = 0, canary = 100 }))
+  end)
+  teardown(function()
+    if hap then hap.stop() end
+    if backends then backends.stop() end
+    if dir then fs.rmtree(dir) end
+  end)
 
   -- A journal of one rollout: events as `rollout run` writes them (the fields that matter).
   local function journal_of(name, evs)
@@ -65,13 +75,14 @@ describe("playbooks/finalize.lua", function()
   end
   local PROMOTED = { { event = "rollout_started", service = "dwcp-v3" },
     { event = "weight_confirmed", baseline = 25, canary = 75 }, { event = "weight_confirmed", baseline = 0, canary = 100 },
-    { event = "promoting" } }
+    { event = "promoting" }, { event = "outcome", outcome = "promoted" } }
   local ROLLED_BACK = { { event = "rollout_started", service = "dwcp-v3" },
     { event = "weight_confirmed", baseline = 0, canary = 100 }, { event = "rollback_started", reason = "operator" },
     { event = "weight_confirmed", baseline = 100, canary = 0 }, { event = "rolled_back", reason = "operator" } }
 
   local function finalize(jdir, extra)
-    local argv = { rollout.exe, "playbooks/finalize.lua", "playbooks/canary.lua", "--journal", jdir }
+    local argv = { rollout.exe, "playbooks/finalize.lua", "playbooks/canary.lua", "--journal", jdir,
+      "--set", "router.socket=" .. hap.socket, "--set", "router.backend=be" }
     for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
     return assert(proc.run({ argv = argv, timeout = 30 }))
   end

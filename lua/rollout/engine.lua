@@ -28,6 +28,7 @@
 local rollout = require("rollout")
 local playbook = require("rollout.playbook")
 local observe = require("rollout.observe")
+local no_return = require("rollout.no_return")
 local strategies = { blue_green = require("rollout.strategies.blue_green") } -- canary is this file
 local safety = require("rollout.safety")
 
@@ -515,7 +516,7 @@ function E:run_hook(name, extra, opts)
   while true do
     local st = task:state()
     if st == "done" or st == "failed" or st == "cancelled" then break end
-    if not opts.uninterruptible then
+    if not opts.uninterruptible and not opts.no_cancel then -- no_cancel: past the point of no return (rollout.no_return)
       local intr = self:take_interrupt()
       if intr and (intr.action == "rollback" or intr.action == "pause" or intr.action == "abort") then
         task:cancel("interrupted: " .. tostring(intr.reason))
@@ -993,8 +994,10 @@ function E:promote()
   local ok, intr = self:run_hook_pausable("on_promote")
   if ok == nil then return self:handle(intr) end
   if ok == false then return self:finish("failed", "error:hook:on_promote") end
-  ok, intr = self:run_hook_pausable("finalize")
-  if ok == nil then return self:handle(intr) end
+  local held = no_return.require_full(self, "finalize") -- the router, right before the baseline goes
+  if held then return held end
+  ok, intr = no_return.final_hook(self, "finalize")
+  if ok == nil then return intr end
   if ok == false then return self:finish("failed", "error:hook:finalize") end
   self.ticking = false
   return self:finish("promoted", nil) -- (finish removes the header override first)

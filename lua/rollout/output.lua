@@ -122,6 +122,9 @@ local LINES = {
   end,
   would_set_weights = function(e) return string.format("would set weights: baseline %s%%, canary %s%% (observe-only)", tostring(e.baseline), tostring(e.canary)) end,
   scale_down_waiting = function(e) return string.format("blue-green: %s stays up for %s, then scale_down", tostring(e.version), M.clock(e.delay)) end,
+  promotion_refused = function(e) return "promotion refused" .. (e.hook and (" before " .. e.hook) or "") .. ": " .. tostring(e.why) end,
+  no_return_interrupt = function(e) return string.format("%s from %s NOT acted on: %s had started (the point of no return); "
+    .. "it ran to its end and the canary keeps 100%%: pausing instead", tostring(e.action), tostring(e.who or e.reason), tostring(e.hook)) end,
   would_roll_back = function(e) return string.format("would roll back: %s at %s", tostring(e.reason), M.clock(e.at)) end,
 }
 

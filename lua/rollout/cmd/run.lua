@@ -363,6 +363,11 @@ local function run_locked(res, pb, opts, pos, dir)
       .. "`rollout run %s --resume` continues\n", interrupted, tostring(e.weights.baseline), tostring(e.weights.canary),
       pos[1]))
   end
+  if outcome.outcome == "paused" and tostring(outcome.reason):match("^point_of_no_return") then
+    io.stderr:write(string.format("rollout: not rolled back: %s had started (the point of no return: the baseline is being"
+      .. " removed); it ran to its end and the canary keeps 100%%; `rollout run %s --resume` finishes the promotion\n",
+      tostring(outcome.reason):match("^point_of_no_return: (.*)$") or "finalize", pos[1]))
+  end
   output.summary(outcome, { json = opts.json })
   res.linger = opts.linger -- close_all keeps /metrics up that long, the journal closed and the lock released
   return engine.EXIT[outcome.outcome] or 3

@@ -9,8 +9,11 @@
 --             (blue_green.post_promotion); a trigger or a failed gate switches all traffic
 --             back to blue at once (the engine's rollback: one call, 100 / 0);
 --   promote   on_promote, then blue stays up for blue_green.scale_down_delay (default 30 s)
---             with the triggers still armed, so a late failure still switches back; then the
---             `scale_down` hook retires blue, then `finalize`.
+--             with the triggers still armed, so a late failure still switches back; then,
+--             only if the router reads back green at 100 % right then (else
+--             promotion_refused and a pause), the `scale_down` hook retires blue, then
+--             `finalize`: the point of no return (rollout.no_return: run to their end, an
+--             interrupt then pauses with green kept at 100 %).
 --
 -- The two phases are ordinary engine stages (named "preview" and "active"), so holds,
 -- gates, "too little evidence extends a hold", pauses, operator commands, the journal and
@@ -20,6 +23,8 @@
 -- Error policy: stages() is pure (the playbook validated its input); promote() returns an
 -- outcome like the engine's own promote and raises nothing for an operational failure.
 local rollout = require("rollout")
+local no_return = require("rollout.no_return")
+local safety = require("rollout.safety")
 
 local M = {}
 
@@ -63,13 +68,23 @@ function M.promote(e)
     -- promote / promote_full: end the wait now
     if got and (got.action == "promote" or got.action == "promote_full") then break end
   end
+  -- blue is retired only while green serves 100 %, read back now (a proxy reloaded during
+  -- the delay serves blue again): else promotion_refused and a pause (rollout.no_return)
+  local held = no_return.require_full(e, "scale_down")
+  if held then return held end
   e.ticking = false
-  ok, intr = e:run_hook_pausable("scale_down", { version = e.pb.versions.baseline.version })
-  if ok == nil then return e:handle(intr) end
+  -- past the point of no return: scale_down and finalize run to their end; an interrupt
+  -- pauses with green kept at 100 %
+  ok, intr = no_return.final_hook(e, "scale_down", { version = e.pb.versions.baseline.version })
+  if ok == nil then return intr end
   if ok == false then return e:finish("failed", "error:hook:scale_down") end
-  ok, intr = e:run_hook_pausable("finalize")
-  if ok == nil then return e:handle(intr) end
+  held = no_return.require_full(e, "finalize")
+  if held then return held end
+  ok, intr = no_return.final_hook(e, "finalize")
+  if ok == nil then return intr end
   if ok == false then return e:finish("failed", "error:hook:finalize") end
+  e.ticking = false
+  if not safety.remove_override(e) then return e:finish("failed", "error:header_override") end -- as a canary's promotion
   return e:finish("promoted", nil)
 end
 
