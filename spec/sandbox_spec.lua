@@ -220,19 +220,22 @@ describe("runaway playbook code outside hooks (real HAProxy)", function()
   local env
   after_each(function() if env then env.stop() end; env = nil end)
 
-  it("a trigger check that never returns is a trigger error; the rollout goes on", function()
+  it("a trigger check that never returns is a trigger error; the engine goes on, and no gate passes on it", function()
     env = live.env()
     env.playbook = live.variant(env, "spin-check", [[
       pb.triggers.spin = { check = function() while true do end end }
+      pb.stages[1].max_hold = "4s"
+      pb.policy = { detect = 10, inconclusive = "rollback" }
     ]])
     local run = live.start(env)
     local t0 = rollout.now()
-    assert.equals(0, run:wait(60), run:stderr())
+    assert.equals(1, run:wait(60), run:stderr())
     local evs = live.events(env)
     local errs = live.count(evs, "trigger_error", function(e) return e.trigger == "spin" and e.error:find("budget exceeded", 1, true) end)
     assert.gt(errs, 3, "each evaluation's check ran out of its budget")
-    assert.gt(live.count(evs, "evaluation"), 10)
-    assert.equals("promoted", live.outcome(evs).outcome)
+    assert.gt(live.count(evs, "evaluation"), 3)
+    -- a check that keeps failing watches nothing: no data, never a pass (engine.TRIGGER_ERROR_LIMIT)
+    assert.equals("inconclusive:trigger_error:spin", live.outcome(evs).reason)
     assert.lt(rollout.now() - t0, 30)
   end, { timeout = 90 })
 

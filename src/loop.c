@@ -874,12 +874,22 @@ void loop_init(lua_State *L, int virtual_clock) {
     create_task_metatable(L); /* the main task exists before any require */
 }
 
+/* A signal the program caught stays harmless until the process exits: ev_signal_stop puts
+ * back the default disposition, which would let a repeated Ctrl-C kill the process during
+ * lua_close and lose the exit code it chose; those signals are ignored from here on. */
 void loop_close(void) {
+    sigset_t watched, old;
+    sigemptyset(&watched);
+    for (int i = 0; i < NSIG_WATCHED; i++)
+        if (sigslots[i].started) sigaddset(&watched, signal_names[i].signo);
+    sigprocmask(SIG_BLOCK, &watched, &old); /* no gap between the default and SIG_IGN */
     for (int i = 0; i < NSIG_WATCHED; i++) {
         if (!sigslots[i].started) continue;
         ev_signal_stop(S.ev, &sigslots[i].w);
+        signal(signal_names[i].signo, SIG_IGN); /* a pending one is discarded */
         sigslots[i].started = 0;
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
     free(S.heap);
     S.heap = NULL;
 }

@@ -43,6 +43,9 @@ M.HOOK_BUDGET = { instructions = 1e9, time = 900, memory = 256 * 1024 * 1024 }
 -- A trigger's `check` function runs inside every evaluation: it gets a small budget, so a
 -- runaway check is a trigger error (no data), never a frozen engine.
 M.CHECK_BUDGET = { instructions = 1e7, time = 1, memory = 64 * 1024 * 1024 }
+-- A trigger whose check raised at this many evaluations in a row is broken: no gate passes
+-- while it is (docs/semantics.md "Triggers"), it is no data, not health
+M.TRIGGER_ERROR_LIMIT = 3
 
 -- fn(...) under a budget (rollout.budget: instructions, seconds; rollout.alloc: memory):
 -- true, results | false, err.
@@ -332,10 +335,14 @@ function E:trigger_value(tr, now, cache, alerts)
     return n >= tr.restarts, n
   elseif tr.kind == "check" then
     local ok, res, value = budgeted(M.CHECK_BUDGET, tr.check, sig, self)
+    local st = self.trig[tr.name]
     if not ok then
-      self:emit("trigger_error", { trigger = tr.name, error = tostring(res) })
+      st.errors = (st.errors or 0) + 1
+      self:emit("trigger_error", { trigger = tr.name, error = tostring(res), consecutive = st.errors,
+        limit = M.TRIGGER_ERROR_LIMIT })
       return nil
     end
+    st.errors = nil
     if res == nil then return nil end
     return res and true or false, value
   end
@@ -767,6 +774,13 @@ function E:evaluate_gate(stage)
     end
   end
   if nodata then short[#short + 1] = "no_data:" .. nodata end
+  for _, tr in ipairs(pb.triggers) do -- a check that keeps raising watches nothing: no data, never a pass
+    if (self.trig[tr.name].errors or 0) >= M.TRIGGER_ERROR_LIMIT then
+      short[#short + 1] = "trigger_error:" .. tr.name
+      ev.trigger_errors = ev.trigger_errors or {}
+      ev.trigger_errors[tr.name] = self.trig[tr.name].errors
+    end
+  end
   if sig then -- no evidence is not health: a canary far below its share (rollout.safety)
     local lack, fields = safety.gate_evidence(self, sig)
     ev.canary_share = fields

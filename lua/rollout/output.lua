@@ -122,6 +122,12 @@ local LINES = {
   end,
   would_set_weights = function(e) return string.format("would set weights: baseline %s%%, canary %s%% (observe-only)", tostring(e.baseline), tostring(e.canary)) end,
   scale_down_waiting = function(e) return string.format("blue-green: %s stays up for %s, then scale_down", tostring(e.version), M.clock(e.delay)) end,
+  trigger_error = function(e) -- the first, the one that makes the trigger count as no data, then every 20th
+    local n = e.consecutive or 1
+    if n ~= 1 and n ~= e.limit and n % 20 ~= 0 then return nil end
+    return string.format("trigger %s: its check FAILED%s: %s%s", tostring(e.trigger), n > 1 and (" (" .. n .. " in a row)") or "",
+      tostring(e.error), (e.limit and n >= e.limit) and "; no gate passes while it fails (no data)" or "")
+  end,
   promotion_refused = function(e) return "promotion refused" .. (e.hook and (" before " .. e.hook) or "") .. ": " .. tostring(e.why) end,
   no_return_interrupt = function(e) return string.format("%s from %s NOT acted on: %s had started (the point of no return); "
     .. "it ran to its end and the canary keeps 100%%: pausing instead", tostring(e.action), tostring(e.who or e.reason), tostring(e.hook)) end,
