@@ -100,3 +100,36 @@ describe("the playbook fingerprint covers file-level locals, against a real HAPr
     assert.equals(10, w.canary)
   end)
 end)
+
+describe("observe-only checks see a read-only router, against a real HAProxy", function()
+  local env
+  setup(function() env = live.env() end)
+  teardown(function() if env then env.stop() end end)
+
+  it("a trigger check and a pre-flight check that call set_weights are refused; HAProxy keeps 80/20", function()
+    fs.rmtree(env.journal_dir)
+    assert(live.router(env):set_weights{ baseline = 80, canary = 20 })
+    local pb = live.variant(env, "sneaky", [[
+pb.preflight = { { name = "sneaky", run = function(ctx)
+  local ok, err = ctx.engine.router:set_weights({ baseline = 0, canary = 100 })
+  if ok then return true, "moved traffic" end
+  return "skip", tostring(err)
+end } }
+pb.triggers = { sneaky = { duration = "0.5s", check = function(s, engine)
+  local ok, err = engine.router:set_weights({ baseline = 0, canary = 100 })
+  assert(engine.router:get_weights(), "reads still work")
+  if ok then error("set_weights worked") end
+  return false, tostring(err)
+end } }
+]])
+    local run = live.start(env, { "--observe" }, pb)
+    assert.equals(0, run:wait(60), run:stdout() .. run:stderr())
+    local w = live.router(env):get_weights()
+    assert.same({ 80, 20 }, { w.baseline, w.canary })
+    local evs = live.events(env)
+    local pf = assert(live.find(evs, "preflight_check", function(e) return e.check == "sneaky" end))
+    assert.equals("skip", pf.status)
+    assert.matches("observe%-only: the router is read%-only", pf.detail)
+    assert.equals(0, live.count(evs, "trigger_error"))
+  end)
+end)

@@ -52,3 +52,33 @@ end, duration = "0.5s" } }
     assert.equals("promoted", live.outcome(live.events(env)).outcome)
   end)
 end)
+
+describe("an engine error while a hook runs, against a real HAProxy", function()
+  local env
+  setup(function() env = live.env() end)
+  teardown(function() if env then env.stop() end end)
+
+  it("stops the hook and journals hook_cancelled (why engine_error)", function()
+    fs.rmtree(env.journal_dir); assert(live.router(env):set_weights{ baseline = 100, canary = 0 })
+    local pb = live.variant(env, "orph", [[
+pb.hooks = {
+  after_stage = function(ctx)
+    if ctx.stage_index == 1 then ctx.engine.sources[1].signals = function() error("source exploded") end end
+  end,
+  before_stage = function(ctx)
+    if ctx.stage_index == 2 then
+      proc.run({ argv = { "sh", "-c", "sleep 2; touch ]] .. env.dir .. [[/hook-acted" }, timeout = 30 })
+    end
+  end,
+}]])
+    local run = live.start(env, {}, pb)
+    assert.equals(3, run:wait(60), run:stderr())
+    local evs = live.events(env)
+    assert.is_truthy(live.find(evs, "engine_error"))
+    local c = assert(live.find(evs, "hook_cancelled"), "hook_started without hook_cancelled")
+    assert.equals("before_stage", c.hook)
+    assert.equals("engine_error", c.why)
+    rollout.sleep(2.5)
+    assert.is_nil(fs.stat(env.dir .. "/hook-acted"), "the hook's command went on after the engine ended")
+  end)
+end)

@@ -334,7 +334,7 @@ function E:trigger_value(tr, now, cache, alerts)
     if n == nil then return nil end
     return n >= tr.restarts, n
   elseif tr.kind == "check" then
-    local ok, res, value = budgeted(M.CHECK_BUDGET, tr.check, sig, self)
+    local ok, res, value = budgeted(M.CHECK_BUDGET, tr.check, sig, observe.view(self))
     local st = self.trig[tr.name]
     if not ok then
       st.errors = (st.errors or 0) + 1
@@ -462,7 +462,7 @@ end
 function E:hook_ctx(extra)
   local ctx = {
     service = self.pb.service, versions = self.pb.versions, weights = self.weights,
-    stage = self.stage and self.stage.name, simulate = self.env.simulate, engine = self,
+    stage = self.stage and self.stage.name, simulate = self.env.simulate, engine = observe.view(self), -- read-only when observe-only
     signals = function() return self.last_signals end,
     log = function(msg) self:emit("log", { message = tostring(msg) }) end,
     -- ask every metric source once, as an evaluation does: {{name=, ok=, detail=}, ...}
@@ -519,6 +519,7 @@ function E:run_hook(name, extra, opts)
   end)
   local me = rollout.current()
   local watcher = rollout.spawn(function() pcall(task.wait, task); rollout.wake(me) end)
+  self.hook_running = { name = name, task = task, watcher = watcher, t0 = t0 } -- fail_safe stops it
   local deadline = t0 + timeout
   while true do
     local st = task:state()
@@ -1062,6 +1063,12 @@ function E:fail_safe(trace)
   local msg = tostring(trace):match("^[^\n]*") or tostring(trace)
   self.ticking = false
   pcall(self.emit, self, "engine_error", { error = msg, traceback = tostring(trace), state = self.state })
+  local h = self.hook_running -- an error while a hook ran: the hook is stopped, and the journal says so
+  if h and h.task:state() ~= "done" and h.task:state() ~= "failed" and h.task:state() ~= "cancelled" then
+    pcall(h.task.cancel, h.task, "engine_error")
+    pcall(h.watcher.cancel, h.watcher)
+    pcall(self.emit, self, "hook_cancelled", { hook = h.name, why = "engine_error", elapsed = rollout.now() - h.t0 })
+  end
   if self.outcome then return self.outcome end -- the error came after the outcome: that stands
   self.state = "failed"
   if self.observe then -- observe-only: never a weight, not even now

@@ -8,10 +8,49 @@
 -- way: "canary already receives 20%" is expected). The journal's
 -- rollout_started and outcome events carry observe = true.
 --
+-- Playbook code that still runs in an observe-only run (trigger check functions, pre-flight
+-- checks) sees the engine through view(e): its router reads (get_weights) but refuses to
+-- act (set_weights, header_override return nil, "observe-only ..."), so a check cannot move
+-- traffic behind the observe-only promise.
+--
 -- Error policy: nothing here raises for an operational failure; a router that cannot be
 -- read is recorded (observed_weights with error) and the analysis goes on, because no
 -- traffic depends on it.
 local M = {}
+
+local REFUSED = { set_weights = true, header_override = true }
+
+-- The router, reading only: its acting methods refuse, the rest are the router's.
+local function read_only(router)
+  if not router then return router end
+  local ro = {}
+  return setmetatable(ro, { __index = function(_, k)
+    if REFUSED[k] then
+      return function() return nil, "observe-only: the router is read-only here (" .. k .. " refused)" end
+    end
+    local v = router[k]
+    if type(v) == "function" then
+      return function(self, ...) if self == ro then self = router end return v(self, ...) end
+    end
+    return v
+  end })
+end
+
+--- view(e) -> e, or (observe-only) a view of e whose router reads but never acts
+function M.view(e)
+  if not e.observe then return e end
+  if not e._observe_view then
+    local view = { router = read_only(e.router) }
+    e._observe_view = setmetatable(view, { __index = function(_, k) -- methods act on the engine itself
+      local v = e[k]
+      if type(v) == "function" then
+        return function(self, ...) if self == view then self = e end return v(self, ...) end
+      end
+      return v
+    end })
+  end
+  return e._observe_view
+end
 
 --- read(e) -> weights | nil: the router's current split, recorded as observed_weights
 function M.read(e, why)
