@@ -9,7 +9,7 @@ CC        ?= cc
 PKGS      := lua5.4 libcurl yaml-0.1 libcjson libedit
 WARN      := -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g
-JOBS      ?= 4
+JOBS      ?= 6
 
 # Evaluated at their first use (a recipe), then kept: VAR = $(eval VAR := $$(shell ...))$(VAR).
 PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
