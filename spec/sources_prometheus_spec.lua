@@ -1,3 +1,4 @@
+-- rollout-test: serial (compares Prometheus histogram quantiles with what the client measured)
 -- The prometheus source against a real Prometheus (fresh data dir, loopback, 1 s scrapes)
 -- scraping two sample-service instances labelled version=v1 / v2; NGINX stands in for a
 -- Prometheus that answers 503, an error envelope, or garbage.
