@@ -93,8 +93,10 @@ end
 local function one_line(s) return ((s or ""):gsub("%s+$", ""):gsub("\n", " | ")) end
 
 function R:_exec(argv)
-  local r, err = proc.run{ argv = argv, timeout = self.timeout, env = self.cfg.env }
   local shown = table.concat(argv, " ")
+  local timeout, terr = self:io_timeout() -- within a rollback's max_rollback_time
+  if not timeout then return nil, shown .. ": not run: " .. terr end
+  local r, err = proc.run{ argv = argv, timeout = timeout, env = self.cfg.env }
   if not r then return nil, shown .. ": " .. tostring(err) end
   if r.code ~= 0 then
     local why = one_line(r.stderr ~= "" and r.stderr or r.stdout)

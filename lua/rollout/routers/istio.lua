@@ -23,6 +23,7 @@
 --
 -- Error policy: bad config raises from new(); API failures return nil, err with the HTTP
 -- status, the method, the path and the API's message.
+local rollout = require("rollout")
 local json = require("rollout.json")
 local common = require("rollout.routers.common")
 local client = require("rollout.k8s.client")
@@ -111,8 +112,18 @@ end
 -- ---- the API client ------------------------------------------------------------------
 
 --- One API call through the k8s client: the decoded object and the response | nil, err, e.
+--- Within a call's deadline (a rollback's max_rollback_time) each request gets only what is
+--- left of it, so a hung API server cannot stretch the rollback past its bound.
 function R:_call(method, path, body, ctype)
-  return self.client:request(method, path, body, ctype)
+  local opts
+  if self.io_until then
+    local left = self.io_until - rollout.now()
+    if left <= 0 then
+      return nil, method .. " " .. path .. ": not sent: deadline reached", { kind = "transport", message = "deadline reached" }
+    end
+    opts = { timeout = math.min(self.client.timeout, left) }
+  end
+  return self.client:request(method, path, body, ctype, opts)
 end
 
 -- ---- the VirtualService --------------------------------------------------------------

@@ -212,7 +212,10 @@ end
 
 function R:_run(...)
   local argv = self:_nginx_argv(...)
-  local r, err = proc.run{ argv = argv, timeout = math.max(self.timeout, 10) }
+  local timeout, terr = self:io_timeout() -- within a rollback's max_rollback_time
+  if not timeout then return nil, table.concat(argv, " ") .. ": not run: " .. terr end
+  if timeout == self.timeout then timeout = math.max(self.timeout, 10) end -- no deadline: reloads take time
+  local r, err = proc.run{ argv = argv, timeout = timeout }
   if not r then return nil, table.concat(argv, " ") .. ": " .. tostring(err) end
   if r.code ~= 0 then
     return nil, table.concat(argv, " ") .. " exited " .. tostring(r.code) .. ": "
