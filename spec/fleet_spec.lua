@@ -1,3 +1,4 @@
+-- rollout-test: serial (etcd leases, keepalives and partitions timed in seconds; a busy neighbour shifts them)
 -- Fleet mode against a real etcd (3.4) and a real HAProxy: three `rollout agent` processes,
 -- several rollouts each, ownership through leases and fencing tokens, takeover after
 -- kill -9, a partitioned owner (iptables inside a network namespace), commands through etcd.
