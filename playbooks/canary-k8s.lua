@@ -19,6 +19,7 @@
 -- Commands stay possible: params.database_command (pre-flight 3) and deploy_command
 -- (run after the canary is ready, e.g. a smoke test) are argv lists.
 local k8s = require("rollout.k8s")
+local runbook = include("canary.lua")
 
 local params = {
   prometheus_url = "http://127.0.0.1:9090",
@@ -94,33 +95,10 @@ return playbook {
   trigger_window = "1m",
   gate_window = "5m",
 
-  thresholds = {
-    p50 = "200ms", p95 = "400ms", p99 = "500ms",
-    min_rps = 100,
-    error_rate = "2%",
-    cpu = "80%", memory = "85%", disk = "90%",
-  },
-
-  stages = {
-    { name = "Initial",  weight = 5,   hold = "5m",  min_samples = 1000,
-      thresholds = { health = 0.99, error_rate = "1%", p99 = "500ms" } },
-    { name = "Ramp-Up",  weight = 25,  hold = "10m", min_samples = 5000,
-      thresholds = { health = 0.99, error_rate = "1%", p99 = "500ms" } },
-    { name = "Half",     weight = 50,  hold = "15m", min_samples = 10000,
-      thresholds = { health = 0.98, error_rate = "2%", p99 = "600ms" } },
-    { name = "Majority", weight = 75,  hold = "15m",
-      thresholds = { health = 0.98, error_rate = "2%", p99 = "600ms" } },
-    { name = "Full",     weight = 100, hold = "10m",
-      thresholds = { health = 0.98, error_rate = "2%" } },
-  },
-
-  triggers = {
-    error_rate = { condition = "error_rate > 5%", duration = "2m" },
-    latency_p99 = { condition = "latency_p99 > 1s", duration = "5m" },
-    health_score = { condition = "health_score < 0.90", duration = "3m" },
-    critical_alert = { alert = { severity = "critical" } },
-    crash_loop = { restarts = 3, within = "5m" },
-  },
+  -- the runbook's golden signals, five stages and rollback triggers: canary.lua's, one copy
+  thresholds = runbook.thresholds,
+  stages = runbook.stages,
+  triggers = runbook.triggers,
 
   -- Step 4, the ten checks, in the runbook's order
   preflight = {
