@@ -17,29 +17,27 @@
 #include <string.h>
 
 /* Read a non-negative decimal number; *end points after it. */
-static inline bool parse_number(const char *s, double *out, const char **end)
-{
+static inline bool parse_number(const char *s, double *out, const char **end) {
     char *e;
-    if (*s == '\0' || *s == '-' || *s == '+' || *s == ' ')
-        return false;
+    if (*s == '\0' || *s == '-' || *s == '+' || *s == ' ') return false;
     double v = strtod(s, &e);
-    if (e == s || !isfinite(v) || v < 0)
-        return false;
+    if (e == s || !isfinite(v) || v < 0) return false;
     *out = v;
     *end = e;
     return true;
 }
 
 /* "250ms" → 0.25. Units: us, ms, s, m, h; none means seconds. */
-static inline bool parse_duration(const char *s, double *out)
-{
-    static const struct { const char *name; double scale; } units[] = {
+static inline bool parse_duration(const char *s, double *out) {
+    static const struct {
+        const char *name;
+        double scale;
+    } units[] = {
         {"", 1}, {"us", 1e-6}, {"ms", 1e-3}, {"s", 1}, {"m", 60}, {"h", 3600},
     };
     const char *rest;
     double v;
-    if (!s || !parse_number(s, &v, &rest))
-        return false;
+    if (!s || !parse_number(s, &v, &rest)) return false;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(rest, units[i].name) == 0) {
             *out = v * units[i].scale;
@@ -50,55 +48,43 @@ static inline bool parse_duration(const char *s, double *out)
 }
 
 /* "0.2" or "20%" → 0.2; must lie in [0, 1]. */
-static inline bool parse_ratio(const char *s, double *out)
-{
+static inline bool parse_ratio(const char *s, double *out) {
     const char *rest;
     double v;
-    if (!s || !parse_number(s, &v, &rest))
-        return false;
-    if (strcmp(rest, "%") == 0)
-        v /= 100;
-    else if (*rest != '\0')
-        return false;
-    if (v > 1)
-        return false;
+    if (!s || !parse_number(s, &v, &rest)) return false;
+    if (strcmp(rest, "%") == 0) v /= 100;
+    else if (*rest != '\0') return false;
+    if (v > 1) return false;
     *out = v;
     return true;
 }
 
 /* A whole non-negative count ("100"). */
-static inline bool parse_count(const char *s, unsigned long long *out)
-{
+static inline bool parse_count(const char *s, unsigned long long *out) {
     char *e;
-    if (!s || *s < '0' || *s > '9')
-        return false;
+    if (!s || *s < '0' || *s > '9') return false;
     unsigned long long v = strtoull(s, &e, 10);
-    if (*e != '\0')
-        return false;
+    if (*e != '\0') return false;
     *out = v;
     return true;
 }
 
 /* "127.0.0.1:8080" → host and port (host may be "[::1]" or empty for any address). */
-static inline bool parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen)
-{
+static inline bool parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen) {
     const char *colon = strrchr(s, ':');
-    if (!colon || colon[1] == '\0' || strlen(colon + 1) >= portlen)
-        return false;
+    if (!colon || colon[1] == '\0' || strlen(colon + 1) >= portlen) return false;
     const char *h = s;
     size_t n = (size_t)(colon - s);
     if (n >= 2 && h[0] == '[' && h[n - 1] == ']') { /* bracketed IPv6 literal */
         h++;
         n -= 2;
     }
-    if (n >= hostlen)
-        return false;
+    if (n >= hostlen) return false;
     memcpy(host, h, n);
     host[n] = '\0';
     snprintf(port, portlen, "%s", colon + 1);
     for (const char *p = port; *p; p++)
-        if (*p < '0' || *p > '9')
-            return false;
+        if (*p < '0' || *p > '9') return false;
     return true;
 }
 
@@ -108,13 +94,10 @@ struct buf {
     size_t len, cap, off;
 };
 
-static inline void buf_reserve(struct buf *b, size_t extra)
-{
-    if (b->len + extra <= b->cap)
-        return;
+static inline void buf_reserve(struct buf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return;
     size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + extra)
-        cap *= 2;
+    while (cap < b->len + extra) cap *= 2;
     char *p = realloc(b->data, cap);
     if (!p) {
         fputs("out of memory\n", stderr);
@@ -124,22 +107,18 @@ static inline void buf_reserve(struct buf *b, size_t extra)
     b->cap = cap;
 }
 
-static inline void buf_append(struct buf *b, const void *data, size_t n)
-{
+static inline void buf_append(struct buf *b, const void *data, size_t n) {
     buf_reserve(b, n);
     memcpy(b->data + b->len, data, n);
     b->len += n;
 }
 
-__attribute__((format(printf, 2, 3)))
-static inline void buf_printf(struct buf *b, const char *fmt, ...)
-{
+__attribute__((format(printf, 2, 3))) static inline void buf_printf(struct buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n <= 0)
-        return;
+    if (n <= 0) return;
     buf_reserve(b, (size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -148,17 +127,14 @@ static inline void buf_printf(struct buf *b, const char *fmt, ...)
 }
 
 /* Drop what has been written so far, keeping the unwritten tail at the front. */
-static inline void buf_compact(struct buf *b)
-{
-    if (b->off == 0)
-        return;
+static inline void buf_compact(struct buf *b) {
+    if (b->off == 0) return;
     memmove(b->data, b->data + b->off, b->len - b->off);
     b->len -= b->off;
     b->off = 0;
 }
 
-static inline void buf_free(struct buf *b)
-{
+static inline void buf_free(struct buf *b) {
     free(b->data);
     *b = (struct buf){0};
 }
@@ -166,17 +142,13 @@ static inline void buf_free(struct buf *b)
 /* Append s as a JSON string literal (quotes included). Control bytes and bytes >= 0x80
  * become \u00XX: a body cut at 32 bytes may end inside a UTF-8 sequence, and the line
  * must stay valid JSON whatever the server sent. */
-static inline void buf_json_string(struct buf *b, const char *s, size_t n)
-{
+static inline void buf_json_string(struct buf *b, const char *s, size_t n) {
     buf_append(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\')
-            buf_printf(b, "\\%c", ch);
-        else if (ch < 0x20 || ch >= 0x7f)
-            buf_printf(b, "\\u%04x", ch);
-        else
-            buf_append(b, &s[i], 1);
+        if (ch == '"' || ch == '\\') buf_printf(b, "\\%c", ch);
+        else if (ch < 0x20 || ch >= 0x7f) buf_printf(b, "\\u%04x", ch);
+        else buf_append(b, &s[i], 1);
     }
     buf_append(b, "\"", 1);
 }

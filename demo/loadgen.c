@@ -30,13 +30,13 @@
 #include "http_parse.h"
 
 #define BODY_KEY_MAX 32
-#define MAX_BODY_KEYS 64        /* distinct bodies tracked; the rest go under "(other)" */
+#define MAX_BODY_KEYS 64 /* distinct bodies tracked; the rest go under "(other)" */
 #define RESPONSE_HEAD_MAX 65536
-#define RECONNECT_BACKOFF 0.05  /* after a failure: do not spin on a dead server */
-#define BACKLOG_SECONDS 0.1     /* of the rate, on top of one per connection */
-#define HIST_MIN 1e-6           /* histogram range: 1 us ... */
-#define HIST_GROWTH 1.01        /* ... in 1 % steps: quantiles within 0.5 % */
-#define HIST_BUCKETS 2400       /* ... up to ~ 23 000 s */
+#define RECONNECT_BACKOFF 0.05 /* after a failure: do not spin on a dead server */
+#define BACKLOG_SECONDS 0.1    /* of the rate, on top of one per connection */
+#define HIST_MIN 1e-6          /* histogram range: 1 us ... */
+#define HIST_GROWTH 1.01       /* ... in 1 % steps: quantiles within 0.5 % */
+#define HIST_BUCKETS 2400      /* ... up to ~ 23 000 s */
 
 /* ---- statistics ---------------------------------------------------------------- */
 
@@ -99,11 +99,11 @@ static struct {
     struct addrinfo *addr;
     struct buf request; /* the request bytes, built once */
     struct conn *conns;
-    uint64_t next_k;    /* index of the next request to fall due */
+    uint64_t next_k; /* index of the next request to fall due */
     double start, stop_issuing_at;
     bool stopping, finished;
     int inflight;
-    double *backlog;    /* due times of requests waiting for a connection (a ring) */
+    double *backlog; /* due times of requests waiting for a connection (a ring) */
     int backlog_head, backlog_len, backlog_cap;
     struct window interval, total;
     ev_timer tick, report;
@@ -115,31 +115,24 @@ static void conn_connect(struct conn *c);
 
 /* ---- histogram ----------------------------------------------------------------- */
 
-static void histogram_add(struct histogram *h, double seconds)
-{
+static void histogram_add(struct histogram *h, double seconds) {
     int i = 0;
-    if (seconds > HIST_MIN)
-        i = (int)(log(seconds / HIST_MIN) / log(HIST_GROWTH)) + 1;
-    if (i >= HIST_BUCKETS)
-        i = HIST_BUCKETS - 1;
+    if (seconds > HIST_MIN) i = (int)(log(seconds / HIST_MIN) / log(HIST_GROWTH)) + 1;
+    if (i >= HIST_BUCKETS) i = HIST_BUCKETS - 1;
     h->counts[i]++;
     h->n++;
     h->sum += seconds;
-    if (seconds > h->max)
-        h->max = seconds;
+    if (seconds > h->max) h->max = seconds;
 }
 
 /* The q-quantile in seconds: the geometric middle of the bucket holding it. */
-static double histogram_quantile(const struct histogram *h, double q)
-{
+static double histogram_quantile(const struct histogram *h, double q) {
     uint64_t rank = (uint64_t)ceil(q * (double)h->n), seen = 0;
-    if (rank == 0)
-        rank = 1;
+    if (rank == 0) rank = 1;
     for (int i = 0; i < HIST_BUCKETS; i++) {
         seen += h->counts[i];
         if (seen >= rank) {
-            if (i == 0)
-                return HIST_MIN;
+            if (i == 0) return HIST_MIN;
             double v = HIST_MIN * pow(HIST_GROWTH, i - 0.5);
             return v < h->max ? v : h->max;
         }
@@ -149,8 +142,7 @@ static double histogram_quantile(const struct histogram *h, double q)
 
 /* ---- counting ------------------------------------------------------------------ */
 
-static void window_count_body(struct window *w, const char *key)
-{
+static void window_count_body(struct window *w, const char *key) {
     for (int i = 0; i < w->nbodies; i++) {
         if (strcmp(w->bodies[i].key, key) == 0) {
             w->bodies[i].count++;
@@ -165,16 +157,11 @@ static void window_count_body(struct window *w, const char *key)
     w->bodies[w->nbodies++].count = 1;
 }
 
-static void window_count_response(struct window *w, int status, double latency, const char *body_key)
-{
-    if (status >= 200 && status < 400)
-        w->ok++;
-    else if (status >= 500 && status < 600)
-        w->errors_5xx++;
-    else
-        w->errors_other++;
-    if (status >= 100 && status < 600)
-        w->by_code[status]++;
+static void window_count_response(struct window *w, int status, double latency, const char *body_key) {
+    if (status >= 200 && status < 400) w->ok++;
+    else if (status >= 500 && status < 600) w->errors_5xx++;
+    else w->errors_other++;
+    if (status >= 100 && status < 600) w->by_code[status]++;
     histogram_add(&w->latency, latency);
     window_count_body(w, body_key);
 }
@@ -184,16 +171,12 @@ static void window_count_response(struct window *w, int status, double latency, 
 
 /* ---- JSON output --------------------------------------------------------------- */
 
-static void json_quantile(struct buf *b, const char *name, const struct histogram *h, double q)
-{
-    if (h->n == 0)
-        buf_printf(b, ",\"%s\":null", name);
-    else
-        buf_printf(b, ",\"%s\":%.3f", name, histogram_quantile(h, q) * 1e3);
+static void json_quantile(struct buf *b, const char *name, const struct histogram *h, double q) {
+    if (h->n == 0) buf_printf(b, ",\"%s\":null", name);
+    else buf_printf(b, ",\"%s\":%.3f", name, histogram_quantile(h, q) * 1e3);
 }
 
-static void json_maps(struct buf *b, const struct window *w)
-{
+static void json_maps(struct buf *b, const struct window *w) {
     buf_printf(b, ",\"by_code\":{");
     const char *sep = "";
     for (int code = 100; code < 600; code++) {
@@ -210,18 +193,16 @@ static void json_maps(struct buf *b, const struct window *w)
         buf_printf(b, ":%llu", (unsigned long long)w->bodies[i].count);
         sep = ",";
     }
-    if (w->other_bodies)
-        buf_printf(b, "%s\"(other)\":%llu", sep, (unsigned long long)w->other_bodies);
+    if (w->other_bodies) buf_printf(b, "%s\"(other)\":%llu", sep, (unsigned long long)w->other_bodies);
     buf_printf(b, "}");
 }
 
-static void json_window(struct buf *b, const struct window *w)
-{
-    buf_printf(b, ",\"sent\":%llu,\"ok\":%llu,\"errors_5xx\":%llu,\"errors_other\":%llu,"
-                  "\"conn_errors\":%llu,\"timeouts\":%llu,\"dropped\":%llu,\"late\":%llu",
-               (unsigned long long)w->sent, (unsigned long long)w->ok,
-               (unsigned long long)w->errors_5xx, (unsigned long long)w->errors_other,
-               (unsigned long long)w->conn_errors, (unsigned long long)w->timeouts,
+static void json_window(struct buf *b, const struct window *w) {
+    buf_printf(b,
+               ",\"sent\":%llu,\"ok\":%llu,\"errors_5xx\":%llu,\"errors_other\":%llu,"
+               "\"conn_errors\":%llu,\"timeouts\":%llu,\"dropped\":%llu,\"late\":%llu",
+               (unsigned long long)w->sent, (unsigned long long)w->ok, (unsigned long long)w->errors_5xx,
+               (unsigned long long)w->errors_other, (unsigned long long)w->conn_errors, (unsigned long long)w->timeouts,
                (unsigned long long)w->dropped, (unsigned long long)w->late);
     json_quantile(b, "p50_ms", &w->latency, 0.50);
     json_quantile(b, "p90_ms", &w->latency, 0.90);
@@ -229,21 +210,18 @@ static void json_window(struct buf *b, const struct window *w)
     if (w->latency.n)
         buf_printf(b, ",\"mean_ms\":%.3f,\"max_ms\":%.3f", w->latency.sum / (double)w->latency.n * 1e3,
                    w->latency.max * 1e3);
-    else
-        buf_printf(b, ",\"mean_ms\":null,\"max_ms\":null");
+    else buf_printf(b, ",\"mean_ms\":null,\"max_ms\":null");
     json_maps(b, w);
 }
 
-static void print_line(struct buf *b)
-{
+static void print_line(struct buf *b) {
     buf_append(b, "}\n", 2);
     fwrite(b->data, 1, b->len, stdout);
     fflush(stdout); /* a reader follows the lines as they come */
     buf_free(b);
 }
 
-static void report_interval(double now)
-{
+static void report_interval(double now) {
     struct buf b = {0};
     buf_printf(&b, "{\"t\":%.3f", now - G.start);
     json_window(&b, &G.interval);
@@ -251,24 +229,22 @@ static void report_interval(double now)
     memset(&G.interval, 0, sizeof G.interval);
 }
 
-static void report_summary(double now)
-{
+static void report_summary(double now) {
     double issued_for = (G.stopping ? G.stop_issuing_at : now) - G.start;
     struct buf b = {0};
-    buf_printf(&b, "{\"summary\":true,\"t\":%.3f,\"duration\":%.3f,\"target_rps\":%g,\"rps\":%.2f,"
-                   "\"connections\":%d,\"inflight\":%d",
-               now - G.start, issued_for, G.opt.rps,
-               issued_for > 0 ? (double)G.total.sent / issued_for : 0.0, G.opt.connections, G.inflight);
+    buf_printf(&b,
+               "{\"summary\":true,\"t\":%.3f,\"duration\":%.3f,\"target_rps\":%g,\"rps\":%.2f,"
+               "\"connections\":%d,\"inflight\":%d",
+               now - G.start, issued_for, G.opt.rps, issued_for > 0 ? (double)G.total.sent / issued_for : 0.0,
+               G.opt.connections, G.inflight);
     json_window(&b, &G.total);
     print_line(&b);
 }
 
 /* ---- finishing ----------------------------------------------------------------- */
 
-static void finish(void)
-{
-    if (G.finished)
-        return;
+static void finish(void) {
+    if (G.finished) return;
     G.finished = true;
     double now = ev_now(G.loop);
     if (G.opt.report_interval > 0 && (G.interval.sent || G.interval.latency.n || G.interval.dropped ||
@@ -280,10 +256,8 @@ static void finish(void)
 
 /* Stop issuing; the summary waits for the requests in flight (each has a timeout).
  * Requests still in the backlog were not sent within the run: dropped. */
-static void stop_issuing(void)
-{
-    if (G.stopping)
-        return;
+static void stop_issuing(void) {
+    if (G.stopping) return;
     G.stopping = true;
     while (G.backlog_len > 0) {
         G.backlog_len--;
@@ -291,51 +265,42 @@ static void stop_issuing(void)
     }
     G.stop_issuing_at = ev_now(G.loop);
     ev_timer_stop(G.loop, &G.tick);
-    if (G.inflight == 0)
-        finish();
+    if (G.inflight == 0) finish();
 }
 
 /* ---- connection lifecycle ------------------------------------------------------ */
 
-static void conn_request_done(struct conn *c)
-{
+static void conn_request_done(struct conn *c) {
     c->busy = false;
     G.inflight--;
     ev_timer_stop(G.loop, &c->timer);
-    if (G.stopping && G.inflight == 0)
-        finish();
+    if (G.stopping && G.inflight == 0) finish();
 }
 
 /* Close the socket; reconnect at once after a clean close, after a pause after an
  * error. A request in flight is lost: the caller has already counted why. */
-static void conn_reset(struct conn *c, bool after_error)
-{
+static void conn_reset(struct conn *c, bool after_error) {
     ev_io_stop(G.loop, &c->rd);
     ev_io_stop(G.loop, &c->wr);
     ev_timer_stop(G.loop, &c->timer);
-    if (c->fd >= 0)
-        close(c->fd);
+    if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     c->state = CONN_DOWN;
     c->out.len = c->out.off = 0;
     c->in.len = c->in.off = 0;
     c->resp = (struct response){0};
-    if (c->busy)
-        conn_request_done(c);
-    if (G.stopping)
-        return;
+    if (c->busy) conn_request_done(c);
+    if (G.stopping) return;
     ev_timer_set(&c->timer, after_error ? RECONNECT_BACKOFF : 0, 0);
     ev_timer_start(G.loop, &c->timer);
 }
 
-static void conn_error(struct conn *c)
-{
+static void conn_error(struct conn *c) {
     COUNT(conn_errors);
     conn_reset(c, true);
 }
 
-static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)revents;
     struct conn *c = w->data;
     if (c->state == CONN_DOWN) {
@@ -349,8 +314,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- writing ------------------------------------------------------------------- */
 
-static void conn_flush(struct conn *c)
-{
+static void conn_flush(struct conn *c) {
     while (c->out.off < c->out.len) {
         ssize_t n = send(c->fd, c->out.data + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         if (n > 0) {
@@ -370,8 +334,7 @@ static void conn_flush(struct conn *c)
 }
 
 /* A non-blocking connect completes when the socket turns writable. */
-static void conn_connected(struct conn *c)
-{
+static void conn_connected(struct conn *c) {
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
@@ -382,20 +345,17 @@ static void conn_connected(struct conn *c)
     ev_io_start(G.loop, &c->rd);
 }
 
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
-{
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
     (void)loop, (void)revents;
     struct conn *c = w->data;
     if (c->state == CONN_CONNECTING) {
         conn_connected(c);
-        if (c->state != CONN_OPEN)
-            return;
+        if (c->state != CONN_OPEN) return;
     }
     conn_flush(c);
 }
 
-static void conn_connect(struct conn *c)
-{
+static void conn_connect(struct conn *c) {
     const struct addrinfo *ai = G.addr;
     c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (c->fd < 0) {
@@ -415,8 +375,7 @@ static void conn_connect(struct conn *c)
 }
 
 /* Hand request `due` to c. On a connection still connecting the bytes wait in `out`. */
-static void conn_send_request(struct conn *c, double due)
-{
+static void conn_send_request(struct conn *c, double due) {
     c->busy = true;
     c->due = due;
     G.inflight++;
@@ -425,94 +384,72 @@ static void conn_send_request(struct conn *c, double due)
     ev_timer_stop(G.loop, &c->timer);
     ev_timer_set(&c->timer, G.opt.timeout, 0);
     ev_timer_start(G.loop, &c->timer);
-    if (c->state == CONN_OPEN)
-        conn_flush(c);
-    else
-        ev_io_start(G.loop, &c->wr);
+    if (c->state == CONN_OPEN) conn_flush(c);
+    else ev_io_start(G.loop, &c->wr);
 }
 
 /* ---- reading responses --------------------------------------------------------- */
 
-static bool response_parse_head(struct conn *c)
-{
+static bool response_parse_head(struct conn *c) {
     size_t head = http_head_end(c->in.data, c->in.len);
-    if (head == 0)
-        return c->in.len < RESPONSE_HEAD_MAX; /* false: an endless head is an error */
+    if (head == 0) return c->in.len < RESPONSE_HEAD_MAX; /* false: an endless head is an error */
     const char *pos = c->in.data, *end = c->in.data + head;
     struct span line = http_next_line(&pos, end);
     struct response *r = &c->resp;
     *r = (struct response){.content_length = -1, .head_len = head};
-    if (line.n < 12 || strncmp(line.p, "HTTP/1.", 7) != 0 || line.p[8] != ' ')
-        return false;
+    if (line.n < 12 || strncmp(line.p, "HTTP/1.", 7) != 0 || line.p[8] != ' ') return false;
     r->status = atoi(line.p + 9);
-    if (r->status < 100 || r->status > 599)
-        return false;
+    if (r->status < 100 || r->status > 599) return false;
     r->close = line.p[7] == '0'; /* HTTP/1.0 answers close unless told otherwise */
     while ((line = http_next_line(&pos, end)).n > 0) {
         const char *colon = memchr(line.p, ':', line.n);
-        if (!colon)
-            return false;
+        if (!colon) return false;
         struct span name = {line.p, (size_t)(colon - line.p)};
         struct span value = {colon + 1, (size_t)(line.p + line.n - colon - 1)};
-        while (value.n && (*value.p == ' ' || *value.p == '\t'))
-            value.p++, value.n--;
-        if (span_ieq(name, "Content-Length"))
-            r->content_length = strtol(value.p, NULL, 10);
-        else if (span_ieq(name, "Transfer-Encoding"))
-            r->chunked = http_has_token(value, "chunked");
-        else if (span_ieq(name, "Connection") && http_has_token(value, "close"))
-            r->close = true;
-        else if (span_ieq(name, "Connection") && http_has_token(value, "keep-alive"))
-            r->close = false;
+        while (value.n && (*value.p == ' ' || *value.p == '\t')) value.p++, value.n--;
+        if (span_ieq(name, "Content-Length")) r->content_length = strtol(value.p, NULL, 10);
+        else if (span_ieq(name, "Transfer-Encoding")) r->chunked = http_has_token(value, "chunked");
+        else if (span_ieq(name, "Connection") && http_has_token(value, "close")) r->close = true;
+        else if (span_ieq(name, "Connection") && http_has_token(value, "keep-alive")) r->close = false;
     }
     r->head_done = true;
     return true;
 }
 
 /* Copy body bytes into the first-line key while it has room and no newline yet. */
-static void body_key_feed(char *key, size_t *keylen, bool *key_done, const char *p, size_t n)
-{
+static void body_key_feed(char *key, size_t *keylen, bool *key_done, const char *p, size_t n) {
     for (size_t i = 0; i < n && !*key_done; i++) {
-        if (p[i] == '\n' || p[i] == '\r' || *keylen == BODY_KEY_MAX)
-            *key_done = true;
-        else
-            key[(*keylen)++] = p[i];
+        if (p[i] == '\n' || p[i] == '\r' || *keylen == BODY_KEY_MAX) *key_done = true;
+        else key[(*keylen)++] = p[i];
     }
     key[*keylen] = '\0';
 }
 
 /* Walk a chunked body in buf[0..n). Returns its encoded length once the last chunk and
  * trailers are in, 0 if more is needed, -1 if malformed. Fills the body key. */
-static long chunked_length(const char *buf, size_t n, char *key, size_t *keylen, bool *key_done)
-{
+static long chunked_length(const char *buf, size_t n, char *key, size_t *keylen, bool *key_done) {
     size_t pos = 0;
     for (;;) {
         const char *nl = memchr(buf + pos, '\n', n - pos);
-        if (!nl)
-            return 0;
+        if (!nl) return 0;
         char *e;
         long size = strtol(buf + pos, &e, 16);
-        if (e == buf + pos || size < 0)
-            return -1;
+        if (e == buf + pos || size < 0) return -1;
         pos = (size_t)(nl - buf) + 1;
-        if (size == 0)
-            break;
-        if (n - pos < (size_t)size + 2)
-            return 0;
+        if (size == 0) break;
+        if (n - pos < (size_t)size + 2) return 0;
         body_key_feed(key, keylen, key_done, buf + pos, (size_t)size);
         pos += (size_t)size;
         pos += buf[pos] == '\r' ? 2 : 1;
     }
     size_t trailers = http_head_end(buf + pos - 2, n - pos + 2); /* blank line after chunks */
-    if (trailers == 0)
-        return 0;
+    if (trailers == 0) return 0;
     return (long)(pos - 2 + trailers);
 }
 
 /* How many body bytes the response occupies: >= 0 when complete, -2 when more is
  * needed, -1 if malformed. `eof` completes a close-delimited body. */
-static long response_body_length(struct conn *c, char *key, size_t *keylen, bool eof)
-{
+static long response_body_length(struct conn *c, char *key, size_t *keylen, bool eof) {
     const struct response *r = &c->resp;
     const char *body = c->in.data + r->head_len;
     size_t have = c->in.len - r->head_len;
@@ -521,34 +458,29 @@ static long response_body_length(struct conn *c, char *key, size_t *keylen, bool
     key[0] = '\0';
     bool no_body = (r->status >= 100 && r->status < 200) || r->status == 204 || r->status == 304 ||
                    strcmp(G.opt.method, "HEAD") == 0;
-    if (no_body)
-        return 0;
+    if (no_body) return 0;
     if (r->chunked) {
         long n = chunked_length(body, have, key, keylen, &key_done);
         return n == 0 ? -2 : n;
     }
     size_t want = r->content_length >= 0 ? (size_t)r->content_length : have;
-    if (have < want || (r->content_length < 0 && !eof))
-        return -2;
+    if (have < want || (r->content_length < 0 && !eof)) return -2;
     body_key_feed(key, keylen, &key_done, body, want);
     return (long)want;
 }
 
 /* Complete responses at the front of `in` are counted; returns false if c was reset. */
-static bool conn_parse(struct conn *c, bool eof)
-{
+static bool conn_parse(struct conn *c, bool eof) {
     for (;;) {
         if (!c->resp.head_done && !response_parse_head(c)) {
             conn_error(c);
             return false;
         }
-        if (!c->resp.head_done)
-            return true;
+        if (!c->resp.head_done) return true;
         char key[BODY_KEY_MAX + 1];
         size_t keylen;
         long body = response_body_length(c, key, &keylen, eof);
-        if (body == -2)
-            return true;
+        if (body == -2) return true;
         if (body < 0 || !c->busy) { /* malformed, or an answer nobody asked for */
             conn_error(c);
             return false;
@@ -566,40 +498,33 @@ static bool conn_parse(struct conn *c, bool eof)
             conn_reset(c, false);
             return false;
         }
-        if (c->in.len == 0)
-            return true;
+        if (c->in.len == 0) return true;
     }
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
-{
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     (void)loop, (void)revents;
     struct conn *c = w->data;
     buf_reserve(&c->in, 16384);
     ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
     if (n < 0) {
         conn_error(c);
         return;
     }
     c->in.len += (size_t)n;
-    if (!conn_parse(c, n == 0) || n > 0)
-        return;
+    if (!conn_parse(c, n == 0) || n > 0) return;
     /* EOF with nothing half-read: the server closed an idle keep-alive connection,
      * which is normal. EOF in the middle of an answer is an error. */
-    if (c->busy || c->in.len > 0)
-        conn_error(c);
-    else
-        conn_reset(c, false);
+    if (c->busy || c->in.len > 0) conn_error(c);
+    else conn_reset(c, false);
 }
 
 /* ---- the schedule -------------------------------------------------------------- */
 
 /* Connections are tried round-robin from where the last request went, so the load
  * spreads over all of them (a proxy balancing per connection sees every one used). */
-static struct conn *conn_free(void)
-{
+static struct conn *conn_free(void) {
     static int next;
     for (int i = 0; i < G.opt.connections; i++) {
         struct conn *c = &G.conns[(next + i) % G.opt.connections];
@@ -611,15 +536,11 @@ static struct conn *conn_free(void)
     return NULL;
 }
 
-static double due_time(uint64_t k)
-{
-    return G.start + (double)k / G.opt.rps;
-}
+static double due_time(uint64_t k) { return G.start + (double)k / G.opt.rps; }
 
 /* Send waiting requests, oldest first, while connections are free. One that has
  * waited longer than the request timeout would only time out: drop it. */
-static void backlog_dispatch(void)
-{
+static void backlog_dispatch(void) {
     struct conn *c;
     while (G.backlog_len > 0 && (c = conn_free()) != NULL) {
         double due = G.backlog[G.backlog_head];
@@ -635,8 +556,7 @@ static void backlog_dispatch(void)
 }
 
 /* A request falls due: send it, park it in the backlog, or drop it. */
-static void request_due(double due)
-{
+static void request_due(double due) {
     struct conn *c = G.backlog_len == 0 ? conn_free() : NULL;
     if (c) {
         conn_send_request(c, due);
@@ -650,8 +570,7 @@ static void request_due(double due)
 
 /* Issue every request that has fallen due, then sleep until the next one (or the end
  * of the run, whichever comes first). */
-static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)revents;
     double now = ev_time();
     double end = G.opt.duration > 0 ? G.start + G.opt.duration : INFINITY;
@@ -667,20 +586,17 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_start(G.loop, w);
 }
 
-static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
-{
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents) {
     (void)loop, (void)w, (void)revents;
     backlog_dispatch();
 }
 
-static void on_report(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_report(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)w, (void)revents;
     report_interval(ev_now(G.loop));
 }
 
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
     (void)loop, (void)w, (void)revents;
     stop_issuing();
     finish(); /* asked to stop: do not wait for the stragglers (see "inflight") */
@@ -688,38 +604,31 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* ---- options ------------------------------------------------------------------- */
 
-static bool parse_url(const char *url, struct options *o)
-{
-    if (strncmp(url, "http://", 7) != 0)
-        return false;
+static bool parse_url(const char *url, struct options *o) {
+    if (strncmp(url, "http://", 7) != 0) return false;
     const char *auth = url + 7;
     const char *slash = strchr(auth, '/');
     size_t alen = slash ? (size_t)(slash - auth) : strlen(auth);
     char hostport[320];
-    if (alen == 0 || alen >= 300)
-        return false;
+    if (alen == 0 || alen >= 300) return false;
     memcpy(hostport, auth, alen);
     hostport[alen] = '\0';
     const char *colon = strrchr(hostport, ':'), *bracket = strrchr(hostport, ']');
     if (!colon || (bracket && bracket > colon)) /* no port, or only the colons of [::1] */
         strcat(hostport, ":80");
-    if (!parse_hostport(hostport, o->host, sizeof o->host, o->port, sizeof o->port))
-        return false;
+    if (!parse_hostport(hostport, o->host, sizeof o->host, o->port, sizeof o->port)) return false;
     snprintf(o->path, sizeof o->path, "%s", slash ? slash : "/");
     return o->host[0] != '\0';
 }
 
-static bool parse_header(const char *h, struct options *o)
-{
+static bool parse_header(const char *h, struct options *o) {
     const char *colon = strchr(h, ':');
-    if (!colon || colon == h || strpbrk(h, "\r\n"))
-        return false;
+    if (!colon || colon == h || strpbrk(h, "\r\n")) return false;
     buf_printf(&o->headers, "%s\r\n", h);
     return true;
 }
 
-static void usage(FILE *to)
-{
+static void usage(FILE *to) {
     fputs("usage: loadgen --url http://HOST:PORT/PATH [options]\n"
           "  --rps R                requests per second, open loop (default 100)\n"
           "  --connections C        keep-alive connections (default 8)\n"
@@ -744,30 +653,36 @@ static const struct option long_options[] = {
     {0, 0, 0, 0},
 };
 
-static bool option_value(int opt, const char *arg, struct options *o, bool *have_url)
-{
+static bool option_value(int opt, const char *arg, struct options *o, bool *have_url) {
     const char *rest;
     unsigned long long n;
     switch (opt) {
-    case 'u': return (*have_url = parse_url(arg, o));
-    case 'r': return parse_number(arg, &o->rps, &rest) && *rest == '\0' && o->rps > 0;
+    case 'u':
+        return (*have_url = parse_url(arg, o));
+    case 'r':
+        return parse_number(arg, &o->rps, &rest) && *rest == '\0' && o->rps > 0;
     case 'c':
-        if (!parse_count(arg, &n) || n < 1 || n > 10000)
-            return false;
+        if (!parse_count(arg, &n) || n < 1 || n > 10000) return false;
         o->connections = (int)n;
         return true;
-    case 'd': return parse_duration(arg, &o->duration);
-    case 'i': return parse_duration(arg, &o->report_interval);
-    case 't': return parse_duration(arg, &o->timeout) && o->timeout > 0;
-    case 'H': return parse_header(arg, o);
-    case 'm': o->method = arg; return *arg && strlen(arg) < 16 && !strpbrk(arg, " \r\n");
-    default: return false;
+    case 'd':
+        return parse_duration(arg, &o->duration);
+    case 'i':
+        return parse_duration(arg, &o->report_interval);
+    case 't':
+        return parse_duration(arg, &o->timeout) && o->timeout > 0;
+    case 'H':
+        return parse_header(arg, o);
+    case 'm':
+        o->method = arg;
+        return *arg && strlen(arg) < 16 && !strpbrk(arg, " \r\n");
+    default:
+        return false;
     }
 }
 
 /* Returns 0 to run, or an exit status + 1. */
-static int parse_options(int argc, char **argv, struct options *o)
-{
+static int parse_options(int argc, char **argv, struct options *o) {
     *o = (struct options){.method = "GET", .rps = 100, .connections = 8, .report_interval = 1, .timeout = 5};
     bool have_url = false;
     int opt;
@@ -783,8 +698,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         if (!option_value(opt, optarg, o, &have_url)) {
             const char *name = "?";
             for (const struct option *lo = long_options; lo->name; lo++)
-                if (lo->val == opt)
-                    name = lo->name;
+                if (lo->val == opt) name = lo->name;
             fprintf(stderr, "loadgen: bad value for --%s: \"%s\"\n", name, optarg);
             return 3;
         }
@@ -799,8 +713,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 /* ---- main ---------------------------------------------------------------------- */
 
-static bool resolve(void)
-{
+static bool resolve(void) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int rc = getaddrinfo(G.opt.host, G.opt.port, &hints, &G.addr);
     if (rc != 0) {
@@ -811,15 +724,12 @@ static bool resolve(void)
 }
 
 /* Does an extra header line set this header already? */
-static bool has_header(const char *name)
-{
+static bool has_header(const char *name) {
     size_t n = strlen(name);
-    if (G.opt.headers.len == 0)
-        return false;
+    if (G.opt.headers.len == 0) return false;
     const char *p = G.opt.headers.data, *end = p + G.opt.headers.len;
     while (p && p < end) {
-        if ((size_t)(end - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':')
-            return true;
+        if ((size_t)(end - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') return true;
         p = memchr(p, '\n', (size_t)(end - p));
         p = p ? p + 1 : NULL;
     }
@@ -828,21 +738,17 @@ static bool has_header(const char *name)
 
 /* The request bytes, built once. A --header Host replaces ours (virtual hosts on a
  * proxy); the other --header lines are added as given. */
-static void build_request(void)
-{
+static void build_request(void) {
     bool v6 = strchr(G.opt.host, ':') != NULL;
     buf_printf(&G.request, "%s %s HTTP/1.1\r\n", G.opt.method, G.opt.path);
     if (!has_header("Host"))
         buf_printf(&G.request, "Host: %s%s%s:%s\r\n", v6 ? "[" : "", G.opt.host, v6 ? "]" : "", G.opt.port);
-    if (!has_header("User-Agent"))
-        buf_printf(&G.request, "User-Agent: rollout-loadgen\r\n");
-    if (G.opt.headers.len)
-        buf_append(&G.request, G.opt.headers.data, G.opt.headers.len);
+    if (!has_header("User-Agent")) buf_printf(&G.request, "User-Agent: rollout-loadgen\r\n");
+    if (G.opt.headers.len) buf_append(&G.request, G.opt.headers.data, G.opt.headers.len);
     buf_append(&G.request, "\r\n", 2);
 }
 
-static void start_connections(void)
-{
+static void start_connections(void) {
     G.conns = calloc((size_t)G.opt.connections, sizeof *G.conns);
     G.backlog_cap = G.opt.connections + (int)ceil(G.opt.rps * BACKLOG_SECONDS);
     G.backlog = calloc((size_t)G.backlog_cap, sizeof *G.backlog);
@@ -861,8 +767,7 @@ static void start_connections(void)
     }
 }
 
-static void start_schedule(void)
-{
+static void start_schedule(void) {
     G.start = ev_time();
     ev_timer_init(&G.tick, on_tick, 0, 0);
     ev_timer_start(G.loop, &G.tick);
@@ -878,14 +783,11 @@ static void start_schedule(void)
     ev_signal_start(G.loop, &G.sigint);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = parse_options(argc, argv, &G.opt);
-    if (rc)
-        return rc - 1;
+    if (rc) return rc - 1;
     signal(SIGPIPE, SIG_IGN);
-    if (!resolve())
-        return 1;
+    if (!resolve()) return 1;
     G.loop = ev_default_loop(EVFLAG_AUTO);
     build_request();
     start_connections();

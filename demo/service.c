@@ -56,9 +56,9 @@ struct options {
     const char *version;
     const char *listen;
     const char *port_file;
-    struct fault fault;      /* from the start */
-    struct fault fail;       /* after --fail-after-* */
-    bool fail_latency_set;   /* --fail-latency-* given: otherwise latency stays as is */
+    struct fault fault;    /* from the start */
+    struct fault fail;     /* after --fail-after-* */
+    bool fail_latency_set; /* --fail-latency-* given: otherwise latency stays as is */
     double fail_after_seconds;
     unsigned long long fail_after_requests;
     double crash_after_seconds;
@@ -77,12 +77,10 @@ struct options {
  * histogram_quantile(0.99, ...) lands within ~12 % of the true P99 anywhere from 1 ms
  * to 10 s. */
 static const double latency_buckets[] = {
-    0.0005, 0.00063, 0.0008,
-    0.001, 0.00125, 0.0016, 0.002, 0.0025, 0.00315, 0.004, 0.005, 0.0063, 0.008,
-    0.01, 0.0125, 0.016, 0.02, 0.025, 0.0315, 0.04, 0.05, 0.063, 0.08,
-    0.1, 0.125, 0.16, 0.2, 0.25, 0.315, 0.4, 0.5, 0.63, 0.8,
-    1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8,
-    10,
+    0.0005, 0.00063, 0.0008, 0.001,  0.00125, 0.0016, 0.002, 0.0025, 0.00315, 0.004, 0.005,
+    0.0063, 0.008,   0.01,   0.0125, 0.016,   0.02,   0.025, 0.0315, 0.04,    0.05,  0.063,
+    0.08,   0.1,     0.125,  0.16,   0.2,     0.25,   0.315, 0.4,    0.5,     0.63,  0.8,
+    1,      1.25,    1.6,    2,      2.5,     3.15,   4,     5,      6.3,     8,     10,
 };
 #define NBUCKETS (sizeof latency_buckets / sizeof latency_buckets[0])
 #define MAX_COUNTERS 32
@@ -151,8 +149,7 @@ static void conn_flush(struct conn *c);
 
 /* Request durations use the monotonic clock, read when needed: ev_now is the time the
  * loop woke up, which would hide the time spent on earlier events of the same wakeup. */
-static double monotonic_now(void)
-{
+static double monotonic_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
@@ -161,8 +158,7 @@ static double monotonic_now(void)
 /* ---- randomness ---------------------------------------------------------------- */
 
 /* splitmix64: tiny, fast and good enough to draw faults; reproducible with --seed. */
-static uint64_t random_next(void)
-{
+static uint64_t random_next(void) {
     uint64_t z = (S.rng += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -170,36 +166,24 @@ static uint64_t random_next(void)
 }
 
 /* Uniform in (0, 1): never 0, so log() below is safe. */
-static double random_uniform(void)
-{
-    return ((double)(random_next() >> 11) + 0.5) / 9007199254740992.0;
-}
+static double random_uniform(void) { return ((double)(random_next() >> 11) + 0.5) / 9007199254740992.0; }
 
-static double random_normal(void)
-{
-    return sqrt(-2 * log(random_uniform())) * cos(2 * M_PI * random_uniform());
-}
+static double random_normal(void) { return sqrt(-2 * log(random_uniform())) * cos(2 * M_PI * random_uniform()); }
 
 /* A delay with median p50 and 99th percentile p99: log-normal with
  * sigma = ln(p99/p50) / z99. p99 unset means a fixed delay of p50. */
-static double fault_delay(const struct fault *f)
-{
-    if (f->p50 <= 0)
-        return 0;
+static double fault_delay(const struct fault *f) {
+    if (f->p50 <= 0) return 0;
     double sigma = f->p99 > f->p50 ? log(f->p99 / f->p50) / Z99 : 0;
     return f->p50 * exp(sigma * random_normal());
 }
 
 /* A p99 needs a p50 to be a spread around, and cannot lie below it. */
-static bool fault_valid(const struct fault *f)
-{
-    return f->p99 == 0 || (f->p50 > 0 && f->p99 >= f->p50);
-}
+static bool fault_valid(const struct fault *f) { return f->p99 == 0 || (f->p50 > 0 && f->p99 >= f->p50); }
 
 /* ---- metrics ------------------------------------------------------------------- */
 
-static void metrics_count(const char *method, int code)
-{
+static void metrics_count(const char *method, int code) {
     struct metrics *m = &S.metrics;
     for (int i = 0; i < m->ncounters; i++) {
         if (m->counters[i].code == code && strcmp(m->counters[i].method, method) == 0) {
@@ -207,35 +191,27 @@ static void metrics_count(const char *method, int code)
             return;
         }
     }
-    if (m->ncounters == MAX_COUNTERS)
-        return; /* only `/` is counted and it answers 200 or 500: never reached */
+    if (m->ncounters == MAX_COUNTERS) return; /* only `/` is counted and it answers 200 or 500: never reached */
     struct request_counter *rc = &m->counters[m->ncounters++];
     snprintf(rc->method, sizeof rc->method, "%s", method);
     rc->code = code;
     rc->count = 1;
 }
 
-static void metrics_record(const char *method, int code, double seconds)
-{
+static void metrics_record(const char *method, int code, double seconds) {
     struct metrics *m = &S.metrics;
     size_t i = 0;
-    while (i < NBUCKETS && seconds > latency_buckets[i])
-        i++;
-    if (i < NBUCKETS)
-        m->buckets[i]++;
+    while (i < NBUCKETS && seconds > latency_buckets[i]) i++;
+    if (i < NBUCKETS) m->buckets[i]++;
     m->count++;
     m->sum += seconds;
     metrics_count(method, code);
 }
 
 /* The request metrics /metrics shows: live, or the copy taken when they were frozen. */
-static const struct metrics *metrics_shown(void)
-{
-    return S.opt.metrics_frozen ? &S.frozen : &S.metrics;
-}
+static const struct metrics *metrics_shown(void) { return S.opt.metrics_frozen ? &S.frozen : &S.metrics; }
 
-static void metrics_render_histogram(struct buf *b)
-{
+static void metrics_render_histogram(struct buf *b) {
     const struct metrics *m = metrics_shown();
     const char *v = S.opt.version;
     buf_printf(b, "# HELP http_request_duration_seconds Time to answer / (including injected latency).\n"
@@ -243,67 +219,71 @@ static void metrics_render_histogram(struct buf *b)
     unsigned long long cumulative = 0;
     for (size_t i = 0; i < NBUCKETS; i++) {
         cumulative += m->buckets[i];
-        buf_printf(b, "http_request_duration_seconds_bucket{version=\"%s\",le=\"%g\"} %llu\n",
-                   v, latency_buckets[i], cumulative);
+        buf_printf(b, "http_request_duration_seconds_bucket{version=\"%s\",le=\"%g\"} %llu\n", v, latency_buckets[i],
+                   cumulative);
     }
     buf_printf(b, "http_request_duration_seconds_bucket{version=\"%s\",le=\"+Inf\"} %llu\n", v, m->count);
     buf_printf(b, "http_request_duration_seconds_sum{version=\"%s\"} %.9g\n", v, m->sum);
     buf_printf(b, "http_request_duration_seconds_count{version=\"%s\"} %llu\n", v, m->count);
 }
 
-static void metrics_render_counters(struct buf *b)
-{
+static void metrics_render_counters(struct buf *b) {
     const struct metrics *m = metrics_shown();
     buf_printf(b, "# HELP http_requests_total Requests to / by method and status code.\n"
                   "# TYPE http_requests_total counter\n");
     if (m->ncounters == 0) /* an absent series reads as "no data"; a zero reads as zero */
         buf_printf(b, "http_requests_total{version=\"%s\",method=\"GET\",code=\"200\"} 0\n", S.opt.version);
     for (int i = 0; i < m->ncounters; i++)
-        buf_printf(b, "http_requests_total{version=\"%s\",method=\"%s\",code=\"%d\"} %llu\n",
-                   S.opt.version, m->counters[i].method, m->counters[i].code, m->counters[i].count);
+        buf_printf(b, "http_requests_total{version=\"%s\",method=\"%s\",code=\"%d\"} %llu\n", S.opt.version,
+                   m->counters[i].method, m->counters[i].code, m->counters[i].count);
 }
 
-static long resident_bytes(void)
-{
+static long resident_bytes(void) {
     long pages = 0;
     FILE *f = fopen("/proc/self/statm", "r");
     if (f) {
-        if (fscanf(f, "%*s %ld", &pages) != 1)
-            pages = 0;
+        if (fscanf(f, "%*s %ld", &pages) != 1) pages = 0;
         fclose(f);
     }
     return pages * sysconf(_SC_PAGESIZE);
 }
 
-static void metrics_render_process(struct buf *b)
-{
+static void metrics_render_process(struct buf *b) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                 (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    buf_printf(b, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
-                  "# TYPE process_cpu_seconds_total counter\n"
-                  "process_cpu_seconds_total %.6f\n", cpu);
-    buf_printf(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-                  "# TYPE process_resident_memory_bytes gauge\n"
-                  "process_resident_memory_bytes %ld\n", resident_bytes());
-    buf_printf(b, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
-                  "# TYPE process_start_time_seconds gauge\n"
-                  "process_start_time_seconds %.3f\n", S.start_wall);
+    double cpu =
+        (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    buf_printf(b,
+               "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+               "# TYPE process_cpu_seconds_total counter\n"
+               "process_cpu_seconds_total %.6f\n",
+               cpu);
+    buf_printf(b,
+               "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+               "# TYPE process_resident_memory_bytes gauge\n"
+               "process_resident_memory_bytes %ld\n",
+               resident_bytes());
+    buf_printf(b,
+               "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+               "# TYPE process_start_time_seconds gauge\n"
+               "process_start_time_seconds %.3f\n",
+               S.start_wall);
 }
 
-static void metrics_render_fault(struct buf *b)
-{
-    buf_printf(b, "# HELP sample_info The version this instance reports.\n"
-                  "# TYPE sample_info gauge\n"
-                  "sample_info{version=\"%s\"} 1\n", S.opt.version);
-    buf_printf(b, "# HELP sample_fault_error_rate Configured share of / answered 500.\n"
-                  "# TYPE sample_fault_error_rate gauge\n"
-                  "sample_fault_error_rate{version=\"%s\"} %g\n", S.opt.version, S.fault.error_rate);
+static void metrics_render_fault(struct buf *b) {
+    buf_printf(b,
+               "# HELP sample_info The version this instance reports.\n"
+               "# TYPE sample_info gauge\n"
+               "sample_info{version=\"%s\"} 1\n",
+               S.opt.version);
+    buf_printf(b,
+               "# HELP sample_fault_error_rate Configured share of / answered 500.\n"
+               "# TYPE sample_fault_error_rate gauge\n"
+               "sample_fault_error_rate{version=\"%s\"} %g\n",
+               S.opt.version, S.fault.error_rate);
 }
 
-static void metrics_render(struct buf *b)
-{
+static void metrics_render(struct buf *b) {
     metrics_render_histogram(b);
     metrics_render_counters(b);
     metrics_render_process(b);
@@ -312,10 +292,8 @@ static void metrics_render(struct buf *b)
 
 /* ---- fault switches ------------------------------------------------------------ */
 
-static void fault_switch_to_failing(void)
-{
-    if (S.failing)
-        return;
+static void fault_switch_to_failing(void) {
+    if (S.failing) return;
     S.failing = true;
     S.fault.error_rate = S.opt.fail.error_rate;
     if (S.opt.fail_latency_set) {
@@ -326,97 +304,85 @@ static void fault_switch_to_failing(void)
 
 /* A crash is meant to look like one: no goodbye to clients, no flushing. The one line
  * on stderr is for whoever reads the crash loop's logs. */
-static void crash(const char *why)
-{
+static void crash(const char *why) {
     fprintf(stderr, "sample-service %s: crashing (%s)\n", S.opt.version, why);
     _exit(1);
 }
 
-static void on_fail_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_fail_timer(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)w, (void)revents;
     fault_switch_to_failing();
 }
 
-static void on_crash_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_crash_timer(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)w, (void)revents;
     crash("--crash-after-seconds");
 }
 
 /* ---- responses ----------------------------------------------------------------- */
 
-static const char *status_text(int status)
-{
+static const char *status_text(int status) {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 
 /* The Connection header: HTTP/1.1 keeps alive unless told; an HTTP/1.0 client that
  * asked for keep-alive needs to hear it confirmed. */
-static const char *connection_header(const struct pending *p)
-{
-    if (!p->keep_alive)
-        return "Connection: close\r\n";
+static const char *connection_header(const struct pending *p) {
+    if (!p->keep_alive) return "Connection: close\r\n";
     return p->http10 ? "Connection: keep-alive\r\n" : "";
 }
 
 /* Queue one response; the connection closes after it unless the request allows more. */
 static void conn_send(struct conn *c, int status, const char *ctype, const char *body, size_t n,
-                      const struct pending *p)
-{
-    buf_printf(&c->out,
-               "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Version: %s\r\n%s\r\n",
-               status, status_text(status), ctype, n, S.opt.version, connection_header(p));
-    if (!p->head)
-        buf_append(&c->out, body, n);
-    if (!p->keep_alive)
-        c->closing = true;
+                      const struct pending *p) {
+    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nX-Version: %s\r\n%s\r\n", status,
+               status_text(status), ctype, n, S.opt.version, connection_header(p));
+    if (!p->head) buf_append(&c->out, body, n);
+    if (!p->keep_alive) c->closing = true;
 }
 
-static void conn_send_text(struct conn *c, int status, const char *text, const struct pending *p)
-{
+static void conn_send_text(struct conn *c, int status, const char *text, const struct pending *p) {
     conn_send(c, status, "text/plain; charset=utf-8", text, strlen(text), p);
 }
 
 /* The body of `/` starts with the version on a line of its own, for 200 and 500 alike:
  * the load generator counts responses by their first line to measure each version's
  * share of traffic. */
-static void send_root(struct conn *c, const struct pending *p)
-{
+static void send_root(struct conn *c, const struct pending *p) {
     char body[256];
-    if (p->status == 200)
-        snprintf(body, sizeof body, "%s\n", S.opt.version);
-    else
-        snprintf(body, sizeof body, "%s\ninjected error\n", S.opt.version);
+    if (p->status == 200) snprintf(body, sizeof body, "%s\n", S.opt.version);
+    else snprintf(body, sizeof body, "%s\ninjected error\n", S.opt.version);
     conn_send_text(c, p->status, body, p);
     metrics_record(p->method, p->status, monotonic_now() - p->t0);
 }
 
-static void send_health(struct conn *c, const struct pending *p)
-{
+static void send_health(struct conn *c, const struct pending *p) {
     conn_send_text(c, p->status, p->status == 200 ? "ok\n" : "unhealthy\n", p);
 }
 
-static void conn_send_pending(struct conn *c)
-{
+static void conn_send_pending(struct conn *c) {
     struct pending p = c->pending;
     c->pending.kind = PENDING_NONE;
-    if (p.kind == PENDING_ROOT)
-        send_root(c, &p);
-    else if (p.kind == PENDING_HEALTH)
-        send_health(c, &p);
+    if (p.kind == PENDING_ROOT) send_root(c, &p);
+    else if (p.kind == PENDING_HEALTH) send_health(c, &p);
 }
 
-static void on_delay(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_delay(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)revents;
     struct conn *c = w->data;
     conn_send_pending(c);
@@ -424,8 +390,7 @@ static void on_delay(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* Send now, or after `delay` seconds without blocking anything else. */
-static void conn_answer_after(struct conn *c, const struct pending *p, double delay)
-{
+static void conn_answer_after(struct conn *c, const struct pending *p, double delay) {
     c->pending = *p;
     if (delay <= 0) {
         conn_send_pending(c);
@@ -437,8 +402,7 @@ static void conn_answer_after(struct conn *c, const struct pending *p, double de
 
 /* ---- /admin/fault -------------------------------------------------------------- */
 
-static int hexval(char c)
-{
+static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
@@ -446,8 +410,7 @@ static int hexval(char c)
 }
 
 /* Percent-decode a form component into out (NUL-terminated, truncated to outlen). */
-static void form_decode(struct span s, char *out, size_t outlen)
-{
+static void form_decode(struct span s, char *out, size_t outlen) {
     size_t o = 0;
     for (size_t i = 0; i < s.n && o + 1 < outlen; i++) {
         char ch = s.p[i];
@@ -462,51 +425,39 @@ static void form_decode(struct span s, char *out, size_t outlen)
     out[o] = '\0';
 }
 
-static bool parse_flag(const char *v, bool *out)
-{
-    if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
-        *out = true;
-    else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
-        *out = false;
-    else
-        return false;
+static bool parse_flag(const char *v, bool *out) {
+    if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on")) *out = true;
+    else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off")) *out = false;
+    else return false;
     return true;
 }
 
 /* Apply one key=value to the draft settings; on failure write the reason to err. */
-static bool admin_set(const char *key, const char *val, struct fault *f, struct options *o,
-                      char *err, size_t errlen)
-{
+static bool admin_set(const char *key, const char *val, struct fault *f, struct options *o, char *err, size_t errlen) {
     bool ok;
-    if (!strcmp(key, "error_rate"))
-        ok = parse_ratio(val, &f->error_rate);
-    else if (!strcmp(key, "latency_p50"))
-        ok = parse_duration(val, &f->p50);
-    else if (!strcmp(key, "latency_p99"))
-        ok = parse_duration(val, &f->p99);
-    else if (!strcmp(key, "slow_health"))
-        ok = parse_duration(val, &o->slow_health);
-    else if (!strcmp(key, "unhealthy"))
-        ok = parse_flag(val, &o->unhealthy);
-    else if (!strcmp(key, "metrics_frozen"))
-        ok = parse_flag(val, &o->metrics_frozen);
+    if (!strcmp(key, "error_rate")) ok = parse_ratio(val, &f->error_rate);
+    else if (!strcmp(key, "latency_p50")) ok = parse_duration(val, &f->p50);
+    else if (!strcmp(key, "latency_p99")) ok = parse_duration(val, &f->p99);
+    else if (!strcmp(key, "slow_health")) ok = parse_duration(val, &o->slow_health);
+    else if (!strcmp(key, "unhealthy")) ok = parse_flag(val, &o->unhealthy);
+    else if (!strcmp(key, "metrics_frozen")) ok = parse_flag(val, &o->metrics_frozen);
     else if (!strcmp(key, "ready")) {
         bool ready;
         ok = parse_flag(val, &ready);
         o->not_ready = !ready;
     } else {
-        snprintf(err, errlen, "unknown parameter \"%s\" (error_rate, latency_p50, latency_p99, "
-                              "slow_health, unhealthy, ready, metrics_frozen)\n", key);
+        snprintf(err, errlen,
+                 "unknown parameter \"%s\" (error_rate, latency_p50, latency_p99, "
+                 "slow_health, unhealthy, ready, metrics_frozen)\n",
+                 key);
         return false;
     }
-    if (!ok)
-        snprintf(err, errlen, "bad value for %s: \"%s\"\n", key, val);
+    if (!ok) snprintf(err, errlen, "bad value for %s: \"%s\"\n", key, val);
     return ok;
 }
 
 /* Apply every key=value pair of a form (query string or body). */
-static bool admin_apply_form(struct span form, struct fault *f, struct options *o, char *err, size_t errlen)
-{
+static bool admin_apply_form(struct span form, struct fault *f, struct options *o, char *err, size_t errlen) {
     const char *p = form.p, *end = form.p + form.n;
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
@@ -515,30 +466,26 @@ static bool admin_apply_form(struct span form, struct fault *f, struct options *
         if (stop > p) {
             char key[64], val[64];
             form_decode((struct span){p, (size_t)((eq ? eq : stop) - p)}, key, sizeof key);
-            form_decode(eq ? (struct span){eq + 1, (size_t)(stop - eq - 1)} : (struct span){stop, 0},
-                        val, sizeof val);
-            if (!admin_set(key, val, f, o, err, errlen))
-                return false;
+            form_decode(eq ? (struct span){eq + 1, (size_t)(stop - eq - 1)} : (struct span){stop, 0}, val, sizeof val);
+            if (!admin_set(key, val, f, o, err, errlen)) return false;
         }
         p = stop + 1;
     }
     return true;
 }
 
-static void admin_render(struct buf *b)
-{
-    buf_printf(b, "{\"version\":\"%s\",\"error_rate\":%g,\"latency_p50_ms\":%g,\"latency_p99_ms\":%g,"
-                  "\"failing\":%s,\"unhealthy\":%s,\"ready\":%s,\"slow_health_ms\":%g,\"requests\":%llu,"
-                  "\"metrics_frozen\":%s}\n",
-               S.opt.version, S.fault.error_rate, S.fault.p50 * 1e3, S.fault.p99 * 1e3,
-               S.failing ? "true" : "false", S.opt.unhealthy ? "true" : "false",
-               S.opt.not_ready ? "false" : "true", S.opt.slow_health * 1e3, S.root_requests,
-               S.opt.metrics_frozen ? "true" : "false");
+static void admin_render(struct buf *b) {
+    buf_printf(b,
+               "{\"version\":\"%s\",\"error_rate\":%g,\"latency_p50_ms\":%g,\"latency_p99_ms\":%g,"
+               "\"failing\":%s,\"unhealthy\":%s,\"ready\":%s,\"slow_health_ms\":%g,\"requests\":%llu,"
+               "\"metrics_frozen\":%s}\n",
+               S.opt.version, S.fault.error_rate, S.fault.p50 * 1e3, S.fault.p99 * 1e3, S.failing ? "true" : "false",
+               S.opt.unhealthy ? "true" : "false", S.opt.not_ready ? "false" : "true", S.opt.slow_health * 1e3,
+               S.root_requests, S.opt.metrics_frozen ? "true" : "false");
 }
 
 /* GET shows the settings in force; POST (or PUT) changes them: all or nothing. */
-static void handle_admin_fault(struct conn *c, const struct request *r, const struct pending *p)
-{
+static void handle_admin_fault(struct conn *c, const struct request *r, const struct pending *p) {
     bool write = span_eq(r->method, "POST") || span_eq(r->method, "PUT");
     if (!write && !span_eq(r->method, "GET") && !span_eq(r->method, "HEAD")) {
         conn_send_text(c, 405, "use GET or POST\n", p);
@@ -570,35 +517,29 @@ static void handle_admin_fault(struct conn *c, const struct request *r, const st
 
 /* ---- routing ------------------------------------------------------------------- */
 
-static void handle_root(struct conn *c, struct pending *p)
-{
+static void handle_root(struct conn *c, struct pending *p) {
     S.root_requests++;
-    if (S.opt.crash_after_requests && S.root_requests > S.opt.crash_after_requests)
-        crash("--crash-after-requests");
-    if (S.opt.fail_after_requests && S.root_requests > S.opt.fail_after_requests)
-        fault_switch_to_failing();
+    if (S.opt.crash_after_requests && S.root_requests > S.opt.crash_after_requests) crash("--crash-after-requests");
+    if (S.opt.fail_after_requests && S.root_requests > S.opt.fail_after_requests) fault_switch_to_failing();
     p->kind = PENDING_ROOT;
     p->status = random_uniform() < S.fault.error_rate ? 500 : 200;
     conn_answer_after(c, p, fault_delay(&S.fault));
 }
 
-static void handle_health(struct conn *c, struct pending *p)
-{
+static void handle_health(struct conn *c, struct pending *p) {
     p->kind = PENDING_HEALTH;
     p->status = S.opt.unhealthy ? 503 : 200;
     conn_answer_after(c, p, S.opt.slow_health);
 }
 
-static void handle_metrics(struct conn *c, const struct pending *p)
-{
+static void handle_metrics(struct conn *c, const struct pending *p) {
     struct buf b = {0};
     metrics_render(&b);
     conn_send(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, p);
     buf_free(&b);
 }
 
-static void conn_route(struct conn *c, const struct request *r)
-{
+static void conn_route(struct conn *c, const struct request *r) {
     struct pending p = {
         .head = span_eq(r->method, "HEAD"),
         .keep_alive = r->keep_alive,
@@ -608,18 +549,13 @@ static void conn_route(struct conn *c, const struct request *r)
     snprintf(p.method, sizeof p.method, "%.*s", (int)r->method.n, r->method.p);
     if (span_eq(r->method, "OPTIONS"))
         conn_send_text(c, 200, "", &p); /* HAProxy's default check: not traffic, no faults */
-    else if (span_eq(r->path, "/"))
-        handle_root(c, &p);
-    else if (span_eq(r->path, "/health") || span_eq(r->path, "/healthz"))
-        handle_health(c, &p);
+    else if (span_eq(r->path, "/")) handle_root(c, &p);
+    else if (span_eq(r->path, "/health") || span_eq(r->path, "/healthz")) handle_health(c, &p);
     else if (span_eq(r->path, "/ready") || span_eq(r->path, "/readyz"))
         conn_send_text(c, S.opt.not_ready ? 503 : 200, S.opt.not_ready ? "not ready\n" : "ready\n", &p);
-    else if (span_eq(r->path, "/metrics"))
-        handle_metrics(c, &p);
-    else if (span_eq(r->path, "/admin/fault"))
-        handle_admin_fault(c, r, &p);
-    else
-        conn_send_text(c, 404, "not found\n", &p);
+    else if (span_eq(r->path, "/metrics")) handle_metrics(c, &p);
+    else if (span_eq(r->path, "/admin/fault")) handle_admin_fault(c, r, &p);
+    else conn_send_text(c, 404, "not found\n", &p);
 }
 
 /* ---- connection I/O ------------------------------------------------------------ */
@@ -627,16 +563,14 @@ static void conn_route(struct conn *c, const struct request *r)
 /* Parse and answer what is buffered, in order, until a response must wait, the input
  * runs out, or the connection is closing; then flush. Every event on a connection ends
  * here, and c may be freed when it returns. */
-static void conn_process(struct conn *c)
-{
+static void conn_process(struct conn *c) {
     while (c->pending.kind == PENDING_NONE && !c->closing && c->in_len > 0) {
         struct request r;
         enum parse_result res = http_parse_request(c->in, c->in_len, &r);
         if (res == PARSE_MORE) {
             if (c->in_len == IN_CAP) /* cannot happen with the limits above; be safe */
                 res = PARSE_BAD;
-            else
-                break;
+            else break;
         }
         if (res == PARSE_BAD) {
             static const struct pending bad = {.keep_alive = false};
@@ -655,13 +589,10 @@ static void conn_process(struct conn *c)
 
 /* Read while there is room; reading stops (and the watcher with it) when the buffer is
  * full or the client is not collecting its answers -- the kernel then pushes back. */
-static void conn_update_reading(struct conn *c)
-{
+static void conn_update_reading(struct conn *c) {
     bool want = !c->peer_done && !c->closing && c->in_len < IN_CAP && c->out.len < OUT_HIGH_WATER;
-    if (want && !ev_is_active(&c->rd))
-        ev_io_start(S.loop, &c->rd);
-    else if (!want && ev_is_active(&c->rd))
-        ev_io_stop(S.loop, &c->rd);
+    if (want && !ev_is_active(&c->rd)) ev_io_start(S.loop, &c->rd);
+    else if (!want && ev_is_active(&c->rd)) ev_io_stop(S.loop, &c->rd);
 }
 
 /* Close after the last answer. If the client may still be sending (a refused oversized
@@ -669,8 +600,7 @@ static void conn_update_reading(struct conn *c)
  * makes the kernel send a reset that can destroy the answer before the client reads it.
  * So shut down our side and discard input until the client closes or LINGER_TIMEOUT
  * passes -- the "lingering close" of Apache and NGINX. */
-static void conn_finish(struct conn *c)
-{
+static void conn_finish(struct conn *c) {
     if (c->peer_done || shutdown(c->fd, SHUT_WR) < 0) {
         conn_close(c);
         return;
@@ -684,18 +614,15 @@ static void conn_finish(struct conn *c)
 
 /* Write what we can; the rest waits for the write watcher. Closes (and frees c) when
  * a closing connection has nothing left to say, so only conn_process calls it, last. */
-static void conn_flush(struct conn *c)
-{
+static void conn_flush(struct conn *c) {
     while (c->out.off < c->out.len) {
         ssize_t n = send(c->fd, c->out.data + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
         if (n > 0) {
             c->out.off += (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         conn_close(c); /* EPIPE, ECONNRESET: the client is gone */
         return;
     }
@@ -704,23 +631,18 @@ static void conn_flush(struct conn *c)
         conn_finish(c);
         return;
     }
-    if (c->out.len > 0 && !ev_is_active(&c->wr))
-        ev_io_start(S.loop, &c->wr);
-    else if (c->out.len == 0 && ev_is_active(&c->wr))
-        ev_io_stop(S.loop, &c->wr);
+    if (c->out.len > 0 && !ev_is_active(&c->wr)) ev_io_start(S.loop, &c->wr);
+    else if (c->out.len == 0 && ev_is_active(&c->wr)) ev_io_stop(S.loop, &c->wr);
     conn_update_reading(c);
 }
 
-static void conn_drain(struct conn *c)
-{
+static void conn_drain(struct conn *c) {
     char scratch[16384];
     ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-        conn_close(c);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) conn_close(c);
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
-{
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     (void)loop, (void)revents;
     struct conn *c = w->data;
     if (c->draining) {
@@ -728,22 +650,18 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     ssize_t n = recv(c->fd, c->in + c->in_len, IN_CAP - c->in_len, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
     if (n < 0) {
         conn_close(c);
         return;
     }
     ev_timer_again(S.loop, &c->idle);
-    if (n == 0)
-        c->peer_done = true;
-    else
-        c->in_len += (size_t)n;
+    if (n == 0) c->peer_done = true;
+    else c->in_len += (size_t)n;
     conn_process(c);
 }
 
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
-{
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents) {
     (void)loop, (void)revents;
     struct conn *c = w->data;
     ev_timer_again(S.loop, &c->idle);
@@ -752,18 +670,14 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 
 /* A slow response is not idleness: only close when nothing is in flight (or when a
  * lingering close has waited long enough). */
-static void on_idle(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_idle(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)revents;
     struct conn *c = w->data;
-    if (!c->draining && (c->pending.kind != PENDING_NONE || c->out.len > 0))
-        ev_timer_again(S.loop, &c->idle);
-    else
-        conn_close(c);
+    if (!c->draining && (c->pending.kind != PENDING_NONE || c->out.len > 0)) ev_timer_again(S.loop, &c->idle);
+    else conn_close(c);
 }
 
-static void conn_close(struct conn *c)
-{
+static void conn_close(struct conn *c) {
     ev_io_stop(S.loop, &c->rd);
     ev_io_stop(S.loop, &c->wr);
     ev_timer_stop(S.loop, &c->delay);
@@ -773,11 +687,9 @@ static void conn_close(struct conn *c)
     free(c);
 }
 
-static struct conn *conn_new(int fd)
-{
+static struct conn *conn_new(int fd) {
     struct conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->fd = fd;
     ev_io_init(&c->rd, on_readable, fd, EV_READ);
     ev_io_init(&c->wr, on_writable, fd, EV_WRITE);
@@ -792,14 +704,12 @@ static struct conn *conn_new(int fd)
 
 /* ---- listening ----------------------------------------------------------------- */
 
-static void on_accept_retry(struct ev_loop *loop, ev_timer *w, int revents)
-{
+static void on_accept_retry(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)w, (void)revents;
     ev_io_start(S.loop, &S.accept_w);
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
-{
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
     (void)loop, (void)revents;
     for (;;) {
         int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -814,13 +724,11 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (!conn_new(fd))
-            close(fd);
+        if (!conn_new(fd)) close(fd);
     }
 }
 
-static int listen_on(const char *hostport)
-{
+static int listen_on(const char *hostport) {
     char host[256], port[16];
     if (!parse_hostport(hostport, host, sizeof host, port, sizeof port)) {
         fprintf(stderr, "sample-service: --listen wants HOST:PORT, got \"%s\"\n", hostport);
@@ -835,37 +743,30 @@ static int listen_on(const char *hostport)
     }
     int fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    if (fd >= 0)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
         fprintf(stderr, "sample-service: cannot listen on %s: %s\n", hostport, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         fd = -1;
     }
     freeaddrinfo(res);
     return fd;
 }
 
-static int bound_port(int fd)
-{
+static int bound_port(int fd) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return -1;
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return -1;
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
 /* Write the port atomically (temp file + rename) so a reader never sees half of it. */
-static bool write_port_file(const char *path, int port)
-{
+static bool write_port_file(const char *path, int port) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
-    if (!f)
-        return false;
+    if (!f) return false;
     fprintf(f, "%d\n", port);
     if (fclose(f) != 0 || rename(tmp, path) != 0) {
         unlink(tmp);
@@ -876,8 +777,7 @@ static bool write_port_file(const char *path, int port)
 
 /* ---- options ------------------------------------------------------------------- */
 
-static void usage(FILE *to)
-{
+static void usage(FILE *to) {
     fputs("usage: sample-service [options]\n"
           "  --version V               version string to report (default v1.0.0)\n"
           "  --listen HOST:PORT        address (default 127.0.0.1:8080; port 0 picks one)\n"
@@ -898,10 +798,25 @@ static void usage(FILE *to)
 }
 
 enum {
-    OPT_VERSION = 256, OPT_LISTEN, OPT_PORT_FILE, OPT_ERROR_RATE, OPT_P50, OPT_P99,
-    OPT_FAIL_SECONDS, OPT_FAIL_REQUESTS, OPT_FAIL_ERROR_RATE, OPT_FAIL_P50, OPT_FAIL_P99,
-    OPT_CRASH_SECONDS, OPT_CRASH_REQUESTS, OPT_SLOW_HEALTH, OPT_UNHEALTHY, OPT_NOT_READY,
-    OPT_SEED, OPT_PRINT_VERSION, OPT_HELP,
+    OPT_VERSION = 256,
+    OPT_LISTEN,
+    OPT_PORT_FILE,
+    OPT_ERROR_RATE,
+    OPT_P50,
+    OPT_P99,
+    OPT_FAIL_SECONDS,
+    OPT_FAIL_REQUESTS,
+    OPT_FAIL_ERROR_RATE,
+    OPT_FAIL_P50,
+    OPT_FAIL_P99,
+    OPT_CRASH_SECONDS,
+    OPT_CRASH_REQUESTS,
+    OPT_SLOW_HEALTH,
+    OPT_UNHEALTHY,
+    OPT_NOT_READY,
+    OPT_SEED,
+    OPT_PRINT_VERSION,
+    OPT_HELP,
 };
 
 /* Same order as the enum: option_value's error message indexes this by opt. */
@@ -928,44 +843,74 @@ static const struct option long_options[] = {
     {0, 0, 0, 0},
 };
 
-static bool option_value(int opt, const char *arg, struct options *o)
-{
+static bool option_value(int opt, const char *arg, struct options *o) {
     switch (opt) {
-    case OPT_VERSION: o->version = arg; return *arg != '\0' && strlen(arg) < 128 && !strpbrk(arg, "\"\\\n");
-    case OPT_LISTEN: o->listen = arg; return true;
-    case OPT_PORT_FILE: o->port_file = arg; return true;
-    case OPT_ERROR_RATE: return parse_ratio(arg, &o->fault.error_rate);
-    case OPT_P50: return parse_duration(arg, &o->fault.p50);
-    case OPT_P99: return parse_duration(arg, &o->fault.p99);
-    case OPT_FAIL_SECONDS: return parse_duration(arg, &o->fail_after_seconds);
-    case OPT_FAIL_REQUESTS: return parse_count(arg, &o->fail_after_requests);
-    case OPT_FAIL_ERROR_RATE: return parse_ratio(arg, &o->fail.error_rate);
-    case OPT_FAIL_P50: o->fail_latency_set = true; return parse_duration(arg, &o->fail.p50);
-    case OPT_FAIL_P99: o->fail_latency_set = true; return parse_duration(arg, &o->fail.p99);
-    case OPT_CRASH_SECONDS: return parse_duration(arg, &o->crash_after_seconds);
-    case OPT_CRASH_REQUESTS: return parse_count(arg, &o->crash_after_requests);
-    case OPT_SLOW_HEALTH: return parse_duration(arg, &o->slow_health);
-    case OPT_SEED: o->seeded = true; return parse_count(arg, &o->seed);
-    default: return false;
+    case OPT_VERSION:
+        o->version = arg;
+        return *arg != '\0' && strlen(arg) < 128 && !strpbrk(arg, "\"\\\n");
+    case OPT_LISTEN:
+        o->listen = arg;
+        return true;
+    case OPT_PORT_FILE:
+        o->port_file = arg;
+        return true;
+    case OPT_ERROR_RATE:
+        return parse_ratio(arg, &o->fault.error_rate);
+    case OPT_P50:
+        return parse_duration(arg, &o->fault.p50);
+    case OPT_P99:
+        return parse_duration(arg, &o->fault.p99);
+    case OPT_FAIL_SECONDS:
+        return parse_duration(arg, &o->fail_after_seconds);
+    case OPT_FAIL_REQUESTS:
+        return parse_count(arg, &o->fail_after_requests);
+    case OPT_FAIL_ERROR_RATE:
+        return parse_ratio(arg, &o->fail.error_rate);
+    case OPT_FAIL_P50:
+        o->fail_latency_set = true;
+        return parse_duration(arg, &o->fail.p50);
+    case OPT_FAIL_P99:
+        o->fail_latency_set = true;
+        return parse_duration(arg, &o->fail.p99);
+    case OPT_CRASH_SECONDS:
+        return parse_duration(arg, &o->crash_after_seconds);
+    case OPT_CRASH_REQUESTS:
+        return parse_count(arg, &o->crash_after_requests);
+    case OPT_SLOW_HEALTH:
+        return parse_duration(arg, &o->slow_health);
+    case OPT_SEED:
+        o->seeded = true;
+        return parse_count(arg, &o->seed);
+    default:
+        return false;
     }
 }
 
 /* Returns 0 to run, or an exit status + 1 (so 1 means "exit 0"). */
-static int parse_options(int argc, char **argv, struct options *o)
-{
+static int parse_options(int argc, char **argv, struct options *o) {
     *o = (struct options){.version = "v1.0.0", .listen = "127.0.0.1:8080", .fail.error_rate = 1.0};
     int opt;
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (opt) {
-        case OPT_PRINT_VERSION: printf("sample-service %s\n", PROGRAM_VERSION); return 1;
-        case OPT_HELP: usage(stdout); return 1;
-        case OPT_UNHEALTHY: o->unhealthy = true; break;
-        case OPT_NOT_READY: o->not_ready = true; break;
-        case '?': usage(stderr); return 3;
+        case OPT_PRINT_VERSION:
+            printf("sample-service %s\n", PROGRAM_VERSION);
+            return 1;
+        case OPT_HELP:
+            usage(stdout);
+            return 1;
+        case OPT_UNHEALTHY:
+            o->unhealthy = true;
+            break;
+        case OPT_NOT_READY:
+            o->not_ready = true;
+            break;
+        case '?':
+            usage(stderr);
+            return 3;
         default:
             if (!option_value(opt, optarg, o)) {
-                fprintf(stderr, "sample-service: bad value for --%s: \"%s\"\n",
-                        long_options[opt - OPT_VERSION].name, optarg);
+                fprintf(stderr, "sample-service: bad value for --%s: \"%s\"\n", long_options[opt - OPT_VERSION].name,
+                        optarg);
                 return 3;
             }
         }
@@ -983,15 +928,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 /* ---- main ---------------------------------------------------------------------- */
 
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
     (void)w, (void)revents;
     ev_break(loop, EVBREAK_ALL);
 }
 
 /* Installed before anything slow so an early SIGTERM still means a clean exit 0. */
-static void start_signals(void)
-{
+static void start_signals(void) {
     signal(SIGPIPE, SIG_IGN);
     ev_signal_init(&S.sigterm, on_signal, SIGTERM);
     ev_signal_init(&S.sigint, on_signal, SIGINT);
@@ -999,38 +942,30 @@ static void start_signals(void)
     ev_signal_start(S.loop, &S.sigint);
 }
 
-static void start_timers(void)
-{
+static void start_timers(void) {
     ev_timer_init(&S.accept_retry, on_accept_retry, 0.1, 0);
     ev_timer_init(&S.fail_timer, on_fail_timer, S.opt.fail_after_seconds, 0);
     ev_timer_init(&S.crash_timer, on_crash_timer, S.opt.crash_after_seconds, 0);
-    if (S.opt.fail_after_seconds > 0)
-        ev_timer_start(S.loop, &S.fail_timer);
-    if (S.opt.crash_after_seconds > 0)
-        ev_timer_start(S.loop, &S.crash_timer);
+    if (S.opt.fail_after_seconds > 0) ev_timer_start(S.loop, &S.fail_timer);
+    if (S.opt.crash_after_seconds > 0) ev_timer_start(S.loop, &S.crash_timer);
 }
 
-static void seed_random(void)
-{
+static void seed_random(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     S.start_wall = (double)ts.tv_sec + ts.tv_nsec / 1e9;
-    S.rng = S.opt.seeded ? S.opt.seed
-                         : (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
+    S.rng = S.opt.seeded ? S.opt.seed : (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int rc = parse_options(argc, argv, &S.opt);
-    if (rc)
-        return rc - 1;
+    if (rc) return rc - 1;
     S.fault = S.opt.fault;
     seed_random();
     S.loop = ev_default_loop(EVFLAG_AUTO);
     start_signals();
     S.listen_fd = listen_on(S.opt.listen);
-    if (S.listen_fd < 0)
-        return 1;
+    if (S.listen_fd < 0) return 1;
     int port = bound_port(S.listen_fd);
     if (S.opt.port_file && !write_port_file(S.opt.port_file, port)) {
         fprintf(stderr, "sample-service: cannot write %s: %s\n", S.opt.port_file, strerror(errno));
@@ -1039,10 +974,11 @@ int main(int argc, char **argv)
     ev_io_init(&S.accept_w, on_accept, S.listen_fd, EV_READ);
     ev_io_start(S.loop, &S.accept_w);
     start_timers();
-    fprintf(stderr, "sample-service %s: version %s listening on %s (port %d), error_rate %g, "
-                    "latency p50 %gms p99 %gms\n",
-            PROGRAM_VERSION, S.opt.version, S.opt.listen, port, S.fault.error_rate,
-            S.fault.p50 * 1e3, S.fault.p99 * 1e3);
+    fprintf(stderr,
+            "sample-service %s: version %s listening on %s (port %d), error_rate %g, "
+            "latency p50 %gms p99 %gms\n",
+            PROGRAM_VERSION, S.opt.version, S.opt.listen, port, S.fault.error_rate, S.fault.p50 * 1e3,
+            S.fault.p99 * 1e3);
     ev_run(S.loop, 0);
     close(S.listen_fd);
     return 0;

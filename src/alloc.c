@@ -44,14 +44,14 @@
 struct section {
     lua_State *thread;
     size_t cap;
-    long long net;              /* bytes; negative when fn freed more than it allocated */
+    long long net; /* bytes; negative when fn freed more than it allocated */
     int exceeded, open;
     struct section *prev, *next;
 };
 
 static struct {
     size_t total, peak, limit;
-    struct section *sections;   /* open sections, newest first */
+    struct section *sections; /* open sections, newest first */
     int nsections;
 } A;
 

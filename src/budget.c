@@ -46,11 +46,11 @@
 #define STEP 1000
 
 struct budget {
-    lua_Integer limit;      /* instructions; 0: none */
+    lua_Integer limit; /* instructions; 0: none */
     lua_Integer used;
-    double deadline;        /* monotonic seconds; < 0: none */
+    double deadline; /* monotonic seconds; < 0: none */
     double seconds;
-    double slice;           /* <= 0: no preemption */
+    double slice; /* <= 0: no preemption */
     double slice_start;
     int exceeded;
     int done;
@@ -62,8 +62,8 @@ struct budget {
     task *parked;
 };
 
-static char map_key;                  /* registry: thread -> budget userdata (weak keys) */
-static struct budget *last_hooked;    /* the budget whose code ran last */
+static char map_key;               /* registry: thread -> budget userdata (weak keys) */
+static struct budget *last_hooked; /* the budget whose code ran last */
 
 static double mono(void) {
     struct timespec ts;
@@ -137,8 +137,7 @@ static void raise_exceeded(lua_State *L, struct budget *b) {
     lua_Debug d;
     if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
         lua_pushfstring(L, "%s:%d: %s", d.short_src, d.currentline, b->why);
-    else
-        lua_pushstring(L, b->why);
+    else lua_pushstring(L, b->why);
     lua_error(L);
 }
 

@@ -32,10 +32,10 @@
 static struct {
     ev_io io;
     task *waiter;
-    int tty;            /* -1 unknown */
-    int installed;      /* libedit's callback handler is installed */
+    int tty;       /* -1 unknown */
+    int installed; /* libedit's callback handler is installed */
     int eof;
-    char *buf;          /* pipe mode: bytes read, not yet returned */
+    char *buf; /* pipe mode: bytes read, not yet returned */
     size_t len, cap;
 } E = {.tty = -1};
 
@@ -108,7 +108,9 @@ static void pipe_fill(void) {
 /* ---- readline ------------------------------------------------------------------ */
 
 static void on_stdin(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)w; (void)revents;
+    (void)ev;
+    (void)w;
+    (void)revents;
     if (is_tty()) {
         rl_callback_read_char();
         return;
@@ -191,9 +193,12 @@ static int edit_close(lua_State *L) {
 }
 
 static const luaL_Reg edit_funcs[] = {
-    {"readline", edit_readline},         {"add_history", edit_add_history},
-    {"read_history", edit_read_history}, {"write_history", edit_write_history},
-    {"isatty", edit_isatty},             {"close", edit_close},
+    {"readline", edit_readline},
+    {"add_history", edit_add_history},
+    {"read_history", edit_read_history},
+    {"write_history", edit_write_history},
+    {"isatty", edit_isatty},
+    {"close", edit_close},
     {NULL, NULL},
 };
 

@@ -41,9 +41,7 @@ static int fail(lua_State *L, const char *path) {
 
 static int ok(lua_State *L) { return lua_pushboolean(L, 1), 1; }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* fs.list(dir) -> sorted names  [-0, +1|2, e] */
 static int fs_list(lua_State *L) {
@@ -305,12 +303,11 @@ static int fs_winsize(lua_State *L) {
 }
 
 static const luaL_Reg fs_funcs[] = {
-    {"list", fs_list},     {"stat", fs_stat},         {"mkdir", fs_mkdir},
+    {"list", fs_list},       {"stat", fs_stat},       {"mkdir", fs_mkdir},
     {"mkdtemp", fs_mkdtemp}, {"rmtree", fs_rmtree},   {"write_atomic", fs_write_atomic},
-    {"read", fs_read},     {"chmod", fs_chmod},       {"getpid", fs_getpid},
-    {"getuid", fs_getuid}, {"kill", fs_kill},         {"realpath", fs_realpath},
-    {"isatty", fs_isatty}, {"winsize", fs_winsize},
-    {NULL, NULL},
+    {"read", fs_read},       {"chmod", fs_chmod},     {"getpid", fs_getpid},
+    {"getuid", fs_getuid},   {"kill", fs_kill},       {"realpath", fs_realpath},
+    {"isatty", fs_isatty},   {"winsize", fs_winsize}, {NULL, NULL},
 };
 
 int luaopen_rollout_fs(lua_State *L) {

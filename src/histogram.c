@@ -93,7 +93,7 @@ void histogram_bucket_bounds(size_t bucket, double *lo, double *hi) {
 
 int histogram_quantile(const histogram *h, double q, double *out) {
     if (!h->count) return -1;
-    q = q > 0 ? (q < 1 ? q : 1) : 0;  /* NaN too */
+    q = q > 0 ? (q < 1 ? q : 1) : 0; /* NaN too */
     double r = ceil(q * (double)h->count);
     uint64_t rank = r < 1 ? 1 : (uint64_t)r, seen = 0;
     if (rank == 1 || rank >= h->count) return *out = rank == 1 ? h->min : h->max, 0;
@@ -115,8 +115,8 @@ double histogram_mean(const histogram *h) { return h->count ? h->sum / (double)h
 struct histogram_window {
     size_t nslots;
     double width;
-    int64_t newest;             /* the newest interval recorded */
-    int64_t *epochs;            /* interval number each slot holds */
+    int64_t newest;  /* the newest interval recorded */
+    int64_t *epochs; /* interval number each slot holds */
     histogram *slots;
 };
 
@@ -180,7 +180,7 @@ void histogram_window_collect(histogram_window *w, double now, double span, hist
     histogram_init(out);
     int64_t cur = window_epoch(w, now);
     double want = ceil(span / w->width - 1e-9);
-    int64_t n = want >= 1 ? (want <= (double)w->nslots ? (int64_t)want : (int64_t)w->nslots) : 1;  /* NaN: 1 */
+    int64_t n = want >= 1 ? (want <= (double)w->nslots ? (int64_t)want : (int64_t)w->nslots) : 1; /* NaN: 1 */
     for (int64_t k = cur - n + 1; k <= cur; k++) {
         size_t pos = window_pos(w, k);
         if (w->epochs[pos] == k) histogram_merge(out, &w->slots[pos]);
@@ -344,8 +344,8 @@ static int l_tostring(lua_State *L) {
     histogram_quantile(b->h, 0.5, &p50);
     histogram_quantile(b->h, 0.99, &p99);
     char buf[160];
-    snprintf(buf, sizeof buf, "histogram{count=%llu, p50=%.6g, p99=%.6g, max=%.6g}",
-             (unsigned long long)b->h->count, p50, p99, b->h->max);
+    snprintf(buf, sizeof buf, "histogram{count=%llu, p50=%.6g, p99=%.6g, max=%.6g}", (unsigned long long)b->h->count,
+             p50, p99, b->h->max);
     lua_pushstring(L, buf);
     return 1;
 }
@@ -354,7 +354,7 @@ static int l_tostring(lua_State *L) {
 
 typedef struct {
     histogram_window *w;
-    histogram *scratch;         /* collect target for quantile/count: no allocation per query */
+    histogram *scratch; /* collect target for quantile/count: no allocation per query */
 } window_box;
 
 static window_box *check_window(lua_State *L, int idx) {
@@ -474,17 +474,26 @@ static void new_metatable(lua_State *L, const char *name, const luaL_Reg *method
 /* require("rollout.histogram") [-0, +1, e] */
 int luaopen_rollout_histogram(lua_State *L) {
     static const luaL_Reg histogram_methods[] = {
-        {"record", l_record}, {"record_many", l_record_many}, {"merge", l_merge},
-        {"reset", l_reset},   {"quantile", l_quantile},       {"count", l_count},
-        {"sum", l_sum},       {"min", l_min},                 {"max", l_max},
-        {"mean", l_mean},     {NULL, NULL},
+        {"record", l_record},
+        {"record_many", l_record_many},
+        {"merge", l_merge},
+        {"reset", l_reset},
+        {"quantile", l_quantile},
+        {"count", l_count},
+        {"sum", l_sum},
+        {"min", l_min},
+        {"max", l_max},
+        {"mean", l_mean},
+        {NULL, NULL},
     };
     static const luaL_Reg window_methods[] = {
-        {"record", l_window_record}, {"quantile", l_window_quantile}, {"count", l_window_count},
-        {"snapshot", l_window_snapshot}, {"reset", l_window_reset}, {NULL, NULL},
+        {"record", l_window_record},     {"quantile", l_window_quantile}, {"count", l_window_count},
+        {"snapshot", l_window_snapshot}, {"reset", l_window_reset},       {NULL, NULL},
     };
     static const luaL_Reg funcs[] = {
-        {"new", l_new}, {"window", l_window}, {NULL, NULL},
+        {"new", l_new},
+        {"window", l_window},
+        {NULL, NULL},
     };
     new_metatable(L, HISTOGRAM_MT, histogram_methods, l_gc);
     lua_pushcfunction(L, l_tostring);

@@ -49,9 +49,9 @@
 #include "rollout/units.h"
 
 #define HTTP_STATE_KEY "rollout.http.state"
-#define HTTP_POOL_MAX 256             /* idle easy handles kept for reuse */
-#define HTTP_IDLE_MAX 256L            /* idle connections kept alive */
-#define HTTP_RETAIN_BUF (256u << 10)  /* a pooled handle keeps buffers up to this size */
+#define HTTP_POOL_MAX 256            /* idle easy handles kept for reuse */
+#define HTTP_IDLE_MAX 256L           /* idle connections kept alive */
+#define HTTP_RETAIN_BUF (256u << 10) /* a pooled handle keeps buffers up to this size */
 
 struct http_buf {
     char *p;
@@ -61,13 +61,13 @@ struct http_buf {
 struct http_req {
     CURL *easy;
     task *task;
-    struct http_req *prev, *next;     /* active list, or pool (next only) */
+    struct http_req *prev, *next; /* active list, or pool (next only) */
     struct http_buf body, head;
     size_t max_body;
     double timeout, connect_timeout;
     int too_big, no_memory;
-    int dirty;                        /* options beyond the hot path set: reset before reuse */
-    int body_ref;                     /* request body anchored in the registry */
+    int dirty;    /* options beyond the hot path set: reset before reuse */
+    int body_ref; /* request body anchored in the registry */
     struct curl_slist *req_headers;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -418,7 +418,9 @@ static void http_on_io(struct ev_loop *ev, ev_io *w, int revents) {
 }
 
 static void http_on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)w; (void)revents;
+    (void)ev;
+    (void)w;
+    (void)revents;
     int running;
     curl_multi_socket_action(H.multi, CURL_SOCKET_TIMEOUT, 0, &running);
     collect_done();
@@ -447,7 +449,8 @@ static struct http_sock *sock_new(curl_socket_t fd) {
 
 /* CURLMOPT_SOCKETFUNCTION: watch fd for what curl asks. */
 static int http_on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp) {
-    (void)e; (void)ud;
+    (void)e;
+    (void)ud;
     struct http_sock *s = sockp;
     if (what == CURL_POLL_REMOVE) {
         if (s) sock_free(s);
@@ -465,7 +468,8 @@ static int http_on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *s
 /* CURLMOPT_TIMERFUNCTION: curl wants socket_action(TIMEOUT) in ms (-1: never). Only arms the
  * timer; curl_multi_* must not be called from here. */
 static int http_on_curl_timer(CURLM *m, long ms, void *ud) {
-    (void)m; (void)ud;
+    (void)m;
+    (void)ud;
     ev_timer_stop(loop_ev(), &H.timer);
     if (ms >= 0) {
         ev_timer_set(&H.timer, (double)ms / 1000.0, 0.);
@@ -541,7 +545,7 @@ static void opt_auth(lua_State *L, struct http_opts *o) {
     lua_getfield(L, -2, "password");
     if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
         opt_error(L, o, "auth", "needs string user and password");
-    o->user = lua_tostring(L, -2);     /* anchored by the auth table, itself in opts */
+    o->user = lua_tostring(L, -2); /* anchored by the auth table, itself in opts */
     o->password = lua_tostring(L, -1);
     lua_pop(L, 2);
 }
@@ -592,9 +596,10 @@ static void opt_one(lua_State *L, struct http_opts *o, const char *k) {
     } else if (!strcmp(k, "ca_pem")) {
         o->ca_pem = opt_string(L, o, k), o->ca_pem_len = lua_rawlen(L, -1);
     } else {
-        opt_error(L, o, k, "is unknown (url, method, headers, body, timeout, connect_timeout, follow, "
-                           "max_redirects, cafile, insecure, unix_socket, bearer, auth, max_body, "
-                           "cert, key, cert_pem, key_pem, ca_pem)");
+        opt_error(L, o, k,
+                  "is unknown (url, method, headers, body, timeout, connect_timeout, follow, "
+                  "max_redirects, cafile, insecure, unix_socket, bearer, auth, max_body, "
+                  "cert, key, cert_pem, key_pem, ca_pem)");
     }
 }
 
@@ -636,8 +641,8 @@ static int header_line(struct http_req *r, const char *line) {
 }
 
 /* prefix + "name: value", or "name;" for an empty value (curl drops a bare "name:"). */
-static int header_add(struct http_req *r, const char *prefix, const char *name, size_t nlen,
-                      const char *v, size_t vlen) {
+static int header_add(struct http_req *r, const char *prefix, const char *name, size_t nlen, const char *v,
+                      size_t vlen) {
     char small[512];
     size_t need = strlen(prefix) + nlen + vlen + 3;
     char *line = need <= sizeof small ? small : malloc(need);
@@ -649,9 +654,7 @@ static int header_add(struct http_req *r, const char *prefix, const char *name, 
     return rc;
 }
 
-static int has_crlf(const char *s, size_t n) {
-    return memchr(s, '\r', n) || memchr(s, '\n', n);
-}
+static int has_crlf(const char *s, size_t n) { return memchr(s, '\r', n) || memchr(s, '\n', n); }
 
 /* Check the headers table before anything is allocated: bad input raises. */
 static void headers_check(lua_State *L, struct http_opts *o) {
@@ -684,8 +687,7 @@ static int headers_build(lua_State *L, struct http_opts *o, struct http_req *r) 
             if (rc != 0) return lua_pop(L, 1), -1;
         }
     }
-    if (o->bearer && header_add(r, "Bearer ", "Authorization", 13, o->bearer, strlen(o->bearer)) != 0)
-        return -1;
+    if (o->bearer && header_add(r, "Bearer ", "Authorization", 13, o->bearer, strlen(o->bearer)) != 0) return -1;
     if (o->body && header_line(r, "Expect:") != 0) return -1; /* no 100-continue round trip */
     if (o->body && !has_type && header_line(r, "Content-Type:") != 0)
         return -1; /* not curl's invented application/x-www-form-urlencoded */
@@ -776,13 +778,14 @@ static int request_start(lua_State *L, struct http_opts *o) {
     if (o->unix_socket && o->url[0] == '/') { /* a bare path on a Unix socket */
         o->url = lua_pushfstring(L, "http://localhost%s", o->url);
     }
-    if (o->method && !o->body && (!strcmp(o->method, "POST") || !strcmp(o->method, "PUT") ||
-                                  !strcmp(o->method, "PATCH")))
+    if (o->method && !o->body &&
+        (!strcmp(o->method, "POST") || !strcmp(o->method, "PUT") || !strcmp(o->method, "PATCH")))
         o->body = ""; /* an empty body, sent with Content-Length: 0 */
     if ((o->cert || o->cert_pem) != (o->key || o->key_pem))
         return luaL_error(L, "%s: a client certificate needs a key, and a key a certificate", o->fname);
     if ((o->cert && o->cert_pem) || (o->key && o->key_pem) || (o->cafile && o->ca_pem))
-        return luaL_error(L, "%s: give a file or PEM text, not both (cert/cert_pem, key/key_pem, cafile/ca_pem)", o->fname);
+        return luaL_error(L, "%s: give a file or PEM text, not both (cert/cert_pem, key/key_pem, cafile/ca_pem)",
+                          o->fname);
     headers_check(L, o);
     loop_check_can_park(L, o->fname);
     struct http_req *r = req_acquire();
@@ -847,8 +850,8 @@ static int http_post(lua_State *L) {
 /* ---- URL helpers ---------------------------------------------------------------- */
 
 static int unreserved(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+           c == '_' || c == '~';
 }
 
 static void add_encoded(luaL_Buffer *b, const char *s, size_t n) {
@@ -918,9 +921,7 @@ static void push_pair(lua_State *L, const char *k, size_t kn, int vidx) {
     luaL_pushresult(&b);
 }
 
-static int cmp_cstr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
+static int cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* http.encode_query{k=v, k={v1, v2}} -> "k=v&k=v1&k=v2"  [-0, +1, e] */
 static int http_encode_query(lua_State *L) {
@@ -1006,8 +1007,11 @@ static int http_configure(lua_State *L) {
             else if (!strcmp(k, "max_host_connections")) H.max_host_connections = conf_count(L, k);
             else if (!strcmp(k, "max_body")) H.max_body = opt_bytes(L, &o, k);
             else if (!strcmp(k, "timeout")) H.timeout = opt_seconds(L, &o, k);
-            else luaL_error(L, "http.configure: unknown setting '%s' (max_connections, "
-                               "max_host_connections, max_body, timeout)", k);
+            else
+                luaL_error(L,
+                           "http.configure: unknown setting '%s' (max_connections, "
+                           "max_host_connections, max_body, timeout)",
+                           k);
             lua_pop(L, 1);
         }
         curl_multi_setopt(H.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, H.max_connections);
@@ -1057,8 +1061,10 @@ static int http_shutdown(lua_State *L) {
 static int http_init(lua_State *L) {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
     if (!(v->features & CURL_VERSION_ASYNCHDNS))
-        return luaL_error(L, "http: libcurl %s resolves names synchronously, which would block the "
-                             "loop; install a libcurl with the threaded resolver or c-ares", v->version);
+        return luaL_error(L,
+                          "http: libcurl %s resolves names synchronously, which would block the "
+                          "loop; install a libcurl with the threaded resolver or c-ares",
+                          v->version);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return luaL_error(L, "http: curl_global_init failed");
     H.multi = curl_multi_init();
     if (!H.multi) return luaL_error(L, "http: curl_multi_init failed");

@@ -325,11 +325,14 @@ static const luaL_Reg file_methods[] = {
 };
 
 static const luaL_Reg lock_methods[] = {
-    {"release", lock_release}, {"pid", lock_pid}, {"path", lock_path}, {NULL, NULL},
+    {"release", lock_release},
+    {"pid", lock_pid},
+    {"path", lock_path},
+    {NULL, NULL},
 };
 
 static const luaL_Reg journal_funcs[] = {
-    {"open", journal_open}, {"read", journal_read},           {"lock", journal_lock},
+    {"open", journal_open},           {"read", journal_read}, {"lock", journal_lock},
     {"fsync_dir", journal_fsync_dir}, {NULL, NULL},
 };
 

@@ -51,37 +51,31 @@
 
 #include "rollout/alloc.h"
 
-#define NULL_KEY  "rollout.json.null"
-#define ARRAY_MT  "json.array"
+#define NULL_KEY "rollout.json.null"
+#define ARRAY_MT "json.array"
 #define STRBUF_MT "rollout.json.strbuf"
 #define DECODING_MT "rollout.json.decoding"
 
 /* lua_error does not return; this tells the compiler so. */
-static _Noreturn void raise_error(lua_State *L)
-{
+static _Noreturn void raise_error(lua_State *L) {
     lua_error(L);
     abort();
 }
 
-static void copy_error(char *err, size_t errlen, const char *msg)
-{
-    if (err && errlen)
-        snprintf(err, errlen, "%s", msg ? msg : "unknown error");
+static void copy_error(char *err, size_t errlen, const char *msg) {
+    if (err && errlen) snprintf(err, errlen, "%s", msg ? msg : "unknown error");
 }
 
 /* ------------------------------------------------------------------ shared values */
 
 /* __tostring of json.null [-0, +1, m] */
-static int null_tostring(lua_State *L)
-{
+static int null_tostring(lua_State *L) {
     lua_pushliteral(L, "null");
     return 1;
 }
 
-void json_push_null(lua_State *L)
-{
-    if (lua_getfield(L, LUA_REGISTRYINDEX, NULL_KEY) == LUA_TUSERDATA)
-        return;
+void json_push_null(lua_State *L) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, NULL_KEY) == LUA_TUSERDATA) return;
     lua_pop(L, 1);
     lua_newuserdatauv(L, 0, 0);
     if (luaL_newmetatable(L, "json.null")) {
@@ -93,8 +87,7 @@ void json_push_null(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, NULL_KEY);
 }
 
-int json_is_null(lua_State *L, int idx)
-{
+int json_is_null(lua_State *L, int idx) {
     int is_null;
     idx = lua_absindex(L, idx);
     json_push_null(L);
@@ -103,37 +96,28 @@ int json_is_null(lua_State *L, int idx)
     return is_null;
 }
 
-void json_push_array_mt(lua_State *L)
-{
+void json_push_array_mt(lua_State *L) {
     luaL_newmetatable(L, ARRAY_MT); /* sets __name, so tostring shows "json.array: 0x..." */
 }
 
 /* Length of the valid UTF-8 sequence at p (p[0] >= 0x80), or 0 when it is not valid:
  * no overlong forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_sequence(const unsigned char *p, const unsigned char *end)
-{
+static size_t utf8_sequence(const unsigned char *p, const unsigned char *end) {
     unsigned c = p[0], lo = 0x80, hi = 0xBF;
     size_t n, i;
 
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF)
-        n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4)
-        n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else
-        return 0;
-    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
-        return 0;
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return 0;
+    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi) return 0;
     for (i = 2; i < n; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
+        if ((p[i] & 0xC0) != 0x80) return 0;
     return n;
 }
 
 /* Options tables: an unknown key is an error naming the key. */
-static void check_option_names(lua_State *L, int idx, const char *fn, const char *const names[])
-{
+static void check_option_names(lua_State *L, int idx, const char *fn, const char *const names[]) {
     luaL_checktype(L, idx, LUA_TTABLE);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -141,23 +125,18 @@ static void check_option_names(lua_State *L, int idx, const char *fn, const char
         lua_pop(L, 1);
         for (int i = 0; names[i] && !known; i++)
             known = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), names[i]) == 0;
-        if (!known)
-            luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -1, NULL));
+        if (!known) luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -1, NULL));
     }
 }
 
 /* The index of opts[key] in choices (choices[0] when absent). */
-static int option_choice(lua_State *L, int idx, const char *fn, const char *key,
-                         const char *const choices[])
-{
+static int option_choice(lua_State *L, int idx, const char *fn, const char *key, const char *const choices[]) {
     int found = 0;
     if (lua_getfield(L, idx, key) != LUA_TNIL) {
         const char *v = lua_tostring(L, -1);
         for (found = 0; choices[found]; found++)
-            if (v && lua_type(L, -1) == LUA_TSTRING && strcmp(v, choices[found]) == 0)
-                break;
-        if (!choices[found])
-            luaL_error(L, "%s: option %s must be \"%s\" or \"%s\"", fn, key, choices[0], choices[1]);
+            if (v && lua_type(L, -1) == LUA_TSTRING && strcmp(v, choices[found]) == 0) break;
+        if (!choices[found]) luaL_error(L, "%s: option %s must be \"%s\" or \"%s\"", fn, key, choices[0], choices[1]);
     }
     lua_pop(L, 1);
     return found;
@@ -191,7 +170,7 @@ struct marks {
 struct chunk;
 
 struct decoding {
-    cJSON *tree;         /* in chunks */
+    cJSON *tree;          /* in chunks */
     struct chunk *chunks; /* the arena, newest first */
     struct marks ints, nul_strings;
     char *copy; /* the text with over-long numbers blanked for cJSON, when there are any */
@@ -222,22 +201,17 @@ struct chunk {
 
 static struct decoding *arena_owner; /* the decode cJSON is parsing for, or NULL */
 
-static void *cjson_malloc(size_t n)
-{
+static void *cjson_malloc(size_t n) {
     struct chunk *c = arena_owner ? arena_owner->chunks : NULL;
     size_t align = sizeof(max_align_t), want = (n + align - 1) / align * align;
 
-    if (!arena_owner)
-        return NULL;
+    if (!arena_owner) return NULL;
     if (!c || c->size - c->used < want) {
         size_t size = c ? c->size * 2 : 64 * 1024;
-        if (size > 16 * 1024 * 1024)
-            size = 16 * 1024 * 1024;
-        if (size < want)
-            size = want;
+        if (size > 16 * 1024 * 1024) size = 16 * 1024 * 1024;
+        if (size < want) size = want;
         struct chunk *fresh = alloc_lua(NULL, NULL, 0, sizeof *fresh + size);
-        if (!fresh)
-            return NULL;
+        if (!fresh) return NULL;
         *fresh = (struct chunk){.prev = c, .size = size};
         arena_owner->chunks = c = fresh;
     }
@@ -245,37 +219,27 @@ static void *cjson_malloc(size_t n)
     return (char *)c->data + c->used - want;
 }
 
-static void cjson_free(void *q)
-{
-    (void)q; /* the arena goes as a whole */
-}
+static void cjson_free(void *q) { (void)q; /* the arena goes as a whole */ }
 
-static void position_of(const struct decoder *d, const char *at, lua_Integer *line, lua_Integer *col)
-{
+static void position_of(const struct decoder *d, const char *at, lua_Integer *line, lua_Integer *col) {
     const char *bol = d->start;
     *line = 1;
     for (const char *q = d->start; q < at; q++)
-        if (*q == '\n')
-            (*line)++, bol = q + 1;
+        if (*q == '\n') (*line)++, bol = q + 1;
     *col = (lua_Integer)(at - bol) + 1;
 }
 
-static const char *describe_byte(const struct decoder *d, const char *at, char buf[16])
-{
+static const char *describe_byte(const struct decoder *d, const char *at, char buf[16]) {
     unsigned char c;
-    if (at >= d->end)
-        return "end of input";
+    if (at >= d->end) return "end of input";
     c = (unsigned char)*at;
-    if (c > 0x20 && c < 0x7F)
-        snprintf(buf, 16, "'%c'", c);
-    else
-        snprintf(buf, 16, "byte 0x%02X", c);
+    if (c > 0x20 && c < 0x7F) snprintf(buf, 16, "'%c'", c);
+    else snprintf(buf, 16, "byte 0x%02X", c);
     return buf;
 }
 
 /* Raise "line L column C: <message>"; decode runs protected, json.decode returns it. */
-static _Noreturn void decode_error(const struct decoder *d, const char *at, const char *fmt, ...)
-{
+static _Noreturn void decode_error(const struct decoder *d, const char *at, const char *fmt, ...) {
     lua_Integer line, col;
     va_list ap;
     position_of(d, at, &line, &col);
@@ -287,50 +251,38 @@ static _Noreturn void decode_error(const struct decoder *d, const char *at, cons
     raise_error(d->L);
 }
 
-static _Noreturn void expected(const struct decoder *d, const char *what)
-{
+static _Noreturn void expected(const struct decoder *d, const char *what) {
     char buf[16];
     decode_error(d, d->p, "expected %s, found %s", what, describe_byte(d, d->p, buf));
 }
 
-static int peek(const struct decoder *d, char c)
-{
-    return d->p < d->end && *d->p == c;
+static int peek(const struct decoder *d, char c) { return d->p < d->end && *d->p == c; }
+
+static void skip_space(struct decoder *d) {
+    while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t')) d->p++;
 }
 
-static void skip_space(struct decoder *d)
-{
-    while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
-        d->p++;
-}
-
-static void enter(struct decoder *d)
-{
-    if (++d->depth > JSON_MAX_DEPTH)
-        decode_error(d, d->p, "nesting deeper than %d levels", JSON_MAX_DEPTH);
+static void enter(struct decoder *d) {
+    if (++d->depth > JSON_MAX_DEPTH) decode_error(d, d->p, "nesting deeper than %d levels", JSON_MAX_DEPTH);
     d->p++;
     skip_space(d);
 }
 
 /* After a ',' inside a container closed by `close`. */
-static void skip_comma(struct decoder *d, char close)
-{
+static void skip_comma(struct decoder *d, char close) {
     const char *comma = d->p++;
     skip_space(d);
-    if (peek(d, close))
-        decode_error(d, comma, "trailing comma before '%c'", close);
+    if (peek(d, close)) decode_error(d, comma, "trailing comma before '%c'", close);
 }
 
 /* --- strings */
 
 /* Skip bytes that need no decoding; stop at '"', '\\' or the end. */
-static const char *scan_plain(const struct decoder *d, const char *q)
-{
+static const char *scan_plain(const struct decoder *d, const char *q) {
     while (q < d->end) {
         unsigned char c = (unsigned char)*q;
         size_t n;
-        if (c == '"' || c == '\\')
-            return q;
+        if (c == '"' || c == '\\') return q;
         if (c < 0x20) {
             char buf[16];
             decode_error(d, q, "unescaped control character (%s) in a string", describe_byte(d, q, buf));
@@ -340,93 +292,73 @@ static const char *scan_plain(const struct decoder *d, const char *q)
             continue;
         }
         n = utf8_sequence((const unsigned char *)q, (const unsigned char *)d->end);
-        if (n == 0)
-            decode_error(d, q, "invalid UTF-8 in a string");
+        if (n == 0) decode_error(d, q, "invalid UTF-8 in a string");
         q += n;
     }
     return q;
 }
 
-static unsigned hex4(const struct decoder *d, const char *q)
-{
+static unsigned hex4(const struct decoder *d, const char *q) {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         int c = q + i < d->end ? (unsigned char)q[i] : -1, h;
-        if (c >= '0' && c <= '9')
-            h = c - '0';
-        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-            h = (c | 0x20) - 'a' + 10;
-        else
-            decode_error(d, q + i, "\\u must be followed by four hex digits");
+        if (c >= '0' && c <= '9') h = c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') h = (c | 0x20) - 'a' + 10;
+        else decode_error(d, q + i, "\\u must be followed by four hex digits");
         v = v << 4 | (unsigned)h;
     }
     return v;
 }
 
-static void add_utf8(luaL_Buffer *b, unsigned cp)
-{
+static void add_utf8(luaL_Buffer *b, unsigned cp) {
     char u[4];
     size_t n;
-    if (cp < 0x80)
-        u[0] = (char)cp, n = 1;
-    else if (cp < 0x800)
-        u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
+    if (cp < 0x80) u[0] = (char)cp, n = 1;
+    else if (cp < 0x800) u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
     else if (cp < 0x10000)
-        u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 0x3F)),
-        u[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
+        u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 0x3F)), u[2] = (char)(0x80 | (cp & 0x3F)),
+        n = 3;
     else
-        u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 0x3F)),
-        u[2] = (char)(0x80 | (cp >> 6 & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
+        u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 0x3F)), u[2] = (char)(0x80 | (cp >> 6 & 0x3F)),
+        u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
     luaL_addlstring(b, u, n);
 }
 
 /* q at "\u": one code point, joining a surrogate pair; b NULL: check only. */
-static const char *decode_unicode(struct decoder *d, luaL_Buffer *b, const char *q)
-{
+static const char *decode_unicode(struct decoder *d, luaL_Buffer *b, const char *q) {
     unsigned cp = hex4(d, q + 2), low;
     const char *next = q + 6;
 
-    if (cp >= 0xDC00 && cp <= 0xDFFF)
-        decode_error(d, q, "lone low surrogate \\u%c%c%c%c", q[2], q[3], q[4], q[5]);
+    if (cp >= 0xDC00 && cp <= 0xDFFF) decode_error(d, q, "lone low surrogate \\u%c%c%c%c", q[2], q[3], q[4], q[5]);
     if (cp >= 0xD800 && cp <= 0xDBFF) {
         if (d->end - next < 2 || next[0] != '\\' || next[1] != 'u')
-            decode_error(d, q, "high surrogate \\u%c%c%c%c is not followed by a low surrogate",
-                         q[2], q[3], q[4], q[5]);
+            decode_error(d, q, "high surrogate \\u%c%c%c%c is not followed by a low surrogate", q[2], q[3], q[4], q[5]);
         low = hex4(d, next + 2);
-        if (low < 0xDC00 || low > 0xDFFF)
-            decode_error(d, next, "high surrogate is not followed by a low surrogate");
+        if (low < 0xDC00 || low > 0xDFFF) decode_error(d, next, "high surrogate is not followed by a low surrogate");
         cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
         next += 6;
     }
-    if (cp == 0)
-        d->string_has_nul = 1;
-    if (b)
-        add_utf8(b, cp);
+    if (cp == 0) d->string_has_nul = 1;
+    if (b) add_utf8(b, cp);
     return next;
 }
 
 /* q at '\\': append what the escape means (b NULL: check only), return what follows it. */
-static const char *decode_escape(struct decoder *d, luaL_Buffer *b, const char *q)
-{
+static const char *decode_escape(struct decoder *d, luaL_Buffer *b, const char *q) {
     static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
     const char *hit;
     char buf[16];
 
-    if (q + 1 >= d->end)
-        decode_error(d, q, "unterminated string");
-    if (q[1] == 'u')
-        return decode_unicode(d, b, q);
+    if (q + 1 >= d->end) decode_error(d, q, "unterminated string");
+    if (q[1] == 'u') return decode_unicode(d, b, q);
     hit = q[1] ? strchr(from, q[1]) : NULL;
-    if (!hit)
-        decode_error(d, q, "invalid escape: '\\' followed by %s", describe_byte(d, q + 1, buf));
-    if (b)
-        luaL_addchar(b, to[hit - from]);
+    if (!hit) decode_error(d, q, "invalid escape: '\\' followed by %s", describe_byte(d, q + 1, buf));
+    if (b) luaL_addchar(b, to[hit - from]);
     return q + 2;
 }
 
 /* Push the string token at d->p, decoded from the text (scan() checked it). */
-static void decode_string(struct decoder *d)
-{
+static void decode_string(struct decoder *d) {
     const char *open = d->p, *q = scan_plain(d, d->p + 1);
     luaL_Buffer b;
 
@@ -442,41 +374,32 @@ static void decode_string(struct decoder *d)
         q = scan_plain(d, run);
         luaL_addlstring(&b, run, (size_t)(q - run));
     }
-    if (q >= d->end)
-        decode_error(d, open, "unterminated string");
+    if (q >= d->end) decode_error(d, open, "unterminated string");
     luaL_pushresult(&b);
     d->p = q + 1;
 }
 
 /* --- numbers */
 
-static int is_digit(const struct decoder *d, const char *q)
-{
-    return q < d->end && *q >= '0' && *q <= '9';
-}
+static int is_digit(const struct decoder *d, const char *q) { return q < d->end && *q >= '0' && *q <= '9'; }
 
 /* Push the integer literal [s, e) if it fits lua_Integer. */
-static int push_integer(lua_State *L, const char *s, const char *e)
-{
+static int push_integer(lua_State *L, const char *s, const char *e) {
     int neg = *s == '-';
     uint64_t u = 0, limit = (uint64_t)LUA_MAXINTEGER + (uint64_t)neg;
 
     for (const char *q = s + neg; q < e; q++) {
         unsigned digit = (unsigned)(*q - '0');
-        if (u > (limit - digit) / 10)
-            return 0;
+        if (u > (limit - digit) / 10) return 0;
         u = u * 10 + digit;
     }
-    if (!neg)
-        lua_pushinteger(L, (lua_Integer)u);
-    else
-        lua_pushinteger(L, u > (uint64_t)LUA_MAXINTEGER ? LUA_MININTEGER : -(lua_Integer)u);
+    if (!neg) lua_pushinteger(L, (lua_Integer)u);
+    else lua_pushinteger(L, u > (uint64_t)LUA_MAXINTEGER ? LUA_MININTEGER : -(lua_Integer)u);
     return 1;
 }
 
 /* Lua's own conversion: exact, and it copes with a locale whose decimal point is not '.'. */
-static void push_float(const struct decoder *d, const char *s, const char *e)
-{
+static void push_float(const struct decoder *d, const char *s, const char *e) {
     char buf[64];
     size_t n = (size_t)(e - s), ok;
     if (n < sizeof buf) {
@@ -486,21 +409,16 @@ static void push_float(const struct decoder *d, const char *s, const char *e)
     } else {
         lua_pushlstring(d->L, s, n);
         ok = lua_stringtonumber(d->L, lua_tostring(d->L, -1));
-        if (ok)
-            lua_remove(d->L, -2);
+        if (ok) lua_remove(d->L, -2);
     }
-    if (!ok)
-        decode_error(d, s, "number cannot be converted");
-    if (lua_isinteger(d->L, -1))
-        lua_pushnumber(d->L, (lua_Number)lua_tointeger(d->L, -1)), lua_remove(d->L, -2);
+    if (!ok) decode_error(d, s, "number cannot be converted");
+    if (lua_isinteger(d->L, -1)) lua_pushnumber(d->L, (lua_Number)lua_tointeger(d->L, -1)), lua_remove(d->L, -2);
 }
 
 /* --- literals */
 
-static int match(struct decoder *d, const char *word, size_t n)
-{
-    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
-        return 0;
+static int match(struct decoder *d, const char *word, size_t n) {
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0) return 0;
     d->p += n;
     return 1;
 }
@@ -508,29 +426,23 @@ static int match(struct decoder *d, const char *word, size_t n)
 /* --- the check: scan() */
 
 /* Note a token for push_item. [-0, +0, m] */
-static void add_mark(struct decoder *d, struct marks *m, size_t ordinal, const char *s, size_t len)
-{
+static void add_mark(struct decoder *d, struct marks *m, size_t ordinal, const char *s, size_t len) {
     if (m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 64;
         struct mark *v = alloc_lua(NULL, m->v, m->cap * sizeof *v, cap * sizeof *v);
-        if (!v)
-            d->oom = 1, luaL_error(d->L, "not enough memory");
+        if (!v) d->oom = 1, luaL_error(d->L, "not enough memory");
         m->v = v, m->cap = cap;
     }
     m->v[m->n++] = (struct mark){.ordinal = ordinal, .s = s, .len = len};
 }
 
-static void scan_string(struct decoder *d)
-{
+static void scan_string(struct decoder *d) {
     const char *open = d->p, *q = scan_plain(d, d->p + 1);
 
     d->string_has_nul = 0;
-    while (q < d->end && *q == '\\')
-        q = scan_plain(d, decode_escape(d, NULL, q));
-    if (q >= d->end)
-        decode_error(d, open, "unterminated string");
-    if (d->string_has_nul)
-        add_mark(d, &d->dec->nul_strings, d->nstrings, open, (size_t)(q + 1 - open));
+    while (q < d->end && *q == '\\') q = scan_plain(d, decode_escape(d, NULL, q));
+    if (q >= d->end) decode_error(d, open, "unterminated string");
+    if (d->string_has_nul) add_mark(d, &d->dec->nul_strings, d->nstrings, open, (size_t)(q + 1 - open));
     d->nstrings++;
     d->p = q + 1;
 }
@@ -538,60 +450,47 @@ static void scan_string(struct decoder *d)
 /* cJSON reads at most 63 characters of a number; a longer one is blanked in its copy. */
 #define CJSON_NUMBER_MAX 63
 
-static void scan_number(struct decoder *d)
-{
+static void scan_number(struct decoder *d) {
     const char *s = d->p, *q = s + (*s == '-');
     int is_float = 0;
 
-    if (!is_digit(d, q))
-        d->p = q, expected(d, "a digit");
-    if (*q == '0' && is_digit(d, q + 1))
-        decode_error(d, q, "leading zeros are not allowed");
-    while (is_digit(d, q))
-        q++;
+    if (!is_digit(d, q)) d->p = q, expected(d, "a digit");
+    if (*q == '0' && is_digit(d, q + 1)) decode_error(d, q, "leading zeros are not allowed");
+    while (is_digit(d, q)) q++;
     if (q < d->end && *q == '.') {
-        if (!is_digit(d, ++q))
-            d->p = q, expected(d, "a digit after '.'");
-        while (is_digit(d, q))
-            q++;
+        if (!is_digit(d, ++q)) d->p = q, expected(d, "a digit after '.'");
+        while (is_digit(d, q)) q++;
         is_float = 1;
     }
     if (q < d->end && (*q == 'e' || *q == 'E')) {
         q++;
-        if (q < d->end && (*q == '+' || *q == '-'))
-            q++;
-        if (!is_digit(d, q))
-            d->p = q, expected(d, "a digit in the exponent");
-        while (is_digit(d, q))
-            q++;
+        if (q < d->end && (*q == '+' || *q == '-')) q++;
+        if (!is_digit(d, q)) d->p = q, expected(d, "a digit in the exponent");
+        while (is_digit(d, q)) q++;
         is_float = 1;
     }
     d->p = q;
-    if ((size_t)(q - s) > CJSON_NUMBER_MAX)
-        d->long_numbers = 1;
+    if ((size_t)(q - s) > CJSON_NUMBER_MAX) d->long_numbers = 1;
     /* integers, and floats too long for cJSON, are read from the text: len marks a float */
     if (!is_float || (size_t)(q - s) > CJSON_NUMBER_MAX)
         add_mark(d, &d->dec->ints, d->nnumbers, s, is_float ? 0 : (size_t)(q - s));
     d->nnumbers++;
 }
 
-static void scan_literal(struct decoder *d)
-{
+static void scan_literal(struct decoder *d) {
     if (!match(d, "true", 4) && !match(d, "false", 5) && !match(d, "null", 4))
         decode_error(d, d->p, "invalid literal (expected true, false or null)");
 }
 
 /* The whole text against RFC 8259, without recursion: the open containers are a stack of
  * '[' and '{' at most JSON_MAX_DEPTH deep. Raises the first error. */
-static void scan(struct decoder *d)
-{
+static void scan(struct decoder *d) {
     char open[JSON_MAX_DEPTH + 1];
     char buf[16];
 
     skip_space(d);
 value:
-    if (d->p >= d->end)
-        expected(d, "a value");
+    if (d->p >= d->end) expected(d, "a value");
     switch (*d->p) {
     case '{':
     case '[':
@@ -601,22 +500,24 @@ value:
             d->p++, d->depth--;
             break;
         }
-        if (open[d->depth - 1] == '[')
-            goto value;
+        if (open[d->depth - 1] == '[') goto value;
         goto key;
-    case '"': scan_string(d); break;
-    case 't': case 'f': case 'n': scan_literal(d); break;
+    case '"':
+        scan_string(d);
+        break;
+    case 't':
+    case 'f':
+    case 'n':
+        scan_literal(d);
+        break;
     default:
-        if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9'))
-            scan_number(d);
-        else
-            expected(d, "a value");
+        if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9')) scan_number(d);
+        else expected(d, "a value");
     }
 after_value:
     skip_space(d);
     if (d->depth == 0) {
-        if (d->p < d->end)
-            decode_error(d, d->p, "unexpected %s after the JSON value", describe_byte(d, d->p, buf));
+        if (d->p < d->end) decode_error(d, d->p, "unexpected %s after the JSON value", describe_byte(d, d->p, buf));
         return;
     }
     if (open[d->depth - 1] == '[') {
@@ -624,25 +525,21 @@ after_value:
             skip_comma(d, ']');
             goto value;
         }
-        if (!peek(d, ']'))
-            expected(d, "',' or ']' after an array element");
+        if (!peek(d, ']')) expected(d, "',' or ']' after an array element");
     } else {
         if (peek(d, ',')) {
             skip_comma(d, '}');
             goto key;
         }
-        if (!peek(d, '}'))
-            expected(d, "',' or '}' after an object member");
+        if (!peek(d, '}')) expected(d, "',' or '}' after an object member");
     }
     d->p++, d->depth--;
     goto after_value;
 key:
-    if (!peek(d, '"'))
-        expected(d, "a string key");
+    if (!peek(d, '"')) expected(d, "a string key");
     scan_string(d);
     skip_space(d);
-    if (!peek(d, ':'))
-        expected(d, "':' after an object key");
+    if (!peek(d, ':')) expected(d, "':' after an object key");
     d->p++;
     skip_space(d);
     goto value;
@@ -651,8 +548,7 @@ key:
 /* --- the values: cJSON's tree to Lua */
 
 /* The next number (ordinal n): from the text when marked, else cJSON's double. */
-static void push_number(struct decoder *d, const cJSON *item, size_t n)
-{
+static void push_number(struct decoder *d, const cJSON *item, size_t n) {
     struct marks *m = &d->dec->ints;
     const struct mark *k;
 
@@ -663,20 +559,16 @@ static void push_number(struct decoder *d, const cJSON *item, size_t n)
     k = &m->v[m->next++];
     if (k->len == 0) { /* a float longer than cJSON reads */
         const char *e = k->s;
-        while (e < d->end && strchr("+-.0123456789eE", *e))
-            e++;
+        while (e < d->end && strchr("+-.0123456789eE", *e)) e++;
         push_float(d, k->s, e);
     } else if (!push_integer(d->L, k->s, k->s + k->len)) {
-        if (d->bigint_string)
-            lua_pushlstring(d->L, k->s, k->len);
-        else
-            push_float(d, k->s, k->s + k->len);
+        if (d->bigint_string) lua_pushlstring(d->L, k->s, k->len);
+        else push_float(d, k->s, k->s + k->len);
     }
 }
 
 /* A string (ordinal n) cJSON decoded: from the text when it holds a NUL. */
-static void push_string(struct decoder *d, const char *s, size_t n)
-{
+static void push_string(struct decoder *d, const char *s, size_t n) {
     struct marks *m = &d->dec->nul_strings;
     if (m->next < m->n && m->v[m->next].ordinal == n) {
         d->p = m->v[m->next++].s;
@@ -687,16 +579,25 @@ static void push_string(struct decoder *d, const char *s, size_t n)
 }
 
 /* Push item's value; numbers and strings are counted in document order. [-0, +1, m] */
-static void push_item(struct decoder *d, const cJSON *item)
-{
+static void push_item(struct decoder *d, const cJSON *item) {
     lua_Integer i = 0;
 
     switch (item->type & 0xFF) {
-    case cJSON_False: lua_pushboolean(d->L, 0); return;
-    case cJSON_True: lua_pushboolean(d->L, 1); return;
-    case cJSON_NULL: lua_pushvalue(d->L, d->null_idx); return;
-    case cJSON_Number: push_number(d, item, d->nnumbers++); return;
-    case cJSON_String: push_string(d, item->valuestring, d->nstrings++); return;
+    case cJSON_False:
+        lua_pushboolean(d->L, 0);
+        return;
+    case cJSON_True:
+        lua_pushboolean(d->L, 1);
+        return;
+    case cJSON_NULL:
+        lua_pushvalue(d->L, d->null_idx);
+        return;
+    case cJSON_Number:
+        push_number(d, item, d->nnumbers++);
+        return;
+    case cJSON_String:
+        push_string(d, item->valuestring, d->nstrings++);
+        return;
     case cJSON_Array:
         luaL_checkstack(d->L, 4, "JSON nesting");
         lua_newtable(d->L);
@@ -716,13 +617,13 @@ static void push_item(struct decoder *d, const cJSON *item)
             lua_rawset(d->L, -3);
         }
         return;
-    default: luaL_error(d->L, "json.decode: cJSON returned an item of type %d", item->type);
+    default:
+        luaL_error(d->L, "json.decode: cJSON returned an item of type %d", item->type);
     }
 }
 
 /* __close and __gc of the decoding state. [-0, +0, -] */
-static int decoding_free(lua_State *L)
-{
+static int decoding_free(lua_State *L) {
     struct decoding *dec = luaL_checkudata(L, 1, DECODING_MT);
     for (struct chunk *c = dec->chunks, *prev; c; c = prev) { /* the tree lives in the arena */
         prev = c->prev;
@@ -737,32 +638,26 @@ static int decoding_free(lua_State *L)
 
 /* The text cJSON parses: the input, or a copy with every number longer than cJSON reads
  * replaced by 0 and spaces (push_number reads those from the input). */
-static const char *cjson_text(struct decoder *d, size_t *len)
-{
+static const char *cjson_text(struct decoder *d, size_t *len) {
     struct decoding *dec = d->dec;
     *len = (size_t)(d->end - d->start);
-    if (!d->long_numbers)
-        return d->start;
+    if (!d->long_numbers) return d->start;
     dec->copy = alloc_lua(NULL, NULL, 0, *len);
-    if (!dec->copy)
-        d->oom = 1, luaL_error(d->L, "not enough memory");
+    if (!dec->copy) d->oom = 1, luaL_error(d->L, "not enough memory");
     dec->copy_len = *len;
     memcpy(dec->copy, d->start, *len);
     for (size_t i = 0; i < dec->ints.n; i++) {
         const struct mark *k = &dec->ints.v[i];
         char *s = dec->copy + (k->s - d->start);
         size_t n = 0;
-        while (k->s + n < d->end && strchr("+-.0123456789eE", k->s[n]))
-            n++;
-        if (n > CJSON_NUMBER_MAX)
-            memset(s, ' ', n), s[0] = '0';
+        while (k->s + n < d->end && strchr("+-.0123456789eE", k->s[n])) n++;
+        if (n > CJSON_NUMBER_MAX) memset(s, ' ', n), s[0] = '0';
     }
     return dec->copy;
 }
 
 /* Runs under lua_pcall with the decoder as light userdata. [-0, +1, e] */
-static int decode_protected(lua_State *L)
-{
+static int decode_protected(lua_State *L) {
     struct decoder *d = lua_touserdata(L, 1);
     const char *text, *parse_end = NULL;
     size_t len;
@@ -793,8 +688,7 @@ static int decode_protected(lua_State *L)
 }
 
 /* Push the value, or the error message; returns the lua_pcall status. [-0, +1, -] */
-static int decode_run(lua_State *L, const char *s, size_t n, int bigint_string)
-{
+static int decode_run(lua_State *L, const char *s, size_t n, int bigint_string) {
     struct decoder d = {.start = s, .p = s, .end = s + n, .bigint_string = bigint_string};
     int status;
     lua_pushcfunction(L, decode_protected);
@@ -803,22 +697,19 @@ static int decode_run(lua_State *L, const char *s, size_t n, int bigint_string)
     return d.oom && status == LUA_ERRRUN ? LUA_ERRMEM : status;
 }
 
-int json_decode_lua(lua_State *L, const char *s, size_t n, char *err, size_t errlen)
-{
+int json_decode_lua(lua_State *L, const char *s, size_t n, char *err, size_t errlen) {
     if (!lua_checkstack(L, 4)) {
         copy_error(err, errlen, "Lua stack exhausted");
         return 0;
     }
-    if (decode_run(L, s, n, 0) == LUA_OK)
-        return 1;
+    if (decode_run(L, s, n, 0) == LUA_OK) return 1;
     copy_error(err, errlen, lua_tostring(L, -1));
     lua_pop(L, 1);
     return 0;
 }
 
 /* json.decode(text [, opts]) -> value | nil, err [-0, +(1|2), e] */
-static int json_decode(lua_State *L)
-{
+static int json_decode(lua_State *L) {
     static const char *const names[] = {"bigint", NULL};
     static const char *const bigint[] = {"float", "string", NULL};
     int bigint_string = 0, status;
@@ -832,8 +723,7 @@ static int json_decode(lua_State *L)
         bigint_string = option_choice(L, 2, "json.decode", "bigint", bigint);
     }
     status = decode_run(L, s, n, bigint_string);
-    if (status == LUA_OK)
-        return 1;
+    if (status == LUA_OK) return 1;
     if (status != LUA_ERRRUN) /* out of memory: not the input's fault */
         return lua_error(L);
     lua_pushnil(L);
@@ -849,16 +739,14 @@ struct strbuf {
 };
 
 /* __gc of the encoder's buffer, which a raised error abandons. [-0, +0, -] */
-static int strbuf_gc(lua_State *L)
-{
+static int strbuf_gc(lua_State *L) {
     struct strbuf *b = lua_touserdata(L, 1);
     free(b->p);
     b->p = NULL;
     return 0;
 }
 
-static struct strbuf *strbuf_new(lua_State *L)
-{
+static struct strbuf *strbuf_new(lua_State *L) {
     struct strbuf *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     if (luaL_newmetatable(L, STRBUF_MT)) {
@@ -886,19 +774,15 @@ struct encoder {
 
 static void encode_value(struct encoder *e, int idx);
 
-static int is_identifier(const char *s, size_t n)
-{
-    if (n == 0 || (s[0] >= '0' && s[0] <= '9'))
-        return 0;
+static int is_identifier(const char *s, size_t n) {
+    if (n == 0 || (s[0] >= '0' && s[0] <= '9')) return 0;
     for (size_t i = 0; i < n; i++)
-        if (!(s[i] == '_' || (s[i] >= '0' && s[i] <= '9') || ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z')))
-            return 0;
+        if (!(s[i] == '_' || (s[i] >= '0' && s[i] <= '9') || ((s[i] | 0x20) >= 'a' && (s[i] | 0x20) <= 'z'))) return 0;
     return 1;
 }
 
 /* "$.a[3].b" for the value being encoded. [-0, +1, m] */
-static void push_path(const struct encoder *e)
-{
+static void push_path(const struct encoder *e) {
     luaL_Buffer b;
     char num[32];
     luaL_buffinit(e->L, &b);
@@ -921,8 +805,7 @@ static void push_path(const struct encoder *e)
 }
 
 /* Raise "file:line: json.encode: <message> at $.path". */
-static _Noreturn void encode_error(struct encoder *e, const char *fmt, ...)
-{
+static _Noreturn void encode_error(struct encoder *e, const char *fmt, ...) {
     va_list ap;
     luaL_where(e->L, 1);
     lua_pushliteral(e->L, "json.encode: ");
@@ -935,32 +818,26 @@ static _Noreturn void encode_error(struct encoder *e, const char *fmt, ...)
     raise_error(e->L);
 }
 
-static char *reserve(struct encoder *e, size_t extra)
-{
+static char *reserve(struct encoder *e, size_t extra) {
     struct strbuf *b = e->b;
     size_t cap;
     char *p;
-    if (b->p && b->cap - b->n >= extra)
-        return b->p + b->n;
+    if (b->p && b->cap - b->n >= extra) return b->p + b->n;
     for (cap = b->cap ? b->cap : 256; cap - b->n < extra; cap *= 2)
-        if (cap > SIZE_MAX / 4)
-            encode_error(e, "output too large");
+        if (cap > SIZE_MAX / 4) encode_error(e, "output too large");
     p = realloc(b->p, cap);
-    if (!p)
-        encode_error(e, "out of memory");
+    if (!p) encode_error(e, "out of memory");
     b->p = p;
     b->cap = cap;
     return b->p + b->n;
 }
 
-static void put(struct encoder *e, const void *s, size_t n)
-{
+static void put(struct encoder *e, const void *s, size_t n) {
     memcpy(reserve(e, n), s, n);
     e->b->n += n;
 }
 
-static void put_char(struct encoder *e, char c)
-{
+static void put_char(struct encoder *e, char c) {
     *reserve(e, 1) = c;
     e->b->n++;
 }
@@ -968,12 +845,10 @@ static void put_char(struct encoder *e, char c)
 #define put_literal(e, s) put((e), "" s, sizeof(s) - 1)
 
 /* Pretty output: a line break and the indentation for `depth` levels. */
-static void newline(struct encoder *e, int depth)
-{
+static void newline(struct encoder *e, int depth) {
     char *p;
     size_t n = (size_t)e->indent * (size_t)depth;
-    if (!e->indent)
-        return;
+    if (!e->indent) return;
     p = reserve(e, n + 1);
     *p = '\n';
     memset(p + 1, ' ', n);
@@ -983,24 +858,20 @@ static void newline(struct encoder *e, int depth)
 /* --- scalars */
 
 /* The first of %.15g, %.16g, %.17g that reads back to v, made to look like a float. */
-static size_t format_double(char buf[64], double v)
-{
+static size_t format_double(char buf[64], double v) {
     int n = 0;
     for (int precision = 15; precision <= 17; precision++) {
         n = snprintf(buf, 64, "%.*g", precision, v);
-        if (strtod(buf, NULL) == v)
-            break;
+        if (strtod(buf, NULL) == v) break;
     }
     for (int i = 0; i < n; i++)
         if (buf[i] == ',') /* a locale's decimal comma */
             buf[i] = '.';
-    if (strspn(buf, "-0123456789") == (size_t)n)
-        buf[n++] = '.', buf[n++] = '0', buf[n] = '\0';
+    if (strspn(buf, "-0123456789") == (size_t)n) buf[n++] = '.', buf[n++] = '0', buf[n] = '\0';
     return (size_t)n;
 }
 
-static void encode_number(struct encoder *e, int idx)
-{
+static void encode_number(struct encoder *e, int idx) {
     char buf[64];
     double v;
     if (lua_isinteger(e->L, idx)) {
@@ -1009,17 +880,12 @@ static void encode_number(struct encoder *e, int idx)
         return;
     }
     v = (double)lua_tonumber(e->L, idx);
-    if (isfinite(v))
-        put(e, buf, format_double(buf, v));
-    else if (e->non_finite_null)
-        put_literal(e, "null");
-    else
-        encode_error(e, "cannot encode %s (use non_finite = \"null\")",
-                     isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf");
+    if (isfinite(v)) put(e, buf, format_double(buf, v));
+    else if (e->non_finite_null) put_literal(e, "null");
+    else encode_error(e, "cannot encode %s (use non_finite = \"null\")", isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf");
 }
 
-static void put_escape(struct encoder *e, unsigned char c)
-{
+static void put_escape(struct encoder *e, unsigned char c) {
     static const char from[] = "\"\\\b\f\n\r\t", to[] = "\"\\bfnrt";
     const char *hit = c ? strchr(from, c) : NULL;
     char buf[8];
@@ -1032,8 +898,7 @@ static void put_escape(struct encoder *e, unsigned char c)
     }
 }
 
-static void put_string(struct encoder *e, const char *s, size_t n)
-{
+static void put_string(struct encoder *e, const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
     put_char(e, '"');
     while (p < end) {
@@ -1047,12 +912,9 @@ static void put_string(struct encoder *e, const char *s, size_t n)
             continue;
         }
         put(e, run, (size_t)(p - run));
-        if (*p < 0x80)
-            put_escape(e, *p);
-        else if (e->replace_utf8)
-            put_literal(e, "\xEF\xBF\xBD");
-        else
-            encode_error(e, "invalid UTF-8 in a string (use invalid_utf8 = \"replace\")");
+        if (*p < 0x80) put_escape(e, *p);
+        else if (e->replace_utf8) put_literal(e, "\xEF\xBF\xBD");
+        else encode_error(e, "invalid UTF-8 in a string (use invalid_utf8 = \"replace\")");
         run = ++p;
     }
     put(e, run, (size_t)(p - run));
@@ -1061,28 +923,22 @@ static void put_string(struct encoder *e, const char *s, size_t n)
 
 /* --- tables */
 
-static void step_index(struct encoder *e, lua_Integer i)
-{
+static void step_index(struct encoder *e, lua_Integer i) {
     e->path[e->depth - 1] = (struct path_step){NULL, 0, i};
     e->nsteps = e->depth;
 }
 
-static void step_key(struct encoder *e, const char *key, size_t len)
-{
+static void step_key(struct encoder *e, const char *key, size_t len) {
     e->path[e->depth - 1] = (struct path_step){key, len, 0};
     e->nsteps = e->depth;
 }
 
-static void enter_table(struct encoder *e, int idx)
-{
+static void enter_table(struct encoder *e, int idx) {
     lua_State *L = e->L;
-    if (e->depth >= JSON_MAX_DEPTH)
-        encode_error(e, "nesting deeper than %d levels", JSON_MAX_DEPTH);
-    if (!lua_checkstack(L, 8))
-        encode_error(e, "nesting too deep for the Lua stack");
+    if (e->depth >= JSON_MAX_DEPTH) encode_error(e, "nesting deeper than %d levels", JSON_MAX_DEPTH);
+    if (!lua_checkstack(L, 8)) encode_error(e, "nesting too deep for the Lua stack");
     lua_pushvalue(L, idx);
-    if (lua_rawget(L, e->visiting) != LUA_TNIL)
-        encode_error(e, "cycle: the table contains itself");
+    if (lua_rawget(L, e->visiting) != LUA_TNIL) encode_error(e, "cycle: the table contains itself");
     lua_pop(L, 1);
     lua_pushvalue(L, idx);
     lua_pushboolean(L, 1);
@@ -1090,8 +946,7 @@ static void enter_table(struct encoder *e, int idx)
     e->depth++;
 }
 
-static void leave_table(struct encoder *e, int idx)
-{
+static void leave_table(struct encoder *e, int idx) {
     lua_pushvalue(e->L, idx);
     lua_pushnil(e->L);
     lua_rawset(e->L, e->visiting);
@@ -1099,29 +954,24 @@ static void leave_table(struct encoder *e, int idx)
     e->nsteps = e->depth;
 }
 
-static int has_array_mt(struct encoder *e, int idx)
-{
+static int has_array_mt(struct encoder *e, int idx) {
     int marked;
-    if (!lua_getmetatable(e->L, idx))
-        return 0;
+    if (!lua_getmetatable(e->L, idx)) return 0;
     marked = lua_rawequal(e->L, -1, e->array_mt);
     lua_pop(e->L, 1);
     return marked;
 }
 
 /* Smallest missing index of a sparse integer-keyed table. */
-static lua_Integer first_hole(lua_State *L, int idx)
-{
+static lua_Integer first_hole(lua_State *L, int idx) {
     lua_Integer i = 1;
-    while (lua_rawgeti(L, idx, i) != LUA_TNIL)
-        lua_pop(L, 1), i++;
+    while (lua_rawgeti(L, idx, i) != LUA_TNIL) lua_pop(L, 1), i++;
     lua_pop(L, 1);
     return i;
 }
 
 /* Array (returns its length n >= 0) or object (returns -1 - count); raises on bad keys. */
-static lua_Integer table_shape(struct encoder *e, int idx)
-{
+static lua_Integer table_shape(struct encoder *e, int idx) {
     lua_State *L = e->L;
     lua_Integer ints = 0, max = 0, strings = 0;
     int marked = has_array_mt(e, idx);
@@ -1139,8 +989,7 @@ static lua_Integer table_shape(struct encoder *e, int idx)
                 encode_error(e, "integer key %I in a table with string keys (mixed keys)",
                              (LUAI_UACINT)lua_tointeger(L, -1));
             ints++;
-            if (lua_tointeger(L, -1) > max)
-                max = lua_tointeger(L, -1);
+            if (lua_tointeger(L, -1) > max) max = lua_tointeger(L, -1);
         } else {
             const char *type = luaL_typename(L, -1);
             encode_error(e, "key %s (%s) cannot be encoded: keys must be strings or integers 1..n",
@@ -1148,46 +997,39 @@ static lua_Integer table_shape(struct encoder *e, int idx)
         }
     }
     if (ints != max)
-        encode_error(e, "sparse array: index %I is missing (highest index %I)",
-                     (LUAI_UACINT)first_hole(L, idx), (LUAI_UACINT)max);
+        encode_error(e, "sparse array: index %I is missing (highest index %I)", (LUAI_UACINT)first_hole(L, idx),
+                     (LUAI_UACINT)max);
     return strings || (!ints && !marked) ? -1 - strings : ints;
 }
 
-static void encode_array(struct encoder *e, int idx, lua_Integer n)
-{
+static void encode_array(struct encoder *e, int idx, lua_Integer n) {
     put_char(e, '[');
     for (lua_Integer i = 1; i <= n; i++) {
-        if (i > 1)
-            put_char(e, ',');
+        if (i > 1) put_char(e, ',');
         newline(e, e->depth);
         step_index(e, i);
         lua_rawgeti(e->L, idx, i);
         encode_value(e, lua_gettop(e->L));
         lua_pop(e->L, 1);
     }
-    if (n)
-        newline(e, e->depth - 1);
+    if (n) newline(e, e->depth - 1);
     put_char(e, ']');
 }
 
 /* key and value are absolute stack indices; key is a string. */
-static void encode_member(struct encoder *e, int key, int value, int first)
-{
+static void encode_member(struct encoder *e, int key, int value, int first) {
     size_t n;
     const char *k = lua_tolstring(e->L, key, &n);
-    if (!first)
-        put_char(e, ',');
+    if (!first) put_char(e, ',');
     newline(e, e->depth);
     step_key(e, k, n);
     put_string(e, k, n);
     put_char(e, ':');
-    if (e->indent)
-        put_char(e, ' ');
+    if (e->indent) put_char(e, ' ');
     encode_value(e, value);
 }
 
-static void encode_object(struct encoder *e, int idx)
-{
+static void encode_object(struct encoder *e, int idx) {
     lua_State *L = e->L;
     int first = 1;
     put_char(e, '{');
@@ -1198,8 +1040,7 @@ static void encode_object(struct encoder *e, int idx)
         lua_pop(L, 1);
         first = 0;
     }
-    if (!first)
-        newline(e, e->depth - 1);
+    if (!first) newline(e, e->depth - 1);
     put_char(e, '}');
 }
 
@@ -1208,16 +1049,14 @@ struct key_ref {
     size_t n;
 };
 
-static int key_compare(const void *a, const void *b)
-{
+static int key_compare(const void *a, const void *b) {
     const struct key_ref *x = a, *y = b;
     int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
     return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
 /* The key strings stay alive: the table being encoded holds them. */
-static void encode_object_sorted(struct encoder *e, int idx, lua_Integer count)
-{
+static void encode_object_sorted(struct encoder *e, int idx, lua_Integer count) {
     lua_State *L = e->L;
     struct key_ref *keys = lua_newuserdatauv(L, (size_t)count * sizeof *keys + 1, 0);
     lua_Integer i = 0;
@@ -1239,49 +1078,35 @@ static void encode_object_sorted(struct encoder *e, int idx, lua_Integer count)
         encode_member(e, top - 1, top, i == 0);
         lua_pop(L, 2);
     }
-    if (count)
-        newline(e, e->depth - 1);
+    if (count) newline(e, e->depth - 1);
     put_char(e, '}');
     lua_pop(L, 1);
 }
 
-static void encode_table(struct encoder *e, int idx)
-{
+static void encode_table(struct encoder *e, int idx) {
     lua_Integer shape;
     enter_table(e, idx);
     shape = table_shape(e, idx);
-    if (shape >= 0)
-        encode_array(e, idx, shape);
-    else if (e->sort)
-        encode_object_sorted(e, idx, -1 - shape);
-    else
-        encode_object(e, idx);
+    if (shape >= 0) encode_array(e, idx, shape);
+    else if (e->sort) encode_object_sorted(e, idx, -1 - shape);
+    else encode_object(e, idx);
     leave_table(e, idx);
 }
 
-static void encode_value(struct encoder *e, int idx)
-{
+static void encode_value(struct encoder *e, int idx) {
     lua_State *L = e->L;
     int type = lua_type(L, idx);
-    if (type == LUA_TNIL || (type == LUA_TUSERDATA && lua_rawequal(L, idx, e->null_idx)))
-        put_literal(e, "null");
-    else if (type == LUA_TBOOLEAN && lua_toboolean(L, idx))
-        put_literal(e, "true");
-    else if (type == LUA_TBOOLEAN)
-        put_literal(e, "false");
-    else if (type == LUA_TNUMBER)
-        encode_number(e, idx);
-    else if (type == LUA_TSTRING)
-        put_string(e, lua_tostring(L, idx), lua_rawlen(L, idx));
-    else if (type == LUA_TTABLE)
-        encode_table(e, idx);
-    else
-        encode_error(e, "cannot encode a %s", luaL_typename(L, idx));
+    if (type == LUA_TNIL || (type == LUA_TUSERDATA && lua_rawequal(L, idx, e->null_idx))) put_literal(e, "null");
+    else if (type == LUA_TBOOLEAN && lua_toboolean(L, idx)) put_literal(e, "true");
+    else if (type == LUA_TBOOLEAN) put_literal(e, "false");
+    else if (type == LUA_TNUMBER) encode_number(e, idx);
+    else if (type == LUA_TSTRING) put_string(e, lua_tostring(L, idx), lua_rawlen(L, idx));
+    else if (type == LUA_TTABLE) encode_table(e, idx);
+    else encode_error(e, "cannot encode a %s", luaL_typename(L, idx));
 }
 
 /* Encode the value at idx; replaces nothing, pushes the text. [-0, +1, e] */
-static void encode_run(lua_State *L, struct encoder *e, int idx)
-{
+static void encode_run(lua_State *L, struct encoder *e, int idx) {
     int base;
     idx = lua_absindex(L, idx);
     luaL_checkstack(L, 8, "json.encode");
@@ -1302,8 +1127,7 @@ static void encode_run(lua_State *L, struct encoder *e, int idx)
     lua_settop(L, base);
 }
 
-static void encode_options(lua_State *L, int idx, struct encoder *e)
-{
+static void encode_options(lua_State *L, int idx, struct encoder *e) {
     static const char *const names[] = {"sort", "indent", "non_finite", "invalid_utf8", NULL};
     static const char *const non_finite[] = {"error", "null", NULL};
     static const char *const invalid_utf8[] = {"error", "replace", NULL};
@@ -1314,35 +1138,29 @@ static void encode_options(lua_State *L, int idx, struct encoder *e)
     lua_getfield(L, idx, "indent");
     if (lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 0 && lua_tointeger(L, -1) <= 16)
         e->indent = (int)lua_tointeger(L, -1);
-    else if (lua_isboolean(L, -1) || lua_isnil(L, -1))
-        e->indent = lua_toboolean(L, -1) ? 2 : 0;
-    else
-        luaL_error(L, "json.encode: option indent must be a boolean or an integer 0..16");
+    else if (lua_isboolean(L, -1) || lua_isnil(L, -1)) e->indent = lua_toboolean(L, -1) ? 2 : 0;
+    else luaL_error(L, "json.encode: option indent must be a boolean or an integer 0..16");
     lua_pop(L, 2);
     e->non_finite_null = option_choice(L, idx, "json.encode", "non_finite", non_finite);
     e->replace_utf8 = option_choice(L, idx, "json.encode", "invalid_utf8", invalid_utf8);
 }
 
 /* json.encode(value [, opts]) -> string [-0, +1, e] */
-static int json_encode(lua_State *L)
-{
+static int json_encode(lua_State *L) {
     struct encoder e = {0};
     luaL_checkany(L, 1);
-    if (!lua_isnoneornil(L, 2))
-        encode_options(L, 2, &e);
+    if (!lua_isnoneornil(L, 2)) encode_options(L, 2, &e);
     encode_run(L, &e, 1);
     return 1;
 }
 
 /* Runs under lua_pcall: (lightuserdata encoder, value) -> text. [-0, +1, e] */
-static int encode_protected(lua_State *L)
-{
+static int encode_protected(lua_State *L) {
     encode_run(L, lua_touserdata(L, 1), 2);
     return 1;
 }
 
-int json_encode_lua(lua_State *L, int idx, int flags, char *err, size_t errlen)
-{
+int json_encode_lua(lua_State *L, int idx, int flags, char *err, size_t errlen) {
     struct encoder e = {0};
     idx = lua_absindex(L, idx);
     if (!lua_checkstack(L, 4)) {
@@ -1354,16 +1172,14 @@ int json_encode_lua(lua_State *L, int idx, int flags, char *err, size_t errlen)
     lua_pushcfunction(L, encode_protected);
     lua_pushlightuserdata(L, &e);
     lua_pushvalue(L, idx);
-    if (lua_pcall(L, 2, 1, 0) == LUA_OK)
-        return 1;
+    if (lua_pcall(L, 2, 1, 0) == LUA_OK) return 1;
     copy_error(err, errlen, lua_tostring(L, -1));
     lua_pop(L, 1);
     return 0;
 }
 
 /* json.array([t]) -> t with json.array_mt [-0, +1, e] */
-static int json_array(lua_State *L)
-{
+static int json_array(lua_State *L) {
     if (lua_isnoneornil(L, 1)) {
         lua_settop(L, 0);
         lua_newtable(L);
@@ -1386,8 +1202,7 @@ static const luaL_Reg json_functions[] = {
 };
 
 /* require "rollout.json" [-0, +1, m] */
-int luaopen_rollout_json(lua_State *L)
-{
+int luaopen_rollout_json(lua_State *L) {
     static cJSON_Hooks hooks = {.malloc_fn = cjson_malloc, .free_fn = cjson_free};
     cJSON_InitHooks(&hooks);
     if (luaL_newmetatable(L, DECODING_MT)) {

@@ -43,19 +43,18 @@
 #define TASK_MT "rollout.task"
 
 enum task_state { T_READY, T_RUNNING, T_WAITING, T_DONE, T_FAILED, T_CANCELLED };
-static const char *const state_names[] = {"ready", "running", "waiting", "done", "failed",
-                                          "cancelled"};
+static const char *const state_names[] = {"ready", "running", "waiting", "done", "failed", "cancelled"};
 
 /* What a parked task waits for decides whether the virtual clock may jump past it. */
 enum wait_kind { W_NONE, W_IO, W_EXT };
 
 struct task {
     lua_State *co;
-    int ref;              /* registry anchor while not finished */
+    int ref; /* registry anchor while not finished */
     int state;
-    int nargs;            /* values on co's stack for the next resume */
+    int nargs; /* values on co's stack for the next resume */
     long id;
-    task *next;           /* ready queue */
+    task *next; /* ready queue */
     int wait_kind;
     int suspended;        /* parked by suspend(): wake() may resume it */
     int timeout_is_sleep; /* deadline fires with no values (sleep) or nil,"timeout" */
@@ -98,7 +97,9 @@ static double mono_since_start(void) {
 double loop_now(void) { return S.virtual_clock ? S.vnow : mono_since_start(); }
 double loop_wall(void) { return S.wall0 + loop_now(); }
 int loop_is_virtual(void) { return S.virtual_clock; }
-struct ev_loop *loop_ev(void) { return S.ev; }
+struct ev_loop *loop_ev(void) {
+    return S.ev;
+}
 lua_State *loop_lua(void) { return S.L; }
 
 /* ---- timer heap (min-heap on deadline, FIFO among equal deadlines) --------------- */
@@ -204,8 +205,10 @@ int loop_reserve(task *t, int n) {
 static task *check_in_task(lua_State *L, const char *what) {
     task *t = loop_task_of(L);
     if (!t || t->co != L)
-        luaL_error(L, "%s must be called from a task (rollout.spawn or the main script), "
-                      "not from a plain coroutine", what);
+        luaL_error(L,
+                   "%s must be called from a task (rollout.spawn or the main script), "
+                   "not from a plain coroutine",
+                   what);
     return t;
 }
 
@@ -213,11 +216,12 @@ static task *check_in_task(lua_State *L, const char *what) {
  * operation, so a refusal leaves nothing behind. */
 task *loop_check_can_park(lua_State *L, const char *what) {
     task *t = check_in_task(L, what);
-    if (t->state != T_RUNNING)
-        luaL_error(L, "%s cannot wait while its task is being cancelled", what);
+    if (t->state != T_RUNNING) luaL_error(L, "%s cannot wait while its task is being cancelled", what);
     if (!lua_isyieldable(L))
-        luaL_error(L, "%s cannot wait here (inside a metamethod, an iterator or a C function "
-                      "such as table.sort's comparator)", what);
+        luaL_error(L,
+                   "%s cannot wait here (inside a metamethod, an iterator or a C function "
+                   "such as table.sort's comparator)",
+                   what);
     return t;
 }
 
@@ -232,13 +236,9 @@ static task *park(lua_State *L, int kind, task_cancel_fn cancel, void *ud) {
     return t;
 }
 
-task *loop_park(lua_State *L, task_cancel_fn cancel, void *ud) {
-    return park(L, W_IO, cancel, ud);
-}
+task *loop_park(lua_State *L, task_cancel_fn cancel, void *ud) { return park(L, W_IO, cancel, ud); }
 
-task *loop_park_idle(lua_State *L, task_cancel_fn cancel, void *ud) {
-    return park(L, W_EXT, cancel, ud);
-}
+task *loop_park_idle(lua_State *L, task_cancel_fn cancel, void *ud) { return park(L, W_EXT, cancel, ud); }
 
 /* Push the task's uservalue table {co=, results=, err=, waiters=}. */
 static void push_box(lua_State *L, task *t) {
@@ -277,9 +277,7 @@ static void finish_queued(lua_State *L, task *t, int state, int queued) {
     if (!queued) release(L, t);
 }
 
-static void finish(lua_State *L, task *t, int state) {
-    finish_queued(L, t, state, t->state == T_READY);
-}
+static void finish(lua_State *L, task *t, int state) { finish_queued(L, t, state, t->state == T_READY); }
 
 /* ---- resuming ------------------------------------------------------------------- */
 
@@ -416,7 +414,10 @@ static void fire_due_timers(void) {
 
 /* ---- spawning ------------------------------------------------------------------- */
 
-static int task_gc(lua_State *L) { (void)L; return 0; }
+static int task_gc(lua_State *L) {
+    (void)L;
+    return 0;
+}
 
 /* Create a task running the function at `fidx` with `nargs` values above it. [-0, +1, m] */
 static task *spawn(lua_State *L, int fidx, int nargs) {
@@ -507,16 +508,21 @@ static int core_current(lua_State *L) {
     return 1;
 }
 
-static int core_now(lua_State *L) { lua_pushnumber(L, loop_now()); return 1; }
-static int core_time(lua_State *L) { lua_pushnumber(L, loop_wall()); return 1; }
+static int core_now(lua_State *L) {
+    lua_pushnumber(L, loop_now());
+    return 1;
+}
+static int core_time(lua_State *L) {
+    lua_pushnumber(L, loop_wall());
+    return 1;
+}
 
 /* rollout.clock([name]) -> name  [-0, +1, e] */
 static int core_clock(lua_State *L) {
     if (!lua_isnoneornil(L, 1)) {
         static const char *const names[] = {"real", "virtual", NULL};
         int v = luaL_checkoption(L, 1, NULL, names);
-        if (!v && S.virtual_clock)
-            return luaL_error(L, "clock: a virtual clock cannot return to real time");
+        if (!v && S.virtual_clock) return luaL_error(L, "clock: a virtual clock cannot return to real time");
         /* start virtual time on a whole second: runs with the same seed stay bit-identical */
         if (v && !S.virtual_clock) S.vnow = ceil(mono_since_start());
         S.virtual_clock = v;
@@ -552,12 +558,12 @@ static int finished_results(lua_State *L, task *t, int box) {
 }
 
 static int task_wait_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)status; (void)ctx;
+    (void)status;
+    (void)ctx;
     task *t = check_task(L, 1);
     lua_settop(L, 1);
     lua_getiuservalue(L, 1, 1);
-    if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED)
-        return finished_results(L, t, 2);
+    if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED) return finished_results(L, t, 2);
     /* woken by the timeout; joiner_cancel already took us off t's waiters */
     lua_pushnil(L);
     lua_pushliteral(L, "timeout");
@@ -587,8 +593,7 @@ static int task_wait(lua_State *L) {
     task *t = check_task(L, 1);
     double timeout = lua_isnoneornil(L, 2) ? -1 : check_seconds(L, 2);
     lua_settop(L, 1);
-    if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED)
-        return task_wait_k(L, LUA_OK, 0);
+    if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED) return task_wait_k(L, LUA_OK, 0);
     task *self = check_in_task(L, "task:wait");
     if (self == t) return luaL_error(L, "a task cannot wait for itself");
     lua_getiuservalue(L, 1, 1);
@@ -660,8 +665,8 @@ static int task_cancel(lua_State *L) {
     lua_setfield(L, -2, "cancel_reason");
     lua_pop(L, 1);
     int queued = t->state == T_READY;
-    t->state = T_CANCELLED; /* before __close handlers run: they cannot park it again */
-    lua_resetthread(t->co); /* runs pending to-be-closed variables */
+    t->state = T_CANCELLED;                   /* before __close handlers run: they cannot park it again */
+    lua_resetthread(t->co);                   /* runs pending to-be-closed variables */
     finish_queued(L, t, T_CANCELLED, queued); /* if queued as ready, run_ready skips it */
     lua_pushboolean(L, 1);
     return 1;
@@ -675,7 +680,10 @@ static int task_tostring(lua_State *L) {
 
 /* ---- signals -------------------------------------------------------------------- */
 
-static const struct { const char *name; int signo; } signal_names[] = {
+static const struct {
+    const char *name;
+    int signo;
+} signal_names[] = {
     {"INT", SIGINT}, {"TERM", SIGTERM}, {"HUP", SIGHUP}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
 };
 #define NSIG_WATCHED (int)(sizeof signal_names / sizeof signal_names[0])
@@ -683,7 +691,7 @@ static const struct { const char *name; int signo; } signal_names[] = {
 static struct sigslot {
     ev_signal w;
     int started;
-    int pending;   /* arrived while nobody waited */
+    int pending; /* arrived while nobody waited */
 } sigslots[NSIG_WATCHED];
 
 /* Waiters: a registry table task -> {names...}; small, scanned on each signal. */
@@ -708,7 +716,7 @@ static void deliver_signal(int i) {
         if (t && t->state == T_WAITING && (mask & (1 << i))) {
             lua_pushvalue(L, -1);
             lua_pushnil(L);
-            lua_rawset(L, -4); /* clearing the current key is allowed during lua_next */
+            lua_rawset(L, -4);                 /* clearing the current key is allowed during lua_next */
             if (!loop_reserve(t, 1)) continue; /* t fails; the signal stays pending */
             lua_pushstring(t->co, signal_names[i].name);
             loop_ready(t, 1);
@@ -720,7 +728,8 @@ static void deliver_signal(int i) {
 }
 
 static void on_signal(struct ev_loop *ev, ev_signal *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     deliver_signal((int)((struct sigslot *)w - sigslots)); /* w is the slot's first member */
 }
 
@@ -747,7 +756,10 @@ static int signal_mask(lua_State *L, int *timeout_idx) {
     int top = lua_gettop(L), mask = 0;
     *timeout_idx = 0;
     for (int a = 1; a <= top; a++) {
-        if (lua_type(L, a) == LUA_TNUMBER && a == top) { *timeout_idx = a; break; }
+        if (lua_type(L, a) == LUA_TNUMBER && a == top) {
+            *timeout_idx = a;
+            break;
+        }
         int i = signal_index(luaL_checkstring(L, a));
         if (i < 0) luaL_argerror(L, a, "unknown signal (INT, TERM, HUP, USR1, USR2)");
         mask |= 1 << i;
@@ -790,12 +802,13 @@ static void create_task_metatable(lua_State *L);
 /* ---- the loop ------------------------------------------------------------------- */
 
 static void on_wakeup(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)w; (void)revents;
+    (void)ev;
+    (void)w;
+    (void)revents;
 }
 
 static int main_finished(void) {
-    return S.main_task->state == T_DONE || S.main_task->state == T_FAILED ||
-           S.main_task->state == T_CANCELLED;
+    return S.main_task->state == T_DONE || S.main_task->state == T_FAILED || S.main_task->state == T_CANCELLED;
 }
 
 static void loop_turn(lua_State *L) {
@@ -895,15 +908,22 @@ void loop_close(void) {
 }
 
 static const luaL_Reg task_methods[] = {
-    {"wait", task_wait},     {"result", task_result}, {"cancel", task_cancel},
-    {"state", task_state},   {"id", task_id},         {NULL, NULL},
+    {"wait", task_wait},   {"result", task_result}, {"cancel", task_cancel},
+    {"state", task_state}, {"id", task_id},         {NULL, NULL},
 };
 
 static const luaL_Reg core_funcs[] = {
-    {"spawn", core_spawn},           {"sleep", core_sleep},     {"suspend", core_suspend},
-    {"wake", core_wake},             {"current", core_current}, {"now", core_now},
-    {"time", core_time},             {"clock", core_clock},     {"wait_signal", core_wait_signal},
-    {"watch_signal", core_watch_signal}, {NULL, NULL},
+    {"spawn", core_spawn},
+    {"sleep", core_sleep},
+    {"suspend", core_suspend},
+    {"wake", core_wake},
+    {"current", core_current},
+    {"now", core_now},
+    {"time", core_time},
+    {"clock", core_clock},
+    {"wait_signal", core_wait_signal},
+    {"watch_signal", core_watch_signal},
+    {NULL, NULL},
 };
 
 static void create_task_metatable(lua_State *L) {

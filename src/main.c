@@ -93,11 +93,13 @@ static int push_main(lua_State *L, int argc, char **argv) {
 int main(int argc, char **argv) {
     char luadir[PATH_MAX];
     if (!find_luadir(luadir, sizeof luadir)) {
-        fprintf(stderr, "rollout: Lua library not found (looked beside the binary and in %s); "
-                        "set ROLLOUT_LUADIR\n", luadir);
+        fprintf(stderr,
+                "rollout: Lua library not found (looked beside the binary and in %s); "
+                "set ROLLOUT_LUADIR\n",
+                luadir);
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN); /* a closed peer is an error return, never a dead engine */
+    signal(SIGPIPE, SIG_IGN);        /* a closed peer is an error return, never a dead engine */
     lua_State *L = alloc_newstate(); /* luaL_newstate on rollout.alloc's allocator */
     if (!L) return fprintf(stderr, "rollout: out of memory\n"), 3;
     luaL_openlibs(L);

@@ -73,7 +73,7 @@
 #define MAX_ADDRS 8
 #define FILLS_PER_TURN 16
 
-#define OWNER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define OWNER(ptr, type, member) ((type *)(void *)(((char *)(ptr)) - offsetof(type, member)))
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -123,9 +123,7 @@ static int push_fail(lua_State *L, const char *msg) {
     return 2;
 }
 
-static const char *stream_error(int e) {
-    return e == EPIPE || e == ECONNRESET ? "closed" : strerror(e);
-}
+static const char *stream_error(int e) { return e == EPIPE || e == ECONNRESET ? "closed" : strerror(e); }
 
 static int fill_sun(struct sockaddr_un *sa, const char *path) {
     memset(sa, 0, sizeof *sa);
@@ -139,10 +137,10 @@ static int fill_sun(struct sockaddr_un *sa, const char *path) {
 
 struct conn {
     int fd;
-    int eof, err;           /* the peer closed; errno of a failed read */
-    char *buf;              /* unread bytes are buf[start, start + len) */
+    int eof, err; /* the peer closed; errno of a failed read */
+    char *buf;    /* unread bytes are buf[start, start + len) */
     size_t start, len, cap;
-    size_t scanned;         /* bytes already searched for the current pattern */
+    size_t scanned; /* bytes already searched for the current pattern */
     task *reader, *writer;
     ev_io rio, wio;
     ev_timer rtimer, wtimer;
@@ -173,22 +171,26 @@ static void conn_wake_writer(struct conn *c) {
 }
 
 static void conn_on_readable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     conn_wake_reader(OWNER(w, struct conn, rio));
 }
 
 static void conn_on_rtimeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     conn_wake_reader(OWNER(w, struct conn, rtimer));
 }
 
 static void conn_on_writable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     conn_wake_writer(OWNER(w, struct conn, wio));
 }
 
 static void conn_on_wtimeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     conn_wake_writer(OWNER(w, struct conn, wtimer));
 }
 
@@ -333,8 +335,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
         int f = conn_fill(c);
         if (f == -2) {
             lua_pushnil(L);
-            lua_pushfstring(L, "more than %I bytes without the pattern completing",
-                            (lua_Integer)MAX_BUFFER);
+            lua_pushfstring(L, "more than %I bytes without the pattern completing", (lua_Integer)MAX_BUFFER);
             return 2;
         }
         if (f == 0 || ++fills >= FILLS_PER_TURN) break; /* wait (or give others a turn) */
@@ -351,8 +352,10 @@ static int start_receive(lua_State *L, int kind, const char *fn) {
     struct conn *c = check_conn(L);
     double deadline = opt_deadline(L, 3);
     if (c->reader)
-        return luaL_error(L, "%s: another task is receiving on this connection "
-                             "(one reader at a time)", fn);
+        return luaL_error(L,
+                          "%s: another task is receiving on this connection "
+                          "(one reader at a time)",
+                          fn);
     lua_settop(L, 3);
     lua_pushnumber(L, deadline);
     c->scanned = 0;
@@ -394,7 +397,8 @@ static int send_fail(lua_State *L, const char *err, size_t sent) {
 
 /* Stack: conn, data, timeout, deadline, bytes sent so far. */
 static int send_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)status; (void)ctx;
+    (void)status;
+    (void)ctx;
     struct conn *c = lua_touserdata(L, 1);
     size_t len;
     const char *data = lua_tolstring(L, 2, &len);
@@ -465,8 +469,7 @@ static int conn_peer_uid(lua_State *L) {
         return push_fail(L, "peer_uid: not a unix socket");
     struct ucred cr;
     socklen_t cl = sizeof cr;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0)
-        return push_fail(L, strerror(errno));
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0) return push_fail(L, strerror(errno));
     lua_pushinteger(L, (lua_Integer)cr.uid);
     lua_pushinteger(L, (lua_Integer)cr.gid);
     lua_pushinteger(L, (lua_Integer)cr.pid);
@@ -496,7 +499,7 @@ struct lookup {
     struct gaicb cb;
     struct addrinfo hints;
     char host[256], port[16];
-    struct connect *op;     /* NULL once abandoned */
+    struct connect *op; /* NULL once abandoned */
     struct lookup *next;
 };
 
@@ -513,13 +516,13 @@ static void lookup_notify(union sigval sv) {
 /* ---- connecting ------------------------------------------------------------------------- */
 
 struct connect {
-    int fd;                              /* the attempt in progress */
+    int fd; /* the attempt in progress */
     struct sockaddr_storage addrs[MAX_ADDRS];
     socklen_t lens[MAX_ADDRS];
     int naddr, next;
     int last_err, gai_err;
-    int writable;                        /* the attempt's socket became writable */
-    struct lookup *lookup;               /* the name being resolved */
+    int writable;          /* the attempt's socket became writable */
+    struct lookup *lookup; /* the name being resolved */
     task *task;
     ev_io w;
     ev_timer timer;
@@ -538,14 +541,16 @@ static void connect_wake(struct connect *op) {
 }
 
 static void connect_on_writable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     struct connect *op = OWNER(w, struct connect, w);
     op->writable = 1;
     connect_wake(op);
 }
 
 static void connect_on_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     connect_wake(OWNER(w, struct connect, timer));
 }
 
@@ -567,7 +572,9 @@ static void lookup_free(struct lookup *lk) {
 }
 
 static void lookup_on_done(struct ev_loop *ev, ev_async *w, int revents) {
-    (void)ev; (void)w; (void)revents;
+    (void)ev;
+    (void)w;
+    (void)revents;
     struct lookup *lk = lookups;
     while (lk) {
         struct lookup *next = lk->next;
@@ -685,7 +692,8 @@ static int connect_attempt(struct connect *op) {
 
 /* Stack: target/host, port, timeout, deadline, connect, label. */
 static int connect_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)status; (void)ctx;
+    (void)status;
+    (void)ctx;
     struct connect *op = lua_touserdata(L, 5);
     double deadline = lua_tonumber(L, 4);
     for (;;) {
@@ -707,8 +715,7 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
             close(op->fd);
             op->fd = -1;
         }
-        if (op->next >= op->naddr)
-            return connect_fail(L, op, op->naddr ? strerror(op->last_err) : "no address");
+        if (op->next >= op->naddr) return connect_fail(L, op, op->naddr ? strerror(op->last_err) : "no address");
         int rc = connect_attempt(op);
         if (rc == 1) op->writable = 1;
         if (rc == 0) ev_io_set(&op->w, op->fd, EV_WRITE);
@@ -804,12 +811,14 @@ static void server_wake(struct server *s) {
 }
 
 static void server_on_readable(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     server_wake(OWNER(w, struct server, w));
 }
 
 static void server_on_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     server_wake(OWNER(w, struct server, timer));
 }
 
@@ -821,8 +830,7 @@ static void server_release(struct server *s, int wake) {
     if (s->fd >= 0) close(s->fd);
     s->fd = -1;
     struct stat st;
-    if (s->path[0] && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-        unlink(s->path);
+    if (s->path[0] && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino) unlink(s->path);
     s->path[0] = 0;
     if (wake && t) loop_ready(t, 0);
 }
@@ -846,7 +854,8 @@ static struct server *check_server(lua_State *L) { return luaL_checkudata(L, 1, 
 
 /* Stack: server, timeout, deadline. */
 static int accept_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)status; (void)ctx;
+    (void)status;
+    (void)ctx;
     struct server *s = lua_touserdata(L, 1);
     double deadline = lua_tonumber(L, 3);
     if (s->fd < 0) return push_fail(L, "closed");
@@ -858,8 +867,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
     }
     int e = errno;
     lua_pop(L, 1);
-    if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
-        return push_fail(L, strerror(e));
+    if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED) return push_fail(L, strerror(e));
     if (timed_out(deadline)) return push_fail(L, "timeout");
     loop_check_can_park(L, "server:accept");
     ev_io_start(loop_ev(), &s->w);
@@ -872,8 +880,7 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
 static int server_accept(lua_State *L) {
     struct server *s = check_server(L);
     double deadline = opt_deadline(L, 2);
-    if (s->acceptor)
-        return luaL_error(L, "server:accept: another task is accepting on this server");
+    if (s->acceptor) return luaL_error(L, "server:accept: another task is accepting on this server");
     lua_settop(L, 2);
     lua_pushnumber(L, deadline);
     return accept_k(L, LUA_OK, 0);
@@ -944,16 +951,13 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err
         if (errno == ENOENT) return 0;
         return snprintf(err, n, "listen %s: %s", path, strerror(errno)), -1;
     }
-    if (!S_ISSOCK(st.st_mode))
-        return snprintf(err, n, "listen %s: exists and is not a socket", path), -1;
+    if (!S_ISSOCK(st.st_mode)) return snprintf(err, n, "listen %s: exists and is not a socket", path), -1;
     int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (probe < 0) return snprintf(err, n, "listen %s: %s", path, strerror(errno)), -1;
     int rc = connect(probe, (const struct sockaddr *)sa, sizeof *sa), e = errno;
     close(probe);
-    if (rc == 0 || e == EAGAIN)
-        return snprintf(err, n, "listen %s: a server is already listening there", path), -1;
-    if (e != ECONNREFUSED && e != ENOENT)
-        return snprintf(err, n, "listen %s: %s", path, strerror(e)), -1;
+    if (rc == 0 || e == EAGAIN) return snprintf(err, n, "listen %s: a server is already listening there", path), -1;
+    if (e != ECONNREFUSED && e != ENOENT) return snprintf(err, n, "listen %s: %s", path, strerror(e)), -1;
     if (unlink(path) != 0 && errno != ENOENT)
         return snprintf(err, n, "listen %s: removing the stale socket: %s", path, strerror(errno)), -1;
     return 0;
@@ -983,8 +987,7 @@ static int net_listen_unix(lua_State *L) {
         return fail_errno(L, "listen", path, e);
     }
     struct stat st;
-    if ((mode >= 0 && chmod(path, (mode_t)mode) != 0) || listen(fd, SOMAXCONN) != 0 ||
-        stat(path, &st) != 0) {
+    if ((mode >= 0 && chmod(path, (mode_t)mode) != 0) || listen(fd, SOMAXCONN) != 0 || stat(path, &st) != 0) {
         e = errno;
         close(fd);
         unlink(path);
@@ -1032,9 +1035,14 @@ static int net_listen_tcp(lua_State *L) {
 /* ---- module ----------------------------------------------------------------------------- */
 
 static const luaL_Reg conn_methods[] = {
-    {"send", conn_send},         {"receive", conn_receive}, {"receive_until", conn_receive_until},
-    {"shutdown", conn_shutdown}, {"close", conn_close},     {"peer_uid", conn_peer_uid},
-    {"fd", conn_fd},             {NULL, NULL},
+    {"send", conn_send},
+    {"receive", conn_receive},
+    {"receive_until", conn_receive_until},
+    {"shutdown", conn_shutdown},
+    {"close", conn_close},
+    {"peer_uid", conn_peer_uid},
+    {"fd", conn_fd},
+    {NULL, NULL},
 };
 
 static const luaL_Reg server_methods[] = {
@@ -1043,13 +1051,15 @@ static const luaL_Reg server_methods[] = {
 };
 
 static const luaL_Reg net_funcs[] = {
-    {"connect_unix", net_connect_unix}, {"connect_tcp", net_connect_tcp},
-    {"listen_unix", net_listen_unix},   {"listen_tcp", net_listen_tcp},
+    {"connect_unix", net_connect_unix},
+    {"connect_tcp", net_connect_tcp},
+    {"listen_unix", net_listen_unix},
+    {"listen_tcp", net_listen_tcp},
     {NULL, NULL},
 };
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction gc, lua_CFunction tostring) {
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                      lua_CFunction tostring) {
     if (luaL_newmetatable(L, name)) {
         if (methods) {
             lua_newtable(L);

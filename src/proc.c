@@ -68,11 +68,11 @@
 
 #define DEFAULT_MAX_OUTPUT ((size_t)64 << 20)
 #define DEFAULT_GRACE 2.0
-#define LINGER 1.0         /* seconds to wait for EOF after the child exited */
-#define EXIT_GRACE 2.0     /* at lua_close: TERM, then KILL after this */
+#define LINGER 1.0     /* seconds to wait for EOF after the child exited */
+#define EXIT_GRACE 2.0 /* at lua_close: TERM, then KILL after this */
 #define READ_CHUNK 65536
 
-#define OWNER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define OWNER(ptr, type, member) ((type *)(void *)(((char *)(ptr)) - offsetof(type, member)))
 
 extern char **environ;
 
@@ -117,17 +117,11 @@ static int make_pipe(int p[2]) {
     return -1;
 }
 
-static int open_devnull(void) {
-    return fd_above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC));
-}
+static int open_devnull(void) { return fd_above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC)); }
 
-static void set_nonblock(int fd) {
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
+static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-static task *check_task_context(lua_State *L, const char *what) {
-    return loop_check_can_park(L, what);
-}
+static task *check_task_context(lua_State *L, const char *what) { return loop_check_can_park(L, what); }
 
 /* Seconds from a number or a duration string at idx; `def` when nil. [-0, +0, e] */
 static double check_seconds_at(lua_State *L, int idx, double def, const char *what) {
@@ -146,8 +140,7 @@ static double check_seconds_at(lua_State *L, int idx, double def, const char *wh
     return v;
 }
 
-static double field_seconds(lua_State *L, int opts, const char *key, double def,
-                            const char *what) {
+static double field_seconds(lua_State *L, int opts, const char *key, double def, const char *what) {
     lua_getfield(L, opts, key);
     double v = check_seconds_at(L, -1, def, what);
     lua_pop(L, 1);
@@ -224,13 +217,13 @@ static void set_status_fields(lua_State *L, int status) {
 
 struct exec_req {
     char **argv;
-    char **envp;        /* NULL: inherit ours */
-    const char *cwd;    /* NULL: ours */
-    int stdio[3];       /* descriptors that become 0, 1, 2 */
+    char **envp;     /* NULL: inherit ours */
+    const char *cwd; /* NULL: ours */
+    int stdio[3];    /* descriptors that become 0, 1, 2 */
 };
 
 struct exec_failure {
-    int stage;          /* 0 exec, 1 cwd, 2 setup */
+    int stage; /* 0 exec, 1 cwd, 2 setup */
     int err;
 };
 
@@ -293,8 +286,8 @@ static pid_t spawn_process(const struct exec_req *x, char *err, size_t errlen) {
     if (n != (ssize_t)sizeof f) return pid; /* EOF: exec succeeded */
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
     static const char *const stages[] = {"", "cwd ", "child setup: "};
-    snprintf(err, errlen, "cannot run '%s': %s%s%s%s", x->argv[0], stages[f.stage],
-             f.stage == 1 ? x->cwd : "", f.stage == 1 ? ": " : "", strerror(f.err));
+    snprintf(err, errlen, "cannot run '%s': %s%s%s%s", x->argv[0], stages[f.stage], f.stage == 1 ? x->cwd : "",
+             f.stage == 1 ? ": " : "", strerror(f.err));
     return -1;
 }
 
@@ -342,13 +335,11 @@ static char **push_env(lua_State *L, int opts, const char *fn) {
     lua_pushnil(L);
     while (lua_next(L, env)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-        if (!k || !*k || strchr(k, '='))
-            luaL_error(L, "%s: env names must be non-empty strings without '='", fn);
+        if (!k || !*k || strchr(k, '=')) luaL_error(L, "%s: env names must be non-empty strings without '='", fn);
         lua_pushvalue(L, -2);
         int t = lua_type(L, -2);
         if (t == LUA_TBOOLEAN && !lua_toboolean(L, -2)) lua_pushnil(L);
-        else if (t == LUA_TSTRING || t == LUA_TNUMBER)
-            lua_pushfstring(L, "%s=%s", k, lua_tostring(L, -2));
+        else if (t == LUA_TSTRING || t == LUA_TNUMBER) lua_pushfstring(L, "%s=%s", k, lua_tostring(L, -2));
         else luaL_error(L, "%s: env.%s must be a string, a number or false", fn, k);
         lua_rawset(L, m);
         lua_pop(L, 1);
@@ -394,16 +385,16 @@ struct buf {
 struct run {
     ev_child child;
     ev_io in_w, out_w, err_w;
-    ev_timer kill_timer;    /* the timeout, then the grace period before SIGKILL */
-    ev_timer linger_timer;  /* EOF wait after the exit */
-    task *task;             /* NULL once cancelled or done */
-    int ref;                /* registry anchor while the child or a pipe is live */
+    ev_timer kill_timer;   /* the timeout, then the grace period before SIGKILL */
+    ev_timer linger_timer; /* EOF wait after the exit */
+    task *task;            /* NULL once cancelled or done */
+    int ref;               /* registry anchor while the child or a pipe is live */
     pid_t pid;
     int reaped, status, done;
-    int killing;            /* 0, 1 TERM sent, 2 KILL sent */
+    int killing; /* 0, 1 TERM sent, 2 KILL sent */
     int timed_out;
-    int overflow;           /* 0, 1 stdout, 2 stderr */
-    const char *in_data;    /* the stdin string, anchored on the task's stack */
+    int overflow;        /* 0, 1 stdout, 2 stderr */
+    const char *in_data; /* the stdin string, anchored on the task's stack */
     size_t in_len, in_off;
     struct buf out, err;
     size_t max_output;
@@ -439,7 +430,8 @@ static void run_kill(struct run *r) {
 }
 
 static void run_on_kill_timer(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     struct run *r = OWNER(w, struct run, kill_timer);
     if (r->reaped) return;
     if (!r->killing) {
@@ -452,7 +444,8 @@ static void run_on_kill_timer(struct ev_loop *ev, ev_timer *w, int revents) {
 }
 
 static void run_on_linger(struct ev_loop *ev, ev_timer *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     struct run *r = OWNER(w, struct run, linger_timer);
     io_close(&r->out_w);
     io_close(&r->err_w);
@@ -472,7 +465,8 @@ static void run_on_exit(struct ev_loop *ev, ev_child *w, int revents) {
 }
 
 static void run_on_stdin(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     struct run *r = OWNER(w, struct run, in_w);
     while (r->in_off < r->in_len) {
         size_t n = r->in_len - r->in_off;
@@ -528,13 +522,15 @@ static void run_read(struct run *r, ev_io *w, struct buf *b, int which) {
 }
 
 static void run_on_stdout(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     struct run *r = OWNER(w, struct run, out_w);
     run_read(r, w, &r->out, 1);
 }
 
 static void run_on_stderr(struct ev_loop *ev, ev_io *w, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     struct run *r = OWNER(w, struct run, err_w);
     run_read(r, w, &r->err, 2);
 }
@@ -578,7 +574,8 @@ static int run_gc(lua_State *L) {
 
 /* Continuation: the child is reaped and its output read. Stack: opts, run, stdin, prog. */
 static int run_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)status; (void)ctx;
+    (void)status;
+    (void)ctx;
     struct run *r = lua_touserdata(L, 2);
     lua_createtable(L, 0, 6);
     set_status_fields(L, r->status);
@@ -594,16 +591,14 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
     if (!r->overflow && !r->timed_out) return 1;
     lua_pushnil(L);
     if (r->overflow)
-        lua_pushfstring(L, "%s of '%s' exceeded %I bytes", r->overflow == 1 ? "stdout" : "stderr",
-                        lua_tostring(L, 4), (lua_Integer)r->max_output);
-    else
-        lua_pushfstring(L, "timed out after %f s", r->timeout);
+        lua_pushfstring(L, "%s of '%s' exceeded %I bytes", r->overflow == 1 ? "stdout" : "stderr", lua_tostring(L, 4),
+                        (lua_Integer)r->max_output);
+    else lua_pushfstring(L, "timed out after %f s", r->timeout);
     lua_rotate(L, -3, -1); /* nil, message, partial */
     return 3;
 }
 
-static const char *const run_keys[] = {"argv", "stdin", "timeout", "env", "cwd",
-                                       "max_output", "grace", NULL};
+static const char *const run_keys[] = {"argv", "stdin", "timeout", "env", "cwd", "max_output", "grace", NULL};
 
 static void run_init(struct run *r) {
     memset(r, 0, sizeof *r);
@@ -659,15 +654,14 @@ static int proc_run(lua_State *L) {
     run_init(r);
     luaL_setmetatable(L, RUN_MT);
     lua_getfield(L, 1, "stdin"); /* 3 */
-    if (!lua_isnil(L, 3) && lua_type(L, 3) != LUA_TSTRING)
-        luaL_error(L, "proc.run: stdin must be a string");
+    if (!lua_isnil(L, 3) && lua_type(L, 3) != LUA_TSTRING) luaL_error(L, "proc.run: stdin must be a string");
     r->in_data = lua_tolstring(L, 3, &r->in_len);
     r->timeout = field_seconds(L, 1, "timeout", -1, "proc.run: timeout");
     r->grace = field_seconds(L, 1, "grace", DEFAULT_GRACE, "proc.run: grace");
     r->max_output = field_bytes(L, 1, "max_output", DEFAULT_MAX_OUTPUT, "proc.run: max_output");
     struct exec_req x;
     read_exec_req(L, 1, "proc.run", &x); /* 4..7 */
-    lua_pushstring(L, x.argv[0]);         /* 8: the program, for messages */
+    lua_pushstring(L, x.argv[0]);        /* 8: the program, for messages */
     lua_pushvalue(L, 2);
     r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (run_pipes(r, r->in_data != NULL, x.stdio) != 0) {
@@ -706,7 +700,7 @@ struct child {
     ev_child w;
     pid_t pid;
     int reaped, status;
-    int ref;                 /* registry anchor while the process runs */
+    int ref; /* registry anchor while the process runs */
     struct waiter *waiters;
 };
 
@@ -742,7 +736,8 @@ static void child_on_exit(struct ev_loop *ev, ev_child *w, int revents) {
 }
 
 static void waiter_on_timeout(struct ev_loop *ev, ev_timer *t, int revents) {
-    (void)ev; (void)revents;
+    (void)ev;
+    (void)revents;
     struct waiter *w = OWNER(t, struct waiter, timer);
     waiter_unlink(w);
     loop_ready(w->task, 0);
@@ -765,7 +760,8 @@ static int push_exit(lua_State *L, int status) {
 }
 
 static int child_wait_k(lua_State *L, int status, lua_KContext ctx) {
-    (void)status; (void)ctx;
+    (void)status;
+    (void)ctx;
     struct child *c = check_child(L);
     if (c->reaped) return push_exit(L, c->status);
     lua_pushnil(L);
@@ -884,7 +880,7 @@ static int proc_spawn(lua_State *L) {
     const char *out_spec = field_output(L, 1, "stdout");
     const char *err_spec = field_output(L, 1, "stderr");
     struct exec_req x;
-    read_exec_req(L, 1, "proc.spawn", &x); /* 2..5 */
+    read_exec_req(L, 1, "proc.spawn", &x);                /* 2..5 */
     struct child *c = lua_newuserdatauv(L, sizeof *c, 0); /* 6 */
     memset(c, 0, sizeof *c);
     c->ref = LUA_NOREF;
@@ -921,12 +917,13 @@ static int proc_spawn(lua_State *L) {
 /* ---- module ----------------------------------------------------------------------------- */
 
 static const luaL_Reg child_methods[] = {
-    {"pid", child_pid}, {"running", child_running}, {"wait", child_wait},
-    {"kill", child_kill}, {NULL, NULL},
+    {"pid", child_pid}, {"running", child_running}, {"wait", child_wait}, {"kill", child_kill}, {NULL, NULL},
 };
 
 static const luaL_Reg proc_funcs[] = {
-    {"run", proc_run}, {"spawn", proc_spawn}, {NULL, NULL},
+    {"run", proc_run},
+    {"spawn", proc_spawn},
+    {NULL, NULL},
 };
 
 int luaopen_rollout_proc(lua_State *L) {

@@ -35,7 +35,7 @@
 
 struct promtext_fam {
     promtext_family pub;
-    char *help_owned;           /* the unescaped HELP text when it had escapes */
+    char *help_owned; /* the unescaped HELP text when it had escapes */
     uint32_t hash;
     unsigned char has_type, has_help, has_samples, reported;
 };
@@ -46,8 +46,13 @@ struct promtext_fam {
  * designators, which gcc and clang accept in C11 mode.) */
 enum { C_BLANK = 1, C_DIGIT = 2, C_LABEL_START = 4, C_COLON = 8 };
 static const unsigned char char_class[256] = {
-    [' '] = C_BLANK, ['\t'] = C_BLANK, ['0' ... '9'] = C_DIGIT, ['a' ... 'z'] = C_LABEL_START,
-    ['A' ... 'Z'] = C_LABEL_START, ['_'] = C_LABEL_START, [':'] = C_COLON,
+    [' '] = C_BLANK,
+    ['\t'] = C_BLANK,
+    ['0' ... '9'] = C_DIGIT,
+    ['a' ... 'z'] = C_LABEL_START,
+    ['A' ... 'Z'] = C_LABEL_START,
+    ['_'] = C_LABEL_START,
+    [':'] = C_COLON,
 };
 
 static inline int is_class(char c, int mask) { return char_class[(unsigned char)c] & mask; }
@@ -93,8 +98,7 @@ static int equals_nocase(const char *s, size_t n, const char *word) {
 /* NaN, Inf, Infinity in any case, as Go's strconv.ParseFloat accepts them. */
 static int parse_special(const char *s, size_t n, int neg, double *out) {
     if (equals_nocase(s, n, "nan")) return *out = NAN, 0;
-    if (equals_nocase(s, n, "inf") || equals_nocase(s, n, "infinity"))
-        return *out = neg ? -INFINITY : INFINITY, 0;
+    if (equals_nocase(s, n, "inf") || equals_nocase(s, n, "infinity")) return *out = neg ? -INFINITY : INFINITY, 0;
     return -1;
 }
 
@@ -113,9 +117,8 @@ static int parse_double_slow(const char *s, size_t n, double *out) {
 /* Decimal floats. Up to 19 significant digits and |exponent| <= 22 take Clinger's exact
  * fast path (one multiply or divide of exact doubles); the rest go to strtod. */
 int promtext_parse_double(const char *s, size_t n, double *out) {
-    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                   1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     const char *p = s, *e = s + n;
     int neg = 0;
     if (p < e && (*p == '+' || *p == '-')) neg = *p++ == '-';
@@ -184,8 +187,7 @@ const char *promtext_type_name(enum promtext_type t) {
 
 static int parse_type(const char *s, size_t n, enum promtext_type *out) {
     for (int t = PROMTEXT_UNTYPED; t <= PROMTEXT_SUMMARY; t++)
-        if (equals_nocase(s, n, promtext_type_name((enum promtext_type)t)))
-            return *out = (enum promtext_type)t, 0;
+        if (equals_nocase(s, n, promtext_type_name((enum promtext_type)t))) return *out = (enum promtext_type)t, 0;
     return -1;
 }
 
@@ -222,7 +224,7 @@ int promtext_grow(void **ptr, size_t *cap, size_t need, size_t elem) {
 /* ---------------------------------------------------------------- family index */
 
 static uint32_t name_hash(const char *s, size_t n) {
-    uint32_t h = 2166136261u;  /* FNV-1a */
+    uint32_t h = 2166136261u; /* FNV-1a */
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
 }
@@ -284,8 +286,8 @@ struct ctx {
     promtext_error *err;
     size_t line;
     size_t line_len;
-    size_t cur;             /* the family the last line belonged to */
-    size_t scratch_used;    /* bytes of p->scratch used by this line */
+    size_t cur;          /* the family the last line belonged to */
+    size_t scratch_used; /* bytes of p->scratch used by this line */
 };
 
 /* A printable, bounded excerpt of untrusted bytes for an error message. */
@@ -297,10 +299,8 @@ const char *promtext_excerpt(char out[40], const char *s, size_t n) {
     return out;
 }
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static int fail(struct ctx *c, const char *fmt, ...) {
+/* The range designators above already need GCC or clang, so the attribute needs no guard. */
+__attribute__((format(printf, 2, 3))) static int fail(struct ctx *c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->err->message, sizeof c->err->message, fmt, ap);
@@ -334,11 +334,9 @@ static int switch_to(struct ctx *c, size_t i) {
  * histogram name. */
 static int fam_owns_suffix(const struct promtext_fam *f, const char *suf, size_t sl) {
     if (sl == 0) return f->pub.type == PROMTEXT_HISTOGRAM ? -1 : 1;
-    int sum_count = (sl == 4 && memcmp(suf, "_sum", 4) == 0) ||
-                    (sl == 6 && memcmp(suf, "_count", 6) == 0);
+    int sum_count = (sl == 4 && memcmp(suf, "_sum", 4) == 0) || (sl == 6 && memcmp(suf, "_count", 6) == 0);
     if (f->pub.type == PROMTEXT_SUMMARY) return sum_count;
-    if (f->pub.type == PROMTEXT_HISTOGRAM)
-        return sum_count || (sl == 7 && memcmp(suf, "_bucket", 7) == 0);
+    if (f->pub.type == PROMTEXT_HISTOGRAM) return sum_count || (sl == 7 && memcmp(suf, "_bucket", 7) == 0);
     return 0;
 }
 
@@ -380,8 +378,7 @@ static int family_of_sample(struct ctx *c, const char *s, size_t n, int cur_pref
         else if ((i = fam_create(p, s, n, h)) == NO_FAMILY) return fail_oom(c);
     }
     if (own < 0)
-        return fail(c, "sample %s of histogram needs a _bucket, _sum or _count suffix",
-                    promtext_excerpt(ex, s, n));
+        return fail(c, "sample %s of histogram needs a _bucket, _sum or _count suffix", promtext_excerpt(ex, s, n));
     int rc = switch_to(c, i);
     if (rc) return rc;
     p->fams[i].has_samples = 1;
@@ -400,7 +397,8 @@ static int family_of_meta(struct ctx *c, const char *kw, const char *s, size_t n
         struct promtext_fam *f = fam_lookup(p, s, n, h);
         if (f) {
             int dup = kw[0] == 'T' ? f->has_type : f->has_help;
-            return fail(c, dup ? "duplicate %s for %s"
+            return fail(c,
+                        dup              ? "duplicate %s for %s"
                         : f->has_samples ? "%s for %s after its samples"
                                          : "%s for %s is separated from its family's other lines",
                         kw, promtext_excerpt(ex, s, n));
@@ -410,8 +408,7 @@ static int family_of_meta(struct ctx *c, const char *kw, const char *s, size_t n
         if (rc) return rc;
     }
     struct promtext_fam *f = &p->fams[i];
-    if (kw[0] == 'T' ? f->has_type : f->has_help)
-        return fail(c, "duplicate %s for %s", kw, promtext_excerpt(ex, s, n));
+    if (kw[0] == 'T' ? f->has_type : f->has_help) return fail(c, "duplicate %s for %s", kw, promtext_excerpt(ex, s, n));
     if (f->has_samples) return fail(c, "%s for %s after its samples", kw, promtext_excerpt(ex, s, n));
     *out = i;
     return 0;
@@ -469,8 +466,8 @@ static int parse_comment(struct ctx *c, const char *s, const char *e) {
 }
 
 /* The slow path of a label value with escapes: unescape into the line's scratch space. */
-static int unescape_value(struct ctx *c, const char *v, const char **sp, const char *e,
-                          promtext_str *out, promtext_str label) {
+static int unescape_value(struct ctx *c, const char *v, const char **sp, const char *e, promtext_str *out,
+                          promtext_str label) {
     promtext_parser *p = c->p;
     char ex[40];
     if (promtext_grow((void **)&p->scratch, &p->capscratch, c->line_len, 1)) return fail_oom(c);
@@ -484,8 +481,9 @@ static int unescape_value(struct ctx *c, const char *v, const char **sp, const c
         if (++s == e) break;
         if (*s == '\\' || *s == '"') *o++ = *s;
         else if (*s == 'n') *o++ = '\n';
-        else return fail(c, "invalid escape \\%c in the value of label %s", (*s >= 32 && *s < 127) ? *s : '?',
-                         promtext_excerpt(ex, label.ptr, label.len));
+        else
+            return fail(c, "invalid escape \\%c in the value of label %s", (*s >= 32 && *s < 127) ? *s : '?',
+                        promtext_excerpt(ex, label.ptr, label.len));
     }
     if (s >= e) return fail(c, "unterminated value of label %s", promtext_excerpt(ex, label.ptr, label.len));
     *out = (promtext_str){d, (size_t)(o - d)};
@@ -508,13 +506,11 @@ static int check_duplicate_labels(struct ctx *c, size_t n) {
 static int parse_label(struct ctx *c, const char *s, const char *e, const char **sp, promtext_label *out) {
     char ex[40];
     const char *ln = s;
-    if (!is_label_start(*s))
-        return fail(c, "invalid label name at \"%s\"", promtext_excerpt(ex, s, (size_t)(e - s)));
+    if (!is_label_start(*s)) return fail(c, "invalid label name at \"%s\"", promtext_excerpt(ex, s, (size_t)(e - s)));
     while (s < e && is_label_char(*s)) s++;
     out->name = (promtext_str){ln, (size_t)(s - ln)};
     s = skip_blank(s, e);
-    if (s == e || *s != '=')
-        return fail(c, "expected '=' after label %s", promtext_excerpt(ex, ln, out->name.len));
+    if (s == e || *s != '=') return fail(c, "expected '=' after label %s", promtext_excerpt(ex, ln, out->name.len));
     s = skip_blank(s + 1, e);
     if (s == e || *s != '"')
         return fail(c, "expected '\"' to open the value of label %s", promtext_excerpt(ex, ln, out->name.len));
@@ -613,8 +609,7 @@ static int parse_line(struct ctx *c, const char *s, const char *e) {
     return parse_sample(c, s, e);
 }
 
-int promtext_parse(promtext_parser *p, const char *buf, size_t len, const promtext_handler *h,
-                   promtext_error *err) {
+int promtext_parse(promtext_parser *p, const char *buf, size_t len, const promtext_handler *h, promtext_error *err) {
     struct ctx c = {.p = p, .h = h, .err = err, .cur = NO_FAMILY};
     families_clear(p);
     err->line = 0;
@@ -651,7 +646,7 @@ promtext_parser_box *promtext_parser_acquire(lua_State *L) {
     } else {
         lua_pushvalue(L, lua_upvalueindex(1));
     }
-    b->busy = 1;  /* stays set if the call raises: later calls then use fresh parsers */
+    b->busy = 1; /* stays set if the call raises: later calls then use fresh parsers */
     return b;
 }
 
@@ -676,8 +671,8 @@ int promtext_push_parse_error(lua_State *L, const promtext_error *err) {
 struct build {
     lua_State *L;
     int result, families, by_index, want, samples;
-    size_t cur;                 /* family index whose samples table is in `samples` */
-    lua_Integer ncur;           /* samples in it */
+    size_t cur;       /* family index whose samples table is in `samples` */
+    lua_Integer ncur; /* samples in it */
     lua_Integer nfamilies, nsamples, nbuilt;
 };
 
@@ -784,7 +779,7 @@ static int l_parse(lua_State *L) {
     struct build b = {.L = L, .cur = NO_FAMILY};
     push_wanted(L, 2);
     b.want = lua_gettop(L);
-    promtext_parser_box *box = promtext_parser_acquire(L);  /* after the last check that may raise */
+    promtext_parser_box *box = promtext_parser_acquire(L); /* after the last check that may raise */
     lua_createtable(L, 0, 3);
     b.result = lua_gettop(L);
     lua_newtable(L);

@@ -35,7 +35,7 @@
 enum match_op { MATCH_EQ, MATCH_NE, MATCH_RE, MATCH_NRE };
 
 struct matcher {
-    promtext_str label, value;  /* point into the selectors table's strings */
+    promtext_str label, value; /* point into the selectors table's strings */
     enum match_op op;
     int has_re;
     regex_t re;
@@ -48,9 +48,9 @@ struct bucket {
 struct group {
     char *key;
     size_t klen;
-    double sum;                 /* sum selector: sum of values; histogram: of x_sum */
-    double count;               /* histogram: of x_count */
-    size_t nsamples;            /* sum: matched samples; histogram: matched x_bucket */
+    double sum;      /* sum selector: sum of values; histogram: of x_sum */
+    double count;    /* histogram: of x_count */
+    size_t nsamples; /* sum: matched samples; histogram: matched x_bucket */
     size_t nsum, ncount;
     struct bucket *buckets;
     size_t nbuckets, capbuckets;
@@ -70,9 +70,9 @@ struct selector {
 struct select_state {
     struct selector *sel;
     size_t nsel;
-    char *tmp;                  /* NUL-terminated copy of a label value for regexec */
+    char *tmp; /* NUL-terminated copy of a label value for regexec */
     size_t captmp;
-    struct group merged;        /* scratch for a selector's ungrouped result */
+    struct group merged; /* scratch for a selector's ungrouped result */
     promtext_error err;
 };
 
@@ -148,7 +148,7 @@ static void compile_matcher(lua_State *L, struct matcher *m, const char *where) 
                 luaL_error(L, "promtext.select: %s: expected exactly one of eq, ne, re, nre with a string", where);
             m->op = (enum match_op)i;
             m->value.ptr = lua_tolstring(L, -1, &m->value.len);
-            lua_pop(L, 1);  /* the string stays alive in the selectors table */
+            lua_pop(L, 1); /* the string stays alive in the selectors table */
         }
         if (!found) luaL_error(L, "promtext.select: %s: expected one of eq, ne, re, nre", where);
     } else if (lua_type(L, -1) == LUA_TSTRING) {
@@ -177,7 +177,7 @@ static void compile_labels(lua_State *L, struct selector *s, int index) {
         const char *where = lua_pushfstring(L, "selectors[%d].labels.%s", index, m->label.ptr);
         lua_insert(L, -2);
         compile_matcher(L, m, where);
-        lua_pop(L, 1);  /* where */
+        lua_pop(L, 1); /* where */
     }
     lua_pop(L, 1);
 }
@@ -223,7 +223,7 @@ static int str_eq(promtext_str a, promtext_str b) { return a.len == b.len && mem
 static int matcher_test(struct select_state *st, const struct matcher *m, const promtext_sample *smp) {
     static const promtext_str empty = {"", 0};
     const promtext_str *v = label_value(smp, m->label);
-    if (!v) v = &empty;  /* PromQL: a missing label matches "" */
+    if (!v) v = &empty; /* PromQL: a missing label matches "" */
     if (m->op == MATCH_EQ) return str_eq(*v, m->value);
     if (m->op == MATCH_NE) return !str_eq(*v, m->value);
     if (promtext_grow((void **)&st->tmp, &st->captmp, v->len + 1, 1)) return -1;
@@ -386,10 +386,10 @@ int promtext_l_select(lua_State *L) {
     size_t n = lua_rawlen(L, 2);
     st->sel = xcalloc(L, n, sizeof *st->sel);
     for (size_t i = 0; i < n; i++) {
-        st->nsel = i + 1;  /* before compiling, so __gc frees a half-compiled one */
+        st->nsel = i + 1; /* before compiling, so __gc frees a half-compiled one */
         compile_selector(L, &st->sel[i], (int)i + 1);
     }
-    promtext_parser_box *box = promtext_parser_acquire(L);  /* after the checks that may raise */
+    promtext_parser_box *box = promtext_parser_acquire(L); /* after the checks that may raise */
     promtext_handler h = {NULL, select_sample, st};
     int rc = promtext_parse(&box->parser, text, len, &h, &st->err);
     box->busy = 0;

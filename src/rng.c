@@ -168,8 +168,12 @@ static int l_lognormal_sample(lua_State *L) {
 /* require("rollout.rng") [-0, +1, m] */
 int luaopen_rollout_rng(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"uniform", l_uniform},   {"normal", l_normal},       {"poisson", l_poisson},
-        {"binomial", l_binomial}, {"lognormal", l_lognormal}, {"lognormal_sample", l_lognormal_sample},
+        {"uniform", l_uniform},
+        {"normal", l_normal},
+        {"poisson", l_poisson},
+        {"binomial", l_binomial},
+        {"lognormal", l_lognormal},
+        {"lognormal_sample", l_lognormal_sample},
         {NULL, NULL},
     };
     luaL_newmetatable(L, RNG_MT);

@@ -69,7 +69,10 @@ static size_t scan_number(const char *s, size_t n, double *out) {
     return i;
 }
 
-static const struct { const char *name; double seconds; } duration_units[] = {
+static const struct {
+    const char *name;
+    double seconds;
+} duration_units[] = {
     {"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"ms", 1e-3}, {"s", 1},
     {"m", 60},    {"h", 3600},  {"d", 86400},        {NULL, 0},
 };
@@ -107,7 +110,8 @@ int units_duration(const char *s, size_t n, double *out, char *err, size_t errle
         if (!d) return fail(err, errlen, "malformed duration (want e.g. 250ms, 10s, 5m, 1h30m)", s0, n0);
         i += d;
         double unit = duration_unit(s + i, n - i, &ul);
-        if (unit < 0) return fail(err, errlen, "malformed duration: each number needs a unit (ns, us, ms, s, m, h, d)", s0, n0);
+        if (unit < 0)
+            return fail(err, errlen, "malformed duration: each number needs a unit (ns, us, ms, s, m, h, d)", s0, n0);
         i += ul;
         total += v * unit;
     }
@@ -129,9 +133,21 @@ int units_ratio(const char *s, size_t n, double *out, char *err, size_t errlen) 
     return 0;
 }
 
-static const struct { const char *name; double factor; } byte_units[] = {
-    {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0},
-    {"k", 1e3}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"B", 1}, {NULL, 0},
+static const struct {
+    const char *name;
+    double factor;
+} byte_units[] = {
+    {"Ki", 1024.0},
+    {"Mi", 1048576.0},
+    {"Gi", 1073741824.0},
+    {"Ti", 1099511627776.0},
+    {"k", 1e3},
+    {"K", 1e3},
+    {"M", 1e6},
+    {"G", 1e9},
+    {"T", 1e12},
+    {"B", 1},
+    {NULL, 0},
 };
 
 int units_bytes(const char *s, size_t n, double *out, char *err, size_t errlen) {
@@ -174,8 +190,8 @@ int units_parse_condition(const char *s, size_t n, units_condition *c, char *err
     const char *s0 = s;
     size_t n0 = n, i = 0;
     trim(&s, &n);
-    while (i < n && (s[i] == '_' || s[i] == '.' || is_digit(s[i]) ||
-                     (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')))
+    while (i < n && (s[i] == '_' || s[i] == '.' || is_digit(s[i]) || (s[i] >= 'a' && s[i] <= 'z') ||
+                     (s[i] >= 'A' && s[i] <= 'Z')))
         i++;
     if (!i) return fail(err, errlen, "condition must start with a signal name", s0, n0);
     c->signal = s;
@@ -291,9 +307,8 @@ static int l_condition(lua_State *L) {
 }
 
 static const luaL_Reg units_funcs[] = {
-    {"duration", l_duration}, {"ratio", l_ratio},         {"bytes", l_bytes},
-    {"value", l_value},       {"condition", l_condition}, {"parse", l_parse},
-    {NULL, NULL},
+    {"duration", l_duration},   {"ratio", l_ratio}, {"bytes", l_bytes}, {"value", l_value},
+    {"condition", l_condition}, {"parse", l_parse}, {NULL, NULL},
 };
 
 int luaopen_rollout_units(lua_State *L) {

@@ -6,7 +6,7 @@
 
 #include <lua.h>
 
-int luaopen_rollout_bench_promtext(lua_State *L);   /* require("rollout.bench.promtext") */
-int luaopen_rollout_bench_histogram(lua_State *L);  /* require("rollout.bench.histogram") */
+int luaopen_rollout_bench_promtext(lua_State *L);  /* require("rollout.bench.promtext") */
+int luaopen_rollout_bench_histogram(lua_State *L); /* require("rollout.bench.histogram") */
 
 #endif

@@ -91,7 +91,7 @@ static void record_log2(histogram *h, const double *v, size_t n) {
 struct exact_q {
     double q, estimate;
     size_t bucket;
-    uint64_t rank_in_bucket;    /* 1-based rank among the bucket's values */
+    uint64_t rank_in_bucket; /* 1-based rank among the bucket's values */
     double *vals;
     size_t nvals;
 };
@@ -122,7 +122,7 @@ struct bench_timing {
 struct bench_state {
     histogram *h, *single, *anchor;
     double *chunk;
-    struct bench_timing t[3];   /* record_many, record per call, log2 anchor */
+    struct bench_timing t[3]; /* record_many, record per call, log2 anchor */
     struct exact_q eq[BENCH_NQ];
 };
 

@@ -31,15 +31,15 @@
 
 #include <lua.h>
 
-#define HISTOGRAM_SUB_BITS 7                         /* 128 sub-buckets per power of 2 */
-#define HISTOGRAM_MIN_EXP (-24)                      /* lowest tracked: 2^-24 s */
-#define HISTOGRAM_MAX_EXP 16                         /* overflow from 2^16 s */
+#define HISTOGRAM_SUB_BITS 7    /* 128 sub-buckets per power of 2 */
+#define HISTOGRAM_MIN_EXP (-24) /* lowest tracked: 2^-24 s */
+#define HISTOGRAM_MAX_EXP 16    /* overflow from 2^16 s */
 #define HISTOGRAM_BUCKETS ((((HISTOGRAM_MAX_EXP) - (HISTOGRAM_MIN_EXP)) << HISTOGRAM_SUB_BITS) + 2)
 #define HISTOGRAM_MAX_RELATIVE_ERROR (1.0 / (2 << HISTOGRAM_SUB_BITS))
 
 typedef struct histogram {
     uint64_t count;
-    double sum, min, max;       /* min = +Inf, max = -Inf while empty */
+    double sum, min, max; /* min = +Inf, max = -Inf while empty */
     uint64_t counts[HISTOGRAM_BUCKETS];
 } histogram;
 
@@ -67,8 +67,8 @@ static inline void histogram_record(histogram *h, double v) {
     h->max = v > h->max ? v : h->max;
 }
 
-void histogram_init(histogram *h);               /* empty; same as reset */
-histogram *histogram_new(void);                  /* NULL when out of memory */
+void histogram_init(histogram *h); /* empty; same as reset */
+histogram *histogram_new(void);    /* NULL when out of memory */
 void histogram_free(histogram *h);
 void histogram_record_n(histogram *h, double v, uint64_t n);
 void histogram_record_many(histogram *h, const double *v, size_t n);
@@ -77,7 +77,7 @@ void histogram_reset(histogram *h);
 /* 0 and *out set, or -1 when empty. q is clamped to [0, 1]. */
 int histogram_quantile(const histogram *h, double q, double *out);
 static inline uint64_t histogram_count(const histogram *h) { return h->count; }
-double histogram_mean(const histogram *h);       /* NAN when empty */
+double histogram_mean(const histogram *h); /* NAN when empty */
 /* Lower and upper bound of a bucket, in seconds. */
 void histogram_bucket_bounds(size_t bucket, double *lo, double *hi);
 
@@ -98,8 +98,8 @@ double histogram_window_width(const histogram_window *w);
 
 /* For other C bindings: the histogram of a Lua value (raises unless it is one), and a new
  * Lua histogram whose C histogram the caller may record into directly. */
-histogram *histogram_check(lua_State *L, int idx);   /* [-0, +0, v] */
-histogram *histogram_push_new(lua_State *L);         /* [-0, +1, m] */
+histogram *histogram_check(lua_State *L, int idx); /* [-0, +0, v] */
+histogram *histogram_push_new(lua_State *L);       /* [-0, +1, m] */
 
 /* Registered by the host as require("rollout.histogram"); returns the module table. */
 int luaopen_rollout_histogram(lua_State *L);

@@ -15,7 +15,7 @@
 #define JSON_MAX_DEPTH 512
 
 /* json_encode_lua flags */
-#define JSON_ENCODE_SORT   1 /* object keys in byte order */
+#define JSON_ENCODE_SORT 1   /* object keys in byte order */
 #define JSON_ENCODE_INDENT 2 /* pretty output, two spaces per level */
 
 /* Decode s[0..n) and push the value; on malformed input err gets

@@ -56,24 +56,24 @@ typedef struct {
 
 typedef struct {
     promtext_str name;
-    promtext_str help;          /* unescaped; ptr NULL when the family had no HELP line */
+    promtext_str help; /* unescaped; ptr NULL when the family had no HELP line */
     enum promtext_type type;
-    size_t index;               /* 0, 1, 2 ... in order of appearance */
+    size_t index; /* 0, 1, 2 ... in order of appearance */
 } promtext_family;
 
 typedef struct {
     const promtext_family *family;
-    promtext_str name;          /* the sample's own name: x_bucket for family x */
+    promtext_str name; /* the sample's own name: x_bucket for family x */
     const promtext_label *labels;
     size_t nlabels;
     double value;
     int has_timestamp;
-    int64_t timestamp;          /* milliseconds since the epoch, as written */
-    size_t line;                /* 1-based */
+    int64_t timestamp; /* milliseconds since the epoch, as written */
+    size_t line;       /* 1-based */
 } promtext_sample;
 
 typedef struct {
-    size_t line;                /* 1-based; 0 for out of memory or a callback's abort */
+    size_t line; /* 1-based; 0 for out of memory or a callback's abort */
     char message[160];
 } promtext_error;
 
@@ -88,13 +88,13 @@ typedef struct {
 /* Parser state. Reusable: buffers grow to the largest input seen and are kept between
  * parses, so a scrape loop allocates nothing in steady state. Treat fields as private. */
 typedef struct {
-    struct promtext_fam *fams;  /* families seen in this parse */
+    struct promtext_fam *fams; /* families seen in this parse */
     size_t nfams, capfams;
-    uint32_t *slots;            /* open-addressing index of fams by name */
+    uint32_t *slots; /* open-addressing index of fams by name */
     size_t capslots;
     promtext_label *labels;
     size_t caplabels;
-    char *scratch;              /* unescaped label values of one line */
+    char *scratch; /* unescaped label values of one line */
     size_t capscratch;
 } promtext_parser;
 
@@ -106,8 +106,7 @@ void promtext_parser_free(promtext_parser *p);
 
 /* Parse buf[0..len). Returns PROMTEXT_OK, PROMTEXT_ERROR (err filled), or the non-zero
  * value a callback returned. */
-int promtext_parse(promtext_parser *p, const char *buf, size_t len, const promtext_handler *h,
-                   promtext_error *err);
+int promtext_parse(promtext_parser *p, const char *buf, size_t len, const promtext_handler *h, promtext_error *err);
 
 /* "counter", "gauge", ... */
 const char *promtext_type_name(enum promtext_type t);

@@ -12,8 +12,8 @@ typedef struct {
 } rng_state;
 
 void rng_seed(rng_state *r, uint64_t seed);
-double rng_uniform(rng_state *r);           /* [0, 1) */
-double rng_normal(rng_state *r);            /* standard normal */
+double rng_uniform(rng_state *r); /* [0, 1) */
+double rng_normal(rng_state *r);  /* standard normal */
 uint64_t rng_poisson(rng_state *r, double lambda);
 uint64_t rng_binomial(rng_state *r, uint64_t n, double p);
 

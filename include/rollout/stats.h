@@ -25,27 +25,27 @@ enum stats_method { STATS_AUTO, STATS_EXACT, STATS_ASYMPTOTIC };
 enum stats_status { STATS_OK = 0, STATS_ENOMEM, STATS_ETOOBIG };
 
 struct stats_mw_opts {
-	enum stats_alternative alternative;
-	enum stats_method method;
-	int use_continuity;  /* scipy's use_continuity; only the asymptotic method uses it */
-	double confidence;   /* of the Hodges-Lehmann interval, in (0, 1) */
+    enum stats_alternative alternative;
+    enum stats_method method;
+    int use_continuity; /* scipy's use_continuity; only the asymptotic method uses it */
+    double confidence;  /* of the Hodges-Lehmann interval, in (0, 1) */
 };
 
 struct stats_mw_result {
-	double u1, u2;               /* U of x (scipy's statistic) and of y; u1 + u2 = n1*n2 */
-	double p;                    /* for opts.alternative */
-	double p_less, p_greater;    /* both one-sided p values, same method */
-	double z;                    /* (u1 - n1*n2/2) / sd, tie-corrected, no continuity */
-	enum stats_method method;    /* the one used: never STATS_AUTO */
-	double shift, ci_lo, ci_hi;  /* Hodges-Lehmann estimate of y - x and its interval */
-	double mean_ratio;           /* mean(y) / mean(x) */
-	double cles;                 /* P(Y > X) + P(Y = X) / 2 */
+    double u1, u2;              /* U of x (scipy's statistic) and of y; u1 + u2 = n1*n2 */
+    double p;                   /* for opts.alternative */
+    double p_less, p_greater;   /* both one-sided p values, same method */
+    double z;                   /* (u1 - n1*n2/2) / sd, tie-corrected, no continuity */
+    enum stats_method method;   /* the one used: never STATS_AUTO */
+    double shift, ci_lo, ci_hi; /* Hodges-Lehmann estimate of y - x and its interval */
+    double mean_ratio;          /* mean(y) / mean(x) */
+    double cles;                /* P(Y > X) + P(Y = X) / 2 */
 };
 
 /* x[n1] and y[n2]: n1, n2 >= 1, no NaN (infinities are allowed). STATS_ETOOBIG when
  * opts->method is STATS_EXACT and the exact distribution would be too costly. */
 enum stats_status stats_mann_whitney(const double *x, size_t n1, const double *y, size_t n2,
-				     const struct stats_mw_opts *opts, struct stats_mw_result *r);
+                                     const struct stats_mw_opts *opts, struct stats_mw_result *r);
 
 /* Type-7 (numpy's default 'linear') quantile of sorted[n], n >= 1, q in [0, 1]. */
 double stats_quantile_sorted(const double *sorted, size_t n, double q);

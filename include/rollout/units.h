@@ -18,11 +18,11 @@ enum unit_kind { UNIT_NUMBER, UNIT_DURATION, UNIT_RATIO, UNIT_BYTES };
 int units_value(const char *s, size_t n, double *out, int *kind, char *err, size_t errlen);
 
 typedef struct {
-    const char *signal;   /* points into the input */
+    const char *signal; /* points into the input */
     size_t signal_len;
-    char op[3];           /* ">", ">=", "<", "<=", "==", "!=" */
+    char op[3]; /* ">", ">=", "<", "<=", "==", "!=" */
     double value;
-    int kind;             /* enum unit_kind of the value */
+    int kind; /* enum unit_kind of the value */
 } units_condition;
 
 /* "latency_p99 > 1s" */
