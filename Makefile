@@ -38,7 +38,7 @@ DEPS_TEST     := $(DEPS_BUILD) git haproxy nginx-light prometheus prometheus-ale
 DEPS_ASAN     := $(DEPS_TEST) clang libclang-rt-14-dev
 DEPS_FUZZ     := $(DEPS_BUILD) clang libclang-rt-14-dev
 DEPS_BENCH    := $(DEPS_TEST) wrk socat jq bc
-DEPS_LINT     := lua-check
+DEPS_LINT     := lua-check clang-format
 DEPS_VALGRIND := $(DEPS_TEST) valgrind
 DEPS          := $(sort $(DEPS_BENCH) $(DEPS_ASAN) $(DEPS_LINT) $(DEPS_VALGRIND) prometheus-alertmanager)
 
@@ -53,7 +53,7 @@ else echo "make $@: installing" $$missing; \
 endef
 
 .PHONY: all deps deps-build deps-demo deps-test deps-asan deps-fuzz deps-bench deps-lint deps-valgrind \
-        test asan bench install uninstall dist clean clean-build check-lua demo FORCE
+        test asan bench install uninstall dist clean clean-build check-lua format format-check lint demo FORCE
 all: rollout $(if $(wildcard demo/service.c),sample-service) $(if $(wildcard demo/loadgen.c),loadgen)
 
 deps:          ; $(call apt-install,$(DEPS))
@@ -164,6 +164,18 @@ dist:
 
 check-lua: deps-lint
 	luacheck -q lua spec playbooks tools bench demo
+
+# The C follows .clang-format (clang-format 14): format-check names every file that drifts
+# and fails; `make format` rewrites them in place. `make lint` is both checks, as CI runs them.
+C_FORMAT_FILES = $(sort $(wildcard src/*.c include/rollout/*.h bench/c/*.c bench/c/*.h fuzz/*.c fuzz/*.h \
+                 demo/*.c demo/*.h))
+format-check: deps-lint
+	@clang-format --dry-run -Werror $(C_FORMAT_FILES) && echo "format-check: $(words $(C_FORMAT_FILES)) C files follow .clang-format"
+
+format: deps-lint
+	clang-format -i $(C_FORMAT_FILES)
+
+lint: check-lua format-check
 
 clean-build:
 	rm -rf build rollout build-asan rollout-asan rollout-bench build-fuzz sample-service loadgen
