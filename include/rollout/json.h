@@ -4,7 +4,9 @@
  *
  * The C API below is what fuzz targets and other modules need. Every function that can fail
  * runs protected: it never raises, it returns 0 and writes a message into err (err may be
- * NULL). On success it returns 1 and pushes exactly one value.
+ * NULL). On success it returns 1 and pushes exactly one value. They need
+ * luaopen_rollout_json to have run in the state (require "rollout.json"): it installs the
+ * decoder's cJSON allocator and the metatable that frees a decoding cut short.
  */
 #ifndef ROLLOUT_JSON_H
 #define ROLLOUT_JSON_H
