@@ -10,6 +10,8 @@ local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local json = require("rollout.json")
 local safety = require("rollout.safety")
+local assemble = require("rollout.assemble")
+local access = require("rollout.k8s.access")
 
 local M = {}
 M.summary = "validate a playbook, then check its router and sources without moving traffic"
@@ -49,28 +51,23 @@ function M.main(argv)
   for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
   local items = { { name = "playbook", ok = true, detail = string.format("%d stages, %d triggers, %d pre-flight checks", #pb.stages, #pb.triggers, #pb.preflight) } }
   if not opts.offline and pb.router then
-    local ok, routers = pcall(require, "rollout.routers")
-    if ok then
-      local okr, r = pcall(routers.new, pb.router, {})
-      if not okr then items[#items + 1] = { name = "router", ok = false, detail = tostring(r) }
-      else for _, c in ipairs(r:check() or {}) do items[#items + 1] = c end end
-    end
+    local r, rerr = assemble.router(pb)
+    if not r then items[#items + 1] = { name = "router", ok = false, detail = rerr }
+    else for _, c in ipairs(r:check() or {}) do items[#items + 1] = c end end
   end
   if not opts.offline then -- every Kubernetes permission the playbook needs (SelfSubjectAccessReview)
-    for _, c in ipairs(require("rollout.k8s.access").check_items(pb)) do items[#items + 1] = c end
+    for _, c in ipairs(access.check_items(pb)) do items[#items + 1] = c end
   end
   if not opts.offline then
-    local sources = require("rollout.sources")
-    local ctx = { versions = pb.versions, service = pb.service }
     for i, cfg in ipairs(pb.sources or {}) do
       local name = string.format("source %s (%s, sources[%d])", tostring(cfg.name or cfg.type), tostring(cfg.type), i)
-      local ok, src = pcall(sources.new, cfg, ctx)
-      if not ok then
-        items[#items + 1] = { name = name, ok = false, detail = tostring(src) }
+      local src, serr = assemble.source(pb, i)
+      if not src then
+        items[#items + 1] = { name = name, ok = false, detail = serr }
       else
         local cok, good, detail = pcall(safety.check_source, src, rollout.now(), pb.trigger_window)
         items[#items + 1] = { name = name, ok = cok and good or false, detail = cok and detail or tostring(good) }
-        if src.close then pcall(src.close, src) end
+        assemble.close({ src })
       end
     end
   end

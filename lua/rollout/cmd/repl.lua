@@ -17,6 +17,7 @@ local args = require("rollout.args")
 local edit = require("rollout.edit")
 local playbook = require("rollout.playbook")
 local repl = require("rollout.repl")
+local assemble = require("rollout.assemble")
 
 local M = {}
 M.summary = "a local Lua REPL with the host API and a playbook's router and sources"
@@ -51,7 +52,7 @@ function M.env(pb)
     return promtext.parse(r.body)
   end
   if not pb then return env end
-  local router, sources = require("rollout.assemble").build(pb)
+  local router, sources = assemble.build(pb)
   if not router then error(sources, 0) end
   env.router, env.sources = router, sources
   env.weights = function() return router:get_weights() end
@@ -127,7 +128,7 @@ function M.main(argv)
   end
   edit.close()
   if tty and hist then edit.write_history(hist) end
-  for _, s in ipairs(env.sources or {}) do if s.close then pcall(s.close, s) end end
+  assemble.close(env.sources)
   if session.pending then
     io.stderr:write("rollout repl: input ended inside a statement\n")
     failed = true

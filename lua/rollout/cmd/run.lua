@@ -104,9 +104,6 @@ M.exit = "0 promoted, 1 rolled back, 2 usage, configuration, lock or journal pro
   .. "done (a changed playbook on --resume), 3 paused, aborted or failed, 4 the rollout ended but its journal is incomplete (the events that "
   .. "could not be written are on stderr as JSON lines)"
 
---- build(pb, emit) -> router, sources | nil, err   (shared with repl and check)
-M.build = assemble.build -- router and sources from the playbook (rollout.assemble)
-
 local function who()
   return os.getenv("SUDO_USER") or os.getenv("USER") or os.getenv("LOGNAME") or "unknown"
 end
@@ -243,7 +240,7 @@ end
 -- Everything a run holds, released by close_all whatever happened.
 local function close_all(res)
   if res.ctl then pcall(res.ctl.close, res.ctl) end
-  for _, s in ipairs(res.sources or {}) do if s.close then pcall(s.close, s) end end
+  assemble.close(res.sources)
   if res.notifier then pcall(res.notifier.close, res.notifier, 10) end -- queued notifications get 10 s
   -- a start refused before its first event leaves no journal behind to block the next run
   if res.writer then pcall(res.started and res.writer.close or res.writer.discard, res.writer) end
@@ -292,7 +289,7 @@ local function run_locked(res, pb, opts, pos, dir)
     notifier.emit(ev, eng)
   end)
   local e
-  local router, sources = M.build(pb, function(kind, fields) if e then e:emit(kind, fields) end end)
+  local router, sources = assemble.build(pb, function(kind, fields) if e then e:emit(kind, fields) end end)
   if not router then return fail(sources) end
   res.sources = sources
   e = engine.new(pb, { router = router, sources = sources, emit = sink, interactive = true, who = who(),

@@ -4,15 +4,12 @@
 -- (they would touch real systems) unless --run-hooks; pre-flight checks pass unless the
 -- scenario's `preflight` table says otherwise. Exit codes as docs/semantics.md: 0 promoted,
 -- 1 rolled back, 3 paused/aborted/failed, 2 usage or configuration error.
-local rollout = require("rollout")
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local scenario = require("rollout.sim.scenario")
 local engine = require("rollout.engine")
 local output = require("rollout.output")
-local sim_router = require("rollout.sim.router")
-local sim_source = require("rollout.sim.source")
-local analysis = require("rollout.analysis")
+local simulation = require("rollout.simulation")
 
 local M = {}
 M.summary = "run a playbook in virtual time against a scenario's synthetic traffic"
@@ -35,34 +32,9 @@ M.options = {
 }
 M.exit = "0 promoted, 1 rolled back, 2 usage or configuration error (nothing was done), 3 paused, aborted or failed"
 
---- simulate(pb, sc, opts) -> outcome, engine   (used by specs, eval and bench too)
-function M.simulate(pb, sc, opts)
-  opts = opts or {}
-  if rollout.clock() ~= "virtual" then rollout.clock("virtual") end
-  local router = sim_router.new({ faults = sc.router_faults, now = function() return rollout.now() - (opts.t0 or 0) end })
-  local t0 = rollout.now()
-  router.now = function() return rollout.now() - t0 end
-  -- raw latencies for the judge only when a stage uses it (rollout.analysis)
-  local keep = opts.reservoir or (analysis.wanted(pb) and 500 or 0)
-  local src = sim_source.new(sc, { router = router, interval = pb.interval,
-    history = math.max(pb.gate_window, pb.trigger_window), reservoir = keep })
-  -- the source lives on scenario time (t = 0 at the start); the clock may be past 0
-  local source = {
-    provides = src.provides,
-    tick = function(_, now) return src:tick(now - t0) end,
-    signals = function(_, now, win) return src:signals(now - t0, win) end,
-    alerts = function(_, now) return src:alerts(now - t0) end,
-    samples = function(_, now, win, o) return src:samples(now - t0, win, o) end,
-  }
-  local sources = { source }
-  for _, extra in ipairs(opts.extra_sources or {}) do sources[#sources + 1] = extra end
-  local e = engine.new(pb, { router = router, sources = sources, emit = opts.emit, simulate = true,
-    run_hooks = opts.run_hooks, preflight = sc.preflight, interactive = opts.interactive, who = "simulation" })
-  if opts.on_engine then opts.on_engine(e) end
-  local outcome = e:run()
-  outcome.requests = src.generated
-  return outcome, e
-end
+--- simulate(pb, sc, opts) -> outcome, engine: rollout.simulation.run, kept here for callers that
+--- know it by this name (spec/support/engine_driver.lua); new code requires rollout.simulation
+M.simulate = simulation.run
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
@@ -80,7 +52,7 @@ function M.main(argv)
     return 2
   end
   local emit = output.printer({ json = opts.json, verbose = opts.verbose })
-  local outcome = M.simulate(pb, sc, { emit = emit, run_hooks = opts.run_hooks })
+  local outcome = simulation.run(pb, sc, { emit = emit, run_hooks = opts.run_hooks })
   output.summary(outcome, { json = opts.json })
   return engine.EXIT[outcome.outcome] or 3
 end

@@ -197,7 +197,7 @@ function R:mark_lost(why)
 end
 
 function R:close()
-  for _, s in ipairs(self.sources or {}) do if s.close then pcall(s.close, s) end end
+  assemble.close(self.sources)
   self.sources = {}
   if self.writer then self.writer:close(); self.writer = nil end
 end
@@ -234,29 +234,16 @@ end
 -- Build the router and sources: the playbook's own, or the bundle's synthetic ones.
 function R:build(pb, b, scenario_path)
   local function forward(kind, fields) if self.engine then self.engine:emit(kind, fields) end end
-  local router, sources
+  local parts = {}
   if scenario_path then
     local sc, errs = scenarios.load(scenario_path)
     if not sc then return nil, "scenario: " .. playbook.format_error(errs[1]) end
     local src = fleet_sim.source(sc, { clock = function() return self.engine and self.engine:elapsed() or 0 end })
-    sources = { src }
+    parts.sources = { src }
     self.weight_sinks = { src }
   end
-  if b.simulated_router then
-    router = fleet_sim.router()
-  elseif pb.router then
-    local r, rerr = assemble.router(pb, forward)
-    if not r then return nil, rerr end
-    router = r
-  else
-    return nil, "the playbook names no router (router = {type = ...})"
-  end
-  if not sources then
-    local s2, serr = assemble.sources(pb, forward)
-    if not s2 then return nil, serr end
-    sources = s2
-  end
-  return router, sources
+  if b.simulated_router then parts.router = fleet_sim.router() end
+  return assemble.build(pb, forward, parts)
 end
 
 -- After a takeover or a fresh take: load, replay, run; then let go of the rollout.
@@ -349,7 +336,7 @@ function R:release(why)
 end
 
 function R:close_sources_only()
-  for _, s in ipairs(self.sources or {}) do if s.close then pcall(s.close, s) end end
+  assemble.close(self.sources)
   self.sources = {}
 end
 
