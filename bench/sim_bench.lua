@@ -4,7 +4,7 @@
 -- the same rollout takes in real time (the speed-up is the ratio).
 local playbook = require("rollout.playbook")
 local scenario = require("rollout.sim.scenario")
-local simulate = require("rollout.cmd.simulate")
+local simulation = require("rollout.simulation")
 
 local pb = assert(playbook.load("playbooks/canary.lua"))
 local sc = assert(scenario.load("bench/fixtures/healthy-1000.lua"))
@@ -12,7 +12,7 @@ local runs = tonumber(arg and arg[1]) or 3
 local best, outcome = math.huge, nil
 for _ = 1, runs do
   local c0 = os.clock()
-  outcome = simulate.simulate(pb, sc, {})
+  outcome = simulation.run(pb, sc, {})
   best = math.min(best, os.clock() - c0)
 end
 local real = 55 * 60

@@ -174,12 +174,12 @@ describe("the engine never acts without a record", function()
     assert(fs.write_atomic(script, [[
       local playbook = require("rollout.playbook")
       local scenario = require("rollout.sim.scenario")
-      local simulate = require("rollout.cmd.simulate")
+      local simulation = require("rollout.simulation")
       local json = require("rollout.json")
       local pb = assert(playbook.load("playbooks/canary.lua"))
       local sc = assert(scenario.load("spec/fixtures/scenarios/steady.lua"))
       local broken, kinds, router = false, {}, nil
-      local outcome, e = simulate.simulate(pb, sc, {
+      local outcome, e = simulation.run(pb, sc, {
         on_engine = function(eng) router = eng.router end,
         emit = function(ev)
           kinds[#kinds + 1] = ev.event .. (type(ev.canary) == "number" and (":" .. ev.canary) or "")

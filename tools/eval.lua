@@ -85,7 +85,7 @@ local function load_scenario(c)
 end
 
 local function run_cases(cases, configs, emit)
-  local simulate = require("rollout.cmd.simulate")
+  local simulation = require("rollout.simulation")
   local pbs = {}
   for _, cfg in ipairs(configs) do
     local pb, errs = playbook.load(cfg.playbook, { sets = cfg.sets })
@@ -96,7 +96,7 @@ local function run_cases(cases, configs, emit)
     local sc = load_scenario(c)
     for _, cfg in ipairs(configs) do
       local judged = {}
-      local o = simulate.simulate(pbs[cfg.key], sc, { emit = function(ev)
+      local o = simulation.run(pbs[cfg.key], sc, { emit = function(ev)
         if ev.event == "judge" and ev.verdict ~= "pass" and ev.verdict ~= "skipped" then judged[#judged + 1] = ev.why end
       end })
       emit({ case = c.name, config = cfg.key, outcome = o.outcome, reason = o.reason or json.null, at = o.at,

@@ -11,7 +11,7 @@ local json = require("rollout.json")
 local srcmap = require("rollout.srcmap")
 local scenario = require("rollout.sim.scenario")
 local output = require("rollout.output")
-local simulate = require("rollout.cmd.simulate").simulate -- an edge from a library to a command (to be moved)
+local simulate = require("rollout.simulation").run
 
 local M = {}
 
