@@ -42,7 +42,7 @@
 #include "rollout/loop.h"
 #include "rollout/units.h"
 
-#define BUDGET_MT "rollout.budget"
+#define BUDGET_MT "rollout.budget.run" /* the state of one budget.run call */
 #define STEP 1000
 
 struct budget {

@@ -192,8 +192,8 @@ double histogram_window_width(const histogram_window *w) { return w->width; }
 
 /* ---------------------------------------------------------------- Lua: histogram */
 
-#define HISTOGRAM_MT "rollout.histogram"
-#define WINDOW_MT "rollout.histogram_window"
+#define HISTOGRAM_MT "rollout.histogram.histogram"
+#define WINDOW_MT "rollout.histogram.window"
 
 /* The userdata holds a pointer, so C code (a probe, the simulator) that got the histogram
  * from histogram_push_new or histogram_check can record into it directly, for as long as

@@ -51,8 +51,9 @@
 
 #include "rollout/alloc.h"
 
-#define NULL_KEY "rollout.json.null"
-#define ARRAY_MT "json.array"
+#define NULL_KEY "rollout.json.null_value" /* registry: the one json.null userdata */
+#define NULL_MT "rollout.json.null"
+#define ARRAY_MT "rollout.json.array"
 #define STRBUF_MT "rollout.json.strbuf"
 #define DECODING_MT "rollout.json.decoding"
 
@@ -78,7 +79,7 @@ void json_push_null(lua_State *L) {
     if (lua_getfield(L, LUA_REGISTRYINDEX, NULL_KEY) == LUA_TUSERDATA) return;
     lua_pop(L, 1);
     lua_newuserdatauv(L, 0, 0);
-    if (luaL_newmetatable(L, "json.null")) {
+    if (luaL_newmetatable(L, NULL_MT)) {
         lua_pushcfunction(L, null_tostring);
         lua_setfield(L, -2, "__tostring");
     }
@@ -97,7 +98,7 @@ int json_is_null(lua_State *L, int idx) {
 }
 
 void json_push_array_mt(lua_State *L) {
-    luaL_newmetatable(L, ARRAY_MT); /* sets __name, so tostring shows "json.array: 0x..." */
+    luaL_newmetatable(L, ARRAY_MT); /* sets __name, so tostring shows "rollout.json.array: 0x..." */
 }
 
 /* Length of the valid UTF-8 sequence at p (p[0] >= 0x80), or 0 when it is not valid:

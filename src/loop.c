@@ -40,7 +40,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#define TASK_MT "rollout.task"
+#define TASK_MT "rollout.core.task"
 
 enum task_state { T_READY, T_RUNNING, T_WAITING, T_DONE, T_FAILED, T_CANCELLED };
 static const char *const state_names[] = {"ready", "running", "waiting", "done", "failed", "cancelled"};

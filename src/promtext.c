@@ -629,7 +629,7 @@ int promtext_parse(promtext_parser *p, const char *buf, size_t len, const promte
 
 /* ---------------------------------------------------------------- Lua: shared parser */
 
-#define PARSER_MT "rollout.promtext_parser"
+#define PARSER_MT "rollout.promtext.parser"
 
 /* The module's parser lives in a userdata upvalue, so its buffers are reused across calls
  * and freed by __gc even when building a result raised. A call made while it is busy (a

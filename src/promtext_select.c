@@ -30,7 +30,7 @@
 #include "rollout/promtext.h"
 #include "rollout/promtext_lua.h"
 
-#define SELECT_MT "rollout.promtext_select"
+#define SELECT_MT "rollout.promtext.select_state"
 
 enum match_op { MATCH_EQ, MATCH_NE, MATCH_RE, MATCH_NRE };
 

@@ -24,7 +24,7 @@
 
 #include "rollout/histogram.h"
 
-#define RNG_MT "rollout.rng"
+#define RNG_MT "rollout.rng.generator"
 
 histogram *histogram_check(lua_State *L, int idx); /* src/histogram.c */
 

@@ -24,7 +24,7 @@
 #include "rollout/histogram.h"
 #include "bench_modules.h"
 
-#define BENCH_MT "rollout.bench.histogram_state"
+#define BENCH_MT "rollout.bench.histogram.state"
 
 /* xoshiro256**, seeded by splitmix64: fast and reproducible across runs. */
 struct rng {

@@ -1,0 +1,89 @@
+-- The C side's naming conventions (docs/architecture.md, "C conventions"), checked on the
+-- sources and on the running binary:
+--   * every userdata metatable is named "rollout.<module>.<type>", where rollout.<module> is
+--     the C module that defines it, and the name is written once, as a #define ..._MT;
+local fs = require("rollout.fs")
+local json = require("rollout.json")
+local yaml = require("rollout.yaml")
+
+local C_DIRS = { "src", "bench/c" }
+-- Lua's own: the io library's file handles and lauxlib's buffer box
+local LUA_OWN = { ["FILE*"] = true, ["_UBOX*"] = true }
+
+local function c_files()
+  local out = {}
+  for _, dir in ipairs(C_DIRS) do
+    for _, name in ipairs(assert(fs.list(dir))) do
+      if name:match("%.c$") then out[#out + 1] = dir .. "/" .. name end
+    end
+  end
+  return out
+end
+
+-- The C modules the binary (or ./rollout-bench) registers, by require name.
+local function c_modules()
+  local mods = {}
+  for name in pairs(package.preload) do
+    if name:match("^rollout%.") then mods[name] = true end
+  end
+  return mods
+end
+
+-- "rollout.<module>.<type>" with rollout.<module> a registered C module; nil, why otherwise.
+local function check_name(name, mods)
+  local module, type_ = name:match("^(rollout%..+)%.([a-z_]+)$")
+  if not module then return nil, name .. " is not rollout.<module>.<type>" end
+  -- rollout.journal.core defines the journal's types: the module is the Lua namespace
+  if not (mods[module] or mods[module .. ".core"]) then
+    return nil, name .. ": " .. module .. " is no C module"
+  end
+  return type_
+end
+
+describe("C metatable names", function()
+  it("are defined once each, as #define X_MT \"rollout.<module>.<type>\"", function()
+    local mods, seen, bad = c_modules(), {}, {}
+    for _, path in ipairs(c_files()) do
+      local src = assert(fs.read(path))
+      for macro, name in src:gmatch("#define%s+([%w_]+_MT)%s+\"([^\"]*)\"") do
+        local ok, why = check_name(name, mods)
+        if not ok and not (path:match("^bench/") and name:match("^rollout%.bench%.")) then bad[#bad + 1] = path .. ": " .. why end
+        if seen[name] then bad[#bad + 1] = name .. " defined in " .. seen[name] .. " and " .. path end
+        seen[name] = path
+        assert.is_truthy(macro)
+      end
+      -- the luaL_* metatable calls name a macro (or a helper's parameter), never a literal
+      for call, arg in src:gmatch("(luaL_%a+metatable)%(L, ([^)]*)%)") do
+        if arg:match("\"") then bad[#bad + 1] = path .. ": " .. call .. "(L, " .. arg .. ")" end
+      end
+      for call, arg in src:gmatch("(luaL_%a+udata)%(L, [^,]+, ([^)]*)%)") do
+        if arg:match("\"") then bad[#bad + 1] = path .. ": " .. call .. "(..., " .. arg .. ")" end
+      end
+    end
+    assert.same({}, bad)
+    assert.is_true(next(seen) ~= nil, "found no _MT definitions at all")
+  end)
+
+  it("are what the running binary registers", function()
+    local mods = c_modules()
+    for name in pairs(mods) do require(name) end
+    -- the metatables made on first use: the encoder's buffer, load_file's FILE box
+    assert.equals("[]", json.encode(json.array({})))
+    local dir = assert(fs.mkdtemp("c-style"))
+    assert(fs.write_atomic(dir .. "/a.yaml", "a: 1\n"))
+    assert.equals(1, assert(yaml.load_file(dir .. "/a.yaml")).a)
+    fs.rmtree(dir)
+    local names, bad = {}, {}
+    for k, v in pairs(debug.getregistry()) do
+      if type(k) == "string" and type(v) == "table" and rawget(v, "__name") == k and not LUA_OWN[k] then
+        names[#names + 1] = k
+        local ok, why = check_name(k, mods)
+        if not ok then bad[#bad + 1] = why end
+      end
+    end
+    table.sort(bad)
+    assert.same({}, bad)
+    assert.is_true(#names >= 15, "only " .. #names .. " metatables: " .. table.concat(names, ", "))
+    assert.matches("^rollout%.json%.array: ", tostring(json.array({})))
+  end)
+end)
