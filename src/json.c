@@ -181,6 +181,7 @@ struct decoding {
 struct decoder {
     lua_State *L;
     const char *start, *p, *end;
+    const char *text; /* what cJSON parses: the input after a UTF-8 BOM */
     int depth;
     int bigint_string;
     int null_idx, array_mt; /* stack slots holding json.null and json.array_mt */
@@ -641,15 +642,15 @@ static int decoding_free(lua_State *L) {
  * replaced by 0 and spaces (push_number reads those from the input). */
 static const char *cjson_text(struct decoder *d, size_t *len) {
     struct decoding *dec = d->dec;
-    *len = (size_t)(d->end - d->start);
-    if (!d->long_numbers) return d->start;
+    *len = (size_t)(d->end - d->text);
+    if (!d->long_numbers) return d->text;
     dec->copy = alloc_lua(NULL, NULL, 0, *len);
     if (!dec->copy) d->oom = 1, luaL_error(d->L, "not enough memory");
     dec->copy_len = *len;
-    memcpy(dec->copy, d->start, *len);
+    memcpy(dec->copy, d->text, *len);
     for (size_t i = 0; i < dec->ints.n; i++) {
         const struct mark *k = &dec->ints.v[i];
-        char *s = dec->copy + (k->s - d->start);
+        char *s = dec->copy + (k->s - d->text);
         size_t n = 0;
         while (k->s + n < d->end && strchr("+-.0123456789eE", k->s[n])) n++;
         if (n > CJSON_NUMBER_MAX) memset(s, ' ', n), s[0] = '0';
@@ -672,8 +673,10 @@ static int decode_protected(lua_State *L) {
     memset(d->dec, 0, sizeof *d->dec);
     luaL_setmetatable(L, DECODING_MT);
     lua_toclose(L, -1);
-    if (d->end - d->p >= 3 && memcmp(d->p, "\xEF\xBB\xBF", 3) == 0)
-        d->p += 3; /* cJSON skips it too; columns count it, as editors do not */
+    /* Columns count a BOM, as editors do not. cJSON gets the text after it: it skips a BOM
+     * itself only when two more bytes follow ("\xEF\xBB\xBF" "4" failed). */
+    if (d->end - d->p >= 3 && memcmp(d->p, "\xEF\xBB\xBF", 3) == 0) d->p += 3;
+    d->text = d->p;
     scan(d);
     text = cjson_text(d, &len);
     arena_owner = d->dec;
