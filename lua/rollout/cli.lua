@@ -5,6 +5,7 @@
 -- `rollout help CMD` print its usage from that declaration, here, before main runs.
 -- A new command: add its name to COMMANDS below and write lua/rollout/cmd/<name>.lua
 -- (docs/contributing.md).
+local rollout = require("rollout")
 local args = require("rollout.args")
 local term = require("rollout.term")
 
@@ -17,10 +18,11 @@ local HOST_GLOBALS = {
 
 --- Give scripts the host API as globals: `rollout` now, the rest on first use.
 function M.install_globals()
-  _G.rollout = require("rollout")
+  _G.rollout = rollout
   setmetatable(_G, {
     __index = function(_, k)
       if HOST_GLOBALS[k] then
+        -- lazy: the host API module a script names, loaded when it first uses it
         local ok, mod = pcall(require, "rollout." .. k)
         if ok then rawset(_G, k, mod); return mod end
       end
@@ -64,6 +66,7 @@ local function is_command(name)
 end
 
 local function load_command(name)
+  -- lazy: only the command asked for is loaded (its name comes from argv)
   local ok, mod = pcall(require, "rollout.cmd." .. name)
   if ok then return mod end
   if tostring(mod):find("module 'rollout.cmd." .. name .. "' not found", 1, true) then return nil, "missing" end

@@ -35,6 +35,8 @@ local repl = require("rollout.repl")
 local journal = require("rollout.journal")
 local json = require("rollout.json")
 local output = require("rollout.output")
+local engine_mod = require("rollout.engine")
+local sandbox = require("rollout.sandbox")
 
 local M = {}
 local C = {}
@@ -262,8 +264,7 @@ function C:signals()
   local sig = e:signals(rollout.now(), win)
   sig = sig or e.last_signals
   if not sig then return nil, "no signals yet" end
-  local engine = require("rollout.engine")
-  return { window = win, baseline = engine.compact(sig.baseline), canary = engine.compact(sig.canary) }
+  return { window = win, baseline = engine_mod.compact(sig.baseline), canary = engine_mod.compact(sig.canary) }
 end
 
 local function unquote(s)
@@ -376,7 +377,6 @@ end
 --- os.exit; the host API) plus the engine's objects.
 function C:env(who)
   local e = self.engine
-  local sandbox = require("rollout.sandbox")
   local env = sandbox.new(e.pb and e.pb.file and e.pb.file:match("^(.*)/[^/]*$") or ".")
   local rv = router_view(e, who)
   local ev = engine_view(e, rv)

@@ -31,7 +31,9 @@
 -- EXIT_INCOMPLETE).
 --
 -- Error policy: bad arguments raise; file-system failures return nil/false, err.
+local rollout = require("rollout")
 local core = require("rollout.journal.core")
+local redact = require("rollout.redact")
 local json = require("rollout.json")
 local fs = require("rollout.fs")
 
@@ -73,7 +75,7 @@ end
 
 --- A fresh journal path in dir.
 function M.new_path(dir)
-  local now = require("rollout").time()
+  local now = rollout.time()
   local frac = math.floor((now % 1) * 1000)
   return string.format("%s/%s%03d-%d.jsonl", dir, os.date("!%Y%m%dT%H%M%S.", math.floor(now)), frac, fs.getpid())
 end
@@ -265,7 +267,7 @@ end
 M.clean = clean
 
 local function encode(ev)
-  ev = require("rollout.redact").value(ev) -- secrets never reach the disk or the control socket
+  ev = redact.value(ev) -- secrets never reach the disk or the control socket
   local ok, line = pcall(json.encode, ev, { sort = true, non_finite = "null", invalid_utf8 = "replace" })
   if ok then return line end
   return json.encode(clean(ev), { sort = true, non_finite = "null", invalid_utf8 = "replace" })
@@ -292,7 +294,7 @@ function M.open(path)
   if info and info.torn then
     local ok, terr = f:truncate(info.valid)
     if not ok then f:close(); return nil, terr end
-    local rok, rerr = self:append({ event = "journal_repaired", torn_bytes = #info.torn, ts = require("rollout").time(),
+    local rok, rerr = self:append({ event = "journal_repaired", torn_bytes = #info.torn, ts = rollout.time(),
       detail = "an unterminated last line (a write cut short by a crash) was removed" })
     if not rok then f:close(); return nil, rerr end
   end
@@ -358,9 +360,9 @@ end
 -- While a backlog waits: retry it every RETRY s; once written, tell the engine.
 function W:start_retry(engine)
   if self.retrier then return end
-  self.retrier = require("rollout").spawn(function()
+  self.retrier = rollout.spawn(function()
     while self.file and #self.backlog > 0 do
-      require("rollout").sleep(M.RETRY)
+      rollout.sleep(M.RETRY)
       local ok = self:flush()
       if ok then
         if self.warned then

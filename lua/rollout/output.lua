@@ -8,6 +8,8 @@
 local json = require("rollout.json")
 local redact = require("rollout.redact") -- every line written passes through it
 local term = require("rollout.term")
+local analysis = require("rollout.analysis")
+local progress_view = require("rollout.progress")
 
 local M = {}
 
@@ -81,7 +83,7 @@ local function trigger_value(e, sep)
 end
 
 local LINES = {
-  judge = function(e) return require("rollout.analysis").line(e) end,
+  judge = function(e) return analysis.line(e) end,
   rollout_started = function(e) return string.format("rollout %s: %s -> %s (%d stages)%s%s", e.service, e.baseline or "?", e.canary or "?", e.stages or 0,
     e.simulate and " [simulation]" or "", e.observe and " [observe-only]" or "") end,
   preflight_check = function(e) return string.format("preflight %-5s %s%s", e.status, e.check, e.detail and (": " .. tostring(e.detail)) or "") end,
@@ -164,7 +166,7 @@ function M.printer(opts)
   local progress = opts.progress
   if progress == nil then progress = M.interactive(out) end
   if progress then
-    local view = require("rollout.progress").new({ out = out, line = function(ev) return redact.text(M.line(ev)) end, value = M.value, clock = M.clock, verbose = opts.verbose })
+    local view = progress_view.new({ out = out, line = function(ev) return redact.text(M.line(ev)) end, value = M.value, clock = M.clock, verbose = opts.verbose })
     return function(ev, engine) return view.emit(redact.value(ev), engine) end -- the view shows fields too
   end
   return function(ev)

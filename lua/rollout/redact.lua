@@ -28,6 +28,9 @@
 -- Every pattern starts at a literal or at a word boundary (%f), so text() is linear in the
 -- length of its input (a 10 KB word took seconds with a free-floating [%w_]* prefix).
 -- Error policy: never raises on any input; non-strings pass through text() unchanged.
+local json = require("rollout.json")
+local fs = require("rollout.fs")
+
 local M = {}
 
 M.MASK = "[REDACTED]"
@@ -167,8 +170,6 @@ function M.value(v)
 end
 
 local function json_escaped(s)
-  local ok, json = pcall(require, "rollout.json")
-  if not ok then return nil end
   local eok, enc = pcall(json.encode, s)
   if eok and type(enc) == "string" then return enc:sub(2, -2) end
 end
@@ -224,8 +225,7 @@ function M.count() return #registered end
 local NOT_SECRET_FILES = { ca_file = true, cafile = true, cert_file = true, pid_file = true, config_file = true }
 
 local function read_small(path) -- a regular file only: never block on a FIFO or a device
-  local ok, fs = pcall(require, "rollout.fs")
-  local real = ok and fs.realpath(path) -- through symlinks (projected tokens), to a regular file
+  local real = fs.realpath(path) -- through symlinks (projected tokens), to a regular file
   local st = real and fs.stat(real)
   if not st or st.type ~= "file" then return nil end
   local f = io.open(path, "r")
@@ -238,8 +238,6 @@ end
 -- The identity of a file's current contents: its target's mtime (ns) and size. A projected
 -- service-account token is a symlink chain that rotation re-points: stat what it points to.
 local function file_id(path)
-  local ok, fs = pcall(require, "rollout.fs")
-  if not ok then return nil end
   local real = fs.realpath(path)
   local st = real and fs.stat(real)
   if not st then return nil end

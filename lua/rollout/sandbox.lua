@@ -87,7 +87,7 @@ function M.new(dir)
   local state = { loading = false }
   local env = {}
   for _, k in ipairs(BASE) do env[k] = _G[k] end
-  for _, k in ipairs(LIBS) do env[k] = copy(_G[k] or require(k)) end
+  for _, k in ipairs(LIBS) do env[k] = copy(_G[k] or require(k)) end -- lazy: a standard library by name
   env.os = {}
   for _, k in ipairs(OS) do env.os[k] = os[k] end
   env.getmetatable = function(v)
@@ -96,6 +96,7 @@ function M.new(dir)
   end
   local views = {}
   for _, name in ipairs(M.MODULES) do
+    -- lazy: each host API module the sandbox offers, by name (a missing one is left out)
     local ok, mod = pcall(require, name == "rollout" and "rollout" or ("rollout." .. name))
     if ok then
       views[name] = view(name, mod, state)

@@ -25,6 +25,10 @@ local json = require("rollout.json")
 local fs = require("rollout.fs")
 local term = require("rollout.term")
 local watch_view = require("rollout.watch_view")
+local fleet = require("rollout.fleet")
+local etcd = require("rollout.etcd")
+local codec = require("rollout.codec")
+local playbook = require("rollout.playbook")
 
 local M = {}
 
@@ -72,9 +76,6 @@ end
 
 --- etcd(url, id, prefix) -> source | nil, err
 function M.etcd(url, id, prefix)
-  local fleet = require("rollout.fleet")
-  local etcd = require("rollout.etcd")
-  local codec = require("rollout.codec")
   local c = etcd.new({ url = url, timeout = 5 })
   local K = fleet.keys(prefix)
   local s, err = fleet.status(c, K, id)
@@ -88,7 +89,7 @@ function M.etcd(url, id, prefix)
     local dir = fs.mkdtemp("watch")
     if not dir then return nil end
     local pbpath = fleet.materialize(b, dir)
-    local pb = pbpath and require("rollout.playbook").load(pbpath, { sets = b.sets })
+    local pb = pbpath and playbook.load(pbpath, { sets = b.sets })
     fs.rmtree(dir)
     if not pb then return nil end
     local stages, triggers = {}, {}

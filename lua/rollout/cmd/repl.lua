@@ -18,6 +18,9 @@ local edit = require("rollout.edit")
 local playbook = require("rollout.playbook")
 local repl = require("rollout.repl")
 local assemble = require("rollout.assemble")
+local http = require("rollout.http")
+local promtext = require("rollout.promtext")
+local engine = require("rollout.engine")
 
 local M = {}
 M.summary = "a local Lua REPL with the host API and a playbook's router and sources"
@@ -45,7 +48,6 @@ M.exit = "0 at end of input, 1 a line failed (reading a pipe), 2 usage or playbo
 function M.env(pb)
   local env = { pb = pb }
   env.scrape = function(url)
-    local http, promtext = require("rollout.http"), require("rollout.promtext")
     local r, err = http.get(url, { timeout = 5 })
     if not r then return nil, err end
     if r.status < 200 or r.status > 299 then return nil, url .. " answered " .. r.status end
@@ -73,7 +75,6 @@ function M.env(pb)
         end
       end
     end
-    local engine = require("rollout.engine")
     return { baseline = engine.compact(out.baseline), canary = engine.compact(out.canary) }
   end
   env.query = function(q)

@@ -14,6 +14,8 @@ local playbook = require("rollout.playbook")
 local engine = require("rollout.engine")
 local output = require("rollout.output")
 local datetime = require("rollout.datetime")
+local sources_mod = require("rollout.sources")
+local sim_router = require("rollout.sim.router")
 
 local M = {}
 M.summary = "run a playbook's decisions against what a real Prometheus recorded"
@@ -55,7 +57,6 @@ function M.main(argv)
     for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
     return 2
   end
-  local sources_mod = require("rollout.sources")
   local list = {}
   for _, cfg in ipairs(pb.sources) do
     if cfg.type == "prometheus" then
@@ -76,7 +77,7 @@ function M.main(argv)
   rollout.clock("virtual")
   local t0 = rollout.now()
   for _, src in ipairs(list) do src.time_of = function(now) return from + (now - t0) end end
-  local router = require("rollout.sim.router").new({})
+  local router = sim_router.new({})
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
   local e = engine.new(pb, { router = router, sources = list, emit = printer, simulate = true, who = "replay",
     preflight = {} })

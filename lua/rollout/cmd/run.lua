@@ -54,6 +54,11 @@ local control = require("rollout.control")
 local fingerprint = require("rollout.fingerprint")
 local fs = require("rollout.fs")
 local assemble = require("rollout.assemble")
+local redact = require("rollout.redact")
+local notify = require("rollout.notify")
+local metrics_endpoint = require("rollout.metrics_endpoint")
+local json = require("rollout.json")
+local units = require("rollout.units")
 
 local M = {}
 M.summary = "run a playbook for real: its router moves traffic, its sources read real metrics"
@@ -227,7 +232,7 @@ local function resume_playbook(path, pb, opts, events, journal_path)
   local keys = fingerprint.diff(rec.keys, fp.keys)
   local change = { from = rec.hash, to = fp.hash, keys = keys }
   if opts.accept_changed_playbook then return again, { sets = sets, config = config }, change end
-  local masked = inputs_text(rec.sets, rec.config):find(require("rollout.redact").MASK, 1, true)
+  local masked = inputs_text(rec.sets, rec.config):find(redact.MASK, 1, true)
   io.stderr:write(string.format("rollout run: refusing to resume: the playbook resolves differently from the one this rollout"
     .. " started with (%s)\n  recorded %s, now %s\n  changed: %s\n  recorded inputs: %s\n  inputs now: %s\n%s"
     .. "resume with the same playbook and inputs (--resume alone reuses the recorded --set/--config),"
@@ -272,11 +277,11 @@ local function run_locked(res, pb, opts, pos, dir)
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
   local ctl, metrics
   -- observability (docs/observability.md): /metrics and notifications, behind the journal
-  local notifier = require("rollout.notify").new(pb, { who = who() })
+  local notifier = notify.new(pb, { who = who() })
   res.notifier = notifier
   if opts.metrics_listen then
     local merr
-    metrics, merr = require("rollout.metrics_endpoint").start(opts.metrics_listen)
+    metrics, merr = metrics_endpoint.start(opts.metrics_listen)
     if not metrics then return fail(merr) end
     res.metrics = metrics
     io.stderr:write("rollout: metrics ", metrics.url, "\n")
@@ -313,7 +318,7 @@ local function run_locked(res, pb, opts, pos, dir)
   end
   local rok, rerr = writer:append({ event = "engine_started", ts = rollout.time(), pid = fs.getpid(),
     who = who(), playbook = pb.file, journal = writer.path, socket = socket, resume = resume and true or nil,
-    playbook_hash = fp.hash, playbook_keys = fp.keys, sets = setmetatable(inputs.sets, require("rollout.json").array_mt),
+    playbook_hash = fp.hash, playbook_keys = fp.keys, sets = setmetatable(inputs.sets, json.array_mt),
     config = inputs.config and (fs.realpath(inputs.config) or inputs.config), on_interrupt = opts.on_interrupt,
     observe = opts.observe })
   if not rok then return fail("the journal cannot be written, nothing was done: " .. tostring(rerr)) end
@@ -371,7 +376,7 @@ local function run_locked(res, pb, opts, pos, dir)
 end
 
 function M.main(argv)
-  require("rollout.redact").guard_stderr() -- what run says on stderr is redacted too
+  redact.guard_stderr() -- what run says on stderr is redacted too
   local opts, pos = args.parse(argv, M.options)
   if not opts then return args.usage_error("run", pos, M.usage) end
   if #pos ~= 1 then return args.usage_error("run", "expected one playbook", M.usage) end
@@ -387,9 +392,9 @@ function M.main(argv)
   if opts.accept_changed_playbook and not (opts.resume or opts.supervised) then
     return args.usage_error("run", "--accept-changed-playbook goes with --resume", M.usage)
   end
-  opts.linger = require("rollout.metrics_endpoint").LINGER
+  opts.linger = metrics_endpoint.LINGER
   if opts.metrics_linger then
-    local d, lerr = require("rollout.units").parse("duration", opts.metrics_linger)
+    local d, lerr = units.parse("duration", opts.metrics_linger)
     if not d or d < 0 then return args.usage_error("run", "--metrics-linger: " .. tostring(lerr or "must not be negative"), M.usage) end
     opts.linger = d
   end
@@ -409,7 +414,7 @@ function M.main(argv)
   local rok, code = xpcall(run_locked, debug.traceback, res, pb, opts, pos, dir)
   if not rok then
     -- an error outside the engine's protected run: journal it, and an outcome if none was written
-    local msg = require("rollout.redact").text(tostring(code))
+    local msg = redact.text(tostring(code))
     io.stderr:write("rollout run: internal error: ", msg, "\n")
     if res.writer and res.started and not (res.engine and res.engine.outcome) then
       res.writer:append({ event = "engine_error", ts = rollout.time(), error = msg:match("^[^\n]*"), traceback = msg })

@@ -2,6 +2,7 @@
 -- Runs the specs inside the real binary (rollout.testing). Exit 0 when every test passed,
 -- 1 when one failed, 2 usage error.
 local args = require("rollout.args")
+local testing = require("rollout.testing")
 
 local M = {}
 M.summary = "run the specs (spec/*_spec.lua) inside the real binary"
@@ -30,7 +31,7 @@ function M.main(argv)
   if opts.timeout and not tonumber(opts.timeout) then
     return args.usage_error("test", "--timeout: expected seconds, got '" .. opts.timeout .. "'", M.usage)
   end
-  return require("rollout.testing").main(argv)
+  return testing.main(argv)
 end
 
 return M

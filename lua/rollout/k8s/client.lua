@@ -31,6 +31,8 @@ local fs = require("rollout.fs")
 local http = require("rollout.http")
 local json = require("rollout.json")
 local kubeconfig = require("rollout.k8s.kubeconfig")
+local units = require("rollout.units")
+local redact = require("rollout.redact")
 
 local M = {}
 
@@ -77,7 +79,7 @@ end
 local function duration(v, default)
   if v == nil then return default end
   if type(v) == "number" then return v end
-  local d = require("rollout.units").parse("duration", v)
+  local d = units.parse("duration", v)
   if not d then error("k8s: bad duration " .. tostring(v), 3) end
   return d
 end
@@ -146,7 +148,7 @@ function C:token(force)
     if not text then return nil, "token: " .. err end
     local tok = text:gsub("%s+$", ""):gsub("^%s+", "")
     if tok == "" then return nil, "token: " .. self.token_file .. " is empty" end
-    require("rollout.redact").register(tok) -- a rotated token is as secret as the first
+    redact.register(tok) -- a rotated token is as secret as the first
     self.tok, self.tok_at = tok, now
   end
   return self.tok

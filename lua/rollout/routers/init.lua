@@ -37,7 +37,7 @@ function M.module(kind)
   if not M.types[kind] then
     return nil, "type: unknown router type '" .. tostring(kind) .. "' (one of " .. type_names() .. ")"
   end
-  return require("rollout.routers." .. kind)
+  return require("rollout.routers." .. kind) -- lazy: only the router type a playbook names is loaded
 end
 
 --- Problems with a router table as rollout.schema errors {path = {...}, message =}, the

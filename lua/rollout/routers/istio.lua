@@ -28,6 +28,7 @@ local json = require("rollout.json")
 local common = require("rollout.routers.common")
 local client = require("rollout.k8s.client")
 local deployments = require("rollout.k8s.deployments")
+local resources = require("rollout.k8s.resources")
 
 local M = {}
 
@@ -280,7 +281,7 @@ end
 -- ---- deployments ---------------------------------------------------------------------
 
 local function deploy_name(name)
-  if type(name) ~= "string" or not require("rollout.k8s.resources").name_ok(name) then
+  if type(name) ~= "string" or not resources.name_ok(name) then
     error("deployment name must be a Kubernetes name, got " .. tostring(name), 3)
   end
 end

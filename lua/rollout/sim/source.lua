@@ -15,6 +15,7 @@ local histogram = require("rollout.histogram")
 local window = require("rollout.window")
 local scenario_mod = require("rollout.sim.scenario")
 local reservoir = require("rollout.reservoir")
+local analysis = require("rollout.analysis")
 
 local M = {}
 M.__index = M
@@ -150,7 +151,6 @@ end
 --- per-interval series over (now - window, now] (rollout.analysis.window_samples).
 function M:samples(now, win, opts)
   if self:source_error(now) then return nil, "simulated source error" end
-  local analysis = require("rollout.analysis")
   opts = { max = opts and opts.max, interval = self.interval, raw = self.reservoir > 0 }
   return { baseline = analysis.window_samples(self.store, "baseline", now, win, opts),
            canary = analysis.window_samples(self.store, "canary", now, win, opts) }

@@ -42,6 +42,7 @@ local function module_for(cfg)
   if type(cfg) ~= "table" then return nil, {}, "source: expected a table, got " .. type(cfg) end
   if cfg.type == nil then return nil, { "type" }, "required string (" .. table.concat(M.TYPES, ", ") .. ")" end
   for _, t in ipairs(M.TYPES) do
+    -- lazy: only the source types a playbook names are loaded
     if cfg.type == t then return require("rollout.sources." .. t) end
   end
   return nil, { "type" }, "unknown source type \"" .. tostring(cfg.type) .. "\" (" .. table.concat(M.TYPES, ", ") .. ")"

@@ -42,6 +42,7 @@
 -- Error policy: bad config raises from new(); transport failures, non-2xx statuses (with
 -- Prometheus's errorType and error when it sent its error envelope), malformed JSON and
 -- unexpected result types return nil, err naming the query.
+local rollout = require("rollout")
 local http = require("rollout.http")
 local json = require("rollout.json")
 local units = require("rollout.units")
@@ -416,7 +417,7 @@ function P:samples(now, span, opts)
   opts = opts or {}
   local step = opts.interval or 10
   if self.time_of then self.eval_time = self.time_of(now) end
-  local t_end = self.eval_time or require("rollout").time()
+  local t_end = self.eval_time or rollout.time()
   local n_points = math.max(1, math.floor(span / step + 1e-9))
   local fns = {}
   for _, v in ipairs(common.VERSIONS) do
