@@ -2,6 +2,9 @@
 -- sources and on the running binary:
 --   * every userdata metatable is named "rollout.<module>.<type>", where rollout.<module> is
 --     the C module that defines it, and the name is written once, as a #define ..._MT;
+--   * every C function Lua calls (a namespace function, a method, a metamethod) is named
+--     l_<namespace>_<name> or l_<type>_<method>, so `l_http_get` is http.get and nothing
+--     that is not a binding starts with l_;
 local fs = require("rollout.fs")
 local json = require("rollout.json")
 local yaml = require("rollout.yaml")
@@ -85,5 +88,38 @@ describe("C metatable names", function()
     assert.same({}, bad)
     assert.is_true(#names >= 15, "only " .. #names .. " metatables: " .. table.concat(names, ", "))
     assert.matches("^rollout%.json%.array: ", tostring(json.array({})))
+  end)
+end)
+
+-- The C functions a source file hands to Lua: luaL_Reg entries and metamethods.
+local function bindings(src)
+  local out = {}
+  for body in src:gmatch("luaL_Reg%s+[%w_]+%[%]%s*=%s*(%b{})") do
+    for name, fn in body:gmatch('{%s*"([^"]+)",%s*([%w_]+)%s*}') do out[#out + 1] = { fn = fn, what = name } end
+  end
+  for fn, mm in src:gmatch("lua_pushcfunction%(L, ([%w_]+)%);%s*lua_setfield%(L, %-2, \"(__%w+)\"%)") do
+    out[#out + 1] = { fn = fn, what = mm }
+  end
+  return out
+end
+
+describe("C bindings", function()
+  it("are named l_<namespace>_<name> or l_<type>_<method>", function()
+    local bad, n = {}, 0
+    for _, path in ipairs(c_files()) do
+      local src = assert(fs.read(path))
+      for _, b in ipairs(bindings(src)) do
+        n = n + 1
+        -- (a helper's lua_CFunction parameter is checked where the helper is called)
+        local defined = src:find("int " .. b.fn .. "(lua_State *L", 1, true) ~= nil
+        if defined and not b.fn:match("^l_[a-z]+_[%w_]+$") then bad[#bad + 1] = path .. ": " .. b.what .. " is " .. b.fn end
+      end
+      -- and what starts with l_ is a lua_CFunction or its continuation (lua_KFunction)
+      for ret, fn, params in src:gmatch("\n[%w_ ]-([%w_]+)%s+%**(l_[%w_]+)%(([^)]*)%)%s*{") do
+        if ret ~= "int" or not params:match("^lua_State %*L") then bad[#bad + 1] = path .. ": " .. fn .. "(" .. params .. ")" end
+      end
+    end
+    assert.same({}, bad)
+    assert.is_true(n > 150, "found only " .. n .. " bindings")
   end)
 end)

@@ -140,7 +140,7 @@ static void section_open(struct section *s) {
     A.nsections++;
 }
 
-static int section_gc(lua_State *L) {
+static int l_section_gc(lua_State *L) {
     section_close(luaL_checkudata(L, 1, SECTION_MT));
     return 0;
 }
@@ -176,7 +176,7 @@ static void push_size(lua_State *L, size_t n) {
 }
 
 /* End of the section: close it, then return fn's results or raise. */
-static int run_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_alloc_run_k(lua_State *L, int status, lua_KContext ctx) {
     int base = (int)ctx;
     struct section *s = luaL_checkudata(L, base, SECTION_MT);
     int exceeded = s->exceeded;
@@ -193,7 +193,7 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* alloc.run(fn, limit, ...) -> ...  [-0, +?, e] */
-static int alloc_run(lua_State *L) {
+static int l_alloc_run(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     size_t cap = check_bytes(L, 2, "alloc.run");
     int nargs = lua_gettop(L) - 2;
@@ -209,12 +209,12 @@ static int alloc_run(lua_State *L) {
     lua_pushvalue(L, 1);
     for (int i = 0; i < nargs; i++) lua_pushvalue(L, 3 + i);
     section_open(s);
-    int status = lua_pcallk(L, nargs, LUA_MULTRET, 0, base, run_k);
-    return run_k(L, status, base);
+    int status = lua_pcallk(L, nargs, LUA_MULTRET, 0, base, l_alloc_run_k);
+    return l_alloc_run_k(L, status, base);
 }
 
 /* alloc.stats() -> {total=, peak=, limit=, sections=}  [-0, +1, m] */
-static int alloc_stats(lua_State *L) {
+static int l_alloc_stats(lua_State *L) {
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, (lua_Integer)A.total);
     lua_setfield(L, -2, "total");
@@ -228,7 +228,7 @@ static int alloc_stats(lua_State *L) {
 }
 
 /* alloc.limit([bytes]) -> previous limit  [-0, +1, v] */
-static int alloc_limit(lua_State *L) {
+static int l_alloc_limit(lua_State *L) {
     size_t old = A.limit;
     if (!lua_isnoneornil(L, 1)) A.limit = check_bytes(L, 1, "alloc.limit");
     lua_pushinteger(L, (lua_Integer)old);
@@ -236,15 +236,15 @@ static int alloc_limit(lua_State *L) {
 }
 
 static const luaL_Reg alloc_funcs[] = {
-    {"run", alloc_run},
-    {"stats", alloc_stats},
-    {"limit", alloc_limit},
+    {"run", l_alloc_run},
+    {"stats", l_alloc_stats},
+    {"limit", l_alloc_limit},
     {NULL, NULL},
 };
 
 int luaopen_rollout_alloc(lua_State *L) {
     if (luaL_newmetatable(L, SECTION_MT)) {
-        lua_pushcfunction(L, section_gc);
+        lua_pushcfunction(L, l_section_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);

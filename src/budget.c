@@ -213,7 +213,7 @@ static void read_opts(lua_State *L, int idx, struct budget *b) {
 }
 
 /* End of the budgeted call: restore the hook and the map, then return or re-raise. */
-static int run_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_budget_run_k(lua_State *L, int status, lua_KContext ctx) {
     int base = (int)ctx; /* the budget userdata's index; fn's results are above it */
     struct budget *b = luaL_checkudata(L, base, BUDGET_MT);
     b->done = 1;
@@ -228,7 +228,7 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
     return lua_gettop(L) - base;
 }
 
-static int budget_gc(lua_State *L) {
+static int l_budget_gc(lua_State *L) {
     struct budget *b = luaL_checkudata(L, 1, BUDGET_MT);
     if (ev_is_active(&b->timer)) ev_timer_stop(loop_ev(), &b->timer);
     b->done = 1;
@@ -237,7 +237,7 @@ static int budget_gc(lua_State *L) {
 }
 
 /* budget.run(fn, opts, ...) -> ...  [-0, +?, e] */
-static int budget_run(lua_State *L) {
+static int l_budget_run(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     if (lua_gettop(L) < 2) lua_settop(L, 2);
     int nargs = lua_gettop(L) - 2;
@@ -265,18 +265,18 @@ static int budget_run(lua_State *L) {
     lua_pushvalue(L, 1);
     for (int i = 0; i < nargs; i++) lua_pushvalue(L, 3 + i);
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, STEP);
-    int status = lua_pcallk(L, nargs, LUA_MULTRET, 0, base, run_k);
-    return run_k(L, status, base);
+    int status = lua_pcallk(L, nargs, LUA_MULTRET, 0, base, l_budget_run_k);
+    return l_budget_run_k(L, status, base);
 }
 
 static const luaL_Reg budget_funcs[] = {
-    {"run", budget_run},
+    {"run", l_budget_run},
     {NULL, NULL},
 };
 
 int luaopen_rollout_budget(lua_State *L) {
     if (luaL_newmetatable(L, BUDGET_MT)) {
-        lua_pushcfunction(L, budget_gc);
+        lua_pushcfunction(L, l_budget_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);

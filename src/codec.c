@@ -57,7 +57,7 @@ size_t codec_base64_decode(const char *in, size_t n, unsigned char *out) {
 }
 
 /* codec.base64(s) -> text  [-0, +1, e] */
-static int l_base64(lua_State *L) {
+static int l_codec_base64(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     luaL_Buffer b;
@@ -68,7 +68,7 @@ static int l_base64(lua_State *L) {
 }
 
 /* codec.unbase64(text) -> s | nil, err  [-0, +1|2, e] */
-static int l_unbase64(lua_State *L) {
+static int l_codec_unbase64(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     luaL_Buffer b;
@@ -85,7 +85,7 @@ static int l_unbase64(lua_State *L) {
 }
 
 /* codec.hex(s) -> text  [-0, +1, e] */
-static int l_hex(lua_State *L) {
+static int l_codec_hex(lua_State *L) {
     size_t n;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
     luaL_Buffer b;
@@ -99,7 +99,8 @@ static int l_hex(lua_State *L) {
 }
 
 int luaopen_rollout_codec(lua_State *L) {
-    static const luaL_Reg funcs[] = {{"base64", l_base64}, {"unbase64", l_unbase64}, {"hex", l_hex}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"base64", l_codec_base64}, {"unbase64", l_codec_unbase64}, {"hex", l_codec_hex}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }

@@ -130,7 +130,7 @@ static void cancel_wait(void *ud) {
 }
 
 /* edit.readline([prompt]) -> line | nil  [-0, +1, e] */
-static int edit_readline(lua_State *L) {
+static int l_edit_readline(lua_State *L) {
     const char *prompt = luaL_optstring(L, 1, "> ");
     if (E.waiter) return luaL_error(L, "edit.readline: another task is already reading stdin");
     loop_check_can_park(L, "edit.readline");
@@ -160,30 +160,30 @@ static int edit_readline(lua_State *L) {
     return lua_yield(L, 0);
 }
 
-static int edit_add_history(lua_State *L) {
+static int l_edit_add_history(lua_State *L) {
     const char *line = luaL_checkstring(L, 1);
     if (*line) add_history(line);
     return 0;
 }
 
-static int edit_read_history(lua_State *L) {
+static int l_edit_read_history(lua_State *L) {
     lua_pushboolean(L, read_history(luaL_checkstring(L, 1)) == 0);
     return 1;
 }
 
-static int edit_write_history(lua_State *L) {
+static int l_edit_write_history(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     stifle_history(1000);
     lua_pushboolean(L, write_history(path) == 0);
     return 1;
 }
 
-static int edit_isatty(lua_State *L) {
+static int l_edit_isatty(lua_State *L) {
     lua_pushboolean(L, is_tty());
     return 1;
 }
 
-static int edit_close(lua_State *L) {
+static int l_edit_close(lua_State *L) {
     (void)L;
     if (E.installed) {
         rl_callback_handler_remove();
@@ -193,12 +193,12 @@ static int edit_close(lua_State *L) {
 }
 
 static const luaL_Reg edit_funcs[] = {
-    {"readline", edit_readline},
-    {"add_history", edit_add_history},
-    {"read_history", edit_read_history},
-    {"write_history", edit_write_history},
-    {"isatty", edit_isatty},
-    {"close", edit_close},
+    {"readline", l_edit_readline},
+    {"add_history", l_edit_add_history},
+    {"read_history", l_edit_read_history},
+    {"write_history", l_edit_write_history},
+    {"isatty", l_edit_isatty},
+    {"close", l_edit_close},
     {NULL, NULL},
 };
 

@@ -44,7 +44,7 @@ static int ok(lua_State *L) { return lua_pushboolean(L, 1), 1; }
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* fs.list(dir) -> sorted names  [-0, +1|2, e] */
-static int fs_list(lua_State *L) {
+static int l_fs_list(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
     DIR *d = opendir(dir);
     if (!d) return fail(L, dir);
@@ -82,7 +82,7 @@ static const char *type_name(mode_t m) {
 }
 
 /* fs.stat(path) -> info  [-0, +1|2, e] */
-static int fs_stat(lua_State *L) {
+static int l_fs_stat(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     struct stat st;
     if (lstat(path, &st) != 0) return fail(L, path);
@@ -108,7 +108,7 @@ static int mkdir_one(const char *path, mode_t mode) {
 }
 
 /* fs.mkdir(path [, mode [, parents]]) -> true  [-0, +1|2, e] */
-static int fs_mkdir(lua_State *L) {
+static int l_fs_mkdir(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     mode_t mode = (mode_t)luaL_optinteger(L, 2, 0755);
     if (lua_toboolean(L, 3)) {
@@ -127,7 +127,7 @@ static int fs_mkdir(lua_State *L) {
 }
 
 /* fs.mkdtemp([prefix]) -> path  [-0, +1|2, e] */
-static int fs_mkdtemp(lua_State *L) {
+static int l_fs_mkdtemp(lua_State *L) {
     const char *prefix = luaL_optstring(L, 1, "rollout");
     const char *tmp = getenv("TMPDIR");
     char buf[PATH_MAX];
@@ -160,7 +160,7 @@ static int rmtree(const char *path) {
 }
 
 /* fs.rmtree(path) -> true  [-0, +1|2, e] */
-static int fs_rmtree(lua_State *L) {
+static int l_fs_rmtree(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     if (!*path || !strcmp(path, "/")) return luaL_error(L, "fs.rmtree: refusing to remove '%s'", path);
     if (rmtree(path) != 0) return fail(L, path);
@@ -196,7 +196,7 @@ int fs_sync_dir_of(const char *path) {
 }
 
 /* fs.write_atomic(path, data [, mode]) -> true  [-0, +1|2, e] */
-static int fs_write_atomic(lua_State *L) {
+static int l_fs_write_atomic(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     size_t n;
     const char *data = luaL_checklstring(L, 2, &n);
@@ -225,7 +225,7 @@ static int fs_write_atomic(lua_State *L) {
 }
 
 /* fs.read(path) -> data  [-0, +1|2, e] */
-static int fs_read(lua_State *L) {
+static int l_fs_read(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fail(L, path);
@@ -249,17 +249,17 @@ static int fs_read(lua_State *L) {
     return 1;
 }
 
-static int fs_chmod(lua_State *L) {
+static int l_fs_chmod(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) != 0) return fail(L, path);
     return ok(L);
 }
 
-static int fs_getpid(lua_State *L) { return lua_pushinteger(L, getpid()), 1; }
-static int fs_getuid(lua_State *L) { return lua_pushinteger(L, (lua_Integer)getuid()), 1; }
+static int l_fs_getpid(lua_State *L) { return lua_pushinteger(L, getpid()), 1; }
+static int l_fs_getuid(lua_State *L) { return lua_pushinteger(L, (lua_Integer)getuid()), 1; }
 
 /* fs.kill(pid [, sig=0]) -> true  [-0, +1|2, e] */
-static int fs_kill(lua_State *L) {
+static int l_fs_kill(lua_State *L) {
     lua_Integer pid = luaL_checkinteger(L, 1);
     int sig = (int)luaL_optinteger(L, 2, 0);
     /* a pid that does not fit pid_t would wrap to -1: kill(-1) signals every process */
@@ -273,7 +273,7 @@ static int fs_kill(lua_State *L) {
     return ok(L);
 }
 
-static int fs_realpath(lua_State *L) {
+static int l_fs_realpath(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     char buf[PATH_MAX];
     if (!realpath(path, buf)) return fail(L, path);
@@ -282,7 +282,7 @@ static int fs_realpath(lua_State *L) {
 }
 
 /* fs.isatty(fd) -> bool  [-0, +1, e]: a live progress view only where a person watches. */
-static int fs_isatty(lua_State *L) {
+static int l_fs_isatty(lua_State *L) {
     lua_Integer fd = luaL_checkinteger(L, 1);
     lua_pushboolean(L, fd >= 0 && fd <= INT_MAX && isatty((int)fd));
     return 1;
@@ -290,7 +290,7 @@ static int fs_isatty(lua_State *L) {
 
 /* fs.winsize(fd) -> cols, rows | nil  [-0, +1|2, e]: the width the live view draws to. A
  * descriptor that is not a terminal, or a terminal that reports 0 columns, gives nil. */
-static int fs_winsize(lua_State *L) {
+static int l_fs_winsize(lua_State *L) {
     lua_Integer fd = luaL_checkinteger(L, 1);
     struct winsize ws;
     if (fd < 0 || fd > INT_MAX || ioctl((int)fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
@@ -303,11 +303,11 @@ static int fs_winsize(lua_State *L) {
 }
 
 static const luaL_Reg fs_funcs[] = {
-    {"list", fs_list},       {"stat", fs_stat},       {"mkdir", fs_mkdir},
-    {"mkdtemp", fs_mkdtemp}, {"rmtree", fs_rmtree},   {"write_atomic", fs_write_atomic},
-    {"read", fs_read},       {"chmod", fs_chmod},     {"getpid", fs_getpid},
-    {"getuid", fs_getuid},   {"kill", fs_kill},       {"realpath", fs_realpath},
-    {"isatty", fs_isatty},   {"winsize", fs_winsize}, {NULL, NULL},
+    {"list", l_fs_list},       {"stat", l_fs_stat},       {"mkdir", l_fs_mkdir},
+    {"mkdtemp", l_fs_mkdtemp}, {"rmtree", l_fs_rmtree},   {"write_atomic", l_fs_write_atomic},
+    {"read", l_fs_read},       {"chmod", l_fs_chmod},     {"getpid", l_fs_getpid},
+    {"getuid", l_fs_getuid},   {"kill", l_fs_kill},       {"realpath", l_fs_realpath},
+    {"isatty", l_fs_isatty},   {"winsize", l_fs_winsize}, {NULL, NULL},
 };
 
 int luaopen_rollout_fs(lua_State *L) {

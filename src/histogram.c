@@ -243,13 +243,13 @@ static int push_or_nil(lua_State *L, int have, double v) {
 }
 
 /* histogram.new() [-0, +1, m] */
-static int l_new(lua_State *L) {
+static int l_histogram_new(lua_State *L) {
     histogram_push_new(L);
     return 1;
 }
 
 /* __gc [-0, +0, -] */
-static int l_gc(lua_State *L) {
+static int l_histogram_gc(lua_State *L) {
     histogram_box *b = luaL_checkudata(L, 1, HISTOGRAM_MT);
     histogram_free(b->h);
     b->h = NULL;
@@ -257,14 +257,14 @@ static int l_gc(lua_State *L) {
 }
 
 /* h:record(v [, n]) [-0, +0, v] */
-static int l_record(lua_State *L) {
+static int l_histogram_record(lua_State *L) {
     histogram *h = histogram_check(L, 1);
     histogram_record_n(h, check_value(L, 2), check_repeat(L, 3));
     return 0;
 }
 
 /* h:record_many(list) -> n [-0, +1, v] */
-static int l_record_many(lua_State *L) {
+static int l_histogram_record_many(lua_State *L) {
     histogram *h = histogram_check(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
@@ -281,7 +281,7 @@ static int l_record_many(lua_State *L) {
 }
 
 /* h:merge(other) -> h [-0, +1, v] */
-static int l_merge(lua_State *L) {
+static int l_histogram_merge(lua_State *L) {
     histogram *h = histogram_check(L, 1);
     histogram_merge(h, histogram_check(L, 2));
     lua_settop(L, 1);
@@ -289,14 +289,14 @@ static int l_merge(lua_State *L) {
 }
 
 /* h:reset() -> h [-0, +1, v] */
-static int l_reset(lua_State *L) {
+static int l_histogram_reset(lua_State *L) {
     histogram_reset(histogram_check(L, 1));
     lua_settop(L, 1);
     return 1;
 }
 
 /* h:quantile(q) -> seconds | nil [-0, +1, v] */
-static int l_quantile(lua_State *L) {
+static int l_histogram_quantile(lua_State *L) {
     histogram *h = histogram_check(L, 1);
     double v = 0;
     int have = histogram_quantile(h, check_q(L, 2), &v) == 0;
@@ -304,37 +304,37 @@ static int l_quantile(lua_State *L) {
 }
 
 /* h:count() [-0, +1, v] */
-static int l_count(lua_State *L) {
+static int l_histogram_count(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)histogram_check(L, 1)->count);
     return 1;
 }
 
 /* h:sum() [-0, +1, v] */
-static int l_sum(lua_State *L) {
+static int l_histogram_sum(lua_State *L) {
     lua_pushnumber(L, histogram_check(L, 1)->sum);
     return 1;
 }
 
 /* h:min() [-0, +1, v] */
-static int l_min(lua_State *L) {
+static int l_histogram_min(lua_State *L) {
     histogram *h = histogram_check(L, 1);
     return push_or_nil(L, h->count > 0, h->min);
 }
 
 /* h:max() [-0, +1, v] */
-static int l_max(lua_State *L) {
+static int l_histogram_max(lua_State *L) {
     histogram *h = histogram_check(L, 1);
     return push_or_nil(L, h->count > 0, h->max);
 }
 
 /* h:mean() [-0, +1, v] */
-static int l_mean(lua_State *L) {
+static int l_histogram_mean(lua_State *L) {
     histogram *h = histogram_check(L, 1);
     return push_or_nil(L, h->count > 0, histogram_mean(h));
 }
 
 /* tostring(h) [-0, +1, m] */
-static int l_tostring(lua_State *L) {
+static int l_histogram_tostring(lua_State *L) {
     histogram_box *b = luaL_checkudata(L, 1, HISTOGRAM_MT);
     double p50 = 0, p99 = 0;
     if (!b->h || !b->h->count) {
@@ -387,7 +387,7 @@ static lua_Number window_option(lua_State *L, const char *key) {
 }
 
 /* histogram.window{slots=N, width=seconds} [-0, +1, e] */
-static int l_window(lua_State *L) {
+static int l_histogram_window(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     for (lua_pushnil(L); lua_next(L, 1); lua_pop(L, 1)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
@@ -474,16 +474,16 @@ static void new_metatable(lua_State *L, const char *name, const luaL_Reg *method
 /* require("rollout.histogram") [-0, +1, e] */
 int luaopen_rollout_histogram(lua_State *L) {
     static const luaL_Reg histogram_methods[] = {
-        {"record", l_record},
-        {"record_many", l_record_many},
-        {"merge", l_merge},
-        {"reset", l_reset},
-        {"quantile", l_quantile},
-        {"count", l_count},
-        {"sum", l_sum},
-        {"min", l_min},
-        {"max", l_max},
-        {"mean", l_mean},
+        {"record", l_histogram_record},
+        {"record_many", l_histogram_record_many},
+        {"merge", l_histogram_merge},
+        {"reset", l_histogram_reset},
+        {"quantile", l_histogram_quantile},
+        {"count", l_histogram_count},
+        {"sum", l_histogram_sum},
+        {"min", l_histogram_min},
+        {"max", l_histogram_max},
+        {"mean", l_histogram_mean},
         {NULL, NULL},
     };
     static const luaL_Reg window_methods[] = {
@@ -491,12 +491,12 @@ int luaopen_rollout_histogram(lua_State *L) {
         {"snapshot", l_window_snapshot}, {"reset", l_window_reset},       {NULL, NULL},
     };
     static const luaL_Reg funcs[] = {
-        {"new", l_new},
-        {"window", l_window},
+        {"new", l_histogram_new},
+        {"window", l_histogram_window},
         {NULL, NULL},
     };
-    new_metatable(L, HISTOGRAM_MT, histogram_methods, l_gc);
-    lua_pushcfunction(L, l_tostring);
+    new_metatable(L, HISTOGRAM_MT, histogram_methods, l_histogram_gc);
+    lua_pushcfunction(L, l_histogram_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
     new_metatable(L, WINDOW_MT, window_methods, l_window_gc);

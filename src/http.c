@@ -805,7 +805,7 @@ static int request_start(lua_State *L, struct http_opts *o) {
 }
 
 /* http.request{url=, ...} -> response | nil, err  [-0, +1|2, e] */
-static int http_request(lua_State *L) {
+static int l_http_request(lua_State *L) {
     struct http_opts o;
     opts_init(&o, "http.request");
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -815,7 +815,7 @@ static int http_request(lua_State *L) {
 }
 
 /* http.get(url [, opts]) -> response | nil, err  [-0, +1|2, e] */
-static int http_get(lua_State *L) {
+static int l_http_get(lua_State *L) {
     struct http_opts o;
     opts_init(&o, "http.get");
     o.url = luaL_checkstring(L, 1);
@@ -831,7 +831,7 @@ static int http_get(lua_State *L) {
 }
 
 /* http.post(url, body [, opts]) -> response | nil, err  [-0, +1|2, e] */
-static int http_post(lua_State *L) {
+static int l_http_post(lua_State *L) {
     struct http_opts o;
     opts_init(&o, "http.post");
     o.url = luaL_checkstring(L, 1);
@@ -869,7 +869,7 @@ static void add_encoded(luaL_Buffer *b, const char *s, size_t n) {
 }
 
 /* http.urlencode(s) -> s  [-0, +1, e] */
-static int http_urlencode(lua_State *L) {
+static int l_http_urlencode(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     luaL_Buffer b;
@@ -887,7 +887,7 @@ static int hexval(char c) {
 }
 
 /* http.urldecode(s) -> s  [-0, +1, e] */
-static int http_urldecode(lua_State *L) {
+static int l_http_urldecode(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     luaL_Buffer b;
@@ -924,7 +924,7 @@ static void push_pair(lua_State *L, const char *k, size_t kn, int vidx) {
 static int cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* http.encode_query{k=v, k={v1, v2}} -> "k=v&k=v1&k=v2"  [-0, +1, e] */
-static int http_encode_query(lua_State *L) {
+static int l_http_encode_query(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     int n = 0;
@@ -994,7 +994,7 @@ static long conf_count(lua_State *L, const char *key) {
 
 /* http.configure{max_connections=, max_host_connections=, max_body=, timeout=} -> settings
  * The limits are curl's: transfers beyond them wait in curl's queue.  [-0, +1, e] */
-static int http_configure(lua_State *L) {
+static int l_http_configure(lua_State *L) {
     struct http_opts o;
     opts_init(&o, "http.configure");
     if (!lua_isnoneornil(L, 1)) {
@@ -1022,7 +1022,7 @@ static int http_configure(lua_State *L) {
 }
 
 /* http.stats() -> {active=, pooled=, sockets=}  [-0, +1, m] */
-static int http_stats(lua_State *L) {
+static int l_http_stats(lua_State *L) {
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, H.active_len);
     lua_setfield(L, -2, "active");
@@ -1035,7 +1035,7 @@ static int http_stats(lua_State *L) {
 
 /* __gc of the state anchor: runs at lua_close. In-flight transfers belong to tasks that are
  * gone, so they are dropped without resuming anyone. */
-static int http_shutdown(lua_State *L) {
+static int l_http_shutdown(lua_State *L) {
     (void)L;
     if (!H.multi) return 0;
     while (H.active) {
@@ -1078,7 +1078,7 @@ static int http_init(lua_State *L) {
     ev_timer_init(&H.timer, http_on_timer, 0., 0.);
     lua_newuserdatauv(L, 1, 0);
     lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, http_shutdown);
+    lua_pushcfunction(L, l_http_shutdown);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, HTTP_STATE_KEY);
@@ -1086,14 +1086,14 @@ static int http_init(lua_State *L) {
 }
 
 static const luaL_Reg http_funcs[] = {
-    {"request", http_request},
-    {"get", http_get},
-    {"post", http_post},
-    {"urlencode", http_urlencode},
-    {"urldecode", http_urldecode},
-    {"encode_query", http_encode_query},
-    {"configure", http_configure},
-    {"stats", http_stats},
+    {"request", l_http_request},
+    {"get", l_http_get},
+    {"post", l_http_post},
+    {"urlencode", l_http_urlencode},
+    {"urldecode", l_http_urldecode},
+    {"encode_query", l_http_encode_query},
+    {"configure", l_http_configure},
+    {"stats", l_http_stats},
     {NULL, NULL},
 };
 

@@ -81,7 +81,7 @@ static struct jfile *check_file(lua_State *L) {
 }
 
 /* open(path [, mode]) -> file  [-0, +1|2, e] */
-static int journal_open(lua_State *L) {
+static int l_journal_open(lua_State *L) {
     const char *path = check_path(L, 1);
     mode_t mode = (mode_t)luaL_optinteger(L, 2, 0600);
     struct stat st;
@@ -102,7 +102,7 @@ static int journal_open(lua_State *L) {
 }
 
 /* file:append(data) -> true  [-0, +1|2, e] */
-static int file_append(lua_State *L) {
+static int l_file_append(lua_State *L) {
     struct jfile *f = check_file(L);
     size_t n;
     const char *data = luaL_checklstring(L, 2, &n);
@@ -117,7 +117,7 @@ static int file_append(lua_State *L) {
 }
 
 /* file:truncate(size) -> true  [-0, +1|2, e] */
-static int file_truncate(lua_State *L) {
+static int l_file_truncate(lua_State *L) {
     struct jfile *f = check_file(L);
     lua_Integer size = luaL_checkinteger(L, 2);
     luaL_argcheck(L, size >= 0, 2, "size must be >= 0");
@@ -125,7 +125,7 @@ static int file_truncate(lua_State *L) {
     return lua_pushboolean(L, 1), 1;
 }
 
-static int file_size(lua_State *L) {
+static int l_file_size(lua_State *L) {
     struct jfile *f = check_file(L);
     struct stat st;
     if (fstat(f->fd, &st) != 0) return fail_errno(L, f->path, errno);
@@ -133,20 +133,20 @@ static int file_size(lua_State *L) {
     return 1;
 }
 
-static int file_path(lua_State *L) {
+static int l_file_path(lua_State *L) {
     struct jfile *f = luaL_checkudata(L, 1, FILE_MT);
     lua_pushstring(L, f->path);
     return 1;
 }
 
-static int file_close(lua_State *L) {
+static int l_file_close(lua_State *L) {
     struct jfile *f = luaL_checkudata(L, 1, FILE_MT);
     if (f->fd >= 0) close(f->fd);
     f->fd = -1;
     return 0;
 }
 
-static int file_tostring(lua_State *L) {
+static int l_file_tostring(lua_State *L) {
     struct jfile *f = luaL_checkudata(L, 1, FILE_MT);
     lua_pushfstring(L, "journal file %s%s", f->path, f->fd < 0 ? " (closed)" : "");
     return 1;
@@ -181,7 +181,7 @@ static int slurp(lua_State *L, const char *path) {
 }
 
 /* read(path) -> lines, info  [-0, +2, e] */
-static int journal_read(lua_State *L) {
+static int l_journal_read(lua_State *L) {
     const char *path = check_path(L, 1);
     if (slurp(L, path) != 0) return fail_errno(L, path, errno);
     size_t n;
@@ -211,7 +211,7 @@ static int journal_read(lua_State *L) {
 }
 
 /* fsync_dir(path) -> true: make a rename or a new file in path's directory durable. */
-static int journal_fsync_dir(lua_State *L) {
+static int l_journal_fsync_dir(lua_State *L) {
     const char *path = check_path(L, 1);
     if (fs_sync_dir_of(path) != 0) return fail_errno(L, path, errno);
     return lua_pushboolean(L, 1), 1;
@@ -245,7 +245,7 @@ static int holder_refusal(lua_State *L, const char *path, int fd) {
 }
 
 /* lock(path) -> lock | nil, err, pid  [-0, +1|3, e] */
-static int journal_lock(lua_State *L) {
+static int l_journal_lock(lua_State *L) {
     const char *path = check_path(L, 1);
     for (int attempt = 0; attempt < 10; attempt++) {
         int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -282,7 +282,7 @@ static int journal_lock(lua_State *L) {
     return 2;
 }
 
-static int lock_release(lua_State *L) {
+static int l_lock_release(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     if (k->fd >= 0) {
         unlink(k->path); /* while still holding it: the next locker creates a fresh file */
@@ -292,26 +292,26 @@ static int lock_release(lua_State *L) {
     return 0;
 }
 
-static int lock_gc(lua_State *L) {
+static int l_lock_gc(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     if (k->fd >= 0) close(k->fd);
     k->fd = -1;
     return 0;
 }
 
-static int lock_pid(lua_State *L) {
+static int l_lock_pid(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     lua_pushinteger(L, k->pid);
     return 1;
 }
 
-static int lock_path(lua_State *L) {
+static int l_lock_path(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     lua_pushstring(L, k->path);
     return 1;
 }
 
-static int lock_tostring(lua_State *L) {
+static int l_lock_tostring(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     lua_pushfstring(L, "lock %s (pid %d%s)", k->path, k->pid, k->fd < 0 ? ", released" : "");
     return 1;
@@ -320,20 +320,23 @@ static int lock_tostring(lua_State *L) {
 /* ---- registration ------------------------------------------------------------------ */
 
 static const luaL_Reg file_methods[] = {
-    {"append", file_append}, {"truncate", file_truncate}, {"size", file_size},
-    {"path", file_path},     {"close", file_close},       {NULL, NULL},
+    {"append", l_file_append}, {"truncate", l_file_truncate}, {"size", l_file_size},
+    {"path", l_file_path},     {"close", l_file_close},       {NULL, NULL},
 };
 
 static const luaL_Reg lock_methods[] = {
-    {"release", lock_release},
-    {"pid", lock_pid},
-    {"path", lock_path},
+    {"release", l_lock_release},
+    {"pid", l_lock_pid},
+    {"path", l_lock_path},
     {NULL, NULL},
 };
 
 static const luaL_Reg journal_funcs[] = {
-    {"open", journal_open},           {"read", journal_read}, {"lock", journal_lock},
-    {"fsync_dir", journal_fsync_dir}, {NULL, NULL},
+    {"open", l_journal_open},
+    {"read", l_journal_read},
+    {"lock", l_journal_lock},
+    {"fsync_dir", l_journal_fsync_dir},
+    {NULL, NULL},
 };
 
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
@@ -350,8 +353,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 }
 
 int luaopen_rollout_journal_core(lua_State *L) {
-    new_class(L, FILE_MT, file_methods, file_close, file_tostring);
-    new_class(L, LOCK_MT, lock_methods, lock_gc, lock_tostring);
+    new_class(L, FILE_MT, file_methods, l_file_close, l_file_tostring);
+    new_class(L, LOCK_MT, lock_methods, l_lock_gc, l_lock_tostring);
     luaL_newlib(L, journal_funcs);
     return 1;
 }

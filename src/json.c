@@ -70,7 +70,7 @@ static void copy_error(char *err, size_t errlen, const char *msg) {
 /* ------------------------------------------------------------------ shared values */
 
 /* __tostring of json.null [-0, +1, m] */
-static int null_tostring(lua_State *L) {
+static int l_null_tostring(lua_State *L) {
     lua_pushliteral(L, "null");
     return 1;
 }
@@ -80,7 +80,7 @@ void json_push_null(lua_State *L) {
     lua_pop(L, 1);
     lua_newuserdatauv(L, 0, 0);
     if (luaL_newmetatable(L, NULL_MT)) {
-        lua_pushcfunction(L, null_tostring);
+        lua_pushcfunction(L, l_null_tostring);
         lua_setfield(L, -2, "__tostring");
     }
     lua_setmetatable(L, -2);
@@ -625,7 +625,7 @@ static void push_item(struct decoder *d, const cJSON *item) {
 }
 
 /* __close and __gc of the decoding state. [-0, +0, -] */
-static int decoding_free(lua_State *L) {
+static int l_decoding_free(lua_State *L) {
     struct decoding *dec = luaL_checkudata(L, 1, DECODING_MT);
     for (struct chunk *c = dec->chunks, *prev; c; c = prev) { /* the tree lives in the arena */
         prev = c->prev;
@@ -713,7 +713,7 @@ int json_decode_lua(lua_State *L, const char *s, size_t n, char *err, size_t err
 }
 
 /* json.decode(text [, opts]) -> value | nil, err [-0, +(1|2), e] */
-static int json_decode(lua_State *L) {
+static int l_json_decode(lua_State *L) {
     static const char *const names[] = {"bigint", NULL};
     static const char *const bigint[] = {"float", "string", NULL};
     int bigint_string = 0, status;
@@ -743,7 +743,7 @@ struct strbuf {
 };
 
 /* __gc of the encoder's buffer, which a raised error abandons. [-0, +0, -] */
-static int strbuf_gc(lua_State *L) {
+static int l_strbuf_gc(lua_State *L) {
     struct strbuf *b = lua_touserdata(L, 1);
     free(b->p);
     b->p = NULL;
@@ -754,7 +754,7 @@ static struct strbuf *strbuf_new(lua_State *L) {
     struct strbuf *b = lua_newuserdatauv(L, sizeof *b, 0);
     memset(b, 0, sizeof *b);
     if (luaL_newmetatable(L, STRBUF_MT)) {
-        lua_pushcfunction(L, strbuf_gc);
+        lua_pushcfunction(L, l_strbuf_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
@@ -1150,7 +1150,7 @@ static void encode_options(lua_State *L, int idx, struct encoder *e) {
 }
 
 /* json.encode(value [, opts]) -> string [-0, +1, e] */
-static int json_encode(lua_State *L) {
+static int l_json_encode(lua_State *L) {
     struct encoder e = {0};
     luaL_checkany(L, 1);
     if (!lua_isnoneornil(L, 2)) encode_options(L, 2, &e);
@@ -1183,7 +1183,7 @@ int json_encode_lua(lua_State *L, int idx, int flags, char *err, size_t errlen) 
 }
 
 /* json.array([t]) -> t with json.array_mt [-0, +1, e] */
-static int json_array(lua_State *L) {
+static int l_json_array(lua_State *L) {
     if (lua_isnoneornil(L, 1)) {
         lua_settop(L, 0);
         lua_newtable(L);
@@ -1199,9 +1199,9 @@ static int json_array(lua_State *L) {
 }
 
 static const luaL_Reg json_functions[] = {
-    {"decode", json_decode},
-    {"encode", json_encode},
-    {"array", json_array},
+    {"decode", l_json_decode},
+    {"encode", l_json_encode},
+    {"array", l_json_array},
     {NULL, NULL},
 };
 
@@ -1210,9 +1210,9 @@ int luaopen_rollout_json(lua_State *L) {
     static cJSON_Hooks hooks = {.malloc_fn = cjson_malloc, .free_fn = cjson_free};
     cJSON_InitHooks(&hooks);
     if (luaL_newmetatable(L, DECODING_MT)) {
-        lua_pushcfunction(L, decoding_free);
+        lua_pushcfunction(L, l_decoding_free);
         lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, decoding_free);
+        lua_pushcfunction(L, l_decoding_free);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);

@@ -414,7 +414,7 @@ static void fire_due_timers(void) {
 
 /* ---- spawning ------------------------------------------------------------------- */
 
-static int task_gc(lua_State *L) {
+static int l_task_gc(lua_State *L) {
     (void)L;
     return 0;
 }
@@ -444,7 +444,7 @@ static task *spawn(lua_State *L, int fidx, int nargs) {
 }
 
 /* rollout.spawn(fn, ...) -> task  [-0, +1, e] */
-static int core_spawn(lua_State *L) {
+static int l_core_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     spawn(L, 1, lua_gettop(L) - 1);
     return 1;
@@ -465,7 +465,7 @@ static void arm_deadline(task *t, double seconds, int is_sleep) {
 }
 
 /* rollout.sleep(seconds)  [-0, +0, e] */
-static int core_sleep(lua_State *L) {
+static int l_core_sleep(lua_State *L) {
     double s = check_seconds(L, 1);
     task *t = park(L, W_NONE, NULL, NULL);
     arm_deadline(t, s, 1);
@@ -473,7 +473,7 @@ static int core_sleep(lua_State *L) {
 }
 
 /* rollout.suspend([timeout]) -> values from wake, or nil, "timeout"  [-0, +?, e] */
-static int core_suspend(lua_State *L) {
+static int l_core_suspend(lua_State *L) {
     double s = lua_isnoneornil(L, 1) ? -1 : check_seconds(L, 1);
     task *t = park(L, W_NONE, NULL, NULL);
     t->suspended = 1;
@@ -485,7 +485,7 @@ static int core_suspend(lua_State *L) {
 static task *check_task(lua_State *L, int idx) { return luaL_checkudata(L, idx, TASK_MT); }
 
 /* rollout.wake(task, ...) -> true if it was suspended  [-0, +1, e] */
-static int core_wake(lua_State *L) {
+static int l_core_wake(lua_State *L) {
     task *t = check_task(L, 1);
     if (t->state != T_WAITING || !t->suspended) {
         lua_pushboolean(L, 0);
@@ -501,24 +501,24 @@ static int core_wake(lua_State *L) {
 }
 
 /* rollout.current() -> task|nil  [-0, +1, -] */
-static int core_current(lua_State *L) {
+static int l_core_current(lua_State *L) {
     task *t = loop_task_of(L);
     if (!t || t->co != L || t->ref == LUA_NOREF) return lua_pushnil(L), 1;
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
     return 1;
 }
 
-static int core_now(lua_State *L) {
+static int l_core_now(lua_State *L) {
     lua_pushnumber(L, loop_now());
     return 1;
 }
-static int core_time(lua_State *L) {
+static int l_core_time(lua_State *L) {
     lua_pushnumber(L, loop_wall());
     return 1;
 }
 
 /* rollout.clock([name]) -> name  [-0, +1, e] */
-static int core_clock(lua_State *L) {
+static int l_core_clock(lua_State *L) {
     if (!lua_isnoneornil(L, 1)) {
         static const char *const names[] = {"real", "virtual", NULL};
         int v = luaL_checkoption(L, 1, NULL, names);
@@ -557,7 +557,7 @@ static int finished_results(lua_State *L, task *t, int box) {
     return lua_error(L);
 }
 
-static int task_wait_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_task_wait_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
     task *t = check_task(L, 1);
@@ -589,11 +589,11 @@ static void joiner_cancel(void *ud) {
 }
 
 /* task:wait([timeout]) -> results...  | raises the task's error | nil, "timeout"  [-0, +?, e] */
-static int task_wait(lua_State *L) {
+static int l_task_wait(lua_State *L) {
     task *t = check_task(L, 1);
     double timeout = lua_isnoneornil(L, 2) ? -1 : check_seconds(L, 2);
     lua_settop(L, 1);
-    if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED) return task_wait_k(L, LUA_OK, 0);
+    if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED) return l_task_wait_k(L, LUA_OK, 0);
     task *self = check_in_task(L, "task:wait");
     if (self == t) return luaL_error(L, "a task cannot wait for itself");
     lua_getiuservalue(L, 1, 1);
@@ -612,11 +612,11 @@ static int task_wait(lua_State *L) {
     self->waiting_on = t;
     park(L, W_NONE, joiner_cancel, self);
     if (timeout >= 0) arm_deadline(self, timeout, 1);
-    return lua_yieldk(L, 0, 0, task_wait_k);
+    return lua_yieldk(L, 0, 0, l_task_wait_k);
 }
 
 /* task:result() -> state, ...  [-0, +?, -] */
-static int task_result(lua_State *L) {
+static int l_task_result(lua_State *L) {
     task *t = check_task(L, 1);
     lua_pushstring(L, state_names[t->state]);
     if (t->state != T_DONE && t->state != T_FAILED) return 1;
@@ -634,18 +634,18 @@ static int task_result(lua_State *L) {
     return n + 1;
 }
 
-static int task_state(lua_State *L) {
+static int l_task_state(lua_State *L) {
     lua_pushstring(L, state_names[check_task(L, 1)->state]);
     return 1;
 }
 
-static int task_id(lua_State *L) {
+static int l_task_id(lua_State *L) {
     lua_pushinteger(L, check_task(L, 1)->id);
     return 1;
 }
 
 /* task:cancel([reason]) -> true if it was running  [-0, +1, e] */
-static int task_cancel(lua_State *L) {
+static int l_task_cancel(lua_State *L) {
     task *t = check_task(L, 1);
     if (t->state == T_DONE || t->state == T_FAILED || t->state == T_CANCELLED) {
         lua_pushboolean(L, 0);
@@ -672,7 +672,7 @@ static int task_cancel(lua_State *L) {
     return 1;
 }
 
-static int task_tostring(lua_State *L) {
+static int l_task_tostring(lua_State *L) {
     task *t = check_task(L, 1);
     lua_pushfstring(L, "task %d (%s)", (int)t->id, state_names[t->state]);
     return 1;
@@ -769,13 +769,13 @@ static int signal_mask(lua_State *L, int *timeout_idx) {
     return mask;
 }
 
-static int core_watch_signal(lua_State *L) {
+static int l_core_watch_signal(lua_State *L) {
     int tidx;
     signal_mask(L, &tidx);
     return 0;
 }
 
-static int core_wait_signal(lua_State *L) {
+static int l_core_wait_signal(lua_State *L) {
     int tidx;
     int mask = signal_mask(L, &tidx);
     for (int i = 0; i < NSIG_WATCHED; i++) {
@@ -908,21 +908,21 @@ void loop_close(void) {
 }
 
 static const luaL_Reg task_methods[] = {
-    {"wait", task_wait},   {"result", task_result}, {"cancel", task_cancel},
-    {"state", task_state}, {"id", task_id},         {NULL, NULL},
+    {"wait", l_task_wait},   {"result", l_task_result}, {"cancel", l_task_cancel},
+    {"state", l_task_state}, {"id", l_task_id},         {NULL, NULL},
 };
 
 static const luaL_Reg core_funcs[] = {
-    {"spawn", core_spawn},
-    {"sleep", core_sleep},
-    {"suspend", core_suspend},
-    {"wake", core_wake},
-    {"current", core_current},
-    {"now", core_now},
-    {"time", core_time},
-    {"clock", core_clock},
-    {"wait_signal", core_wait_signal},
-    {"watch_signal", core_watch_signal},
+    {"spawn", l_core_spawn},
+    {"sleep", l_core_sleep},
+    {"suspend", l_core_suspend},
+    {"wake", l_core_wake},
+    {"current", l_core_current},
+    {"now", l_core_now},
+    {"time", l_core_time},
+    {"clock", l_core_clock},
+    {"wait_signal", l_core_wait_signal},
+    {"watch_signal", l_core_watch_signal},
     {NULL, NULL},
 };
 
@@ -933,9 +933,9 @@ static void create_task_metatable(lua_State *L) {
     }
     luaL_newlib(L, task_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, task_tostring);
+    lua_pushcfunction(L, l_task_tostring);
     lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, task_gc);
+    lua_pushcfunction(L, l_task_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 }

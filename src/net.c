@@ -325,7 +325,7 @@ static int receive_try(lua_State *L, struct conn *c, int kind) {
 }
 
 /* Stack: conn, pattern, timeout, deadline. ctx: the pattern kind. */
-static int receive_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_conn_receive_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     struct conn *c = lua_touserdata(L, 1);
     double deadline = lua_tonumber(L, 4);
@@ -345,7 +345,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
     ev_io_start(loop_ev(), &c->rio);
     timer_arm_until(&c->rtimer, deadline);
     c->reader = loop_park(L, conn_cancel_reader, c);
-    return lua_yieldk(L, 0, ctx, receive_k);
+    return lua_yieldk(L, 0, ctx, l_conn_receive_k);
 }
 
 static int start_receive(lua_State *L, int kind, const char *fn) {
@@ -359,11 +359,11 @@ static int start_receive(lua_State *L, int kind, const char *fn) {
     lua_settop(L, 3);
     lua_pushnumber(L, deadline);
     c->scanned = 0;
-    return receive_k(L, LUA_OK, kind);
+    return l_conn_receive_k(L, LUA_OK, kind);
 }
 
 /* conn:receive(pattern [, timeout]) -> data | nil, err, partial  [-0, +1|2|3, e] */
-static int conn_receive(lua_State *L) {
+static int l_conn_receive(lua_State *L) {
     int kind;
     if (lua_type(L, 2) == LUA_TNUMBER) {
         lua_Integer n = luaL_checkinteger(L, 2);
@@ -381,7 +381,7 @@ static int conn_receive(lua_State *L) {
 }
 
 /* conn:receive_until(delimiter [, timeout]) -> data | nil, err, partial  [-0, +1|2|3, e] */
-static int conn_receive_until(lua_State *L) {
+static int l_conn_receive_until(lua_State *L) {
     size_t n;
     luaL_checklstring(L, 2, &n);
     if (!n) luaL_argerror(L, 2, "delimiter must not be empty");
@@ -396,7 +396,7 @@ static int send_fail(lua_State *L, const char *err, size_t sent) {
 }
 
 /* Stack: conn, data, timeout, deadline, bytes sent so far. */
-static int send_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_conn_send_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
     struct conn *c = lua_touserdata(L, 1);
@@ -423,11 +423,11 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
     ev_io_start(loop_ev(), &c->wio);
     timer_arm_until(&c->wtimer, deadline);
     c->writer = loop_park(L, conn_cancel_writer, c);
-    return lua_yieldk(L, 0, 0, send_k);
+    return lua_yieldk(L, 0, 0, l_conn_send_k);
 }
 
 /* conn:send(data [, timeout]) -> true | nil, err, bytes_sent  [-0, +1|3, e] */
-static int conn_send(lua_State *L) {
+static int l_conn_send(lua_State *L) {
     struct conn *c = check_conn(L);
     luaL_checkstring(L, 2);
     double deadline = opt_deadline(L, 3);
@@ -437,21 +437,21 @@ static int conn_send(lua_State *L) {
     lua_settop(L, 3);
     lua_pushnumber(L, deadline);
     lua_pushinteger(L, 0);
-    return send_k(L, LUA_OK, 0);
+    return l_conn_send_k(L, LUA_OK, 0);
 }
 
-static int conn_close(lua_State *L) {
+static int l_conn_close(lua_State *L) {
     conn_release(check_conn(L), 1);
     return 0;
 }
 
-static int conn_gc(lua_State *L) {
+static int l_conn_gc(lua_State *L) {
     conn_release(check_conn(L), 0);
     return 0;
 }
 
 /* conn:shutdown() -> true | nil, err  [-0, +1|2, e] */
-static int conn_shutdown(lua_State *L) {
+static int l_conn_shutdown(lua_State *L) {
     struct conn *c = check_conn(L);
     if (c->fd < 0) return push_fail(L, "closed");
     if (shutdown(c->fd, SHUT_WR) != 0) return push_fail(L, strerror(errno));
@@ -460,7 +460,7 @@ static int conn_shutdown(lua_State *L) {
 }
 
 /* conn:peer_uid() -> uid, gid, pid | nil, err  [-0, +3|2, e] */
-static int conn_peer_uid(lua_State *L) {
+static int l_conn_peer_uid(lua_State *L) {
     struct conn *c = check_conn(L);
     if (c->fd < 0) return push_fail(L, "closed");
     struct sockaddr_storage ss;
@@ -476,14 +476,14 @@ static int conn_peer_uid(lua_State *L) {
     return 3;
 }
 
-static int conn_fd(lua_State *L) {
+static int l_conn_fd(lua_State *L) {
     struct conn *c = check_conn(L);
     if (c->fd < 0) lua_pushnil(L);
     else lua_pushinteger(L, c->fd);
     return 1;
 }
 
-static int conn_tostring(lua_State *L) {
+static int l_conn_tostring(lua_State *L) {
     struct conn *c = check_conn(L);
     if (c->fd < 0) lua_pushliteral(L, "conn (closed)");
     else lua_pushfstring(L, "conn (fd %d)", c->fd);
@@ -646,7 +646,7 @@ static void connect_release(struct connect *op) {
 
 static void connect_cancel(void *ud) { connect_release(ud); }
 
-static int connect_gc(lua_State *L) {
+static int l_connect_gc(lua_State *L) {
     connect_release(luaL_checkudata(L, 1, CONNECT_MT));
     return 0;
 }
@@ -691,7 +691,7 @@ static int connect_attempt(struct connect *op) {
 }
 
 /* Stack: target/host, port, timeout, deadline, connect, label. */
-static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_net_connect_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
     struct connect *op = lua_touserdata(L, 5);
@@ -725,10 +725,10 @@ static int connect_k(lua_State *L, int status, lua_KContext ctx) {
     if (op->fd >= 0) ev_io_start(loop_ev(), &op->w);
     timer_arm_until(&op->timer, deadline);
     op->task = loop_park(L, connect_cancel, op);
-    return lua_yieldk(L, 0, 0, connect_k);
+    return lua_yieldk(L, 0, 0, l_net_connect_k);
 }
 
-/* Lay out the stack for connect_k: deadline at 4, a new connect at 5. [-0, +2, e] */
+/* Lay out the stack for l_net_connect_k: deadline at 4, a new connect at 5. [-0, +2, e] */
 static struct connect *push_connect(lua_State *L, int timeout_idx) {
     double deadline = opt_deadline(L, timeout_idx);
     lua_settop(L, 3);
@@ -743,7 +743,7 @@ static struct connect *push_connect(lua_State *L, int timeout_idx) {
 }
 
 /* net.connect_unix(path [, timeout]) -> conn | nil, err  [-0, +1|2, e] */
-static int net_connect_unix(lua_State *L) {
+static int l_net_connect_unix(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     lua_pushnil(L);
     lua_insert(L, 2); /* stack: path, nil, timeout */
@@ -754,7 +754,7 @@ static int net_connect_unix(lua_State *L) {
     memcpy(&op->addrs[0], &sa, sizeof sa);
     op->lens[0] = sizeof sa;
     op->naddr = 1;
-    return connect_k(L, LUA_OK, 0);
+    return l_net_connect_k(L, LUA_OK, 0);
 }
 
 static const char *check_port(lua_State *L, int idx, char *buf, size_t n, int allow_zero) {
@@ -773,7 +773,7 @@ static const char *check_port(lua_State *L, int idx, char *buf, size_t n, int al
 }
 
 /* net.connect_tcp(host, port [, timeout]) -> conn | nil, err  [-0, +1|2, e] */
-static int net_connect_tcp(lua_State *L) {
+static int l_net_connect_tcp(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     char port[16];
     check_port(L, 2, port, sizeof port, 0);
@@ -783,7 +783,7 @@ static int net_connect_tcp(lua_State *L) {
         int rc = lookup_start(op, host, port);
         if (rc != 0) return connect_fail(L, op, gai_strerror(rc));
     }
-    return connect_k(L, LUA_OK, 0);
+    return l_net_connect_k(L, LUA_OK, 0);
 }
 
 /* ---- servers ---------------------------------------------------------------------------- */
@@ -853,7 +853,7 @@ static void server_attach(struct server *s, int fd) {
 static struct server *check_server(lua_State *L) { return luaL_checkudata(L, 1, SERVER_MT); }
 
 /* Stack: server, timeout, deadline. */
-static int accept_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_server_accept_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
     struct server *s = lua_touserdata(L, 1);
@@ -873,20 +873,20 @@ static int accept_k(lua_State *L, int status, lua_KContext ctx) {
     ev_io_start(loop_ev(), &s->w);
     timer_arm_until(&s->timer, deadline);
     s->acceptor = loop_park_idle(L, server_cancel, s);
-    return lua_yieldk(L, 0, 0, accept_k);
+    return lua_yieldk(L, 0, 0, l_server_accept_k);
 }
 
 /* server:accept([timeout]) -> conn | nil, err  [-0, +1|2, e] */
-static int server_accept(lua_State *L) {
+static int l_server_accept(lua_State *L) {
     struct server *s = check_server(L);
     double deadline = opt_deadline(L, 2);
     if (s->acceptor) return luaL_error(L, "server:accept: another task is accepting on this server");
     lua_settop(L, 2);
     lua_pushnumber(L, deadline);
-    return accept_k(L, LUA_OK, 0);
+    return l_server_accept_k(L, LUA_OK, 0);
 }
 
-static int server_port(lua_State *L) {
+static int l_server_port(lua_State *L) {
     struct server *s = check_server(L);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -897,31 +897,31 @@ static int server_port(lua_State *L) {
     return 1;
 }
 
-static int server_path(lua_State *L) {
+static int l_server_path(lua_State *L) {
     struct server *s = check_server(L);
     if (s->path[0]) lua_pushstring(L, s->path);
     else lua_pushnil(L);
     return 1;
 }
 
-static int server_fd(lua_State *L) {
+static int l_server_fd(lua_State *L) {
     struct server *s = check_server(L);
     if (s->fd < 0) lua_pushnil(L);
     else lua_pushinteger(L, s->fd);
     return 1;
 }
 
-static int server_close(lua_State *L) {
+static int l_server_close(lua_State *L) {
     server_release(check_server(L), 1);
     return 0;
 }
 
-static int server_gc(lua_State *L) {
+static int l_server_gc(lua_State *L) {
     server_release(check_server(L), 0);
     return 0;
 }
 
-static int server_tostring(lua_State *L) {
+static int l_server_tostring(lua_State *L) {
     struct server *s = check_server(L);
     if (s->fd < 0) lua_pushliteral(L, "server (closed)");
     else lua_pushfstring(L, "server (fd %d)", s->fd);
@@ -964,7 +964,7 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err
 }
 
 /* net.listen_unix(path [, mode]) -> server | nil, err  [-0, +1|2, e] */
-static int net_listen_unix(lua_State *L) {
+static int l_net_listen_unix(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int mode = opt_mode(L, 2);
     struct sockaddr_un sa;
@@ -1001,7 +1001,7 @@ static int net_listen_unix(lua_State *L) {
 }
 
 /* net.listen_tcp(host, port) -> server | nil, err  [-0, +1|2, e] */
-static int net_listen_tcp(lua_State *L) {
+static int l_net_listen_tcp(lua_State *L) {
     const char *host = luaL_checkstring(L, 1);
     char port[16];
     check_port(L, 2, port, sizeof port, 1);
@@ -1035,26 +1035,26 @@ static int net_listen_tcp(lua_State *L) {
 /* ---- module ----------------------------------------------------------------------------- */
 
 static const luaL_Reg conn_methods[] = {
-    {"send", conn_send},
-    {"receive", conn_receive},
-    {"receive_until", conn_receive_until},
-    {"shutdown", conn_shutdown},
-    {"close", conn_close},
-    {"peer_uid", conn_peer_uid},
-    {"fd", conn_fd},
+    {"send", l_conn_send},
+    {"receive", l_conn_receive},
+    {"receive_until", l_conn_receive_until},
+    {"shutdown", l_conn_shutdown},
+    {"close", l_conn_close},
+    {"peer_uid", l_conn_peer_uid},
+    {"fd", l_conn_fd},
     {NULL, NULL},
 };
 
 static const luaL_Reg server_methods[] = {
-    {"accept", server_accept}, {"port", server_port},   {"path", server_path},
-    {"fd", server_fd},         {"close", server_close}, {NULL, NULL},
+    {"accept", l_server_accept}, {"port", l_server_port},   {"path", l_server_path},
+    {"fd", l_server_fd},         {"close", l_server_close}, {NULL, NULL},
 };
 
 static const luaL_Reg net_funcs[] = {
-    {"connect_unix", net_connect_unix},
-    {"connect_tcp", net_connect_tcp},
-    {"listen_unix", net_listen_unix},
-    {"listen_tcp", net_listen_tcp},
+    {"connect_unix", l_net_connect_unix},
+    {"connect_tcp", l_net_connect_tcp},
+    {"listen_unix", l_net_listen_unix},
+    {"listen_tcp", l_net_listen_tcp},
     {NULL, NULL},
 };
 
@@ -1077,9 +1077,9 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
 }
 
 int luaopen_rollout_net(lua_State *L) {
-    new_class(L, CONN_MT, conn_methods, conn_gc, conn_tostring);
-    new_class(L, SERVER_MT, server_methods, server_gc, server_tostring);
-    new_class(L, CONNECT_MT, NULL, connect_gc, NULL);
+    new_class(L, CONN_MT, conn_methods, l_conn_gc, l_conn_tostring);
+    new_class(L, SERVER_MT, server_methods, l_server_gc, l_server_tostring);
+    new_class(L, CONNECT_MT, NULL, l_connect_gc, NULL);
     luaL_newlib(L, net_funcs);
     return 1;
 }

@@ -554,7 +554,7 @@ static void run_free_bufs(struct run *r) {
 }
 
 /* Only at lua_close can a live run be collected (it is anchored until done). */
-static int run_gc(lua_State *L) {
+static int l_run_gc(lua_State *L) {
     struct run *r = luaL_checkudata(L, 1, RUN_MT);
     struct ev_loop *ev = loop_ev();
     ev_child_stop(ev, &r->child);
@@ -573,7 +573,7 @@ static int run_gc(lua_State *L) {
 }
 
 /* Continuation: the child is reaped and its output read. Stack: opts, run, stdin, prog. */
-static int run_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_proc_run_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
     struct run *r = lua_touserdata(L, 2);
@@ -645,7 +645,7 @@ static void run_start_watchers(struct run *r) {
 }
 
 /* proc.run{argv=, stdin=, timeout=, env=, cwd=, max_output=, grace=}  [-0, +1|2|3, e] */
-static int proc_run(lua_State *L) {
+static int l_proc_run(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     check_keys(L, 1, "proc.run", run_keys);
@@ -689,7 +689,7 @@ static int proc_run(lua_State *L) {
     lua_replace(L, 4);
     lua_settop(L, 4);
     r->task = loop_park(L, run_cancel, r);
-    return lua_yieldk(L, 0, 0, run_k);
+    return lua_yieldk(L, 0, 0, l_proc_run_k);
 }
 
 /* ---- proc.spawn and child handles ----------------------------------------------------- */
@@ -759,7 +759,7 @@ static int push_exit(lua_State *L, int status) {
     return 2;
 }
 
-static int child_wait_k(lua_State *L, int status, lua_KContext ctx) {
+static int l_child_wait_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
     struct child *c = check_child(L);
@@ -770,7 +770,7 @@ static int child_wait_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* child:wait([timeout]) -> code, nil | nil, signal | nil, "timeout"  [-0, +2, e] */
-static int child_wait(lua_State *L) {
+static int l_child_wait(lua_State *L) {
     struct child *c = check_child(L);
     double timeout = check_seconds_at(L, 2, -1, "child:wait: timeout");
     if (c->reaped) return push_exit(L, c->status);
@@ -786,21 +786,21 @@ static int child_wait(lua_State *L) {
     ev_init(&w->timer, waiter_on_timeout);
     if (timeout >= 0) timer_arm(&w->timer, timeout);
     w->task = loop_park(L, waiter_cancel, w);
-    return lua_yieldk(L, 0, 0, child_wait_k);
+    return lua_yieldk(L, 0, 0, l_child_wait_k);
 }
 
-static int child_pid(lua_State *L) {
+static int l_child_pid(lua_State *L) {
     lua_pushinteger(L, check_child(L)->pid);
     return 1;
 }
 
-static int child_running(lua_State *L) {
+static int l_child_running(lua_State *L) {
     lua_pushboolean(L, !check_child(L)->reaped);
     return 1;
 }
 
 /* child:kill([sig = "TERM"]) -> true | nil, err  [-0, +1|2, e] */
-static int child_kill(lua_State *L) {
+static int l_child_kill(lua_State *L) {
     struct child *c = check_child(L);
     int sig = check_signal(L, 2, SIGTERM);
     if (c->reaped) {
@@ -819,7 +819,7 @@ static int child_kill(lua_State *L) {
 
 /* Reaches a running child only when the Lua state closes (it is anchored while it runs):
  * TERM its group, give it EXIT_GRACE seconds, then KILL. Blocking, but only at exit. */
-static int child_gc(lua_State *L) {
+static int l_child_gc(lua_State *L) {
     struct child *c = luaL_checkudata(L, 1, CHILD_MT);
     ev_child_stop(loop_ev(), &c->w);
     while (c->waiters) waiter_unlink(c->waiters);
@@ -841,7 +841,7 @@ static int child_gc(lua_State *L) {
     return 0;
 }
 
-static int child_tostring(lua_State *L) {
+static int l_child_tostring(lua_State *L) {
     struct child *c = check_child(L);
     lua_pushfstring(L, "child %d (%s)", (int)c->pid, c->reaped ? "exited" : "running");
     return 1;
@@ -873,7 +873,7 @@ static const char *field_output(lua_State *L, int opts, const char *key) {
 static const char *const spawn_keys[] = {"argv", "stdout", "stderr", "env", "cwd", NULL};
 
 /* proc.spawn{argv=, stdout=, stderr=, env=, cwd=} -> child | nil, err  [-0, +1|2, e] */
-static int proc_spawn(lua_State *L) {
+static int l_proc_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     check_keys(L, 1, "proc.spawn", spawn_keys);
@@ -917,12 +917,12 @@ static int proc_spawn(lua_State *L) {
 /* ---- module ----------------------------------------------------------------------------- */
 
 static const luaL_Reg child_methods[] = {
-    {"pid", child_pid}, {"running", child_running}, {"wait", child_wait}, {"kill", child_kill}, {NULL, NULL},
+    {"pid", l_child_pid}, {"running", l_child_running}, {"wait", l_child_wait}, {"kill", l_child_kill}, {NULL, NULL},
 };
 
 static const luaL_Reg proc_funcs[] = {
-    {"run", proc_run},
-    {"spawn", proc_spawn},
+    {"run", l_proc_run},
+    {"spawn", l_proc_spawn},
     {NULL, NULL},
 };
 
@@ -931,16 +931,16 @@ int luaopen_rollout_proc(lua_State *L) {
      * get the default disposition back before exec. */
     signal(SIGPIPE, SIG_IGN);
     if (luaL_newmetatable(L, RUN_MT)) {
-        lua_pushcfunction(L, run_gc);
+        lua_pushcfunction(L, l_run_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, CHILD_MT)) {
         luaL_newlib(L, child_methods);
         lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, child_gc);
+        lua_pushcfunction(L, l_child_gc);
         lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, child_tostring);
+        lua_pushcfunction(L, l_child_tostring);
         lua_setfield(L, -2, "__tostring");
     }
     lua_pop(L, 1);

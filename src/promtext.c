@@ -651,7 +651,7 @@ promtext_parser_box *promtext_parser_acquire(lua_State *L) {
 }
 
 /* __gc [-0, +0, -] */
-static int parser_gc(lua_State *L) {
+static int l_parser_gc(lua_State *L) {
     promtext_parser_box *b = luaL_checkudata(L, 1, PARSER_MT);
     promtext_parser_free(&b->parser);
     return 0;
@@ -771,7 +771,7 @@ static void push_wanted(lua_State *L, int opts) {
 }
 
 /* promtext.parse(text [, opts]) [-0, +1|2, e] */
-static int l_parse(lua_State *L) {
+static int l_promtext_parse(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     luaL_checkstack(L, 16, "promtext.parse");
@@ -806,13 +806,13 @@ static int l_parse(lua_State *L) {
 /* require("rollout.promtext") [-0, +1, e] */
 int luaopen_rollout_promtext(lua_State *L) {
     static const luaL_Reg funcs[] = {
-        {"parse", l_parse},
-        {"select", promtext_l_select},
+        {"parse", l_promtext_parse},
+        {"select", l_promtext_select},
         {NULL, NULL},
     };
     promtext_select_init(L);
     luaL_newmetatable(L, PARSER_MT);
-    lua_pushcfunction(L, parser_gc);
+    lua_pushcfunction(L, l_parser_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     luaL_newlibtable(L, funcs);

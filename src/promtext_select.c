@@ -88,7 +88,7 @@ static void selector_free(struct selector *s) {
 }
 
 /* __gc [-0, +0, -] */
-static int select_gc(lua_State *L) {
+static int l_select_state_gc(lua_State *L) {
     struct select_state *st = luaL_checkudata(L, 1, SELECT_MT);
     for (size_t i = 0; i < st->nsel; i++) selector_free(&st->sel[i]);
     free(st->sel);
@@ -375,7 +375,7 @@ static void push_selector_result(lua_State *L, struct select_state *st, const st
 }
 
 /* promtext.select(text, selectors) [-0, +1|2, e] */
-int promtext_l_select(lua_State *L) {
+int l_promtext_select(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -407,7 +407,7 @@ int promtext_l_select(lua_State *L) {
  * raised). [-0, +0, m] */
 void promtext_select_init(lua_State *L) {
     luaL_newmetatable(L, SELECT_MT);
-    lua_pushcfunction(L, select_gc);
+    lua_pushcfunction(L, l_select_state_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 }

@@ -103,7 +103,7 @@ uint64_t rng_binomial(rng_state *r, uint64_t n, double p) {
 static rng_state *check_rng(lua_State *L) { return luaL_checkudata(L, 1, RNG_MT); }
 
 /* rng.new(seed) -> r  [-0, +1, e] */
-static int l_new(lua_State *L) {
+static int l_rng_new(lua_State *L) {
     lua_Integer seed = luaL_optinteger(L, 1, 1);
     rng_state *r = lua_newuserdatauv(L, sizeof *r, 0);
     rng_seed(r, (uint64_t)seed);
@@ -111,18 +111,18 @@ static int l_new(lua_State *L) {
     return 1;
 }
 
-static int l_uniform(lua_State *L) { return lua_pushnumber(L, rng_uniform(check_rng(L))), 1; }
-static int l_normal(lua_State *L) { return lua_pushnumber(L, rng_normal(check_rng(L))), 1; }
+static int l_generator_uniform(lua_State *L) { return lua_pushnumber(L, rng_uniform(check_rng(L))), 1; }
+static int l_generator_normal(lua_State *L) { return lua_pushnumber(L, rng_normal(check_rng(L))), 1; }
 
 /* r:poisson(lambda) -> integer  [-0, +1, e] */
-static int l_poisson(lua_State *L) {
+static int l_generator_poisson(lua_State *L) {
     rng_state *r = check_rng(L);
     lua_pushinteger(L, (lua_Integer)rng_poisson(r, luaL_checknumber(L, 2)));
     return 1;
 }
 
 /* r:binomial(n, p) -> integer  [-0, +1, e] */
-static int l_binomial(lua_State *L) {
+static int l_generator_binomial(lua_State *L) {
     rng_state *r = check_rng(L);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "n must be >= 0");
@@ -131,7 +131,7 @@ static int l_binomial(lua_State *L) {
 }
 
 /* r:lognormal(h, n, mu, sigma)  [-0, +0, e] */
-static int l_lognormal(lua_State *L) {
+static int l_generator_lognormal(lua_State *L) {
     rng_state *r = check_rng(L);
     histogram *h = histogram_check(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
@@ -142,7 +142,7 @@ static int l_lognormal(lua_State *L) {
 }
 
 /* r:lognormal_sample(h, n, mu, sigma, k) -> list  [-0, +1, e] */
-static int l_lognormal_sample(lua_State *L) {
+static int l_generator_lognormal_sample(lua_State *L) {
     rng_state *r = check_rng(L);
     histogram *h = histogram_check(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
@@ -168,19 +168,19 @@ static int l_lognormal_sample(lua_State *L) {
 /* require("rollout.rng") [-0, +1, m] */
 int luaopen_rollout_rng(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"uniform", l_uniform},
-        {"normal", l_normal},
-        {"poisson", l_poisson},
-        {"binomial", l_binomial},
-        {"lognormal", l_lognormal},
-        {"lognormal_sample", l_lognormal_sample},
+        {"uniform", l_generator_uniform},
+        {"normal", l_generator_normal},
+        {"poisson", l_generator_poisson},
+        {"binomial", l_generator_binomial},
+        {"lognormal", l_generator_lognormal},
+        {"lognormal_sample", l_generator_lognormal_sample},
         {NULL, NULL},
     };
     luaL_newmetatable(L, RNG_MT);
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
-    static const luaL_Reg funcs[] = {{"new", l_new}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"new", l_rng_new}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }

@@ -570,7 +570,7 @@ static struct stats_mw_result mw_nan_result(enum stats_method asked) {
 /* ---------------------------------------------------------------- Lua: functions */
 
 /* stats.mann_whitney(x, y [, opts]) -> result | nil, "empty sample". [-0, +(1|2), e] */
-static int stats_mann_whitney_lua(lua_State *L) {
+static int l_stats_mann_whitney(lua_State *L) {
     const char *fn = "stats.mann_whitney";
     struct mw_lua_opts o = mw_read_opts(L, 3);
     struct sample x = sample_read(L, 1, fn, "x", o.nan);
@@ -595,7 +595,7 @@ static int stats_mann_whitney_lua(lua_State *L) {
 }
 
 /* stats.mean(t) -> number | nil, "empty sample". [-0, +(1|2), e] */
-static int stats_mean_lua(lua_State *L) {
+static int l_stats_mean(lua_State *L) {
     struct sample s = sample_read(L, 1, "stats.mean", "t", NAN_OMIT);
     if (s.n == 0) return push_empty(L);
     lua_pushnumber(L, mean_of(s.v, s.n));
@@ -603,7 +603,7 @@ static int stats_mean_lua(lua_State *L) {
 }
 
 /* stats.median(t) -> number | nil, "empty sample". [-0, +(1|2), e] */
-static int stats_median_lua(lua_State *L) {
+static int l_stats_median(lua_State *L) {
     struct sample s = sample_read_sorted(L, 1, "stats.median");
     if (s.n == 0) return push_empty(L);
     lua_pushnumber(L, stats_quantile_sorted(s.v, s.n, 0.5));
@@ -618,7 +618,7 @@ static double quantile_q(lua_State *L, int idx) {
 }
 
 /* stats.quantile(t, q) -> number | {numbers} | nil, "empty sample". [-0, +(1|2), e] */
-static int stats_quantile_lua(lua_State *L) {
+static int l_stats_quantile(lua_State *L) {
     int many = lua_type(L, 2) == LUA_TTABLE;
     if (!many) quantile_q(L, 2);
     struct sample s = sample_read_sorted(L, 1, "stats.quantile");
@@ -653,7 +653,7 @@ static void push_within(lua_State *L, int arg, double lo, double hi) {
 }
 
 /* stats.iqr_filter(t [, k = 1.5]) -> copy, lo, hi | nil, "empty sample". [-0, +(2|3), e] */
-static int stats_iqr_filter_lua(lua_State *L) {
+static int l_stats_iqr_filter(lua_State *L) {
     double k = luaL_optnumber(L, 2, 1.5);
     if (!(k >= 0)) return luaL_error(L, "stats.iqr_filter: k must be a number >= 0");
     struct sample s = sample_read_sorted(L, 1, "stats.iqr_filter");
@@ -668,11 +668,11 @@ static int stats_iqr_filter_lua(lua_State *L) {
 }
 
 static const luaL_Reg stats_functions[] = {
-    {"mann_whitney", stats_mann_whitney_lua},
-    {"mean", stats_mean_lua},
-    {"median", stats_median_lua},
-    {"quantile", stats_quantile_lua},
-    {"iqr_filter", stats_iqr_filter_lua},
+    {"mann_whitney", l_stats_mann_whitney},
+    {"mean", l_stats_mean},
+    {"median", l_stats_median},
+    {"quantile", l_stats_quantile},
+    {"iqr_filter", l_stats_iqr_filter},
     {NULL, NULL},
 };
 

@@ -243,11 +243,11 @@ static int raise_or_value(lua_State *L, parse_fn fn) {
 }
 
 /* units.duration(v) -> seconds  [-0, +1, e] */
-static int l_duration(lua_State *L) { return raise_or_value(L, units_duration); }
+static int l_units_duration(lua_State *L) { return raise_or_value(L, units_duration); }
 /* units.ratio(v) -> fraction  [-0, +1, e] */
-static int l_ratio(lua_State *L) { return raise_or_value(L, units_ratio); }
+static int l_units_ratio(lua_State *L) { return raise_or_value(L, units_ratio); }
 /* units.bytes(v) -> bytes  [-0, +1, e] */
-static int l_bytes(lua_State *L) { return raise_or_value(L, units_bytes); }
+static int l_units_bytes(lua_State *L) { return raise_or_value(L, units_bytes); }
 
 static int value_of(const char *s, size_t n, double *out, char *err, size_t errlen) {
     int kind;
@@ -255,7 +255,7 @@ static int value_of(const char *s, size_t n, double *out, char *err, size_t errl
 }
 
 /* units.parse(kind, v) -> value | nil, err  [-0, +1|2, e] */
-static int l_parse(lua_State *L) {
+static int l_units_parse(lua_State *L) {
     static const char *const kinds[] = {"duration", "ratio", "bytes", "value", NULL};
     static const parse_fn fns[] = {units_duration, units_ratio, units_bytes, value_of};
     int k = luaL_checkoption(L, 1, NULL, kinds);
@@ -266,7 +266,7 @@ static int l_parse(lua_State *L) {
 }
 
 /* units.value(v) -> number, kind  [-0, +2, e] */
-static int l_value(lua_State *L) {
+static int l_units_value(lua_State *L) {
     if (lua_type(L, 1) == LUA_TNUMBER) {
         lua_settop(L, 1);
         lua_pushliteral(L, "number");
@@ -284,7 +284,7 @@ static int l_value(lua_State *L) {
 }
 
 /* units.condition(s) -> {signal=, op=, value=, kind=} | nil, err  [-0, +1|2, e] */
-static int l_condition(lua_State *L) {
+static int l_units_condition(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     char err[160];
@@ -307,8 +307,13 @@ static int l_condition(lua_State *L) {
 }
 
 static const luaL_Reg units_funcs[] = {
-    {"duration", l_duration},   {"ratio", l_ratio}, {"bytes", l_bytes}, {"value", l_value},
-    {"condition", l_condition}, {"parse", l_parse}, {NULL, NULL},
+    {"duration", l_units_duration},
+    {"ratio", l_units_ratio},
+    {"bytes", l_units_bytes},
+    {"value", l_units_value},
+    {"condition", l_units_condition},
+    {"parse", l_units_parse},
+    {NULL, NULL},
 };
 
 int luaopen_rollout_units(lua_State *L) {

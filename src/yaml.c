@@ -660,13 +660,13 @@ static int load_string(lua_State *L, int all, const char *fn) {
 }
 
 /* yaml.load(text [, name] [, opts]) -> value [, lines] | nil, err [-0, +(1|2), e] */
-static int yaml_load(lua_State *L) { return load_string(L, 0, "yaml.load"); }
+static int l_yaml_load(lua_State *L) { return load_string(L, 0, "yaml.load"); }
 
 /* yaml.load_all(text [, name] [, opts]) -> {doc, ...} [, lines] | nil, err [-0, +(1|2), e] */
-static int yaml_load_all(lua_State *L) { return load_string(L, 1, "yaml.load_all"); }
+static int l_yaml_load_all(lua_State *L) { return load_string(L, 1, "yaml.load_all"); }
 
 /* __gc of the box holding load_file's FILE, should a memory error unwind past it. */
-static int file_box_gc(lua_State *L) {
+static int l_file_box_gc(lua_State *L) {
     FILE **f = lua_touserdata(L, 1);
     if (*f) fclose(*f);
     *f = NULL;
@@ -682,7 +682,7 @@ static int read_whole_file(lua_State *L, const char *path) {
 
     *f = NULL;
     if (luaL_newmetatable(L, FILE_BOX_MT)) {
-        lua_pushcfunction(L, file_box_gc);
+        lua_pushcfunction(L, l_file_box_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
@@ -712,7 +712,7 @@ static int read_whole_file(lua_State *L, const char *path) {
 }
 
 /* yaml.load_file(path [, opts]) -> value [, lines] | nil, err [-0, +(1|2), e] */
-static int yaml_load_file(lua_State *L) {
+static int l_yaml_load_file(lua_State *L) {
     struct loader ld = {.name = luaL_checkstring(L, 1)};
     read_options(L, 2, &ld, "yaml.load_file");
     lua_settop(L, 2);
@@ -722,9 +722,9 @@ static int yaml_load_file(lua_State *L) {
 }
 
 static const luaL_Reg yaml_functions[] = {
-    {"load", yaml_load},
-    {"load_all", yaml_load_all},
-    {"load_file", yaml_load_file},
+    {"load", l_yaml_load},
+    {"load_all", l_yaml_load_all},
+    {"load_file", l_yaml_load_file},
     {NULL, NULL},
 };
 

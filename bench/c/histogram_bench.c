@@ -127,7 +127,7 @@ struct bench_state {
 };
 
 /* All owned memory lives here so a raise (out of memory) cannot leak it. [__gc] */
-static int bench_gc(lua_State *L) {
+static int l_bench_gc(lua_State *L) {
     struct bench_state *b = lua_touserdata(L, 1);
     histogram_free(b->h);
     histogram_free(b->single);
@@ -196,7 +196,7 @@ static int bench_pass2(struct bench_state *b, uint64_t n, uint64_t seed) {
 }
 
 /* record(n [, seed]) [-0, +1, e] */
-static int l_record(lua_State *L) {
+static int l_bench_record(lua_State *L) {
     static const double qs[BENCH_NQ] = {0.5, 0.9, 0.99, 0.999};
     lua_Integer n = luaL_checkinteger(L, 1);
     uint64_t seed = (uint64_t)luaL_optinteger(L, 2, 42);
@@ -248,9 +248,9 @@ static int l_record(lua_State *L) {
 
 /* require("rollout.bench.histogram") [-0, +1, m] */
 int luaopen_rollout_bench_histogram(lua_State *L) {
-    static const luaL_Reg funcs[] = {{"record", l_record}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"record", l_bench_record}, {NULL, NULL}};
     luaL_newmetatable(L, BENCH_MT);
-    lua_pushcfunction(L, bench_gc);
+    lua_pushcfunction(L, l_bench_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     luaL_newlib(L, funcs);

@@ -45,7 +45,7 @@ static double clock_seconds(clockid_t id) {
 }
 
 /* walk(text [, iterations]) [-0, +1|2, e] */
-static int l_walk(lua_State *L) {
+static int l_bench_walk(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     lua_Integer iterations = luaL_optinteger(L, 2, 1);
@@ -82,7 +82,7 @@ static int l_walk(lua_State *L) {
 
 /* require("rollout.bench.promtext") [-0, +1, m] */
 int luaopen_rollout_bench_promtext(lua_State *L) {
-    static const luaL_Reg funcs[] = {{"walk", l_walk}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"walk", l_bench_walk}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }

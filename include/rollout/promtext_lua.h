@@ -29,9 +29,9 @@ int promtext_grow(void **ptr, size_t *cap, size_t need, size_t elem);
 const char *promtext_excerpt(char out[40], const char *s, size_t n);
 
 /* promtext.select(text, selectors) [-0, +1|2, e] */
-int promtext_l_select(lua_State *L);
+int l_promtext_select(lua_State *L);
 
-/* Create the metatable promtext_l_select needs; called once by luaopen. [-0, +0, m] */
+/* Create the metatable l_promtext_select needs; called once by luaopen. [-0, +0, m] */
 void promtext_select_init(lua_State *L);
 
 #endif
