@@ -58,7 +58,7 @@ describe("rollout.schema", function()
       url = { kind = "string", check = function(v) if not v:match("^https?://") then return "must start with http://" end end },
     }
     assert.same({
-      'mode: must be one of "fast", "safe", got slow',
+      'mode: must be "fast" or "safe", got slow',
       "url: must start with http://",
       "weight: must be between 0 and 100, got 150",
     }, lines(schema.check({ mode = "slow", weight = 150, url = "ftp://x" }, FIELDS)))
@@ -97,6 +97,77 @@ describe("rollout.schema", function()
     assert.has_error(function() schema.check({ x = 1 }, { x = { kind = "colour" } }) end)
   end)
 
+  it("normalises in the same walk: units parsed, defaults filled, parse hooks", function()
+    local RULE = { kind = "table", fields = {
+      hold = { kind = "duration", required = true },
+      delay = { kind = "duration", zero = true, default = 30 },
+      share = { kind = "ratio" },
+      memory = { kind = "bytes" },
+      level = { kind = "string", parse = function(v) return v:upper() end },
+      mode = { kind = "string", enum = { "a", "b", "c" }, default = "a" },
+    } }
+    local out, errs = schema.normalise({ hold = "5m", delay = 0, share = "2%", memory = "1Ki", level = "x" }, RULE)
+    assert.same({}, errs)
+    assert.same({ hold = 300, delay = 0, share = 0.02, memory = 1024, level = "X", mode = "a" }, out)
+    out, errs = schema.normalise({ hold = 0, delay = "soon", mode = "d" }, RULE, { path = { "stage" } })
+    assert.same({
+      "stage.delay: malformed duration (want e.g. 250ms, 10s, 5m, 1h30m): \"soon\"",
+      "stage.hold: must be greater than 0",
+      'stage.mode: must be one of "a", "b", "c", got d',
+    }, lines(errs))
+    assert.same({}, out, "what could not be read is left out")
+    -- check() only reports: no parse hook, no default
+    assert.same({}, schema.check({ hold = 1, level = "x" }, RULE.fields))
+    -- a parse hook may refuse
+    local _, perrs = schema.normalise("x", { kind = "string", parse = function() return nil, "not a colour" end })
+    assert.same({ "not a colour" }, lines(perrs))
+  end)
+
+  it("one_of, map / keys, prepare and required as a function", function()
+    local ITEM = { kind = "table", fields = { name = { kind = "string" }, n = { kind = "integer" } } }
+    local RULE = { kind = "table", fields = {
+      judge = { one_of = { { kind = "boolean" }, { kind = "table", fields = { on = { kind = "boolean" } } } },
+        expected = "true, false or a table" },
+      items = { one_of = {
+        { when = function(v) return type(v) == "table" and #v > 0 end, kind = "list",
+          item = { kind = "table", fields = ITEM.fields, check = function(v) if not v.name then return schema.at("name", "required in a list") end end } },
+        { kind = "table", keys = { kind = "string" }, map = ITEM,
+          parse = function(m) local l = {} for k, x in pairs(m) do x.name = x.name or k; l[#l + 1] = x end return l end },
+      }, expected = "a list or a table" },
+      sources = { prepare = function(v) if type(v) == "table" and v.type then return { v } end return v end,
+        kind = "list", item = { kind = "table", fields = { type = { kind = "string", required = true } } } },
+      stages = { kind = "list", required = function(parent) return parent.strategy ~= "other" end },
+      strategy = { kind = "string" },
+    } }
+    local out, errs = schema.normalise({ judge = true, items = { a = { n = 1 } }, sources = { type = "probe" }, stages = {} }, RULE)
+    assert.same({}, errs)
+    assert.same({ { name = "a", n = 1 } }, out.items)
+    assert.same({ { type = "probe" } }, out.sources)
+    assert.is_true(out.judge)
+    assert.same({
+      "items[1].name: required in a list",
+      "judge: expected true, false or a table, got string",
+    }, lines(select(2, schema.normalise({ judge = "yes", items = { { n = 1 } }, stages = {} }, RULE))))
+    assert.same({
+      "items[2]: expected a string, got integer",
+      "items.x.n: expected an integer, got string",
+      "stages: required list",
+    }, lines(select(2, schema.normalise({ items = { x = { n = "1" }, [2] = {} } }, RULE))))
+    assert.same({}, select(2, schema.normalise({ strategy = "other" }, RULE)))
+  end)
+
+  it("puts unknown keys in opts.unknown, worded by the record, when asked", function()
+    local unknown = {}
+    local errs = schema.check({ a = 1, b = 2 }, { a = { kind = "integer" } },
+      { unknown_keys = unknown, known = false })
+    assert.same({}, errs)
+    assert.same({ "b: unknown key" }, lines(unknown))
+    unknown = {}
+    schema.check_value({ x = { c = 1 } }, { kind = "table", fields = { x = { kind = "table", fields = {},
+      unknown = "not used here" } } }, { unknown_keys = unknown })
+    assert.same({ "x.c: not used here" }, lines(unknown))
+  end)
+
   it("says what a non-table is", function()
     assert.same({ "sources[1]: expected a table, got string" }, lines(schema.check("x", {}, { path = { "sources", 1 } })))
   end)
@@ -123,7 +194,7 @@ describe("routers and sources on rollout.schema", function()
   it("notifiers: the same errors, with the known keys and what an enum got", function()
     local errs = notify.check({ { type = "webhook", url = "http://x/", method = "GET", retrys = 3 } })
     assert.same({
-      { path = { 1, "method" }, message = 'must be one of "POST", "PUT", got GET' },
+      { path = { 1, "method" }, message = 'must be "POST" or "PUT", got GET' },
       { path = { 1, "retrys" }, message = "unknown key (known: backoff, events, headers, max_backoff, method, name, "
         .. "queue_limit, retries, timeout, token, token_env, token_file, type, url, url_env, url_file)" },
     }, errs)

@@ -1,10 +1,11 @@
 -- rollout.schema: declarative option specs, checked with structured errors.
 --
--- One walker for every configuration table rollout reads (routers, sources, notifiers,
--- ...): a spec says which keys a table has, what kind each value is, which are required,
--- which values are allowed; the walker reports every problem as {path = {...}, message =}
--- with the full key path (a list of keys: {"router", "socket"}, {"sources", 2, "url"}), so
--- the playbook can map each one to its file and line (rollout.srcmap) without parsing text.
+-- One walker for every configuration table rollout reads (the playbook, the --config YAML,
+-- routers, sources, notifiers, the judge, scenarios, ...): a spec says which keys a table
+-- has, what kind each value is, which are required, which values are allowed; the walker
+-- reports every problem as {path = {...}, message =} with the full key path (a list of
+-- keys: {"router", "socket"}, {"sources", 2, "url"}), so the playbook can map each one to
+-- its file and line (rollout.srcmap) without parsing text.
 --
 --   local schema = require("rollout.schema")
 --   local FIELDS = {
@@ -20,20 +21,32 @@
 --   for _, e in ipairs(errs) do print(schema.path_string(e.path) .. ": " .. e.message) end
 --   -- router.timeout: expected a duration (seconds or "250ms", "5m", "1h30m"), got boolean
 --
--- A rule: kind (a name in opts.kinds, else in schema.KINDS), required (with `what`, the
--- words after "required": "required string"), enum (allowed values), min / max (numbers),
--- fields (a nested table's spec), item (each element of a list), check(v, parent) for
--- anything else. A kind or a check returns nil when the value is fine, a message, a
--- schema.at(key, message) for a problem inside the value (an argv's 3rd element), or a
--- list of those. Keys of a table are checked in sorted order, then unknown keys (each an
--- error at its own full path); a record with `known = true` lists the known keys.
+-- A rule:
+--   kind      a name in opts.kinds, else in schema.KINDS; kind(v, rule) -> nil | problem
+--   required  true, or function(parent) -> bool; `what` is the words after "required"
+--   enum      allowed values;  min / max  bounds of a number
+--   fields    a record's spec (unknown keys are errors, or go to the list opts.unknown_keys;
+--             `known = true` lists the known keys, `unknown = "message"` words the error)
+--   item      each element of a list;  map / keys  each value / key of a table
+--   one_of    alternatives: the first whose when(v) is true (or, without when, whose kind
+--             accepts v) applies; none: "expected <rule.expected>, got <type>"
+--   prepare(v, parent) -> v' [, problems]   a shorthand rewritten before it is checked
+--   check(v, parent) -> problem             anything else, once the value is well formed
+--   parse(v, parent) -> value | nil, msg    normalise() only: the value the program uses
+--   default   normalise() only: the value (or function(parent) -> value) of an absent key
+--   zero      a duration / size kind that also accepts 0
+-- A problem is nil when the value is fine, a message, a schema.at(key, message) for a
+-- problem inside the value (an argv's 3rd element), or a list of those. Keys of a table
+-- are checked in sorted order, then unknown keys (each an error at its own full path).
 --
+-- check() reports; normalise() also builds the normalised value (units parsed, defaults
+-- filled, lists and maps rebuilt) so a module validates and normalises in one walk.
 -- Modules keep their own message wording by passing kinds that override schema.KINDS
 -- (schema.kinds{...}); schema.strings(errs) gives the "key: message" lines their
 -- validate() functions always returned.
 --
--- Error policy: check() never raises on bad input (that is what it reports); a malformed
--- spec (an unknown kind) raises, as it is a programming error.
+-- Error policy: check() and normalise() never raise on bad input (that is what they
+-- report); a malformed spec (an unknown kind) raises, as it is a programming error.
 local units = require("rollout.units")
 
 local M = {}
@@ -109,14 +122,14 @@ function KINDS.table(v) if type(v) ~= "table" then return "expected a table, got
 KINDS["function"] = function(v) if type(v) ~= "function" then return "expected a function, got " .. type_name(v) end end
 
 --- A unit kind: numbers and strings rollout.units parses ("5m", "1%", "2Gi"); `positive`
---- also rejects 0.
+--- also rejects 0, unless the rule says `zero = true`.
 function M.unit_kind(unit, what, positive)
-  return function(v)
+  return function(v, rule)
     if type(v) ~= "number" and type(v) ~= "string" then return "expected " .. what .. ", got " .. type_name(v) end
     local x, err = units.parse(unit, v)
     if not x then return err end
-    if positive and x <= 0 then return "must be greater than 0" end
-    if not positive and x < 0 then return "must not be negative" end
+    if positive and x <= 0 and not (rule and rule.zero) then return "must be greater than 0" end
+    if x < 0 then return "must not be negative" end
   end
 end
 KINDS.duration = M.unit_kind("duration", "a duration (seconds or \"250ms\", \"5m\", \"1h30m\")", true)
@@ -135,6 +148,15 @@ function KINDS.list(v) -- a list of anything (item = rule checks the elements)
   if type(v) ~= "table" then return "expected a list, got " .. type_name(v) end
 end
 
+-- What normalise() makes of a kind's value when its rule has no parse: a unit's number.
+M.PARSE = {
+  duration = function(v) return (units.parse("duration", v)) end,
+  ratio = function(v) return (units.parse("ratio", v)) end,
+  bytes = function(v) return (units.parse("bytes", v)) end,
+  number = tonumber,
+  integer = function(v) return math.tointeger(tonumber(v)) end,
+}
+
 --- kinds(overrides) -> a kinds table: the overrides, else schema.KINDS.
 function M.kinds(overrides)
   return setmetatable(overrides or {}, { __index = KINDS })
@@ -142,7 +164,7 @@ end
 
 -- ---- the walker ---------------------------------------------------------------------
 
-local check_record
+local walk
 
 -- Append what a kind or check returned (nil, a message, an at(), or a list of them).
 local function report(errs, path, r)
@@ -152,80 +174,150 @@ local function report(errs, path, r)
   for _, x in ipairs(r) do report(errs, path, x) end
 end
 
-local function check_value(v, rule, path, opts, errs, parent)
-  local kinds = opts.kinds or KINDS
-  local kind = kinds[rule.kind or "any"]
-  if not kind then error("schema: unknown kind '" .. tostring(rule.kind) .. "'", 3) end
-  local n = #errs
-  report(errs, path, kind(v))
-  if #errs > n then return end
-  if rule.enum then
-    local ok = false
-    for _, x in ipairs(rule.enum) do if x == v then ok = true; break end end
-    if not ok then
-      local shown = {}
-      for _, x in ipairs(rule.enum) do shown[#shown + 1] = type(x) == "string" and ("\"" .. x .. "\"") or tostring(x) end
-      report(errs, path, "must be one of " .. table.concat(shown, ", ") .. ", got " .. tostring(v))
-      return
-    end
-  end
-  if type(v) == "number" and (rule.min or rule.max) then
-    if (rule.min and v < rule.min) or (rule.max and v > rule.max) then
-      if rule.min and rule.max then
-        report(errs, path, string.format("must be between %s and %s, got %s", rule.min, rule.max, tostring(v)))
-      elseif rule.min then
-        report(errs, path, string.format("must be at least %s, got %s", rule.min, tostring(v)))
-      else
-        report(errs, path, string.format("must be at most %s, got %s", rule.max, tostring(v)))
-      end
-      return
-    end
-  end
-  if rule.fields and type(v) == "table" then
-    check_record(v, rule.fields, path, opts, errs, rule)
-    if #errs > n then return end
-  end
-  if rule.item and type(v) == "table" then
-    local len = #v
-    local stray = {}
-    for k in pairs(v) do
-      if math.type(k) ~= "integer" or k < 1 or k > len then stray[#stray + 1] = k end
-    end
-    table.sort(stray, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in ipairs(stray) do report(errs, extend(path, k), "expected a list (1..n); this key does not belong") end
-    for i = 1, len do check_value(v[i], rule.item, extend(path, i), opts, errs, v) end
-    if #errs > n then return end
-  end
-  if rule.check then report(errs, path, rule.check(v, parent)) end
+local function shown(x) return type(x) == "string" and ("\"" .. x .. "\"") or tostring(x) end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  local rank = { number = 1, string = 2 }
+  table.sort(keys, function(a, b) -- numbers, then strings, then the rest by their text
+    local ra, rb = rank[type(a)] or 3, rank[type(b)] or 3
+    if ra ~= rb then return ra < rb end
+    if ra < 3 then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  return keys
 end
 
-check_record = function(t, fields, path, opts, errs, rule)
-  local keys = {}
-  for k in pairs(fields) do keys[#keys + 1] = k end
-  table.sort(keys)
+local function record(t, fields, path, opts, errs, rule)
+  local out = {}
+  local keys = sorted_keys(fields)
   for _, k in ipairs(keys) do
     local r, v = fields[k], t[k]
     if v == nil then
-      if r.required then
+      local req = r.required
+      if type(req) == "function" then req = req(t) end
+      if req then
         report(errs, extend(path, k), "required" .. ((r.what or r.kind) and (" " .. (r.what or r.kind)) or ""))
+      elseif opts.normalise and r.default ~= nil then
+        if type(r.default) == "function" then out[k] = r.default(t) else out[k] = r.default end
       end
     else
-      check_value(v, r, extend(path, k), opts, errs, t)
+      out[k] = walk(v, r, extend(path, k), opts, errs, t)
     end
   end
-  local unknown = {}
-  for k in pairs(t) do if fields[k] == nil then unknown[#unknown + 1] = k end end
-  table.sort(unknown, function(a, b) return tostring(a) < tostring(b) end)
   local known = (rule and rule.known) or opts.known
-  for _, k in ipairs(unknown) do
-    local msg = "unknown key"
-    if known then
-      local names = {}
-      for _, name in ipairs(keys) do names[#names + 1] = tostring(name) end
-      msg = msg .. " (known: " .. table.concat(names, ", ") .. ")"
+  local why = rule and rule.unknown
+  for _, k in ipairs(sorted_keys(t)) do
+    if fields[k] == nil then
+      local msg = type(why) == "function" and why(k, t) or why or "unknown key"
+      if known then
+        local names = {}
+        for _, name in ipairs(keys) do names[#names + 1] = tostring(name) end
+        msg = msg .. " (known: " .. table.concat(names, ", ") .. ")"
+      end
+      local into = opts.unknown_keys or errs -- a list that takes them instead (warnings)
+      into[#into + 1] = { path = extend(path, k), message = msg }
     end
-    report(errs, extend(path, k), msg)
   end
+  return out
+end
+
+local function list(v, item, path, opts, errs)
+  local len, out = #v, {}
+  for _, k in ipairs(sorted_keys(v)) do
+    if math.type(k) ~= "integer" or k < 1 or k > len then
+      report(errs, extend(path, k), "expected a list (1..n); this key does not belong")
+    end
+  end
+  for i = 1, len do out[i] = walk(v[i], item, extend(path, i), opts, errs, v) end
+  return out
+end
+
+local function map(v, rule, path, opts, errs)
+  local out = {}
+  for _, k in ipairs(sorted_keys(v)) do
+    local p = extend(path, k)
+    local n = #errs
+    if rule.keys then walk(k, rule.keys, p, opts, errs, v) end
+    if #errs == n then out[k] = walk(v[k], rule.map, p, opts, errs, v) end
+  end
+  return out
+end
+
+-- One value against one rule -> its normalised value (opts.normalise), nil after an error
+-- in a plain value, the partial table after an error inside a record, list or map.
+walk = function(v, rule, path, opts, errs, parent)
+  local n = #errs
+  if rule.prepare then
+    local problems
+    v, problems = rule.prepare(v, parent)
+    report(errs, path, problems)
+  end
+  local out = v
+  if rule.one_of then
+    local chosen
+    for _, alt in ipairs(rule.one_of) do
+      if alt.when then
+        if alt.when(v) then chosen = alt; break end
+      elseif not (opts.kinds or KINDS)[alt.kind or "any"](v, alt) then
+        chosen = alt; break
+      end
+    end
+    if not chosen then
+      report(errs, path, "expected " .. (rule.expected or "something else") .. ", got " .. type_name(v))
+      return nil
+    end
+    out = walk(v, chosen, path, opts, errs, parent)
+    if #errs > n then return out end
+  else
+    local kinds = opts.kinds or KINDS
+    local kind = kinds[rule.kind or "any"]
+    if not kind then error("schema: unknown kind '" .. tostring(rule.kind) .. "'", 3) end
+    report(errs, path, kind(v, rule))
+    if #errs > n then return nil end
+    if rule.enum then
+      local ok = false
+      for _, x in ipairs(rule.enum) do if x == v then ok = true; break end end
+      if not ok then
+        local names = {}
+        for _, x in ipairs(rule.enum) do names[#names + 1] = shown(x) end
+        report(errs, path, (#names == 2 and ("must be " .. names[1] .. " or " .. names[2])
+          or ("must be one of " .. table.concat(names, ", "))) .. ", got " .. tostring(v))
+        return nil
+      end
+    end
+    if type(v) == "number" and (rule.min or rule.max) then
+      if (rule.min and v < rule.min) or (rule.max and v > rule.max) then
+        if rule.min and rule.max then
+          report(errs, path, string.format("must be between %s and %s, got %s", rule.min, rule.max, tostring(v)))
+        elseif rule.min then
+          report(errs, path, string.format("must be at least %s, got %s", rule.min, tostring(v)))
+        else
+          report(errs, path, string.format("must be at most %s, got %s", rule.max, tostring(v)))
+        end
+        return nil
+      end
+    end
+    local structured = type(v) == "table" and (rule.fields or rule.item or rule.map)
+    if type(v) == "table" then
+      if rule.fields then out = record(v, rule.fields, path, opts, errs, rule)
+      elseif rule.item then out = list(v, rule.item, path, opts, errs)
+      elseif rule.map then out = map(v, rule, path, opts, errs) end
+    end
+    if #errs > n then return structured and out or nil end
+    if opts.normalise and rule.parse == nil and M.PARSE[rule.kind] then out = M.PARSE[rule.kind](v) end
+  end
+  if rule.check then
+    report(errs, path, rule.check(v, parent))
+    if #errs > n then return type(out) == "table" and out or nil end
+  end
+  if opts.normalise and rule.parse then
+    local parsed, problem = rule.parse(out, parent)
+    if parsed == nil then report(errs, path, problem); return nil end
+    out = parsed
+  end
+  return out
 end
 
 --- check(t, fields, {path = {...}, kinds = {...}, known = bool, errs = list}) -> errs
@@ -240,7 +332,7 @@ function M.check(t, fields, opts)
     report(errs, path, "expected a table, got " .. type_name(t))
     return errs
   end
-  check_record(t, fields, path, opts, errs, opts)
+  record(t, fields, path, opts, errs, opts)
   return errs
 end
 
@@ -248,8 +340,21 @@ end
 function M.check_value(v, rule, opts)
   opts = opts or {}
   local errs = opts.errs or {}
-  check_value(v, rule, opts.path or {}, opts, errs, nil)
+  walk(v, rule, opts.path or {}, opts, errs, nil)
   return errs
+end
+
+--- normalise(v, rule, {path =, kinds =, errs =}) -> value, errs: check v against rule and
+--- build what the program uses: each rule's parse(value, parent) result (a kind in
+--- schema.PARSE, e.g. "5m" -> 300, when the rule has no parse of its own), absent keys'
+--- defaults, lists and maps rebuilt; after an error the value is nil (a record, list or
+--- map: what could be read of it, so cross-field checks still see the rest).
+function M.normalise(v, rule, opts)
+  local o = { normalise = true }
+  for k, x in pairs(opts or {}) do o[k] = x end
+  local errs = o.errs or {}
+  o.errs = errs
+  return walk(v, rule, o.path or {}, o, errs, nil), errs
 end
 
 --- prefix(errs, path) -> errs with path put in front of each error's path (in place).
