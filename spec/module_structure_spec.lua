@@ -4,14 +4,17 @@
 -- - requires sit at the top of the file, where a reader sees a module's edges; one inside a
 --   function body says why with a `-- lazy:` comment on its line or the comment lines right
 --   above it (a require cycle it breaks, a module picked by name at run time);
--- - the top-level requires form no cycle.
+-- - the top-level requires form no cycle;
+-- - every module's header (the comment block it starts with) states its error policy on a
+--   line starting `-- Error policy:` (what raises, with a key path; what returns nil, err;
+--   what is journaled).
 -- The sources are read with a small Lua tokenizer (comments and strings skipped, function
 -- nesting counted), not by running them.
 local fs = require("rollout.fs")
 
--- Files whose requires are being moved by the helpers who own them (issue #18): checked by
--- the lazy-require rule once they leave this list.
-local LAZY_EXEMPT = {
+-- Files whose requires and headers are being reworked by the helpers who own them (issue
+-- #18): checked by the lazy-require and header rules once they leave this list.
+local EXEMPT = {
   ["lua/rollout/engine.lua"] = true, ["lua/rollout/engine/"] = true, -- a directory: every file under it
   ["lua/rollout/playbook.lua"] = true, ["lua/rollout/config.lua"] = true,
   ["lua/rollout/schema.lua"] = true, ["lua/rollout/srcmap.lua"] = true,
@@ -183,7 +186,7 @@ describe("module structure: requires at the top", function()
   it("every module under lua/rollout requires at its top, or says why not (-- lazy:)", function()
     local bad = {}
     for _, path in ipairs(lua_files("lua/rollout", {})) do
-      if not exempt(LAZY_EXEMPT, path) then
+      if not exempt(EXEMPT, path) then
         for _, b in ipairs(unexplained(path, fs.read(path))) do bad[#bad + 1] = b end
       end
     end
@@ -218,5 +221,35 @@ describe("module structure: requires at the top", function()
     for _, m in ipairs(names) do if not state[m] then visit(m) end end
     assert(#cycles == 0, "require cycles:\n  " .. table.concat(cycles, "\n  "))
     assert(files["rollout.assemble"] and #edges["rollout.assemble"] >= 2) -- the graph has its edges
+  end)
+end)
+
+-- The comment block a file starts with, and whether it has a line `-- Error policy: ...`.
+local function header_policy(src)
+  local header = {}
+  for l in (src .. "\n"):gmatch("([^\n]*)\n") do
+    if not l:match("^%-%-") then break end
+    header[#header + 1] = l
+  end
+  for _, l in ipairs(header) do if l:match("^%-%-+%s*Error policy:") then return true, #header end end
+  return false, #header
+end
+
+describe("module structure: headers", function()
+  it("a header without an error-policy line is found", function()
+    assert.is_false((header_policy("-- rollout.x: a module.\n-- It never fails.\nlocal M = {}\n-- Error policy: too late\n")))
+    assert.is_false((header_policy("local M = {}\n-- Error policy: not a header\n")))
+    assert.is_true((header_policy("-- rollout.x: a module.\n--\n-- Error policy: raises on bad input.\nlocal M = {}\n")))
+  end)
+
+  it("every module under lua/rollout states its error policy in its header comment", function()
+    local bad = {}
+    for _, path in ipairs(lua_files("lua/rollout", {})) do
+      if not exempt(EXEMPT, path) then
+        local ok, lines = header_policy(fs.read(path))
+        if not ok then bad[#bad + 1] = path .. (lines == 0 and " (no header comment)" or "") end
+      end
+    end
+    assert(#bad == 0, #bad .. " modules without an `-- Error policy:` line in their header:\n  " .. table.concat(bad, "\n  "))
   end)
 end)

@@ -5,6 +5,9 @@
 -- `rollout help CMD` print its usage from that declaration, here, before main runs.
 -- A new command: add its name to COMMANDS below and write lua/rollout/cmd/<name>.lua
 -- (docs/contributing.md).
+-- Error policy: usage errors (an unknown command or option, with a "did you mean") are
+-- printed and return 2; a command that cannot be loaded for another reason raises, and
+-- main.c prints the error and exits 3. A command's own errors are its exit code.
 local rollout = require("rollout")
 local args = require("rollout.args")
 local term = require("rollout.term")

@@ -5,6 +5,10 @@
 -- On a terminal (stdout a TTY, TERM not "dumb", NO_COLOR unset or empty, no --json) the
 -- same decision lines scroll above a live progress view (rollout.progress);
 -- ROLLOUT_PROGRESS=0 keeps plain lines, which have no colour and no cursor movement.
+-- Error policy: it formats the events the engine writes; a kind without a line of its own
+-- prints nothing (its name with --verbose). Every line and JSON object passes through
+-- rollout.redact first. Nothing here returns nil, err or journals: the journal, not the
+-- terminal, is the record, and a failed write to stdout is not checked.
 local json = require("rollout.json")
 local redact = require("rollout.redact") -- every line written passes through it
 local term = require("rollout.term")

@@ -23,6 +23,9 @@
 -- Width: opts.width, else the terminal's (rollout.term: TIOCGWINSZ, $COLUMNS, 80), read
 -- again at each redraw so a resized window is followed. Colour: opts.color, else only when
 -- NO_COLOR is unset or empty.
+-- Error policy: it only reads the events the engine writes and draws them; a kind without
+-- a handler only scrolls its line. Nothing here returns nil, err or journals: the journal,
+-- not the terminal, is the record, and a failed write to the terminal is not checked.
 local rollout = require("rollout")
 local term = require("rollout.term")
 

@@ -12,7 +12,8 @@
 --   reservoir.merge(parts, cap) -> list    parts = {{values = list, n = requests}, ...}
 --
 -- Randomness comes from rollout.rng's seeded generator, so runs are reproducible.
--- Errors: a size that is not a positive integer raises (a programming error).
+-- Error policy: a size that is not a positive integer raises (a programming error);
+-- nothing else fails.
 local rng = require("rollout.rng")
 
 local M = {}

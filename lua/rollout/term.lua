@@ -1,7 +1,9 @@
 -- rollout.term: what the terminal on an output descriptor can show. Width: the terminal's
 -- own size (TIOCGWINSZ on the descriptor), else $COLUMNS, else 80. Colour and in-place
 -- redraws only where a person watches: the descriptor is a terminal, NO_COLOR is unset or
--- empty (https://no-color.org), and TERM is not "dumb". Never raises; no state.
+-- empty (https://no-color.org), and TERM is not "dumb". No state.
+-- Error policy: never raises; without a terminal the answers are the plain ones: no
+-- colour, no redraws, the width from $COLUMNS or 80.
 local fs = require("rollout.fs")
 
 local M = {}

@@ -11,7 +11,8 @@
 -- hold and status (passed, holding with time left, extended, pending, rolled back), each
 -- trigger's state (inactive, no data, pending with the time held of its `for`, FIRED), the
 -- last gate's values against its thresholds, and the last events as rollout.output prints
--- them. It only reads; it never raises on an unknown or partial event.
+-- them. It only reads.
+-- Error policy: never raises on an unknown or partial event; nothing to return or journal.
 local output = require("rollout.output")
 
 local M = {}

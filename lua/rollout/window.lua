@@ -9,6 +9,8 @@
 --   restarts  restarts observed in the window
 -- A signal with nothing behind it is nil ("no data"), never 0: error_rate and the
 -- quantiles need requests, health needs checks, gauges need a reading.
+-- Error policy: never raises for missing data: a signal without enough behind it is nil;
+-- the caller passes well-formed records (a programming error otherwise).
 local histogram = require("rollout.histogram")
 
 local M = {}

@@ -7,6 +7,10 @@
 -- --etcd`), and takes over the rollouts of agents that died. SIGINT/SIGTERM hand every
 -- rollout back (traffic stays where it is) so the other agents take them at once.
 -- Output: one line per decision; every event as a JSON line with --json.
+-- Error policy: usage errors (a missing --etcd, a bad --name or duration) are printed and
+-- return 2; once running, etcd failures are operational (rollout.fleet retries them and
+-- journals what it did) and never end the agent; it returns 0 when it has handed its
+-- rollouts back. An unexpected error propagates to main.c (printed, exit 3).
 local args = require("rollout.args")
 local units = require("rollout.units")
 local fleet = require("rollout.fleet")

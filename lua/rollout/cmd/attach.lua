@@ -5,6 +5,9 @@
 -- "rollout> ", and ">> " while a statement continues. Reads a pipe as well (no prompts).
 -- Ends at end of input (Ctrl-D) or `quit`; exit 3 if the socket cannot be reached or the
 -- rollout goes away.
+-- Error policy: usage errors return 2; a socket that cannot be reached or stops answering
+-- is printed ("rollout attach: ...") and returns 3; a line that fails inside the engine is
+-- the engine's answer, printed on stderr, and the session goes on. Nothing raises.
 local args = require("rollout.args")
 local control = require("rollout.control")
 local edit = require("rollout.edit")

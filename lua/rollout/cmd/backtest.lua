@@ -4,6 +4,9 @@
 -- would change: rollout, old outcome and reason, new outcome and reason, when. --all lists
 -- unchanged rollouts too; --json prints one JSON document. Exit 0 (whether or not anything
 -- changes), 2 for bad input (a playbook that does not load, no journal, a corrupt journal).
+-- Error policy: every input problem (usage, a playbook that does not load, printed as
+-- file:line: key: problem, no journal, a corrupt one) is printed and returns 2 before any
+-- decision is printed; nothing raises.
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local json = require("rollout.json")

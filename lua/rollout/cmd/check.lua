@@ -5,6 +5,9 @@
 -- an evaluation asks it (rollout.safety.check_source): one that cannot answer is a failed
 -- check, never a pass on nothing. --offline skips the router and the sources.
 -- Exit 0 when everything is fine, 2 on a configuration error, 3 when a live check fails.
+-- Error policy: usage and playbook errors (every one, file:line: key: problem, or JSON
+-- with --json) return 2 before any live check; a router, source or permission that cannot
+-- be built or asked is a failed check in the list (exit 3), never a raise.
 local rollout = require("rollout")
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")

@@ -12,6 +12,8 @@
 -- answered), 1 it refused the command (or the Lua failed, or the rollout has ended), 2 usage
 -- error (or no such rollout), 3 the socket or etcd cannot be reached, or the owner did not
 -- acknowledge the command within --wait (it stays queued for the owner).
+-- Error policy: failures are exit codes as above with the reason on stderr; nothing
+-- raises (an unexpected error reaches main.c: printed, exit 3).
 local args = require("rollout.args")
 local control = require("rollout.control")
 local json = require("rollout.json")

@@ -2,6 +2,8 @@
 -- Every rollout in etcd with its owner, state, stage and weights, then the live agents.
 -- An owner "-" means nobody holds the rollout now (waiting for an agent, or ended).
 -- Exit 0, or 1 when etcd cannot be read.
+-- Error policy: usage errors return 2; an etcd that cannot be read is printed and returns
+-- 1; nothing raises.
 local args = require("rollout.args")
 local json = require("rollout.json")
 local fleet = require("rollout.fleet")

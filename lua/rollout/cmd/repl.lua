@@ -12,6 +12,8 @@
 -- it reads the script line by line and prints only results, so it can be scripted.
 -- Exit codes: 0 at end of input, 1 if a line failed when reading a pipe, 2 usage or
 -- playbook errors.
+-- Error policy: usage errors and a playbook or router/source that cannot be built return
+-- 2 before the REPL starts; an error in a line is printed (stderr) and the REPL goes on.
 local rollout = require("rollout")
 local args = require("rollout.args")
 local edit = require("rollout.edit")

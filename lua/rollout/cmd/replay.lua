@@ -8,6 +8,10 @@
 -- A replay that reaches --to before the rollout ends stops paused, reason
 -- inconclusive:end_of_recording. TIME: epoch seconds, RFC 3339 (2026-11-27T04:00:00Z),
 -- or relative to now ("-30m").
+-- Error policy: usage errors, a playbook that does not load (file:line: key: problem) and
+-- a source that cannot be built (or no prometheus source) return 2 before anything runs;
+-- a Prometheus that cannot answer is a source error of the interval, as in a live run (no
+-- data, never a value); exit codes as `rollout run`'s (rollout.engine.EXIT). Nothing raises.
 local rollout = require("rollout")
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")

@@ -8,6 +8,9 @@
 -- journal, the Markdown's deployment frequency comes from DIR's journals.
 -- `--dora DIR` alone prints the DORA figures over every journal under DIR (*.jsonl, *.json,
 -- recursively). Exit 0, or 2 for a usage error or a file that is not a journal.
+-- Error policy: usage errors and a file that is not a journal (or cannot be written) are
+-- printed ("rollout report: ...") and return 2; journals that cannot be read under --dora
+-- are warnings, the figures come from the others. Nothing raises.
 local args = require("rollout.args")
 local fs = require("rollout.fs")
 local json = require("rollout.json")

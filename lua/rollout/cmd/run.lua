@@ -32,10 +32,13 @@
 -- journal directory holds an unfinished rollout, else a new rollout, unless the newest
 -- journal already ended a rollout of this service to the same canary version (exit 2).
 --
--- Errors: the engine runs through engine.run_protected, so an unexpected error (a router or
--- a source that raises) ends the run `failed`, with the error journaled (`engine_error`) and
--- traffic sent to the baseline where the router still answers; this command then closes the
--- socket, notifier, metrics and journal and releases the lock whatever happened.
+-- Error policy: usage, configuration, lock and journal problems before anything acts are
+-- printed and return 2 (nothing done). The engine runs through engine.run_protected, so
+-- an unexpected error (a router or a source that raises) ends the run `failed`, with the
+-- error journaled (`engine_error`) and traffic sent to the baseline where the router still
+-- answers; an error outside the engine is journaled too (exit 3). Either way close_all,
+-- the one cleanup, closes the socket, sources, notifier, metrics and journal and releases
+-- the lock.
 --
 -- --observe (or `observe = true` in the playbook): observe-only (rollout.observe): stages,
 -- gates and triggers run against the router's current split; weights and hooks are never

@@ -10,6 +10,7 @@
 -- Exit codes: 0 read and printed, 2 usage error, 3 the target cannot be read (transport
 -- failure, non-2xx status, unreadable file, malformed exposition: the message names the
 -- URL or file and the reason, e.g. "line 12: unterminated label value").
+-- Error policy: the exit codes above, the reason on stderr; nothing raises.
 local args = require("rollout.args")
 local fs = require("rollout.fs")
 local http = require("rollout.http")

@@ -4,6 +4,8 @@
 -- (they would touch real systems) unless --run-hooks; pre-flight checks pass unless the
 -- scenario's `preflight` table says otherwise. Exit codes as docs/semantics.md: 0 promoted,
 -- 1 rolled back, 3 paused/aborted/failed, 2 usage or configuration error.
+-- Error policy: usage, playbook and scenario errors (file:line: key: problem) are printed
+-- and return 2 before anything runs; the run's own failures are its outcome (exit 3).
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local scenario = require("rollout.sim.scenario")

@@ -6,6 +6,9 @@
 -- playbook's sources with synthetic traffic from a scenario (docs/semantics.md format, on the
 -- real clock; rollout.fleet_sim); --simulated-router replaces its router likewise.
 -- Prints the rollout's id. Exit 0 stored, 2 usage or playbook error, 1 etcd error.
+-- Error policy: usage and playbook errors (file:line: key: problem) return 2 with nothing
+-- stored; an etcd failure is printed and returns 1 (2 when the id exists already). Nothing
+-- raises.
 local args = require("rollout.args")
 local json = require("rollout.json")
 local playbook = require("rollout.playbook")

@@ -1,6 +1,8 @@
 -- rollout test [PATH...] [-j N] [--filter TEXT] [--timeout SECONDS]
 -- Runs the specs inside the real binary (rollout.testing). Exit 0 when every test passed,
 -- 1 when one failed, 2 usage error.
+-- Error policy: usage errors return 2; a failing spec is a result (exit 1), reported by
+-- rollout.testing with its file and message.
 local args = require("rollout.args")
 local testing = require("rollout.testing")
 

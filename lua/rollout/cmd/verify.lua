@@ -4,6 +4,9 @@
 -- table (scenario, expected, got, result), or one JSON document with --json; --junit
 -- writes JUnit XML for CI test reporters. Exit 0 when every scenario matches, 1 when any
 -- does not, 2 for bad input (nothing runs until every playbook and scenario loads).
+-- Error policy: bad input (usage, a playbook or scenario that does not load, printed as
+-- file:line: key: problem; a --junit file that cannot be written) returns 2; a mismatch is
+-- a result (exit 1), never an error. Nothing raises.
 local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local fs = require("rollout.fs")

@@ -1,4 +1,5 @@
 -- rollout version: prints "rollout VERSION" (the same as `rollout --version`). Exit 0.
+-- Error policy: a usage error (an argument) returns 2; nothing else can fail.
 local rollout = require("rollout")
 local args = require("rollout.args")
 

@@ -8,6 +8,7 @@
 --
 -- Exit codes: the rollout's own when it ends (0 promoted, 1 rolled back, 3 paused, aborted
 -- or failed), 2 usage, 3 the rollout cannot be reached or went away before it ended.
+-- Error policy: the exit codes above, the reason on stderr; nothing raises.
 local args = require("rollout.args")
 local control = require("rollout.control")
 local engine = require("rollout.engine")

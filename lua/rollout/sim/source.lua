@@ -10,6 +10,9 @@
 -- draws that fill the histogram (sim's lognormal_sample), so the random stream and every
 -- other signal are the same as without them. samples(now, window) serves them
 -- (rollout.analysis documents the shape).
+-- Error policy: the scenario was validated by rollout.sim.scenario before new(); during the
+-- scenario's source_errors, tick/signals/alerts/samples return nil, "simulated source
+-- error" (an operational failure the engine treats as no data), as a real source's would.
 local rngs = require("rollout.rng")
 local histogram = require("rollout.histogram")
 local window = require("rollout.window")
