@@ -25,42 +25,37 @@
 -- Operator commands (E:command) return nil, err. Anything else that raises inside run()
 -- is a bug: run_protected() journals it as `engine_error`, sends traffic to the baseline
 -- (confirmed by read-back where the router answers) and ends the rollout `failed`.
+--
+-- The engine is one class, E, written in parts (mixin style): this file holds the state
+-- machine (run, stages, pause, handle, rollback, promote, finish, commands, wait_until,
+-- tick); each part in lua/rollout/engine/ returns M.methods, which this file installs on E,
+-- and states its own error policy: signals (merged source signals, compact), triggers,
+-- hooks (and budgeted playbook code), preflight, gate (gates, baseline capture), traffic
+-- (shift, read-back, set weight, share). The parts never require rollout.engine.
 local rollout = require("rollout")
-local playbook = require("rollout.playbook")
 local observe = require("rollout.observe")
 local no_return = require("rollout.no_return")
 local strategies = { blue_green = require("rollout.strategies.blue_green") } -- canary is this file
 local safety = require("rollout.safety")
+local signals = require("rollout.engine.signals")
+local triggers = require("rollout.engine.triggers")
+local hooks = require("rollout.engine.hooks")
+local preflight = require("rollout.engine.preflight")
+local gate = require("rollout.engine.gate")
+local traffic = require("rollout.engine.traffic")
+
+local compact = signals.compact
 
 local M = {}
 local E = {}
 E.__index = E
 
 M.EXIT = { promoted = 0, rolled_back = 1, paused = 3, aborted = 3, failed = 3 }
--- What a hook may spend unless the playbook's hook_budget says otherwise: VM instructions
--- while it runs, seconds of wall time, bytes its Lua heap may grow by.
-M.HOOK_BUDGET = { instructions = 1e9, time = 900, memory = 256 * 1024 * 1024 }
--- A trigger's `check` function runs inside every evaluation: it gets a small budget, so a
--- runaway check is a trigger error (no data), never a frozen engine.
-M.CHECK_BUDGET = { instructions = 1e7, time = 1, memory = 64 * 1024 * 1024 }
--- A trigger whose check raised at this many evaluations in a row is broken: no gate passes
--- while it is (docs/semantics.md "Triggers"), it is no data, not health
-M.TRIGGER_ERROR_LIMIT = 3
-
--- fn(...) under a budget (rollout.budget: instructions, seconds; rollout.alloc: memory):
--- true, results | false, err.
-local function budgeted(b, fn, ...)
-  return pcall(require("rollout.budget").run, require("rollout.alloc").run,
-    { instructions = b.instructions, seconds = b.time }, fn, b.memory, ...)
-end
-
-local function compact(s)
-  if not s then return nil end
-  return { requests = s.requests, rps = s.rps, error_rate = s.error_rate, errors = s.errors, p50 = s.p50, p95 = s.p95,
-    p99 = s.p99, health = s.health, health_ok = s.health_ok, health_total = s.health_total, cpu = s.cpu,
-    memory = s.memory, disk = s.disk, restarts = s.restarts }
-end
+M.HOOK_BUDGET = hooks.HOOK_BUDGET -- what a hook may spend (rollout.engine.hooks)
+M.CHECK_BUDGET = triggers.CHECK_BUDGET -- what a trigger's check may spend per evaluation
+M.TRIGGER_ERROR_LIMIT = triggers.TRIGGER_ERROR_LIMIT -- check errors in a row: no gate passes
 M.compact = compact
+M.trigger_text = triggers.trigger_text
 
 --- new(pb, env): env = {router=, sources = {...}, emit = fn(event), simulate = bool,
 --- run_hooks = bool, preflight = {name = "pass"|"fail"|"skip"} (simulation overrides),
@@ -123,36 +118,6 @@ function E:status()
   return st
 end
 
--- ---- signals --------------------------------------------------------------------------
-
-function E:signals(now, win)
-  local merged = { baseline = {}, canary = {} }
-  local any = false
-  local real = safety.real_traffic(self.sources) -- a probe adds evidence, never replaces it
-  for _, src in ipairs(self.sources) do
-    if src.signals then
-      any = true
-      local s, err = src:signals(now, win)
-      if not s then return nil, err or "source error" end
-      for _, v in ipairs({ "baseline", "canary" }) do
-        for k, x in pairs(s[v] or {}) do
-          if merged[v][k] == nil and safety.signal_source(src, k, real) then merged[v][k] = x end
-        end
-      end
-    end
-  end
-  if not any then return nil, "no metric source configured" end
-  return merged
-end
-
-function E:provides(signal)
-  for _, src in ipairs(self.sources) do
-    if src.signals and (not src.provides or src.provides[signal]) then return true end
-  end
-  return false
-end
-
-
 -- ---- interrupts and commands ------------------------------------------------------------
 
 -- An interrupt is {action = "rollback"|"pause"|"resume"|"promote"|"promote_full"|"abort", reason=}.
@@ -185,35 +150,6 @@ function E:command(name, arg, who)
     self:interrupt({ action = name, reason = name == "pause" and "manual" or nil, who = who })
   end
   return true
-end
-
---- set weight N (the control socket): an operator's canary weight, applied by the engine's
---- task like any shift (requested, confirmed, journaled); it holds until the next stage's
---- shift or a rollback. Waits up to 30 s for the confirmation: true | nil, err.
-function E:set_weight(arg, who)
-  local w = tonumber(arg)
-  if not w or w < 0 or w > 100 then return nil, "set weight: expected a canary weight 0..100, got " .. tostring(arg) end
-  if self.observe then return nil, "set weight: this rollout is observe-only; it never changes weights" end
-  if self.state ~= "stage" and self.state ~= "paused" then
-    return nil, "set weight: the rollout is " .. tostring(self.state) .. "; a weight can be set during a stage or a pause"
-  end
-  self:emit("command", { command = "set_weight", arg = w, who = who or "operator" })
-  local me = rollout.current()
-  self.override = { weight = w, who = who or "operator", reply = me ~= self.task and me or nil }
-  if me == self.task then return self:apply_override() end
-  rollout.wake(self.task)
-  local ok, err = rollout.suspend(30)
-  if ok == nil and err == "timeout" then return nil, "set weight: queued, not applied within 30 s (a hook is running?)" end
-  return ok, err
-end
-
-function E:apply_override()
-  local o = self.override
-  self.override = nil
-  local ok, err, intr = self:shift(o.weight, { by = o.who })
-  if intr then self:interrupt(intr) end
-  if o.reply then rollout.wake(o.reply, ok, err) end
-  return ok, err
 end
 
 --- stop(reason, who, opts): end the run (SIGTERM, SIGINT). A running hook is cancelled.
@@ -283,136 +219,6 @@ function E:wait_until(deadline)
   end
 end
 
-function E:reset_triggers(why)
-  for _, tr in ipairs(self.pb.triggers) do
-    local st = self.trig[tr.name]
-    if st.since then self:emit("trigger_reset", { trigger = tr.name, why = why }) end
-    st.since = nil
-  end
-end
-
-local function compare(v, op, x)
-  if op == ">" then return v > x elseif op == ">=" then return v >= x
-  elseif op == "<" then return v < x elseif op == "<=" then return v <= x
-  elseif op == "==" then return v == x else return v ~= x end
-end
-
-local function alert_matches(alert, matchers)
-  for k, want in pairs(matchers) do
-    local have = alert.labels and alert.labels[k] or alert[k]
-    if have ~= want then return false end
-  end
-  return true
-end
-
-function E:collect_alerts(now)
-  local alerts, err = {}, nil
-  for _, src in ipairs(self.sources) do
-    if src.alerts then
-      local list, e = src:alerts(now)
-      if list then for _, a in ipairs(list) do alerts[#alerts + 1] = a end else err = e end
-    end
-  end
-  return alerts, err
-end
-
--- One trigger's condition at this evaluation: true, false, or nil (no data) with the value.
-function E:trigger_value(tr, now, cache, alerts)
-  if tr.kind == "alert" then
-    if not alerts then return nil end
-    for _, a in ipairs(alerts) do
-      if alert_matches(a, tr.alert) then return true, a.name end
-    end
-    return false, nil
-  end
-  local win = tr.window
-  if not cache[win] then cache[win] = self:signals(now, win) or false end
-  local sig = cache[win]
-  if not sig then return nil end
-  if tr.kind == "restarts" then
-    local n = sig.canary.restarts
-    if n == nil then return nil end
-    return n >= tr.restarts, n
-  elseif tr.kind == "check" then
-    local ok, res, value = budgeted(M.CHECK_BUDGET, tr.check, sig, observe.view(self))
-    local st = self.trig[tr.name]
-    if not ok then
-      st.errors = (st.errors or 0) + 1
-      self:emit("trigger_error", { trigger = tr.name, error = tostring(res), consecutive = st.errors,
-        limit = M.TRIGGER_ERROR_LIMIT })
-      return nil
-    end
-    st.errors = nil
-    if res == nil then return nil end
-    return res and true or false, value
-  end
-  local c = tr.condition
-  local v = sig[c.version][c.signal]
-  if v == nil then return nil end
-  return compare(v, c.op, c.value), v
-end
-
---- A trigger's condition as text, for every kind: "error_rate > 5%", "alert severity=critical",
---- "restarts >= 3 within 300s", "check".
-function M.trigger_text(tr)
-  if tr.condition then return tr.condition.text end
-  if tr.kind == "alert" then
-    local m = {}
-    for k, v in pairs(tr.alert or {}) do m[#m + 1] = tostring(k) .. "=" .. tostring(v) end
-    table.sort(m)
-    return "alert " .. (#m > 0 and table.concat(m, ",") or "(any)")
-  end
-  if tr.kind == "restarts" then return string.format("restarts >= %s within %gs", tostring(tr.restarts), tr.within or 0) end
-  return tr.description or "check"
-end
-
-function E:evaluate_triggers(now, cache, only_kind)
-  local alerts, aerr = self:collect_alerts(now)
-  if aerr then alerts = nil end -- a failed alert query is no data, never "no alerts"
-  for _, tr in ipairs(self.pb.triggers) do
-    if only_kind and tr.kind ~= only_kind then goto next_trigger end
-    local st = self.trig[tr.name]
-    local cond, value = self:trigger_value(tr, now, cache, alerts)
-    if cond == nil then
-      if st.since then self:emit("trigger_reset", { trigger = tr.name, why = "no data" }) end
-      st.since, st.state = nil, "nodata"
-    elseif cond then
-      if not st.since then
-        st.since = now
-        self:emit("trigger_pending", { trigger = tr.name, value = value, condition = M.trigger_text(tr), ["for"] = tr.duration,
-          signal = tr.condition and tr.condition.signal })
-      end
-      st.state, st.value = "pending", value
-      if now - st.since >= tr.duration - 1e-9 then
-        st.state = "firing"
-        self:emit("trigger_fired", { trigger = tr.name, value = value, held = now - st.since, ["for"] = tr.duration,
-          condition = M.trigger_text(tr), signal = tr.condition and tr.condition.signal })
-        self:interrupt({ action = "rollback", reason = "trigger:" .. tr.name, value = value })
-        return
-      end
-    else
-      if st.since then self:emit("trigger_resolved", { trigger = tr.name, value = value }) end
-      st.since, st.state, st.value = nil, "ok", value
-    end
-    ::next_trigger::
-  end
-end
-
-function E:check_share(sig)
-  local w = self.weights.canary
-  local b, c = sig.baseline.rps, sig.canary.rps
-  if not (b and c) or b + c <= 0 or w <= 0 or w >= 100 then return end
-  -- right after a shift the window still holds traffic of the previous weight
-  if not self.stage_start or rollout.now() - self.stage_start < self.pb.trigger_window then return end
-  local want = w / 100
-  -- too few requests to tell a share from noise: expect at least 100 canary requests
-  if (b + c) * self.pb.trigger_window * want < 100 then return end
-  local share = c / (b + c)
-  if math.abs(share - want) / want > self.pb.policy.share_tolerance then
-    self:emit("share_warning", { weight = w, share = share * 100 })
-  end
-end
-
 --- One evaluation: sample every source, then triggers (docs/semantics.md "Triggers").
 function E:tick()
   -- evaluate on the grid (the scheduled time), not the instant the loop got here: a tick
@@ -455,355 +261,6 @@ function E:tick()
   if self.pb.policy.share_tolerance then self:check_share(sig) end
   self:evaluate_triggers(now, cache)
   if self.state == "stage" or self.state == "paused" then safety.readback(self) end
-end
-
--- ---- hooks --------------------------------------------------------------------------------
-
-function E:hook_ctx(extra)
-  local ctx = {
-    service = self.pb.service, versions = self.pb.versions, weights = self.weights,
-    stage = self.stage and self.stage.name, simulate = self.env.simulate, engine = observe.view(self), -- read-only when observe-only
-    signals = function() return self.last_signals end,
-    log = function(msg) self:emit("log", { message = tostring(msg) }) end,
-    -- ask every metric source once, as an evaluation does: {{name=, ok=, detail=}, ...}
-    check_sources = function() return safety.check_sources(self.sources, rollout.now(), self.pb.trigger_window) end,
-  }
-  for k, v in pairs(extra or {}) do ctx[k] = v end
-  return ctx
-end
-
-local function run_argv(argv, timeout)
-  local proc = require("rollout.proc")
-  local r, err = proc.run({ argv = argv, timeout = timeout })
-  if not r then error(err, 0) end
-  if r.code ~= 0 then
-    error(string.format("%s exited with %s: %s", argv[1], tostring(r.code), (r.stderr or ""):sub(1, 300)), 0)
-  end
-  return true
-end
-
---- Run a hook as a task while ticks go on. Returns true | false, err | nil, interrupt.
-function E:run_hook(name, extra, opts)
-  local fn = self.pb.hooks[name]
-  if not fn then return true end
-  if self.observe then
-    self:emit("hook_skipped", { hook = name, reason = "observe" })
-    return true
-  end
-  if self.env.simulate and not self.env.run_hooks then
-    self:emit("hook_skipped", { hook = name, reason = "simulation" })
-    return true
-  end
-  opts = opts or {}
-  if not opts.uninterruptible then -- a hook acts too: not without a record
-    local held = self:await_record()
-    if held then return nil, held end
-  end
-  self:emit("hook_started", { hook = name })
-  local t0 = rollout.now()
-  local ctx = self:hook_ctx(extra)
-  local hb = self.pb.hook_budget or {}
-  local timeout = math.min(opts.timeout or math.huge, hb.time or self.pb.hook_timeout or M.HOOK_BUDGET.time)
-  local limits = { seconds = timeout, instructions = hb.instructions or M.HOOK_BUDGET.instructions }
-  local task = rollout.spawn(function()
-    -- preemptible: a hook stuck in a loop yields to the loop every 10 ms, so triggers and
-    -- the control socket go on and the timeout below can cancel it; a runaway (instructions,
-    -- time, memory: rollout.budget, rollout.alloc) fails this hook only. Its error is returned,
-    -- not raised: a task failing unwatched would print it raw on stderr (unredacted).
-    local r = table.pack(pcall(function()
-      if type(fn) == "table" then return run_argv(fn, timeout) end
-      return require("rollout.budget").run(require("rollout.alloc").run, limits, fn, hb.memory or M.HOOK_BUDGET.memory, ctx)
-    end))
-    if not r[1] then return false, r[2] end
-    return table.unpack(r, 2, r.n)
-  end)
-  local me = rollout.current()
-  local watcher = rollout.spawn(function() pcall(task.wait, task); rollout.wake(me) end)
-  self.hook_running = { name = name, task = task, watcher = watcher, t0 = t0 } -- fail_safe stops it
-  local deadline = t0 + timeout
-  while true do
-    local st = task:state()
-    if st == "done" or st == "failed" or st == "cancelled" then break end
-    if not opts.uninterruptible and not opts.no_cancel then -- no_cancel: past the point of no return (rollout.no_return)
-      local intr = self:take_interrupt()
-      if intr and (intr.action == "rollback" or intr.action == "pause" or intr.action == "abort") then
-        task:cancel("interrupted: " .. tostring(intr.reason))
-        watcher:cancel()
-        self:emit("hook_cancelled", { hook = name, why = intr.reason, elapsed = rollout.now() - t0 })
-        return nil, intr
-      elseif intr then
-        self.deferred = intr -- resume/promote while a hook runs: act on it afterwards
-      end
-    end
-    local now = rollout.now()
-    if now >= deadline then
-      task:cancel("timeout")
-      watcher:cancel()
-      self:emit("hook_failed", { hook = name, error = "timed out after " .. timeout .. " s" })
-      return false, "hook " .. name .. " timed out"
-    end
-    local wake = deadline
-    if self.ticking and self.next_tick < wake then wake = self.next_tick end
-    rollout.suspend(math.max(0, wake - now))
-    if self.ticking and rollout.now() >= self.next_tick - 1e-9 then self:tick() end
-    if self.override then self:apply_override() end
-  end
-  watcher:cancel()
-  local st, a, b = task:result()
-  if st == "done" and a ~= false then
-    self:emit("hook_finished", { hook = name, elapsed = rollout.now() - t0 })
-    return true
-  end
-  local err = st == "done" and tostring(b or "returned false") or tostring(a)
-  if err:find("budget exceeded", 1, true) then err = "hook " .. name .. ": " .. err end
-  self:emit("hook_failed", { hook = name, error = err, elapsed = rollout.now() - t0 })
-  return false, err
-end
-
---- A hook that a pause may interrupt: the hook is cancelled, the rollout pauses, and on
---- resume the hook runs again from the start (hooks should be idempotent). Returns what
---- run_hook returns; a pause ends in an interrupt only if resume never comes.
-function E:run_hook_pausable(name, extra)
-  while true do
-    local ok, intr = self:run_hook(name, extra)
-    if ok ~= nil or intr.action ~= "pause" then return ok, intr end
-    local state = self.state
-    local after = self:pause(intr.reason)
-    if after then return nil, after end
-    self.state = state
-  end
-end
-
--- ---- traffic ------------------------------------------------------------------------------
-
-function E:shift(weight, extra)
-  if self.observe then return observe.shift(self, weight, extra) end
-  -- a rollback that is already asked for (a signal, an abort) comes before any shift
-  if self.pending and self.pending.action == "rollback" then
-    return nil, "a rollback is pending", self:take_interrupt()
-  end
-  local w = { baseline = 100 - weight, canary = weight }
-  self:emit("weight_requested", { baseline = w.baseline, canary = w.canary, by = extra and extra.by })
-  local intr = self:await_record()
-  if intr then return nil, "interrupted while the journal was unwritable", intr end
-  local ok, err = self.router:set_weights(w, { attempts = 3 })
-  if not ok then
-    self:emit("weight_failed", { baseline = w.baseline, canary = w.canary, error = err })
-    return nil, err
-  end
-  self.weights = w
-  self:emit("weight_confirmed", { baseline = w.baseline, canary = w.canary })
-  return true
-end
-
---- After a restart: read the router's weights back; re-apply the last confirmed ones if
---- they differ (a proxy restarted with its config weights meanwhile).
-function E:reverify(weight)
-  if self.observe then observe.read(self, "resume"); return true end
-  local want = { baseline = 100 - weight, canary = weight }
-  local got, err = self.router:get_weights()
-  self:emit("weights_read_back", { want = want, got = got, error = err })
-  if got and got.baseline == want.baseline and got.canary == want.canary then
-    self.weights = want
-    return true
-  end
-  self:emit("weights_reapplied", { want = want, got = got })
-  local intr = self:await_record()
-  if intr then return nil, "interrupted while the journal was unwritable", intr end
-  local ok, serr = self.router:set_weights(want, { attempts = 3 })
-  if not ok then
-    self:emit("weight_failed", { baseline = want.baseline, canary = want.canary, error = serr })
-    return nil, serr
-  end
-  self.weights = want
-  self:emit("weight_confirmed", { baseline = want.baseline, canary = want.canary })
-  return true
-end
-
--- ---- preflight and baseline ---------------------------------------------------------------
-
-local function check_status(a, b)
-  if a == true or a == "pass" then return "pass", b end
-  if a == false or a == "fail" then return "fail", b end
-  if a == "skip" or a == nil then return "skip", b end
-  return "fail", "check returned " .. tostring(a)
-end
-
-function E:run_check(check)
-  if self.env.simulate then
-    local o = self.env.preflight and self.env.preflight[check.name]
-    return o or "pass", o and "scenario" or "simulated"
-  end
-  if check.skip then return "skip", check.skip end
-  if check.run then
-    -- a pre-flight check is playbook code too: under the hook budget, bounded by its timeout
-    local hb = self.pb.hook_budget or {}
-    local ok, a, b = budgeted({ instructions = hb.instructions or M.HOOK_BUDGET.instructions,
-      time = check.timeout or 60, memory = hb.memory or M.HOOK_BUDGET.memory }, check.run, self:hook_ctx({ check = check.name }))
-    if not ok then return "fail", tostring(a) end
-    return check_status(a, b)
-  end
-  if check.http then
-    local http = require("rollout.http")
-    local r, err = http.request({ method = "GET", url = check.http, timeout = check.timeout or 5 })
-    if not r then return "fail", err end
-    local want = check.expect_status
-    if (want and r.status ~= want) or (not want and (r.status < 200 or r.status > 299)) then
-      return "fail", check.http .. " answered " .. r.status
-    end
-    return "pass", check.http .. " answered " .. r.status
-  end
-  if check.command then
-    local ok, err = pcall(run_argv, check.command, check.timeout or 60)
-    if ok then return "pass", table.concat(check.command, " ") end
-    return "fail", tostring(err)
-  end
-  return "skip", "nothing to run"
-end
-
-function E:preflight()
-  self.state = "preflight"
-  local failed, counts, skipped = nil, { pass = 0, fail = 0, skip = 0 }, {}
-  for _, check in ipairs(self.pb.preflight) do
-    local status, detail = self:run_check(check)
-    -- policy.preflight_skips = "fail": the runbook's `set -e`, a check that could not run fails
-    if status == "skip" and self.pb.policy.preflight_skips == "fail" then
-      status, detail = "fail", "skipped (" .. tostring(detail) .. ") and policy.preflight_skips = \"fail\""
-    end
-    counts[status] = counts[status] + 1
-    self:emit("preflight_check", { check = check.name, status = status, detail = detail })
-    if status == "skip" then skipped[#skipped + 1] = check.name end
-    if status == "fail" and not failed then failed = check.name end
-  end
-  self:emit("preflight_done", { passed = counts.pass, failed = counts.fail, skipped = counts.skip,
-    skipped_checks = #skipped > 0 and skipped or nil })
-  self.preflight_skipped = #skipped > 0 and skipped or nil
-  return failed
-end
-
-function E:capture_baseline()
-  local win = self.pb.gate_window
-  for attempt = 1, 3 do
-    local now = rollout.now()
-    for _, src in ipairs(self.sources) do if src.tick then src:tick(now) end end
-    local sig = self:signals(now, win)
-    if sig and sig.baseline.requests and sig.baseline.requests > 0 then
-      self.baseline_snapshot = sig.baseline
-      self:emit("baseline_captured", { baseline = compact(sig.baseline), window = win })
-      return true
-    end
-    if attempt < 3 then rollout.sleep(self.pb.interval) end
-  end
-  self:emit("baseline_missing", { detail = "no baseline traffic measured; thresholds relative to the baseline cannot pass" })
-  return false
-end
-
--- ---- gates --------------------------------------------------------------------------------
-
-local GATE_ORDER = { "error_rate", "p99", "p95", "p50", "health", "cpu", "memory", "disk" }
-
-function E:threshold_limit(t, sig)
-  if not t.relative then return t.value end
-  -- relative to the baseline captured before the first shift (the runbook's Step 2), or
-  -- with policy.relative_to = "live" to the baseline in the same window (falling back to
-  -- the capture when the baseline has no traffic, as at 100 %)
-  local b = self.pb.policy.relative_to == "live" and sig and sig.baseline[t.signal] or nil
-  if b == nil then b = self.baseline_snapshot and self.baseline_snapshot[t.signal] end
-  if b == nil then return nil end
-  if t.relative == "factor" then return b * t.factor end
-  return b + t.plus
-end
-
---- The gate at the end of a hold: "pass" | "fail", signal | "extend", why | "inconclusive", why
-function E:evaluate_gate(stage)
-  local pb = self.pb
-  local now = rollout.now()
-  if self.last_tick and now - self.last_tick < pb.interval / 2 then now = self.last_tick end -- the grid
-  local held = now - self.stage_start
-  local win = math.min(stage.hold, pb.gate_window)
-  local th = playbook.stage_thresholds(pb, stage)
-  local ev = { stage = stage.name, window = win, held = held, checks = {} }
-  -- which look at the evidence this is: 1 at the end of the hold, then one per extension
-  local look = { math.max(1, math.floor((held - (self.paused_in_stage or 0) - stage.hold) / pb.interval + 0.5) + 1),
-    math.floor((stage.max_hold - stage.hold) / pb.interval + 1e-9) + 1 }
-  local sig, err = self:signals(now, win)
-  local short = {}
-  local failed, nodata
-  if not sig then
-    short[#short + 1] = "source_error"
-    ev.error = err
-  else
-    ev.baseline, ev.canary = compact(sig.baseline), compact(sig.canary)
-    local whole = self:signals(now, held - 1e-6) -- (stage_start, now]: intervals ended after the shift
-    local n = whole and whole.canary.requests or 0
-    ev.samples, ev.min_samples = n, stage.min_samples
-    if n < stage.min_samples then short[#short + 1] = "min_samples" end
-    if th.min_rps then
-      local total = (sig.baseline.rps or 0) + (sig.canary.rps or 0)
-      ev.total_rps, ev.min_rps = total, th.min_rps.value
-      if total < th.min_rps.value then short[#short + 1] = "min_rps" end
-    end
-    for _, name in ipairs(GATE_ORDER) do
-      local t = th[name]
-      if t then
-        local check = { signal = name, dir = t.dir }
-        ev.checks[#ev.checks + 1] = check
-        if not self:provides(t.signal) then
-          check.status = "not_measured"
-        else
-          local v, limit = sig.canary[t.signal], self:threshold_limit(t, sig)
-          check.value, check.threshold = v, limit
-          if t.relative then
-            check.relative = t.relative
-            check.baseline = self.pb.policy.relative_to == "live" and sig.baseline[t.signal]
-              or (self.baseline_snapshot and self.baseline_snapshot[t.signal])
-          end
-          if v == nil or limit == nil then
-            check.status = "nodata"
-            nodata = nodata or name
-          else
-            -- a proportion with its counts: decided with evidence (rollout.proportion)
-            local pstatus, evidence = require("rollout.analysis").proportion_check(pb, t, sig.canary, limit, look)
-            local pass = (t.dir == "max" and v <= limit) or (t.dir == "min" and v >= limit)
-            if pstatus then pass = pstatus == "pass"; check.evidence = evidence end
-            check.status = pstatus == "short" and "short" or (pass and "pass" or "fail")
-            if pstatus == "short" then short[#short + 1] = "evidence:" .. name
-            elseif not pass then failed = failed or name end
-          end
-        end
-      end
-    end
-  end
-  if nodata then short[#short + 1] = "no_data:" .. nodata end
-  for _, tr in ipairs(pb.triggers) do -- a check that keeps raising watches nothing: no data, never a pass
-    if (self.trig[tr.name].errors or 0) >= M.TRIGGER_ERROR_LIMIT then
-      short[#short + 1] = "trigger_error:" .. tr.name
-      ev.trigger_errors = ev.trigger_errors or {}
-      ev.trigger_errors[tr.name] = self.trig[tr.name].errors
-    end
-  end
-  if sig then -- no evidence is not health: a canary far below its share (rollout.safety)
-    local lack, fields = safety.gate_evidence(self, sig)
-    ev.canary_share = fields
-    if lack then table.insert(short, 1, lack) end -- the root cause: the canary has no traffic
-  end
-  if #short == 0 and not failed then
-    -- every static threshold holds: the statistical judge, where enabled (rollout.analysis)
-    local verdict, jwhy = require("rollout.analysis").gate(self, stage)
-    if verdict == "fail" then failed = jwhy elseif verdict == "inconclusive" then short[1] = jwhy end
-  end
-  local result, why
-  -- "Any threshold broken: rollback" (docs/semantics.md), also while samples are short: a canary
-  -- over its limit does not keep its traffic waiting for more data
-  local active = held - (self.paused_in_stage or 0)
-  if failed then result, why = "fail", failed
-  elseif #short > 0 then
-    if active + pb.interval <= stage.max_hold + 1e-9 then result, why = "extend", table.concat(short, ",")
-    else result, why = "inconclusive", short[1] end
-  else result = "pass" end
-  ev.result, ev.why = result, why
-  self:emit("gate", ev)
-  return result, why
 end
 
 -- ---- stages -------------------------------------------------------------------------------
@@ -975,21 +432,6 @@ function E:rollback(intr)
   if not hok then return self:finish("failed", "error:header_override") end
   self:emit("rolled_back", { reason = intr.reason, at = at })
   return self:finish("rolled_back", intr.reason, at)
-end
-
---- Finalize removes the baseline: it never runs unless the router confirms, by reading the
---- weights back, that the canary has 100 %. true | false, why
-function E:confirm_full()
-  if self.weights.canary ~= 100 then
-    return false, string.format("the last confirmed weights are baseline %s%% / canary %s%%, not 100 %% canary",
-      tostring(self.weights.baseline), tostring(self.weights.canary))
-  end
-  local got, err = self.router:get_weights()
-  if not got then return false, "read-back failed: " .. tostring(err) end
-  if got.canary ~= 100 or got.baseline ~= 0 then
-    return false, string.format("the router serves baseline %s%% / canary %s%%", tostring(got.baseline), tostring(got.canary))
-  end
-  return true
 end
 
 function E:promote()
@@ -1169,6 +611,13 @@ function E:run_resumed(r)
     return self:promote()
   end
   return self:run_stages(r.stage_index or 1, r.stage_confirmed and r or nil)
+end
+
+for _, part in ipairs({ signals, triggers, hooks, preflight, gate, traffic }) do
+  for name, fn in pairs(part.methods) do
+    assert(E[name] == nil, "rollout.engine: E:" .. name .. " is defined twice")
+    E[name] = fn
+  end
 end
 
 M.Engine = E
