@@ -5,6 +5,8 @@
 --   * every C function Lua calls (a namespace function, a method, a metamethod) is named
 --     l_<namespace>_<name> or l_<type>_<method>, so `l_http_get` is http.get and nothing
 --     that is not a binding starts with l_;
+--   * every lua_CFunction (and continuation) says its stack effect in the comment right above
+--     it, as lua-ev does: "[-pops, +pushes, errors]", e.g. "/* fs.read(path) -> data  [-0, +1|2, e] */".
 local fs = require("rollout.fs")
 local json = require("rollout.json")
 local yaml = require("rollout.yaml")
@@ -121,5 +123,34 @@ describe("C bindings", function()
     end
     assert.same({}, bad)
     assert.is_true(n > 150, "found only " .. n .. " bindings")
+  end)
+end)
+
+-- The comment block that ends on the line before `i` (nil when there is none).
+local function comment_above(lines, i)
+  if not (lines[i - 1] or ""):match("%*/%s*$") then return nil end
+  local j = i - 1
+  while j > 1 and not lines[j]:match("^%s*/%*") do j = j - 1 end
+  return table.concat(lines, "\n", j, i - 1)
+end
+
+describe("C functions Lua calls", function()
+  it("say their stack effect in the comment above them", function()
+    local missing, n = {}, 0
+    for _, path in ipairs(c_files()) do
+      local lines = {}
+      for line in (assert(fs.read(path)) .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+      for i, line in ipairs(lines) do
+        local fn = line:match("^static int ([%w_]+)%(lua_State %*L%)") or line:match("^int ([%w_]+)%(lua_State %*L%)")
+          or line:match("^static int ([%w_]+)%(lua_State %*L, int status, lua_KContext ctx%)")
+        if fn then
+          n = n + 1
+          local c = comment_above(lines, i)
+          if not (c and c:match("%[%-[%d?|]+, %+[%d?|]+, [-mev]%]")) then missing[#missing + 1] = path .. ":" .. i .. " " .. fn end
+        end
+      end
+    end
+    assert.same({}, missing)
+    assert.is_true(n > 180, "found only " .. n .. " functions")
   end)
 end)

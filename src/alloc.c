@@ -99,6 +99,7 @@ void *alloc_lua(void *ud, void *ptr, size_t osize, size_t nsize) {
 size_t alloc_total(void) { return A.total; }
 void alloc_set_limit(size_t bytes) { A.limit = bytes; }
 
+/* lua_atpanic handler: say what went unprotected; Lua aborts after it.  [-1, +0, -] */
 static int panic(lua_State *L) {
     const char *msg = lua_tostring(L, -1);
     fprintf(stderr, "rollout: PANIC: unprotected error in call to Lua API (%s)\n", msg ? msg : "?");
@@ -140,6 +141,7 @@ static void section_open(struct section *s) {
     A.nsections++;
 }
 
+/* __gc of a section: closes one whose task was cancelled mid-way  [-0, +0, e] */
 static int l_section_gc(lua_State *L) {
     section_close(luaL_checkudata(L, 1, SECTION_MT));
     return 0;
@@ -175,7 +177,7 @@ static void push_size(lua_State *L, size_t n) {
     lua_pushfstring(L, "%I bytes", (lua_Integer)n);
 }
 
-/* End of the section: close it, then return fn's results or raise. */
+/* End of the section: close it, then return fn's results or raise.  [-0, +?, e] */
 static int l_alloc_run_k(lua_State *L, int status, lua_KContext ctx) {
     int base = (int)ctx;
     struct section *s = luaL_checkudata(L, base, SECTION_MT);
@@ -242,6 +244,7 @@ static const luaL_Reg alloc_funcs[] = {
     {NULL, NULL},
 };
 
+/* require "rollout.alloc" -> module  [-0, +1, m] */
 int luaopen_rollout_alloc(lua_State *L) {
     if (luaL_newmetatable(L, SECTION_MT)) {
         lua_pushcfunction(L, l_section_gc);

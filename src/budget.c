@@ -212,7 +212,7 @@ static void read_opts(lua_State *L, int idx, struct budget *b) {
     }
 }
 
-/* End of the budgeted call: restore the hook and the map, then return or re-raise. */
+/* End of the budgeted call: restore the hook and the map, then return or re-raise.  [-0, +?, e] */
 static int l_budget_run_k(lua_State *L, int status, lua_KContext ctx) {
     int base = (int)ctx; /* the budget userdata's index; fn's results are above it */
     struct budget *b = luaL_checkudata(L, base, BUDGET_MT);
@@ -228,6 +228,7 @@ static int l_budget_run_k(lua_State *L, int status, lua_KContext ctx) {
     return lua_gettop(L) - base;
 }
 
+/* __gc of a budget.run state  [-0, +0, e] */
 static int l_budget_gc(lua_State *L) {
     struct budget *b = luaL_checkudata(L, 1, BUDGET_MT);
     if (ev_is_active(&b->timer)) ev_timer_stop(loop_ev(), &b->timer);
@@ -274,6 +275,7 @@ static const luaL_Reg budget_funcs[] = {
     {NULL, NULL},
 };
 
+/* require "rollout.budget" -> module  [-0, +1, m] */
 int luaopen_rollout_budget(lua_State *L) {
     if (luaL_newmetatable(L, BUDGET_MT)) {
         lua_pushcfunction(L, l_budget_gc);

@@ -98,6 +98,7 @@ static int l_codec_hex(lua_State *L) {
     return 1;
 }
 
+/* require "rollout.codec" -> module  [-0, +1, m] */
 int luaopen_rollout_codec(lua_State *L) {
     static const luaL_Reg funcs[] = {
         {"base64", l_codec_base64}, {"unbase64", l_codec_unbase64}, {"hex", l_codec_hex}, {NULL, NULL}};

@@ -160,17 +160,20 @@ static int l_edit_readline(lua_State *L) {
     return lua_yield(L, 0);
 }
 
+/* edit.add_history(line): an empty line is not kept  [-0, +0, e] */
 static int l_edit_add_history(lua_State *L) {
     const char *line = luaL_checkstring(L, 1);
     if (*line) add_history(line);
     return 0;
 }
 
+/* edit.read_history(path) -> ok  [-0, +1, e] */
 static int l_edit_read_history(lua_State *L) {
     lua_pushboolean(L, read_history(luaL_checkstring(L, 1)) == 0);
     return 1;
 }
 
+/* edit.write_history(path) -> ok: the last 1000 lines  [-0, +1, e] */
 static int l_edit_write_history(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     stifle_history(1000);
@@ -178,11 +181,13 @@ static int l_edit_write_history(lua_State *L) {
     return 1;
 }
 
+/* edit.isatty() -> whether stdin is a terminal  [-0, +1, -] */
 static int l_edit_isatty(lua_State *L) {
     lua_pushboolean(L, is_tty());
     return 1;
 }
 
+/* edit.close(): remove the line handler, if one is installed  [-0, +0, -] */
 static int l_edit_close(lua_State *L) {
     (void)L;
     if (E.installed) {
@@ -202,6 +207,7 @@ static const luaL_Reg edit_funcs[] = {
     {NULL, NULL},
 };
 
+/* require "rollout.edit" -> module  [-0, +1, m] */
 int luaopen_rollout_edit(lua_State *L) {
     rl_readline_name = "rollout";
     luaL_newlib(L, edit_funcs);

@@ -39,6 +39,7 @@ static int fail(lua_State *L, const char *path) {
     return 2;
 }
 
+/* true: what an fs call that succeeded returns  [-0, +1, -] */
 static int ok(lua_State *L) { return lua_pushboolean(L, 1), 1; }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -249,13 +250,16 @@ static int l_fs_read(lua_State *L) {
     return 1;
 }
 
+/* fs.chmod(path, mode) -> true  [-0, +1|2, e] */
 static int l_fs_chmod(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) != 0) return fail(L, path);
     return ok(L);
 }
 
+/* fs.getpid() -> pid  [-0, +1, -] */
 static int l_fs_getpid(lua_State *L) { return lua_pushinteger(L, getpid()), 1; }
+/* fs.getuid() -> uid  [-0, +1, -] */
 static int l_fs_getuid(lua_State *L) { return lua_pushinteger(L, (lua_Integer)getuid()), 1; }
 
 /* fs.kill(pid [, sig=0]) -> true  [-0, +1|2, e] */
@@ -273,6 +277,7 @@ static int l_fs_kill(lua_State *L) {
     return ok(L);
 }
 
+/* fs.realpath(path) -> absolute path, links resolved  [-0, +1|2, e] */
 static int l_fs_realpath(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     char buf[PATH_MAX];
@@ -310,6 +315,7 @@ static const luaL_Reg fs_funcs[] = {
     {"isatty", l_fs_isatty},   {"winsize", l_fs_winsize}, {NULL, NULL},
 };
 
+/* require "rollout.fs" -> module  [-0, +1, m] */
 int luaopen_rollout_fs(lua_State *L) {
     luaL_newlib(L, fs_funcs);
     return 1;

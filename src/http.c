@@ -1034,7 +1034,7 @@ static int l_http_stats(lua_State *L) {
 }
 
 /* __gc of the state anchor: runs at lua_close. In-flight transfers belong to tasks that are
- * gone, so they are dropped without resuming anyone. */
+ * gone, so they are dropped without resuming anyone.  [-0, +0, -] */
 static int l_http_shutdown(lua_State *L) {
     (void)L;
     if (!H.multi) return 0;
@@ -1058,6 +1058,7 @@ static int l_http_shutdown(lua_State *L) {
     return 0;
 }
 
+/* Once per process: check libcurl, make the multi handle, anchor l_http_shutdown.  [-0, +0, e] */
 static int http_init(lua_State *L) {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
     if (!(v->features & CURL_VERSION_ASYNCHDNS))
@@ -1097,6 +1098,7 @@ static const luaL_Reg http_funcs[] = {
     {NULL, NULL},
 };
 
+/* require "rollout.http" -> module  [-0, +1, e] */
 int luaopen_rollout_http(lua_State *L) {
     if (!H.multi) http_init(L);
     luaL_newlib(L, http_funcs);

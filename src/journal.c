@@ -125,6 +125,7 @@ static int l_file_truncate(lua_State *L) {
     return lua_pushboolean(L, 1), 1;
 }
 
+/* file:size() -> bytes  [-0, +1|2, e] */
 static int l_file_size(lua_State *L) {
     struct jfile *f = check_file(L);
     struct stat st;
@@ -133,12 +134,14 @@ static int l_file_size(lua_State *L) {
     return 1;
 }
 
+/* file:path() -> path  [-0, +1, e] */
 static int l_file_path(lua_State *L) {
     struct jfile *f = luaL_checkudata(L, 1, FILE_MT);
     lua_pushstring(L, f->path);
     return 1;
 }
 
+/* file:close(), also its __gc  [-0, +0, e] */
 static int l_file_close(lua_State *L) {
     struct jfile *f = luaL_checkudata(L, 1, FILE_MT);
     if (f->fd >= 0) close(f->fd);
@@ -146,6 +149,7 @@ static int l_file_close(lua_State *L) {
     return 0;
 }
 
+/* __tostring of a journal file  [-0, +1, e] */
 static int l_file_tostring(lua_State *L) {
     struct jfile *f = luaL_checkudata(L, 1, FILE_MT);
     lua_pushfstring(L, "journal file %s%s", f->path, f->fd < 0 ? " (closed)" : "");
@@ -210,7 +214,7 @@ static int l_journal_read(lua_State *L) {
     return 2;
 }
 
-/* fsync_dir(path) -> true: make a rename or a new file in path's directory durable. */
+/* fsync_dir(path) -> true: make a rename or a new file in path's directory durable.  [-0, +1|2, e] */
 static int l_journal_fsync_dir(lua_State *L) {
     const char *path = check_path(L, 1);
     if (fs_sync_dir_of(path) != 0) return fail_errno(L, path, errno);
@@ -282,6 +286,7 @@ static int l_journal_lock(lua_State *L) {
     return 2;
 }
 
+/* lock:release(): unlink the lock file while holding it, then close it  [-0, +0, e] */
 static int l_lock_release(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     if (k->fd >= 0) {
@@ -292,6 +297,7 @@ static int l_lock_release(lua_State *L) {
     return 0;
 }
 
+/* __gc of a lock: closing the descriptor releases the lock; the file stays  [-0, +0, e] */
 static int l_lock_gc(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     if (k->fd >= 0) close(k->fd);
@@ -299,18 +305,21 @@ static int l_lock_gc(lua_State *L) {
     return 0;
 }
 
+/* lock:pid() -> pid  [-0, +1, e] */
 static int l_lock_pid(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     lua_pushinteger(L, k->pid);
     return 1;
 }
 
+/* lock:path() -> path  [-0, +1, e] */
 static int l_lock_path(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     lua_pushstring(L, k->path);
     return 1;
 }
 
+/* __tostring of a lock  [-0, +1, e] */
 static int l_lock_tostring(lua_State *L) {
     struct jlock *k = luaL_checkudata(L, 1, LOCK_MT);
     lua_pushfstring(L, "lock %s (pid %d%s)", k->path, k->pid, k->fd < 0 ? ", released" : "");
@@ -352,6 +361,7 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
     lua_pop(L, 1);
 }
 
+/* require "rollout.journal.core" -> module  [-0, +1, m] */
 int luaopen_rollout_journal_core(lua_State *L) {
     new_class(L, FILE_MT, file_methods, l_file_close, l_file_tostring);
     new_class(L, LOCK_MT, lock_methods, l_lock_gc, l_lock_tostring);

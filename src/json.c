@@ -712,7 +712,7 @@ int json_decode_lua(lua_State *L, const char *s, size_t n, char *err, size_t err
     return 0;
 }
 
-/* json.decode(text [, opts]) -> value | nil, err [-0, +(1|2), e] */
+/* json.decode(text [, opts]) -> value | nil, err [-0, +1|2, e] */
 static int l_json_decode(lua_State *L) {
     static const char *const names[] = {"bigint", NULL};
     static const char *const bigint[] = {"float", "string", NULL};

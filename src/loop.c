@@ -414,6 +414,7 @@ static void fire_due_timers(void) {
 
 /* ---- spawning ------------------------------------------------------------------- */
 
+/* __gc of a task: the task lives in its userdata, nothing else to free  [-0, +0, -] */
 static int l_task_gc(lua_State *L) {
     (void)L;
     return 0;
@@ -508,10 +509,12 @@ static int l_core_current(lua_State *L) {
     return 1;
 }
 
+/* rollout.now() -> seconds on the loop's clock (virtual or monotonic)  [-0, +1, -] */
 static int l_core_now(lua_State *L) {
     lua_pushnumber(L, loop_now());
     return 1;
 }
+/* rollout.time() -> wall-clock seconds as the loop's clock sees them  [-0, +1, -] */
 static int l_core_time(lua_State *L) {
     lua_pushnumber(L, loop_wall());
     return 1;
@@ -557,6 +560,7 @@ static int finished_results(lua_State *L, task *t, int box) {
     return lua_error(L);
 }
 
+/* task:wait's continuation: the task ended, or the timeout fired  [-0, +?, e] */
 static int l_task_wait_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
@@ -634,11 +638,13 @@ static int l_task_result(lua_State *L) {
     return n + 1;
 }
 
+/* task:state() -> "ready" | "running" | "waiting" | "done" | "failed" | "cancelled"  [-0, +1, e] */
 static int l_task_state(lua_State *L) {
     lua_pushstring(L, state_names[check_task(L, 1)->state]);
     return 1;
 }
 
+/* task:id() -> integer  [-0, +1, e] */
 static int l_task_id(lua_State *L) {
     lua_pushinteger(L, check_task(L, 1)->id);
     return 1;
@@ -672,6 +678,7 @@ static int l_task_cancel(lua_State *L) {
     return 1;
 }
 
+/* __tostring of a task: "task <id> (<state>)"  [-0, +1, e] */
 static int l_task_tostring(lua_State *L) {
     task *t = check_task(L, 1);
     lua_pushfstring(L, "task %d (%s)", (int)t->id, state_names[t->state]);
@@ -750,8 +757,8 @@ static void sig_cancel(void *ud) {
     lua_pop(L, 1);
 }
 
-/* rollout.wait_signal(name, ... [, timeout]) -> name | nil, "timeout"  [-0, +1, e]
- * rollout.watch_signal(name, ...): start catching them (queued until waited for). */
+/* The signals named by the arguments, as a mask (each is watched from now on); a number as
+ * the last argument is the timeout, its index goes to *timeout_idx.  [-0, +0, e] */
 static int signal_mask(lua_State *L, int *timeout_idx) {
     int top = lua_gettop(L), mask = 0;
     *timeout_idx = 0;
@@ -769,12 +776,14 @@ static int signal_mask(lua_State *L, int *timeout_idx) {
     return mask;
 }
 
+/* rollout.watch_signal(name, ...): start catching them (queued until waited for)  [-0, +0, e] */
 static int l_core_watch_signal(lua_State *L) {
     int tidx;
     signal_mask(L, &tidx);
     return 0;
 }
 
+/* rollout.wait_signal(name, ... [, timeout]) -> name | nil, "timeout"  [-0, +1|2, e] */
 static int l_core_wait_signal(lua_State *L) {
     int tidx;
     int mask = signal_mask(L, &tidx);
@@ -940,6 +949,7 @@ static void create_task_metatable(lua_State *L) {
     lua_pop(L, 1);
 }
 
+/* require "rollout.core" -> module  [-0, +1, m] */
 int luaopen_rollout_core(lua_State *L) {
     create_task_metatable(L);
     luaL_newlib(L, core_funcs);

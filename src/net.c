@@ -324,7 +324,8 @@ static int receive_try(lua_State *L, struct conn *c, int kind) {
     return 0;
 }
 
-/* Stack: conn, pattern, timeout, deadline. ctx: the pattern kind. */
+/* conn:receive's continuation. Stack: conn, pattern, timeout, deadline; ctx: the pattern kind.
+ * [-0, +1|2|3, e] */
 static int l_conn_receive_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     struct conn *c = lua_touserdata(L, 1);
@@ -395,7 +396,8 @@ static int send_fail(lua_State *L, const char *err, size_t sent) {
     return 3;
 }
 
-/* Stack: conn, data, timeout, deadline, bytes sent so far. */
+/* conn:send's continuation. Stack: conn, data, timeout, deadline, bytes sent so far.
+ * [-0, +1|3, e] */
 static int l_conn_send_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
@@ -440,11 +442,13 @@ static int l_conn_send(lua_State *L) {
     return l_conn_send_k(L, LUA_OK, 0);
 }
 
+/* conn:close(): a task waiting on it wakes with "closed"  [-0, +0, e] */
 static int l_conn_close(lua_State *L) {
     conn_release(check_conn(L), 1);
     return 0;
 }
 
+/* __gc of a conn  [-0, +0, e] */
 static int l_conn_gc(lua_State *L) {
     conn_release(check_conn(L), 0);
     return 0;
@@ -459,7 +463,7 @@ static int l_conn_shutdown(lua_State *L) {
     return 1;
 }
 
-/* conn:peer_uid() -> uid, gid, pid | nil, err  [-0, +3|2, e] */
+/* conn:peer_uid() -> uid, gid, pid | nil, err  [-0, +2|3, e] */
 static int l_conn_peer_uid(lua_State *L) {
     struct conn *c = check_conn(L);
     if (c->fd < 0) return push_fail(L, "closed");
@@ -476,6 +480,7 @@ static int l_conn_peer_uid(lua_State *L) {
     return 3;
 }
 
+/* conn:fd() -> fd | nil once closed  [-0, +1, e] */
 static int l_conn_fd(lua_State *L) {
     struct conn *c = check_conn(L);
     if (c->fd < 0) lua_pushnil(L);
@@ -483,6 +488,7 @@ static int l_conn_fd(lua_State *L) {
     return 1;
 }
 
+/* __tostring of a conn: "conn (fd N)" or "conn (closed)"  [-0, +1, e] */
 static int l_conn_tostring(lua_State *L) {
     struct conn *c = check_conn(L);
     if (c->fd < 0) lua_pushliteral(L, "conn (closed)");
@@ -646,6 +652,7 @@ static void connect_release(struct connect *op) {
 
 static void connect_cancel(void *ud) { connect_release(ud); }
 
+/* __gc of a connect in progress  [-0, +0, e] */
 static int l_connect_gc(lua_State *L) {
     connect_release(luaL_checkudata(L, 1, CONNECT_MT));
     return 0;
@@ -690,7 +697,8 @@ static int connect_attempt(struct connect *op) {
     return -1;
 }
 
-/* Stack: target/host, port, timeout, deadline, connect, label. */
+/* net.connect_*'s continuation. Stack: target/host, port, timeout, deadline, connect, label.
+ * [-0, +1|2, e] */
 static int l_net_connect_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
@@ -852,7 +860,7 @@ static void server_attach(struct server *s, int fd) {
 
 static struct server *check_server(lua_State *L) { return luaL_checkudata(L, 1, SERVER_MT); }
 
-/* Stack: server, timeout, deadline. */
+/* server:accept's continuation. Stack: server, timeout, deadline.  [-0, +1|2, e] */
 static int l_server_accept_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
@@ -886,6 +894,7 @@ static int l_server_accept(lua_State *L) {
     return l_server_accept_k(L, LUA_OK, 0);
 }
 
+/* server:port() -> port | nil (a Unix socket) | nil, "closed"  [-0, +1|2, e] */
 static int l_server_port(lua_State *L) {
     struct server *s = check_server(L);
     struct sockaddr_storage ss;
@@ -897,6 +906,7 @@ static int l_server_port(lua_State *L) {
     return 1;
 }
 
+/* server:path() -> path | nil (a TCP server, or closed)  [-0, +1, e] */
 static int l_server_path(lua_State *L) {
     struct server *s = check_server(L);
     if (s->path[0]) lua_pushstring(L, s->path);
@@ -904,6 +914,7 @@ static int l_server_path(lua_State *L) {
     return 1;
 }
 
+/* server:fd() -> fd | nil once closed  [-0, +1, e] */
 static int l_server_fd(lua_State *L) {
     struct server *s = check_server(L);
     if (s->fd < 0) lua_pushnil(L);
@@ -911,16 +922,19 @@ static int l_server_fd(lua_State *L) {
     return 1;
 }
 
+/* server:close(): unlinks its socket file; a task in accept wakes  [-0, +0, e] */
 static int l_server_close(lua_State *L) {
     server_release(check_server(L), 1);
     return 0;
 }
 
+/* __gc of a server  [-0, +0, e] */
 static int l_server_gc(lua_State *L) {
     server_release(check_server(L), 0);
     return 0;
 }
 
+/* __tostring of a server: "server (fd N)" or "server (closed)"  [-0, +1, e] */
 static int l_server_tostring(lua_State *L) {
     struct server *s = check_server(L);
     if (s->fd < 0) lua_pushliteral(L, "server (closed)");
@@ -1076,6 +1090,7 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, l
     lua_pop(L, 1);
 }
 
+/* require "rollout.net" -> module  [-0, +1, m] */
 int luaopen_rollout_net(lua_State *L) {
     new_class(L, CONN_MT, conn_methods, l_conn_gc, l_conn_tostring);
     new_class(L, SERVER_MT, server_methods, l_server_gc, l_server_tostring);

@@ -553,7 +553,8 @@ static void run_free_bufs(struct run *r) {
     memset(&r->err, 0, sizeof r->err);
 }
 
-/* Only at lua_close can a live run be collected (it is anchored until done). */
+/* __gc of a proc.run: only at lua_close can a live run be collected (it is anchored until
+ * done).  [-0, +0, e] */
 static int l_run_gc(lua_State *L) {
     struct run *r = luaL_checkudata(L, 1, RUN_MT);
     struct ev_loop *ev = loop_ev();
@@ -572,7 +573,8 @@ static int l_run_gc(lua_State *L) {
     return 0;
 }
 
-/* Continuation: the child is reaped and its output read. Stack: opts, run, stdin, prog. */
+/* proc.run's continuation: the child is reaped and its output read. Stack: opts, run, stdin,
+ * prog.  [-0, +1|3, m] */
 static int l_proc_run_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
@@ -759,6 +761,7 @@ static int push_exit(lua_State *L, int status) {
     return 2;
 }
 
+/* child:wait's continuation: the child was reaped, or the timeout fired  [-0, +2, e] */
 static int l_child_wait_k(lua_State *L, int status, lua_KContext ctx) {
     (void)status;
     (void)ctx;
@@ -789,11 +792,13 @@ static int l_child_wait(lua_State *L) {
     return lua_yieldk(L, 0, 0, l_child_wait_k);
 }
 
+/* child:pid() -> pid  [-0, +1, e] */
 static int l_child_pid(lua_State *L) {
     lua_pushinteger(L, check_child(L)->pid);
     return 1;
 }
 
+/* child:running() -> bool  [-0, +1, e] */
 static int l_child_running(lua_State *L) {
     lua_pushboolean(L, !check_child(L)->reaped);
     return 1;
@@ -818,7 +823,7 @@ static int l_child_kill(lua_State *L) {
 }
 
 /* Reaches a running child only when the Lua state closes (it is anchored while it runs):
- * TERM its group, give it EXIT_GRACE seconds, then KILL. Blocking, but only at exit. */
+ * TERM its group, give it EXIT_GRACE seconds, then KILL. Blocking, but only at exit.  [-0, +0, e] */
 static int l_child_gc(lua_State *L) {
     struct child *c = luaL_checkudata(L, 1, CHILD_MT);
     ev_child_stop(loop_ev(), &c->w);
@@ -841,6 +846,7 @@ static int l_child_gc(lua_State *L) {
     return 0;
 }
 
+/* __tostring of a child: "child <pid> (running)" or "(exited)"  [-0, +1, e] */
 static int l_child_tostring(lua_State *L) {
     struct child *c = check_child(L);
     lua_pushfstring(L, "child %d (%s)", (int)c->pid, c->reaped ? "exited" : "running");
@@ -926,6 +932,7 @@ static const luaL_Reg proc_funcs[] = {
     {NULL, NULL},
 };
 
+/* require "rollout.proc" -> module  [-0, +1, m] */
 int luaopen_rollout_proc(lua_State *L) {
     /* A child that stops reading its stdin must give us EPIPE, not kill the host. Children
      * get the default disposition back before exec. */

@@ -111,7 +111,9 @@ static int l_rng_new(lua_State *L) {
     return 1;
 }
 
+/* r:uniform() -> [0, 1)  [-0, +1, e] */
 static int l_generator_uniform(lua_State *L) { return lua_pushnumber(L, rng_uniform(check_rng(L))), 1; }
+/* r:normal() -> N(0, 1)  [-0, +1, e] */
 static int l_generator_normal(lua_State *L) { return lua_pushnumber(L, rng_normal(check_rng(L))), 1; }
 
 /* r:poisson(lambda) -> integer  [-0, +1, e] */

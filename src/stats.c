@@ -455,6 +455,7 @@ static struct sample sample_read_sorted(lua_State *L, int arg, const char *fn) {
     return s;
 }
 
+/* nil, "empty sample": what every function returns given no data  [-0, +2, m] */
 static int push_empty(lua_State *L) {
     lua_pushnil(L);
     lua_pushliteral(L, "empty sample");
@@ -569,7 +570,7 @@ static struct stats_mw_result mw_nan_result(enum stats_method asked) {
 
 /* ---------------------------------------------------------------- Lua: functions */
 
-/* stats.mann_whitney(x, y [, opts]) -> result | nil, "empty sample". [-0, +(1|2), e] */
+/* stats.mann_whitney(x, y [, opts]) -> result | nil, "empty sample". [-0, +1|2, e] */
 static int l_stats_mann_whitney(lua_State *L) {
     const char *fn = "stats.mann_whitney";
     struct mw_lua_opts o = mw_read_opts(L, 3);
@@ -594,7 +595,7 @@ static int l_stats_mann_whitney(lua_State *L) {
     return 1;
 }
 
-/* stats.mean(t) -> number | nil, "empty sample". [-0, +(1|2), e] */
+/* stats.mean(t) -> number | nil, "empty sample". [-0, +1|2, e] */
 static int l_stats_mean(lua_State *L) {
     struct sample s = sample_read(L, 1, "stats.mean", "t", NAN_OMIT);
     if (s.n == 0) return push_empty(L);
@@ -602,7 +603,7 @@ static int l_stats_mean(lua_State *L) {
     return 1;
 }
 
-/* stats.median(t) -> number | nil, "empty sample". [-0, +(1|2), e] */
+/* stats.median(t) -> number | nil, "empty sample". [-0, +1|2, e] */
 static int l_stats_median(lua_State *L) {
     struct sample s = sample_read_sorted(L, 1, "stats.median");
     if (s.n == 0) return push_empty(L);
@@ -617,7 +618,7 @@ static double quantile_q(lua_State *L, int idx) {
     return q;
 }
 
-/* stats.quantile(t, q) -> number | {numbers} | nil, "empty sample". [-0, +(1|2), e] */
+/* stats.quantile(t, q) -> number | {numbers} | nil, "empty sample". [-0, +1|2, e] */
 static int l_stats_quantile(lua_State *L) {
     int many = lua_type(L, 2) == LUA_TTABLE;
     if (!many) quantile_q(L, 2);
@@ -652,7 +653,7 @@ static void push_within(lua_State *L, int arg, double lo, double hi) {
     }
 }
 
-/* stats.iqr_filter(t [, k = 1.5]) -> copy, lo, hi | nil, "empty sample". [-0, +(2|3), e] */
+/* stats.iqr_filter(t [, k = 1.5]) -> copy, lo, hi | nil, "empty sample". [-0, +2|3, e] */
 static int l_stats_iqr_filter(lua_State *L) {
     double k = luaL_optnumber(L, 2, 1.5);
     if (!(k >= 0)) return luaL_error(L, "stats.iqr_filter: k must be a number >= 0");

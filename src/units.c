@@ -316,6 +316,7 @@ static const luaL_Reg units_funcs[] = {
     {NULL, NULL},
 };
 
+/* require "rollout.units" -> module  [-0, +1, m] */
 int luaopen_rollout_units(lua_State *L) {
     luaL_newlib(L, units_funcs);
     return 1;

@@ -635,7 +635,7 @@ static void read_options(lua_State *L, int idx, struct loader *ld, const char *f
     }
 }
 
-/* value [, lines] | nil, err [-1|-2, +(1|2), e] */
+/* value [, lines] | nil, err [-1|2, +1|2, e] */
 static int load_results(lua_State *L, struct loader *ld, int status) {
     if (status == LUA_OK) {
         if (!ld->want_lines) lua_pop(L, 1);
@@ -659,13 +659,13 @@ static int load_string(lua_State *L, int all, const char *fn) {
     return load_results(L, &ld, load_run(L, &ld));
 }
 
-/* yaml.load(text [, name] [, opts]) -> value [, lines] | nil, err [-0, +(1|2), e] */
+/* yaml.load(text [, name] [, opts]) -> value [, lines] | nil, err [-0, +1|2, e] */
 static int l_yaml_load(lua_State *L) { return load_string(L, 0, "yaml.load"); }
 
-/* yaml.load_all(text [, name] [, opts]) -> {doc, ...} [, lines] | nil, err [-0, +(1|2), e] */
+/* yaml.load_all(text [, name] [, opts]) -> {doc, ...} [, lines] | nil, err [-0, +1|2, e] */
 static int l_yaml_load_all(lua_State *L) { return load_string(L, 1, "yaml.load_all"); }
 
-/* __gc of the box holding load_file's FILE, should a memory error unwind past it. */
+/* __gc of the box holding load_file's FILE, should a memory error unwind past it.  [-0, +0, -] */
 static int l_file_box_gc(lua_State *L) {
     FILE **f = lua_touserdata(L, 1);
     if (*f) fclose(*f);
@@ -673,7 +673,7 @@ static int l_file_box_gc(lua_State *L) {
     return 0;
 }
 
-/* Push the file's contents, or nil and "path: reason". Returns 1 on success. [-0, +(1|2), m] */
+/* Push the file's contents, or nil and "path: reason". Returns 1 on success. [-0, +1|2, m] */
 static int read_whole_file(lua_State *L, const char *path) {
     FILE **f = lua_newuserdatauv(L, sizeof *f, 0);
     luaL_Buffer b;
@@ -711,7 +711,7 @@ static int read_whole_file(lua_State *L, const char *path) {
     return 0;
 }
 
-/* yaml.load_file(path [, opts]) -> value [, lines] | nil, err [-0, +(1|2), e] */
+/* yaml.load_file(path [, opts]) -> value [, lines] | nil, err [-0, +1|2, e] */
 static int l_yaml_load_file(lua_State *L) {
     struct loader ld = {.name = luaL_checkstring(L, 1)};
     read_options(L, 2, &ld, "yaml.load_file");

@@ -126,7 +126,7 @@ struct bench_state {
     struct exact_q eq[BENCH_NQ];
 };
 
-/* All owned memory lives here so a raise (out of memory) cannot leak it. [__gc] */
+/* __gc: all owned memory lives here, so a raise (out of memory) cannot leak it.  [-0, +0, -] */
 static int l_bench_gc(lua_State *L) {
     struct bench_state *b = lua_touserdata(L, 1);
     histogram_free(b->h);

@@ -21,11 +21,11 @@
 #define JSON_ENCODE_INDENT 2 /* pretty output, two spaces per level */
 
 /* Decode s[0..n) and push the value; on malformed input err gets
- * "line L column C: message". [-0, +(0|1), -] */
+ * "line L column C: message". [-0, +0|1, -] */
 int json_decode_lua(lua_State *L, const char *s, size_t n, char *err, size_t errlen);
 
 /* Encode the value at idx and push the JSON text; on failure (unencodable value, cycle,
- * NaN, ...) err names the path, e.g. "cannot encode a function at $.a[3].b". [-0, +(0|1), -] */
+ * NaN, ...) err names the path, e.g. "cannot encode a function at $.a[3].b". [-0, +0|1, -] */
 int json_encode_lua(lua_State *L, int idx, int flags, char *err, size_t errlen);
 
 /* The null sentinel shared by json and yaml (json.null == yaml.null). [-0, +1, m] */

@@ -15,7 +15,7 @@
 #define YAML_DEFAULT_MAX_NODES 1000000 /* counting alias expansions: the alias-bomb guard */
 
 /* Load the first document of s[0..n); name (may be NULL) prefixes error positions.
- * [-0, +(0|1), -] */
+ * [-0, +0|1, -] */
 int yaml_load_lua(lua_State *L, const char *s, size_t n, const char *name, char *err, size_t errlen);
 
 int luaopen_rollout_yaml(lua_State *L);
