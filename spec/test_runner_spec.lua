@@ -33,18 +33,19 @@ describe("rollout test -j", function()
     spec_file(dir, "c", [[pending("later")]])
     spec_file(dir, "d", [[it("passes too", function() end)]])
     local t0 = rollout.now()
-    local r = assert(proc.run({ argv = { rollout.exe, "test", "-j", "4", dir }, timeout = 120 }))
+    local r = assert(proc.run({ argv = { rollout.exe, "test", "-j", "4", "--timings", dir }, timeout = 120 }))
     local took = rollout.now() - t0
     assert.equals(1, r.code, r.stdout .. r.stderr)
     local lines = {}
     for l in r.stdout:gmatch("[^\n]*") do lines[#lines + 1] = l end
     assert.equals("tests: 6 passed, 1 failed, 1 skipped", lines[#lines - 1] ~= "" and lines[#lines - 1] or lines[#lines - 2],
       r.stdout)
-    assert.matches("\n4 files, [%d.]+ s\n", r.stdout)
+    assert.matches("\n4 files, [%d.]+ s, [%d.]+ s CPU\n", r.stdout)
     assert.lt(took, 3.5, "four files sleeping 1 s each ran side by side") -- 4+ s one after another
     -- each file's lines together: its name, then its tests, before the next file's name
     local places, owner, seen = {}, nil, {}
     for _, l in ipairs(lines) do
+      if l:match("^Timings ") then break end -- the --timings report names the files again
       local f = l:match("/(%a)_spec%.lua$")
       if f then
         assert.is_nil(seen[f], "file " .. f .. " printed in one piece")
@@ -65,6 +66,17 @@ describe("rollout test -j", function()
         end
       end
     end
+    -- --timings: every file's wall and CPU seconds, the slowest tests, and the sums
+    local report = r.stdout:match("\nTimings [^\n]*\n(.-)\nSums: ([^\n]*)")
+    assert.truthy(report, r.stdout)
+    for _, f in ipairs({ "a", "b", "c", "d" }) do
+      local wall, cpu = r.stdout:match("\n +([%d.]+) +([%d.]+)  [^\n]*/" .. f .. "_spec%.lua %[[%d]+%-[%d]+ s%]\n")
+      assert.truthy(wall, "file " .. f .. " in the timings:\n" .. r.stdout)
+      if f ~= "c" then assert.ge(tonumber(wall), 1.0, "file " .. f .. " slept 1 s") end
+      assert.lt(tonumber(cpu), tonumber(wall) + 1, "file " .. f .. " mostly slept")
+    end
+    assert.matches("Slowest tests %(wall s%):\n +1%.%d  [^\n]*_spec%.lua: %a > reports its place\n", r.stdout)
+    assert.matches("\nSums: 4 files, [%d.]+ s of file wall time %(0%.0 s of it serial%), [%d.]+ s CPU", r.stdout)
     -- the failure is named with its file in the summary
     assert.matches("Failures:\n  [^\n]*b_spec%.lua: b > fails", r.stdout)
   end)

@@ -7,7 +7,9 @@
 -- `-j N` runs the spec files N at a time, each in its own `rollout test FILE` process with
 -- its own TMPDIR, XDG_RUNTIME_DIR (control sockets) and port range (ROLLOUT_TEST_PORTS,
 -- which spec/support's port pickers honour); each file's output is printed whole when it
--- ends, and the counts are summed into the same last line.
+-- ends, and the counts are summed into the same last line. `--timings` adds a report of
+-- where the time went: each file's wall and CPU seconds (the file's process and the
+-- children it waited for, from /proc/self/stat), the slowest files and tests, and sums.
 -- Error policy: usage errors print to stderr and return 2; a failing spec is counted.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
@@ -201,6 +203,7 @@ local function run_test(t, filter, stats, opts)
     ok, err = r[2], r[3]
   end
   local dt = rollout.now() - t0
+  stats.tests[#stats.tests + 1] = { name = (stats.file and stats.file .. ": " or "") .. name, wall = dt }
   if ok then
     stats.passed = stats.passed + 1
     print(string.format("  ok    %s (%.3f s)", name, dt))
@@ -260,6 +263,21 @@ local function find_specs(path, out)
   end
 end
 
+-- CPU seconds of this process and of the children it has waited for (user + system), from
+-- /proc/self/stat (in USER_HZ = 100 ticks a second on Linux); nil where there is no /proc.
+local function cpu_seconds()
+  local stat = fs.read("/proc/self/stat")
+  local rest = stat and stat:match("%) (.*)$")
+  if not rest then return nil end
+  local f = {}
+  for w in rest:gmatch("%S+") do f[#f + 1] = w end
+  -- after "(comm) ": state is field 3, utime 14 .. cstime 17, so f[12] .. f[15]
+  local own = (tonumber(f[12]) or 0) + (tonumber(f[13]) or 0)
+  local kids = (tonumber(f[14]) or 0) + (tonumber(f[15]) or 0)
+  return (own + kids) / 100
+end
+M.cpu_seconds = cpu_seconds
+
 -- The range of ports spec files may listen on (spec/support picks from it).
 M.PORTS = { 20000, 32000 }
 
@@ -301,11 +319,13 @@ end
 
 local function run_parallel(files, jobs, filter, opts, stats)
   local order, serial, times, took = {}, {}, last_times(), {}
+  local timings, tests = stats.timings, stats.tests
   for _, f in ipairs(files) do
     local st = fs.stat(f)
     -- a known time ranks first; a file never timed ranks by size (about 2 KB a second)
     local item = { file = f, weight = times[f] or (st and st.size or 0) / 2000 }
-    if is_serial(f) then serial[#serial + 1] = item else order[#order + 1] = item end
+    item.serial = is_serial(f)
+    if item.serial then serial[#serial + 1] = item else order[#order + 1] = item end
   end
   local function slowest_first(a, b) if a.weight ~= b.weight then return a.weight > b.weight end return a.file < b.file end
   table.sort(order, slowest_first)
@@ -314,6 +334,7 @@ local function run_parallel(files, jobs, filter, opts, stats)
   assert(fs.chmod(root, tonumber("755", 8))) -- others may reach what specs open to them
   local span = (M.PORTS[2] - M.PORTS[1] + 1) // jobs
   local next_i, done = 1, 0
+  local t0 = rollout.now()
   local function worker(slot)
     local lo = M.PORTS[1] + (slot - 1) * span
     while next_i <= #order do
@@ -331,7 +352,8 @@ local function run_parallel(files, jobs, filter, opts, stats)
         TMPDIR = tmp, XDG_RUNTIME_DIR = tmp .. "/run",
         ROLLOUT_TEST_PORTS = ("%d-%d"):format(lo, lo + span - 1) } })
       local out = r and r.stdout or ""
-      out = out:gsub("\nFailures:\n.-\n\n", "\n"):gsub("\n%d+ files?, [%d.]+ s\n", "\n")
+      local cpu = tonumber(out:match("\n%d+ files?, [%d.]+ s, ([%d.]+) s CPU\n"))
+      out = out:gsub("\nFailures:\n.-\n\n", "\n"):gsub("\n%d+ files?, [%d.]+ s[^\n]*\n", "\n")
       local summary = out:match("tests: %d+ passed, %d+ failed[^\n]*\n?$")
       local body = (summary and out:sub(1, -#summary - 1) or out) .. (r and r.stderr or "")
       io.stdout:write((body:gsub("\n+$", "")), "\n")
@@ -353,6 +375,11 @@ local function run_parallel(files, jobs, filter, opts, stats)
       io.stdout:flush()
       fs.rmtree(tmp)
       took[item.file] = rollout.now() - started
+      timings[#timings + 1] = { file = item.file, wall = took[item.file], cpu = cpu, serial = item.serial,
+        from = started - t0 }
+      for name, secs in out:gmatch("\n  ok    ([^\n]-) %(([%d.]+) s%)") do
+        tests[#tests + 1] = { name = item.file .. ": " .. name, wall = tonumber(secs) }
+      end
       done = done + 1
     end
   end
@@ -368,6 +395,7 @@ local function run_parallel(files, jobs, filter, opts, stats)
     end
   end
   batch(jobs)
+  stats.parallel_wall = rollout.now() - t0
   for _, item in ipairs(serial) do order[#order + 1] = item end -- then the serial ones, alone
   batch(1)
   fs.rmtree(root)
@@ -375,9 +403,32 @@ local function run_parallel(files, jobs, filter, opts, stats)
   return done
 end
 
---- rollout test [-j N] [--filter TEXT] [--timeout SECONDS] [PATH...]
+-- The --timings report: where the wall time and the CPU time went.
+local function print_timings(stats, wall, cpu)
+  local files, tests = stats.timings, stats.tests
+  table.sort(files, function(a, b) return a.wall > b.wall end)
+  table.sort(tests, function(a, b) return a.wall > b.wall end)
+  local sum_wall, sum_cpu, serial_wall = 0, 0, 0
+  print("\nTimings (wall s, CPU s; CPU counts each file's process and the children it waited for):")
+  for i, t in ipairs(files) do
+    sum_wall, sum_cpu = sum_wall + t.wall, sum_cpu + (t.cpu or 0)
+    if t.serial then serial_wall = serial_wall + t.wall end
+    if i <= 40 then
+      print(("  %7.1f %7s  %s%s%s"):format(t.wall, t.cpu and ("%.1f"):format(t.cpu) or "-", t.file,
+        t.serial and " (serial)" or "", t.from and (" [%.0f-%.0f s]"):format(t.from, t.from + t.wall) or ""))
+    end
+  end
+  print("Slowest tests (wall s):")
+  for i = 1, math.min(25, #tests) do print(("  %7.1f  %s"):format(tests[i].wall, tests[i].name)) end
+  print(("Sums: %d files, %.1f s of file wall time (%.1f s of it serial), %.1f s CPU in the files; "
+    .. "this run %.1f s wall%s"):format(#files, sum_wall, serial_wall, sum_cpu, wall,
+    stats.parallel_wall and (", parallel batch %.1f s"):format(stats.parallel_wall) or "")
+    .. (cpu and (", %.1f s CPU in all"):format(cpu) or ""))
+end
+
+--- rollout test [-j N] [--filter TEXT] [--timeout SECONDS] [--timings] [PATH...]
 function M.main(args)
-  local paths, filter, opts, jobs = {}, nil, { timeout = 120 }, 1
+  local paths, filter, opts, jobs, timings = {}, nil, { timeout = 120 }, 1, false
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -391,6 +442,7 @@ function M.main(args)
         return 2
       end
     elseif a == "--timeout" then opts.timeout = tonumber(args[i + 1]); i = i + 1
+    elseif a == "--timings" then timings = true
     elseif a:sub(1, 2) == "--" then
       io.stderr:write("rollout test: unknown option " .. a .. "\n")
       return 2
@@ -403,7 +455,7 @@ function M.main(args)
     local ok, err = pcall(find_specs, p, files)
     if not ok then io.stderr:write("rollout test: " .. tostring(err) .. "\n"); return 2 end
   end
-  local stats = { passed = 0, failed = 0, skipped = 0, failures = {} }
+  local stats = { passed = 0, failed = 0, skipped = 0, failures = {}, timings = {}, tests = {} }
   local nfiles = #files
   local env_base = _G
   local t0 = rollout.now()
@@ -413,6 +465,8 @@ function M.main(args)
   end
   for _, file in ipairs(files) do
     print(file)
+    stats.file = file
+    local f0, c0 = rollout.now(), cpu_seconds()
     local root, err = collect(file, env_base)
     if not root then
       stats.failed = stats.failed + 1
@@ -421,13 +475,17 @@ function M.main(args)
     else
       run_block(root, filter, stats, opts)
     end
+    local c1 = cpu_seconds()
+    stats.timings[#stats.timings + 1] = { file = file, wall = rollout.now() - f0, cpu = c1 and c0 and c1 - c0 }
     io.stdout:flush()
   end
   if #stats.failures > 0 then
     print("\nFailures:")
     for _, f in ipairs(stats.failures) do print("  " .. f.name) end
   end
-  print(string.format("\n%d files, %.1f s", nfiles, rollout.now() - t0))
+  local wall, cpu = rollout.now() - t0, cpu_seconds()
+  if timings then print_timings(stats, wall, cpu) end
+  print(string.format("\n%d files, %.1f s, %.1f s CPU", nfiles, wall, cpu or 0))
   local line = string.format("tests: %d passed, %d failed", stats.passed, stats.failed)
   if stats.skipped > 0 then line = line .. string.format(", %d skipped", stats.skipped) end
   print(line)

@@ -1,4 +1,4 @@
--- rollout test [PATH...] [-j N] [--filter TEXT] [--timeout SECONDS]
+-- rollout test [PATH...] [-j N] [--filter TEXT] [--timeout SECONDS] [--timings]
 -- Runs the specs inside the real binary (rollout.testing). Exit 0 when every test passed,
 -- 1 when one failed, 2 usage error.
 -- Error policy: usage errors return 2; a failing spec is a result (exit 1), reported by
@@ -8,7 +8,7 @@ local testing = require("rollout.testing")
 
 local M = {}
 M.summary = "run the specs (spec/*_spec.lua) inside the real binary"
-M.usage = "rollout test [PATH...] [-j N] [--filter TEXT] [--timeout SECONDS]"
+M.usage = "rollout test [PATH...] [-j N] [--filter TEXT] [--timeout SECONDS] [--timings]"
 M.description = "Runs busted-style spec files (describe, it, before_each, assert.*) inside this binary, "
   .. "each `it` as its own task under a timeout. PATH is a spec file or a directory searched for "
   .. "*_spec.lua files (default: spec). The last line is `tests: N passed, N failed`."
@@ -17,6 +17,8 @@ M.options = {
     .. "run dir and port range; each file's output is printed whole, the counts summed (default 1)" },
   { "--filter TEXT", "run only the tests whose full name (describe > it) contains TEXT" },
   { "--timeout SECONDS", "how long one test may take before it fails (default 120)" },
+  { "--timings", "end with where the time went: each file's wall and CPU seconds, the slowest "
+    .. "files and tests, and the sums" },
 }
 M.exit = "0 every test passed, 1 a test failed, 2 usage error"
 
