@@ -99,8 +99,12 @@ describe("evidence: HAProxy restarted during a hold", function()
         return r and r:match("0x%x+ true") and r
       end, 3, 0.05)
     end)
-    local res = run(s, { stage("Half", 50, "8s"), stage("Full", 100, "2s") })
+    -- Full holds 3 s: 30 health checks, enough evidence for health >= 0.98 (2 s, 20 checks, is
+    -- not: the run would pause at 100 % until the spec's timeout stopped it)
+    local res = run(s, { stage("Half", 50, "8s"), stage("Full", 100, "3s") })
     assert.truthy(up_at, "HAProxy was never restarted")
+    assert.equals(0, res.code, dump(res))
+    assert.equals("promoted", res.outcome, dump(res))
     say("HAProxy restarted at +2.5 s of the hold; back %.2f s later", up_at - restarted_at)
     local re = events(res, "weights_reapplied", function(ev) return ev.by == "evaluation" end)
     assert.is_true(#re >= 1, "no weights_reapplied after the restart:\n" .. dump(res))
