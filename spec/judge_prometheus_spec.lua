@@ -69,7 +69,7 @@ end)
 
 local PROM_CFG = [[
 global:
-  scrape_interval: 1s
+  scrape_interval: 500ms
 scrape_configs:
   - job_name: sample
     static_configs:
@@ -104,11 +104,11 @@ describe("the runbook's abTest against a real Prometheus", function()
     local loads = {}
     for _, s in ipairs({ v1, v2 }) do
       loads[#loads + 1] = assert(proc.spawn({ argv = { rollout.exe:gsub("rollout[^/]*$", "loadgen"), "--url", s.url .. "/",
-        "--rps", "40", "--duration", "28s", "--report-interval", "0" }, stdout = "null", stderr = "null" }))
+        "--rps", "80", "--duration", "14s", "--report-interval", "0" }, stdout = "null", stderr = "null" }))
     end
     for _, l in ipairs(loads) do l:wait(40) end
     t_end = rollout.time()
-    rollout.sleep(2) -- the last scrape
+    rollout.sleep(1) -- the last scrapes
   end)
   teardown(function() support.stop({ prom, v1, v2 }) end)
 
@@ -135,7 +135,7 @@ describe("the runbook's abTest against a real Prometheus", function()
     assert.equals("fail", judge.verdict)
     local m = judge.metrics[1]
     assert.equals("High", m.classification)
-    -- every request of the hold, from the buckets (40 req/s for 18 s each)
+    -- every request of the hold, from the buckets (80 req/s for 9 s each)
     assert.truthy(m.samples.baseline >= 500 and m.samples.canary >= 500, json.encode(m.samples))
     assert.gt(m.ratio, 1.1)
     assert.lt(m.p, 0.05)
