@@ -147,7 +147,11 @@ describe("observe-only on HAProxy", function()
   it("observe = true in the playbook: a healthy canary would be promoted, weights untouched at every stage", function()
     start_at_20()
     local res, seen = watching(s, function()
-      return assert(s:run({ timeout = 120, args = { "--set", "observe=true" }, progress = false }))
+      -- the demo's stages with shorter holds (5/5/5/3/3 s, not 5/10/15/15/10): each still
+      -- long enough for its gate's evidence (health checks, min_samples) at the 80/20 split
+      return assert(s:run({ timeout = 120, progress = false, args = { "--set", "observe=true",
+        "--set", "stages[2].hold=5s", "--set", "stages[3].hold=5s", "--set", "stages[4].hold=3s",
+        "--set", "stages[5].hold=3s" } }))
     end)
     assert.equals(0, res.code, dump(res))
     assert.same({ "80/20" }, seen, "HAProxy's weights changed during an observe-only run")
