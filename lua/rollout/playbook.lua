@@ -2,43 +2,53 @@
 --
 -- A playbook is a Lua file returning a table (optionally through rollout.playbook{...}).
 -- Everything is validated before anything acts: unknown keys, wrong types, weights that do
--- not increase or exceed 100, malformed durations, thresholds and percentages. Every error
--- names the file, the line and the key path (`stages[3].hold`), and all errors are
--- reported at once. Error policy: load() returns nil, errors (a list of
--- {file=, line=, path=, msg=}) for anything wrong with the playbook; it raises only on
+-- not increase or exceed 100, malformed durations, thresholds and percentages. Every key
+-- is described once, as a rollout.schema rule (TOP and the rules above it), and one
+-- schema walk checks and normalises the whole table (units parsed, defaults filled);
+-- routers, sources, notifications, the judge and params.kubernetes are checked by their
+-- own modules' schemas, their errors kept at their full key paths. What relates several
+-- keys (weights increase, windows at least an interval, the strategy's sections) is
+-- checked after, on what could be read. Every error names the file, the line and the key
+-- path (`stages[3].hold`; rollout.srcmap finds the line, rollout.config the YAML's for a
+-- value --config set), and all errors are reported at once.
+--
+-- Error policy: validate() and load() return nil, errors (a list of
+-- {file=, line=, path=, msg=}, sorted by line) for anything wrong with the playbook,
+-- including an error or an exhausted budget while it runs; apply_set() and
+-- expand_secrets() return nil, err for a bad --set; nothing raises on bad input, only on
 -- programming errors in this module.
 local alloc = require("rollout.alloc")
+local args = require("rollout.args")
 local budget = require("rollout.budget")
-local units = require("rollout.units")
-local sandbox = require("rollout.sandbox")
-local srcmap = require("rollout.srcmap")
+local config = require("rollout.config")
 local fs = require("rollout.fs")
-local routers = require("rollout.routers")
-local sources = require("rollout.sources")
+local json = require("rollout.json")
 local judge = require("rollout.judge")
+local k8s_runbook = require("rollout.k8s.runbook")
+local notify = require("rollout.notify")
+local redact = require("rollout.redact")
+local routers = require("rollout.routers")
+local sandbox = require("rollout.sandbox")
 local schema = require("rollout.schema")
-
+local sources = require("rollout.sources")
+local srcmap = require("rollout.srcmap")
+local units = require("rollout.units")
 local blue_green = require("rollout.strategies.blue_green")
 
 local M = {}
 
--- ---- error collection ---------------------------------------------------------------
+-- ---- errors -------------------------------------------------------------------------
 
 local path_string = schema.path_string -- "sources[2].url": one spelling of key paths
 M.path_string = path_string
 
+-- Errors of one validation: a key path (a list) -> {file=, line=, path=, msg=}, at the
+-- playbook's line of that key (rollout.srcmap) or, for a value --config set, the YAML's.
 local Ctx = {}
 Ctx.__index = Ctx
 
-local function new_ctx(file, map)
-  return setmetatable({ file = file, map = map, errors = {} }, Ctx)
-end
-
-local function extend(path, key)
-  local p = {}
-  for i = 1, #path do p[i] = path[i] end
-  p[#p + 1] = key
-  return p
+local function new_ctx(file, map, lines_for)
+  return setmetatable({ file = file, map = map, lines_for = lines_for, errors = {} }, Ctx)
 end
 
 function Ctx:err(path, msg)
@@ -54,111 +64,33 @@ end
 function M.format_error(e) -- redacted: a bad value may be a secret (--set-file, ${env:...})
   local where = e.file or "playbook"
   if e.line then where = where .. ":" .. e.line end
-  if e.path and e.path ~= "" then return require("rollout.redact").text(string.format("%s: %s: %s", where, e.path, e.msg)) end
-  return require("rollout.redact").text(string.format("%s: %s", where, e.msg))
+  if e.path and e.path ~= "" then return redact.text(string.format("%s: %s: %s", where, e.path, e.msg)) end
+  return redact.text(string.format("%s: %s", where, e.msg))
 end
 
--- ---- field checkers: each returns the normalised value (or nil after an error) --------
-
-local function typename(v)
-  if type(v) == "number" then return math.type(v) == "integer" and "integer" or "number" end
-  return type(v)
-end
-
-local function want(ctx, path, v, t)
-  if type(v) ~= t then
-    ctx:err(path, string.format("expected a %s, got %s", t, typename(v)))
-    return false
-  end
-  return true
-end
-
-local function check_string(ctx, path, v)
-  if want(ctx, path, v, "string") then return v end
-end
-
-local function check_bool(ctx, path, v)
-  if want(ctx, path, v, "boolean") then return v end
-end
-
-local function check_duration(ctx, path, v, positive)
-  if type(v) ~= "number" and type(v) ~= "string" then
-    ctx:err(path, "expected a duration (seconds or \"250ms\", \"5m\", \"1h30m\"), got " .. typename(v))
-    return nil
-  end
-  local d, err = units.parse("duration", v)
-  if not d then ctx:err(path, err); return nil end
-  if positive and d <= 0 then ctx:err(path, "must be greater than 0"); return nil end
-  return d
-end
-
-local function check_ratio(ctx, path, v)
-  if type(v) ~= "number" and type(v) ~= "string" then
-    ctx:err(path, "expected a ratio (0.02 or \"2%\"), got " .. typename(v))
-    return nil
-  end
-  local r, err = units.parse("ratio", v)
-  if not r then ctx:err(path, err); return nil end
-  if r < 0 or r > 1 then ctx:err(path, string.format("must be between 0 and 100%%, got %s", tostring(v))); return nil end
-  return r
-end
-
-local function check_number(ctx, path, v, min, max)
-  if type(v) == "string" and tonumber(v) then v = tonumber(v) end
-  if not want(ctx, path, v, "number") then return nil end
-  if v ~= v or (min and v < min) or (max and v > max) then
-    ctx:err(path, string.format("must be between %s and %s, got %s", tostring(min or "-inf"), tostring(max or "inf"), tostring(v)))
-    return nil
-  end
-  return v
-end
-
-local function check_integer(ctx, path, v, min)
-  if type(v) == "string" and math.tointeger(tonumber(v)) then v = math.tointeger(tonumber(v)) end
-  if math.type(v) == "float" and v == math.floor(v) then v = math.tointeger(v) end
-  if math.type(v) ~= "integer" then
-    ctx:err(path, "expected an integer, got " .. typename(v))
-    return nil
-  end
-  if min and v < min then ctx:err(path, "must be at least " .. min); return nil end
-  return v
-end
-
-local function check_function(ctx, path, v)
-  if want(ctx, path, v, "function") then return v end
-end
-
--- A table with known keys: unknown keys are errors. fields: key -> checker(ctx, path, v)
-local function check_record(ctx, path, v, fields, required)
-  if not want(ctx, path, v, "table") then return nil end
+-- rollout.schema errors {path, message} of a nested validator (a router's, the judge's)
+-- -> problems inside the value being checked, at prefix + their paths.
+local function nested(errs, prefix)
   local out = {}
-  for k, val in pairs(v) do
-    local f = fields[k]
-    if not f then
-      local known = {}
-      for name in pairs(fields) do known[#known + 1] = name end
-      table.sort(known)
-      ctx:err(extend(path, k), "unknown key (known: " .. table.concat(known, ", ") .. ")")
-    else
-      out[k] = f(ctx, extend(path, k), val)
-    end
-  end
-  for _, k in ipairs(required or {}) do
-    if v[k] == nil then ctx:err(extend(path, k), "required") end
-  end
+  for _, e in ipairs(errs) do out[#out + 1] = schema.at(schema.extend(prefix or {}, e.path), e.message) end
   return out
 end
 
-local function check_list(ctx, path, v, item)
-  if not want(ctx, path, v, "table") then return nil end
-  local out, n = {}, #v
-  for k in pairs(v) do
-    if math.type(k) ~= "integer" or k < 1 or k > n then
-      ctx:err(extend(path, k), "expected a list (1..n); this key does not belong")
-    end
+-- ---- kinds --------------------------------------------------------------------------
+
+-- A number or an integer may be written as a string ("10"), as --set once wrote them.
+local KINDS = schema.kinds()
+function KINDS.number(v)
+  local n = tonumber(v)
+  if type(v) == "table" or type(v) == "boolean" or n == nil then return "expected a number, got " .. schema.type_name(v) end
+  if n ~= n then return "must be a number, not NaN" end
+end
+function KINDS.integer(v)
+  if type(v) == "string" or type(v) == "number" then
+    local n = tonumber(v)
+    if n and math.tointeger(n) then return nil end
   end
-  for i = 1, n do out[i] = item(ctx, extend(path, i), v[i]) end
-  return out
+  return "expected an integer, got " .. schema.type_name(v)
 end
 
 -- ---- thresholds ---------------------------------------------------------------------
@@ -181,313 +113,237 @@ local CONDITION_SIGNALS = {
   disk = true, rps = true, requests = true, restarts = true,
 }
 
-local function parse_unit_value(ctx, path, s, unit)
-  if unit == "duration" then return check_duration(ctx, path, s) end
-  if unit == "ratio" then return check_ratio(ctx, path, s) end
-  return check_number(ctx, path, s, 0)
+-- A threshold's amount in its signal's unit -> number | nil, message
+local UNIT_RULES = { duration = { kind = "duration", zero = true }, ratio = { kind = "ratio" }, number = { kind = "number", min = 0 } }
+local function unit_value(v, unit)
+  local n, errs = schema.normalise(v, UNIT_RULES[unit], { kinds = KINDS })
+  if #errs > 0 then return nil, errs[1].message end
+  return n
 end
 
--- "500ms", "1%", 0.99, "1.2x" (times the baseline), "+0.5pp" / "+50ms" (baseline plus).
-local function check_threshold(signal)
+-- "500ms", "1%", 0.99, "1.2x" (times the baseline), "+0.5pp" / "+50ms" (baseline plus)
+-- -> {signal=, dir=, name=, value= | relative=, factor= | plus=} | nil, message
+local function threshold(signal, v)
   local spec = M.SIGNALS[signal]
-  return function(ctx, path, v)
-    local t = { signal = spec.signal or signal, dir = spec.dir, name = signal }
-    if type(v) == "string" then
-      local factor = v:match("^%s*([%d%.]+)%s*[xX]%s*$")
-      local plus = v:match("^%s*%+%s*(.-)%s*$")
-      if factor then
-        t.relative, t.factor = "factor", tonumber(factor)
-        if not t.factor then ctx:err(path, "malformed factor: \"" .. v .. "\""); return nil end
-        return t
-      elseif plus then
-        local pp = plus:match("^([%d%.]+)%s*pp$")
-        local amount
-        if pp then amount = tonumber(pp) and tonumber(pp) / 100
-        else amount = parse_unit_value(ctx, path, plus, spec.unit) end
-        if not amount then
-          if pp then ctx:err(path, "malformed value: \"" .. v .. "\"") end
-          return nil
-        end
-        t.relative, t.plus = "plus", amount
-        return t
+  local t = { signal = spec.signal or signal, dir = spec.dir, name = signal }
+  if type(v) == "string" then
+    local factor = v:match("^%s*([%d%.]+)%s*[xX]%s*$")
+    local plus = v:match("^%s*%+%s*(.-)%s*$")
+    if factor then
+      t.relative, t.factor = "factor", tonumber(factor)
+      if not t.factor then return nil, "malformed factor: \"" .. v .. "\"" end
+      return t
+    elseif plus then
+      local pp = plus:match("^([%d%.]+)%s*pp$")
+      local amount, err
+      if pp then
+        amount = tonumber(pp) and tonumber(pp) / 100
+        if not amount then return nil, "malformed value: \"" .. v .. "\"" end
+      else
+        amount, err = unit_value(plus, spec.unit)
+        if not amount then return nil, err end
       end
+      t.relative, t.plus = "plus", amount
+      return t
     end
-    t.value = parse_unit_value(ctx, path, v, spec.unit)
-    if t.value == nil then return nil end
-    return t
   end
+  local value, err = unit_value(v, spec.unit)
+  if value == nil then return nil, err end
+  t.value = value
+  return t
 end
 
-local THRESHOLD_FIELDS = {}
-for name in pairs(M.SIGNALS) do THRESHOLD_FIELDS[name] = check_threshold(name) end
+function KINDS.threshold(v, rule) return select(2, threshold(rule.signal, v)) end
 
-local function check_thresholds(ctx, path, v)
-  return check_record(ctx, path, v, THRESHOLD_FIELDS)
+local THRESHOLDS = { kind = "table", fields = {} }
+for name in pairs(M.SIGNALS) do
+  THRESHOLDS.fields[name] = { kind = "threshold", signal = name, parse = function(v) return threshold(name, v) end }
 end
 
--- ---- sections -----------------------------------------------------------------------
+-- ---- triggers -----------------------------------------------------------------------
 
-
--- rollout.schema errors {path = {...}, message =} (relative to the table at path) -> errors
--- at path + their key paths.
-local function schema_errors(ctx, path, errs)
-  for _, e in ipairs(errs) do
-    local p = path
-    for _, k in ipairs(e.path) do p = extend(p, k) end
-    ctx:err(p, e.message)
-  end
-end
-
--- A section declared as a rollout.schema rule: checked, and kept as written (a table with
--- errors too, as check_record keeps it, so the cross-field checks still see it).
-local function declared(rule)
-  return function(ctx, path, v)
-    schema_errors(ctx, path, schema.check_value(v, rule))
-    if type(v) == "table" then return v end
-  end
-end
-
-local STRING = { kind = "string" }
-local VERSION = { kind = "table", required = true, known = true, fields = {
-  name = STRING, version = STRING, url = STRING, metrics = STRING, health = STRING, ready = STRING,
-  labels = { kind = "table" } } }
-local VERSIONS = { kind = "table", known = true, fields = { baseline = VERSION, canary = VERSION } }
-local HEADER_OVERRIDE = { kind = "table", known = true,
-  fields = { name = { kind = "string", required = true }, value = { kind = "string", required = true } } }
--- (rules live outside TOP: spec/man_spec.lua reads TOP's keys from this file's text)
-
---- The judge's settings: the playbook's `judge = {...}`, a stage's `judge = true | {...}`
---- (rollout.judge.check says what is allowed), and the runbook's `ab_test`.
-function M.check_judge(ctx, path, v, where)
-  if where == "stage" and type(v) == "boolean" then return v end
-  if type(v) ~= "table" then
-    ctx:err(path, (where == "stage" and "expected true, false or a table" or "expected a table") .. ", got " .. typename(v))
-    return nil
-  end
-  schema_errors(ctx, path, judge.check(v, { where = where }))
-  return v
-end
-
-local function check_ab_test(ctx, path, v)
-  if not want(ctx, path, v, "table") then return nil end
-  schema_errors(ctx, path, judge.check_ab_test(v))
-  return v
-end
-
-local function check_stage(ctx, path, v)
-  local st = check_record(ctx, path, v, {
-    name = check_string,
-    weight = function(c, p, x) return check_number(c, p, x, 0, 100) end,
-    hold = function(c, p, x) return check_duration(c, p, x, true) end,
-    max_hold = function(c, p, x) return check_duration(c, p, x, true) end,
-    thresholds = check_thresholds,
-    min_samples = function(c, p, x) return check_integer(c, p, x, 0) end,
-    pause = check_bool,
-    judge = function(c, p, x) return M.check_judge(c, p, x, "stage") end,
-  }, { "weight", "hold" })
-  return st
-end
-
-local function check_condition(ctx, path, v)
-  if not want(ctx, path, v, "string") then return nil end
+-- "error_rate > 5% for 2m" -> {signal=, op=, value=, version=, text=} | nil, message
+local function condition(v)
   local c, err = units.condition(v)
-  if not c then ctx:err(path, err); return nil end
+  if not c then return nil, err end
   local version, signal = "canary", c.signal
   local ver, sig = signal:match("^(%a+)%.([%w_]+)$")
   if ver then version, signal = ver, sig end
   signal = M.ALIASES[signal] or signal
   if not CONDITION_SIGNALS[signal] then
-    ctx:err(path, "unknown signal '" .. c.signal .. "' (error_rate, p50, p95, p99, health, rps, requests, cpu, memory, disk, restarts)")
-    return nil
+    return nil, "unknown signal '" .. c.signal .. "' (error_rate, p50, p95, p99, health, rps, requests, cpu, memory, disk, restarts)"
   end
-  if version ~= "canary" and version ~= "baseline" then
-    ctx:err(path, "unknown version '" .. version .. "' (canary or baseline)")
-    return nil
-  end
-  if c.kind == "ratio" then c.value = c.value end -- "5%" already a fraction
+  if version ~= "canary" and version ~= "baseline" then return nil, "unknown version '" .. version .. "' (canary or baseline)" end
   return { signal = signal, op = c.op, value = c.value, version = version, text = v }
 end
 
-local function check_trigger(ctx, path, v)
-  local tr = check_record(ctx, path, v, {
-    name = check_string,
-    condition = check_condition,
-    check = check_function,
-    duration = function(c, p, x) return check_duration(c, p, x) end,
-    window = function(c, p, x) return check_duration(c, p, x, true) end,
-    alert = function(c, p, x) if want(c, p, x, "table") then return x end end,
-    restarts = function(c, p, x) return check_integer(c, p, x, 1) end,
-    within = function(c, p, x) return check_duration(c, p, x, true) end,
-    description = check_string,
-  })
-  if not tr then return nil end
-  local kinds = (tr.condition and 1 or 0) + (tr.check and 1 or 0) + (tr.alert and 1 or 0) + (tr.restarts and 1 or 0)
-  if kinds ~= 1 and #ctx.errors == 0 then
-    ctx:err(path, "a trigger needs exactly one of condition, check, alert or restarts")
-  end
-  return tr
+function KINDS.condition(v)
+  if type(v) ~= "string" then return "expected a string, got " .. schema.type_name(v) end
+  return select(2, condition(v))
 end
 
-local function check_triggers(ctx, path, v)
-  if not want(ctx, path, v, "table") then return nil end
+local STRING, BOOLEAN, TABLE = { kind = "string" }, { kind = "boolean" }, { kind = "table" }
+local FUNCTION = { kind = "function" }
+local DURATION, DURATION0 = { kind = "duration" }, { kind = "duration", zero = true }
+
+local TRIGGER_FIELDS = {
+  name = STRING, condition = { kind = "condition", parse = condition }, check = FUNCTION,
+  duration = DURATION0, window = DURATION, alert = TABLE, restarts = { kind = "integer", min = 1 },
+  within = DURATION, description = STRING,
+}
+local function one_kind(tr)
+  local n = (tr.condition and 1 or 0) + (tr.check and 1 or 0) + (tr.alert and 1 or 0) + (tr.restarts and 1 or 0)
+  if n ~= 1 then return "a trigger needs exactly one of condition, check, alert or restarts" end
+end
+local TRIGGER = { kind = "table", fields = TRIGGER_FIELDS, check = one_kind }
+local LISTED_TRIGGER = { kind = "table", fields = {}, check = one_kind } -- in a list, a trigger needs its name
+for k, r in pairs(TRIGGER_FIELDS) do LISTED_TRIGGER.fields[k] = r end
+LISTED_TRIGGER.fields.name = { kind = "string", required = true, what = "in a list of triggers" }
+
+-- A list of named triggers, or a table keyed by name (the engine gets a list, by name).
+local function by_name(map)
   local out = {}
-  if #v > 0 then
-    for i, t in ipairs(v) do
-      local tr = check_trigger(ctx, extend(path, i), t)
-      if tr then
-        if not tr.name then ctx:err(extend(extend(path, i), "name"), "required in a list of triggers") end
-        out[#out + 1] = tr
-      end
-    end
-  else
-    local names = {}
-    for k in pairs(v) do names[#names + 1] = k end
-    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
-    for _, k in ipairs(names) do
-      if type(k) ~= "string" then ctx:err(extend(path, k), "trigger names must be strings")
-      else
-        local tr = check_trigger(ctx, extend(path, k), v[k])
-        if tr then tr.name = tr.name or k; out[#out + 1] = tr end
-      end
-    end
-  end
+  for k, tr in pairs(map) do tr.name = tr.name or k; out[#out + 1] = tr end
   return out
 end
+local TRIGGERS = { expected = "a list or a table of triggers", one_of = {
+  { when = function(v) return type(v) == "table" and #v > 0 end, kind = "list", item = LISTED_TRIGGER },
+  { kind = "table", keys = { check = function(k) if type(k) ~= "string" then return "trigger names must be strings" end end },
+    map = TRIGGER, parse = by_name },
+} }
+
+-- ---- stages, hooks, pre-flight, policy ----------------------------------------------
+
+-- The judge's settings: the playbook's `judge = {...}`, a stage's `judge = true | {...}`
+-- (rollout.judge.check says what is allowed), and the runbook's `ab_test`.
+local JUDGE = { kind = "table", check = function(v) return nested(judge.check(v, { where = "playbook" })) end }
+local STAGE_JUDGE = { expected = "true, false or a table", one_of = {
+  BOOLEAN, { kind = "table", check = function(v) return nested(judge.check(v, { where = "stage" })) end } } }
+local AB_TEST = { kind = "table", check = function(v) return nested(judge.check_ab_test(v)) end }
+
+local STAGE_FIELDS = {
+  name = STRING,
+  weight = { kind = "number", min = 0, max = 100, required = true, what = "number from 0 to 100" },
+  hold = { kind = "duration", required = true },
+  max_hold = DURATION,
+  thresholds = THRESHOLDS,
+  min_samples = { kind = "integer", min = 0 },
+  pause = BOOLEAN,
+  judge = STAGE_JUDGE,
+}
+local STAGE = { kind = "table", fields = STAGE_FIELDS }
+local STAGES = { kind = "list", item = STAGE, required = function(pb) return pb.strategy ~= "blue_green" end }
+
+-- blue_green's two phases are stages whose weight and name the strategy sets
+local function phase(name)
+  return { kind = "table", fields = STAGE_FIELDS, required = true, prepare = function(x)
+    if type(x) ~= "table" then return x end
+    local problems = {}
+    for _, k in ipairs({ "weight", "name", "pause" }) do
+      if x[k] ~= nil then problems[#problems + 1] = schema.at(k, "not used: blue-green's " .. name:gsub("_", "-") .. " phase sets it") end
+    end
+    return blue_green.phase(name, x), problems
+  end }
+end
+local BLUE_GREEN = { kind = "table", required = function(pb) return pb.strategy == "blue_green" end, fields = {
+  pre_promotion = phase("pre_promotion"), post_promotion = phase("post_promotion"), scale_down_delay = DURATION0 } }
+
+local VERSION = { kind = "table", required = true, fields = {
+  name = STRING, version = STRING, url = STRING, metrics = STRING, health = STRING, ready = STRING, labels = TABLE } }
+local VERSIONS = { kind = "table", required = true, what = "table (baseline and canary)",
+  fields = { baseline = VERSION, canary = VERSION } }
+local HEADER_OVERRIDE = { kind = "table", required = function(pb) return pb.strategy == "blue_green" end,
+  fields = { name = { kind = "string", required = true }, value = { kind = "string", required = true } } }
 
 local HOOK_NAMES = { "deploy", "before_stage", "after_stage", "on_rollback", "on_promote", "finalize", "on_pause", "on_resume",
   "scale_down" } -- scale_down: blue-green retires the old version (rollout.strategies.blue_green)
 
 -- A hook: a function, or a command as an argv list.
-local HOOK = { check = function(v)
-  if type(v) == "function" then return nil end
-  if type(v) == "table" and #v > 0 then
-    local bad = {}
-    for i, a in ipairs(v) do if type(a) ~= "string" then bad[#bad + 1] = schema.at(i, "argv items must be strings") end end
-    return bad
-  end
-  return "expected a function or an argv list, got " .. typename(v)
-end }
-local HOOKS = { kind = "table", known = true, fields = {} }
+local HOOK = { expected = "a function or an argv list", one_of = { FUNCTION,
+  { when = function(v) return type(v) == "table" and #v > 0 end, kind = "list", item = { check = function(a)
+    if type(a) ~= "string" then return "argv items must be strings" end end } } } }
+local HOOKS = { kind = "table", fields = {} }
 for _, n in ipairs(HOOK_NAMES) do HOOKS.fields[n] = HOOK end
 
-local function check_preflight(ctx, path, v)
-  return check_list(ctx, path, v, function(c, p, item)
-    return check_record(c, p, item, {
-      name = check_string, run = check_function, http = check_string, command = function(cc, pp, x) if want(cc, pp, x, "table") then return x end end,
-      expect_status = function(cc, pp, x) return check_integer(cc, pp, x, 100) end,
-      timeout = function(cc, pp, x) return check_duration(cc, pp, x, true) end,
-      description = check_string, skip = check_string,
-    }, { "name" })
-  end)
-end
+local PREFLIGHT = { kind = "list", item = { kind = "table", fields = {
+  name = { kind = "string", required = true }, run = FUNCTION, http = STRING, command = TABLE,
+  expect_status = { kind = "integer", min = 100 }, timeout = DURATION, description = STRING, skip = STRING } } }
 
-local function check_policy(ctx, path, v)
-  return check_record(ctx, path, v, {
-    inconclusive = function(c, p, x)
-      if x ~= "pause" and x ~= "rollback" then c:err(p, "must be \"pause\" or \"rollback\", got " .. tostring(x)); return nil end
-      return x
-    end,
-    consecutive_error_limit = function(c, p, x) return check_integer(c, p, x, 0) end,
-    max_hold_factor = function(c, p, x) return check_number(c, p, x, 1) end,
-    share_tolerance = check_ratio,
-    -- gates on proportions (rollout.proportion): one-sided confidence, power and effect size
-    confidence = function(c, p, x) return check_number(c, p, x, 0.5, 0.9999) end,
-    power = function(c, p, x) return check_number(c, p, x, 0.5, 0.9999) end,
-    detect = function(c, p, x) return check_number(c, p, x, 1.01, 100) end,
-    preflight_skips = function(c, p, x)
-      if x ~= "skip" and x ~= "fail" then c:err(p, "must be \"skip\" or \"fail\", got " .. tostring(x)); return nil end
-      return x
-    end,
-    relative_to = function(c, p, x)
-      if x ~= "snapshot" and x ~= "live" then c:err(p, "must be \"snapshot\" or \"live\", got " .. tostring(x)); return nil end
-      return x
-    end,
-  })
-end
+-- Defaults of docs/semantics.md.
+M.DEFAULTS = {
+  interval = 10, trigger_window = 60, gate_window = 300, max_rollback_time = 300,
+  policy = { inconclusive = "pause", consecutive_error_limit = 4, max_hold_factor = 2, share_tolerance = 0.10,
+    relative_to = "snapshot", confidence = 0.95, power = 0.8, detect = 3, preflight_skips = "skip" },
+}
+local PD = M.DEFAULTS.policy
+local POLICY = { kind = "table", fields = {
+  inconclusive = { kind = "string", enum = { "pause", "rollback" }, default = PD.inconclusive },
+  consecutive_error_limit = { kind = "integer", min = 0, default = PD.consecutive_error_limit },
+  max_hold_factor = { kind = "number", min = 1, default = PD.max_hold_factor },
+  share_tolerance = { kind = "ratio", default = PD.share_tolerance },
+  -- gates on proportions (rollout.proportion): one-sided confidence, power and effect size
+  confidence = { kind = "number", min = 0.5, max = 0.9999, default = PD.confidence },
+  power = { kind = "number", min = 0.5, max = 0.9999, default = PD.power },
+  detect = { kind = "number", min = 1.01, max = 100, default = PD.detect },
+  preflight_skips = { kind = "string", enum = { "skip", "fail" }, default = PD.preflight_skips },
+  relative_to = { kind = "string", enum = { "snapshot", "live" }, default = PD.relative_to },
+} }
+POLICY.default = function() return (schema.normalise({}, POLICY, { kinds = KINDS })) end -- no policy: all defaults
+
+local HOOK_BUDGET = { kind = "table", fields = { -- what one hook may spend (rollout.engine HOOK_BUDGET)
+  instructions = { kind = "integer", min = 1 }, time = DURATION, memory = { kind = "bytes" } } }
 
 -- Routers and sources check their own tables (rollout.routers / rollout.sources dispatch
 -- on `type` to the known modules); each problem comes back as a rollout.schema error
 -- {path = {...}, message =} relative to the table.
-local function check_plugin(mod)
-  return function(ctx, path, v)
-    if not want(ctx, path, v, "table") then return nil end
-    schema_errors(ctx, path, mod.check(v))
-    return v
-  end
-end
-
-local function check_sources(ctx, path, v)
-  if type(v) == "table" and v.type then v = { v } end
-  return check_list(ctx, path, v, check_plugin(sources))
-end
-
-local function any_table(ctx, path, v) if want(ctx, path, v, "table") then return v end end
-
+local ROUTER = { kind = "table", check = function(v) return nested(routers.check(v)) end }
+local SOURCES = { kind = "list", item = { kind = "table", check = function(v) return nested(sources.check(v)) end },
+  prepare = function(v) if type(v) == "table" and v.type then return { v } end return v end } -- one source alone
 -- notifications: rollout.notify checks them (types, urls and secrets from *_env/*_file).
-local function check_notifications(ctx, path, v)
-  local errs = require("rollout.notify").check(v)
-  schema_errors(ctx, path, errs)
-  if #errs == 0 then return v end
-end
+local NOTIFICATIONS = { check = function(v) return nested(notify.check(v)) end }
+-- params: free-form, but params.kubernetes is rollout.k8s.runbook's configuration
+local PARAMS = { kind = "table", check = function(v)
+  if v.kubernetes ~= nil then return nested(k8s_runbook.check_config(v.kubernetes), { "kubernetes" }) end
+end }
+local STRATEGY = { kind = "string", enum = { "canary", "blue_green" } }
+local function duration_default(name) return { kind = "duration", default = M.DEFAULTS[name] } end
+local INTERVAL, TRIGGER_WINDOW = duration_default("interval"), duration_default("trigger_window")
+local GATE_WINDOW, MAX_ROLLBACK_TIME = duration_default("gate_window"), duration_default("max_rollback_time")
+local NAME = { kind = "string", required = true }
+-- (rules live outside TOP: spec/man_spec.lua and spec/docs_spec.lua read TOP's keys from this file's text)
 
 local TOP = {
-  name = check_string, service = check_string, description = check_string,
-  versions = declared(VERSIONS),
-  router = check_plugin(routers),
-  header_override = declared(HEADER_OVERRIDE),
-  sources = check_sources,
-  interval = function(c, p, v) return check_duration(c, p, v, true) end,
-  trigger_window = function(c, p, v) return check_duration(c, p, v, true) end,
-  gate_window = function(c, p, v) return check_duration(c, p, v, true) end,
-  thresholds = check_thresholds,
-  stages = function(ctx, path, v) return check_list(ctx, path, v, check_stage) end,
-  triggers = check_triggers,
-  preflight = check_preflight,
-  hooks = declared(HOOKS),
-  hook_budget = function(ctx, path, v) -- what one hook may spend (rollout.engine HOOK_BUDGET)
-    return check_record(ctx, path, v, {
-      instructions = function(c, p, x) return check_integer(c, p, x, 1) end,
-      time = function(c, p, x) return check_duration(c, p, x, true) end,
-      memory = function(c, p, x)
-        local n, err = units.parse("bytes", x)
-        if not n or n < 1 then c:err(p, err or "must be at least 1 byte"); return nil end
-        return n
-      end,
-    })
-  end,
-  policy = check_policy,
-  max_rollback_time = function(c, p, v) return check_duration(c, p, v, true) end,
-  feature_flags = any_table, ab_test = check_ab_test, judge = function(c, p, v) return M.check_judge(c, p, v, "playbook") end,
-  notifications = check_notifications,
-  metadata = any_table, deployment_id = check_string, commit_time = check_string,
-  params = function(c, p, v) -- free-form, but params.kubernetes is rollout.k8s.runbook's configuration
-    if not want(c, p, v, "table") then return nil end
-    if v.kubernetes ~= nil then schema_errors(c, extend(p, "kubernetes"), require("rollout.k8s.runbook").check_config(v.kubernetes)) end
-    return v
-  end,
-  observe = check_bool, -- observe-only: analysis without moving traffic (rollout.observe)
-  strategy = function(c, p, v)
-    if v ~= "canary" and v ~= "blue_green" then c:err(p, "must be \"canary\" or \"blue_green\", got " .. tostring(v)); return nil end
-    return v
-  end,
-  blue_green = function(ctx, path, v) -- rollout.strategies.blue_green: two phases and a delay
-    local function phase(name)
-      return function(c, p, x)
-        if not want(c, p, x, "table") then return nil end
-        for _, k in ipairs({ "weight", "name", "pause" }) do
-          if x[k] ~= nil then c:err(extend(p, k), "not used: blue-green's " .. name:gsub("_", "-") .. " phase sets it") end
-        end
-        return check_stage(c, p, blue_green.phase(name, x))
-      end
-    end
-    return check_record(ctx, path, v, {
-      pre_promotion = phase("pre_promotion"), post_promotion = phase("post_promotion"),
-      scale_down_delay = function(c, p, x) return check_duration(c, p, x) end,
-    }, { "pre_promotion", "post_promotion" })
-  end,
+  name = NAME, service = STRING, description = STRING,
+  versions = VERSIONS,
+  router = ROUTER,
+  header_override = HEADER_OVERRIDE,
+  sources = SOURCES,
+  interval = INTERVAL,
+  trigger_window = TRIGGER_WINDOW,
+  gate_window = GATE_WINDOW,
+  thresholds = THRESHOLDS,
+  stages = STAGES,
+  triggers = TRIGGERS,
+  preflight = PREFLIGHT,
+  hooks = HOOKS,
+  hook_budget = HOOK_BUDGET,
+  policy = POLICY,
+  max_rollback_time = MAX_ROLLBACK_TIME,
+  feature_flags = TABLE, ab_test = AB_TEST, judge = JUDGE,
+  notifications = NOTIFICATIONS,
+  metadata = TABLE, deployment_id = STRING, commit_time = STRING,
+  params = PARAMS,
+  observe = BOOLEAN, -- observe-only: analysis without moving traffic (rollout.observe)
+  strategy = STRATEGY,
+  blue_green = BLUE_GREEN, -- rollout.strategies.blue_green: two phases and a delay
 }
+local PLAYBOOK = { kind = "table", fields = TOP }
 
--- Cross-field rules: weights increase and stay within 0..100; the last stage reaches 100.
+-- ---- cross-field rules --------------------------------------------------------------
+-- Checked on what the schema could read, also when some of it is wrong, so every error
+-- is reported at once.
+
+-- Weights increase and stay within 0..100; max_hold is not shorter than hold.
 local function check_stages_order(ctx, stages)
   local prev
   for i, st in ipairs(stages) do
@@ -527,37 +383,44 @@ local function check_minimums(ctx, pb)
       ctx:err({ k }, "must be at least the interval (" .. dur(interval) .. "), got " .. dur(pb[k]))
     end
   end
-  for i, tr in ipairs(pb.triggers or {}) do
+  for key, tr in pairs(type(pb.triggers) == "table" and pb.triggers or {}) do
     for _, k in ipairs({ "window", "within" }) do
-      if tr[k] and tr[k] < interval - 1e-9 then
-        ctx:err({ "triggers", tr.name or i, k }, "must be at least the interval (" .. dur(interval) .. "), got " .. dur(tr[k]))
+      if type(tr) == "table" and tr[k] and tr[k] < interval - 1e-9 then
+        ctx:err({ "triggers", type(key) == "string" and key or tr.name or key, k },
+          "must be at least the interval (" .. dur(interval) .. "), got " .. dur(tr[k]))
       end
     end
   end
 end
 
---- validate(raw, {file=, map=}) -> playbook | nil, errors
-function M.validate(raw, opts)
-  opts = opts or {}
-  local ctx = new_ctx(opts.file, opts.map)
-  ctx.lines_for = opts.lines_for
-  if type(raw) ~= "table" then
-    ctx:err({}, "a playbook must return a table, got " .. typename(raw))
-    return nil, ctx.errors
-  end
-  local bg = raw.strategy == "blue_green"
-  local pb = check_record(ctx, {}, raw, TOP, bg and { "name", "versions", "blue_green", "header_override" }
-    or { "name", "versions", "stages" }) or {}
-  if bg then -- its stages are its two phases
-    if raw.stages ~= nil then ctx:err({ "stages" }, "not used with strategy \"blue_green\" (blue_green.pre_promotion and post_promotion are its phases)") end
-    if pb.blue_green and pb.blue_green.pre_promotion and pb.blue_green.post_promotion then pb.stages = blue_green.stages(pb.blue_green) end
+-- blue_green's stages are its two phases; a canary has no blue_green section.
+local function check_strategy(ctx, raw, pb)
+  if raw.strategy == "blue_green" then
+    if raw.stages ~= nil then
+      ctx:err({ "stages" }, "not used with strategy \"blue_green\" (blue_green.pre_promotion and post_promotion are its phases)")
+    end
+    local bg = pb.blue_green
+    pb.stages = bg and bg.pre_promotion and bg.post_promotion and blue_green.stages(bg) or nil
   elseif raw.blue_green ~= nil then
     ctx:err({ "blue_green" }, "used only with strategy = \"blue_green\"")
   end
-  if pb.stages then
-    if #pb.stages == 0 then ctx:err({ "stages" }, "needs at least one stage") end
-    check_stages_order(ctx, pb.stages)
+  if pb.stages and #pb.stages == 0 then ctx:err({ "stages" }, "needs at least one stage") end
+end
+
+--- validate(raw, {file=, map=, lines_for=}) -> playbook | nil, errors
+--- One rollout.schema walk checks and normalises every key (TOP); then the cross-field
+--- rules; errors sorted by line.
+function M.validate(raw, opts)
+  opts = opts or {}
+  local ctx = new_ctx(opts.file, opts.map, opts.lines_for)
+  if type(raw) ~= "table" then
+    ctx:err({}, "a playbook must return a table, got " .. schema.type_name(raw))
+    return nil, ctx.errors
   end
+  local pb, errs = schema.normalise(raw, PLAYBOOK, { kinds = KINDS, known = true })
+  for _, e in ipairs(errs) do ctx:err(e.path, e.message) end
+  check_strategy(ctx, raw, pb)
+  if pb.stages then check_stages_order(ctx, pb.stages) end
   check_minimums(ctx, pb)
   if #ctx.errors > 0 then
     table.sort(ctx.errors, function(a, b)
@@ -569,24 +432,10 @@ function M.validate(raw, opts)
   return M.normalise(pb, opts), nil
 end
 
--- Defaults of docs/semantics.md.
-M.DEFAULTS = {
-  interval = 10, trigger_window = 60, gate_window = 300, max_rollback_time = 300,
-  policy = { inconclusive = "pause", consecutive_error_limit = 4, max_hold_factor = 2, share_tolerance = 0.10,
-    relative_to = "snapshot", confidence = 0.95, power = 0.8, detect = 3, preflight_skips = "skip" },
-}
-
+-- What follows from the validated values: names, indexes, max holds, trigger kinds.
 function M.normalise(pb, opts)
-  local d = M.DEFAULTS
   pb.file = opts.file
   pb.service = pb.service or pb.name
-  pb.interval = pb.interval or d.interval
-  pb.trigger_window = pb.trigger_window or d.trigger_window
-  pb.gate_window = pb.gate_window or d.gate_window
-  pb.max_rollback_time = pb.max_rollback_time or d.max_rollback_time
-  local policy = pb.policy or {}
-  for k, v in pairs(d.policy) do if policy[k] == nil then policy[k] = v end end
-  pb.policy = policy
   pb.thresholds = pb.thresholds or {}
   pb.triggers = pb.triggers or {}
   pb.hooks = pb.hooks or {}
@@ -599,7 +448,7 @@ function M.normalise(pb, opts)
     st.index = i
     st.name = st.name or ("stage " .. i)
     st.thresholds = st.thresholds or {}
-    st.max_hold = st.max_hold or st.hold * policy.max_hold_factor
+    st.max_hold = st.max_hold or st.hold * pb.policy.max_hold_factor
     st.min_samples = st.min_samples or 0
   end
   for _, tr in ipairs(pb.triggers) do
@@ -611,7 +460,7 @@ function M.normalise(pb, opts)
     else tr.kind = "condition" end
   end
   table.sort(pb.triggers, function(a, b) return a.name < b.name end)
-  require("rollout.redact").scan(pb) -- its tokens, passwords and *_env/*_file secrets are masked in every output
+  redact.scan(pb) -- its tokens, passwords and *_env/*_file secrets are masked in every output
   return pb
 end
 
@@ -641,7 +490,7 @@ function M.expand_secrets(key, value)
     if kind == "env" then
       local v = os.getenv(arg)
       if v == nil then err = "--set " .. key .. ": environment variable " .. arg .. " is not set"; return "" end
-      require("rollout.redact").register(v)
+      redact.register(v)
       return v
     elseif kind == "file" then
       local st = fs.stat(arg)
@@ -649,7 +498,7 @@ function M.expand_secrets(key, value)
       local v, rerr = fs.read(arg)
       if not v then err = "--set " .. key .. ": " .. rerr; return "" end
       v = v:gsub("\r?\n$", "")
-      require("rollout.redact").register(v)
+      redact.register(v)
       return v
     end
     return nil -- not ours: left as it is
@@ -675,7 +524,7 @@ function M.apply_set(raw, assignment)
   if #path == 0 then return nil, "--set: empty key in '" .. assignment .. "'" end
   local v = value
   if value:match("^%s*[%[{]") then -- a list or table as JSON: --set 'params.cmd=["kubectl","scale"]'
-    local decoded, jerr = require("rollout.json").decode(value)
+    local decoded, jerr = json.decode(value)
     if decoded == nil then return nil, "--set " .. key .. ": malformed JSON value: " .. jerr end
     v = decoded
   elseif value == "true" then v = true elseif value == "false" then v = false
@@ -697,7 +546,6 @@ end
 --- spec, load and validate the playbook, print what is wrong. Returns pb, opts, or nil and
 --- the exit code (2).
 function M.load_from_args(argv, spec, usage)
-  local args = require("rollout.args")
   local flags = { set = "list", config = "value" }
   for k, v in pairs(spec or {}) do flags[k] = v end
   local opts, pos = args.parse(argv, flags)
@@ -735,8 +583,7 @@ local function finish_load(path, raw, opts)
   local map = srcmap.load(path)
   local lines_for, warnings
   if opts.config then
-    local cfg = require("rollout.config")
-    local merged, cerrs, config_lines = cfg.apply(raw, opts.config)
+    local merged, cerrs, config_lines = config.apply(raw, opts.config)
     if not merged then return nil, cerrs end
     raw = merged
     lines_for = config_lines
@@ -781,7 +628,7 @@ function M.load(path, opts)
   end
   -- an error may quote a value that is a secret (--set-file, ${env:...}): every caller
   -- (check --json, submit, an agent's rejection in etcd) gets it redacted
-  for _, e in ipairs(errs or {}) do e.msg = require("rollout.redact").text(e.msg) end
+  for _, e in ipairs(errs or {}) do e.msg = redact.text(e.msg) end
   return pb, errs
 end
 

@@ -24,7 +24,7 @@
 -- A rule:
 --   kind      a name in opts.kinds, else in schema.KINDS; kind(v, rule) -> nil | problem
 --   required  true, or function(parent) -> bool; `what` is the words after "required"
---   enum      allowed values;  min / max  bounds of a number
+--   enum      the allowed values (checked instead of the kind);  min / max  bounds of a number
 --   fields    a record's spec (unknown keys are errors, or go to the list opts.unknown_keys;
 --             `known = true` lists the known keys, `unknown = "message"` words the error)
 --   item      each element of a list;  map / keys  each value / key of a table
@@ -253,6 +253,7 @@ walk = function(v, rule, path, opts, errs, parent)
     local problems
     v, problems = rule.prepare(v, parent)
     report(errs, path, problems)
+    n = #errs -- reported; the rewritten value is still checked
   end
   local out = v
   if rule.one_of then
@@ -274,21 +275,25 @@ walk = function(v, rule, path, opts, errs, parent)
     local kinds = opts.kinds or KINDS
     local kind = kinds[rule.kind or "any"]
     if not kind then error("schema: unknown kind '" .. tostring(rule.kind) .. "'", 3) end
-    report(errs, path, kind(v, rule))
-    if #errs > n then return nil end
-    if rule.enum then
-      local ok = false
-      for _, x in ipairs(rule.enum) do if x == v then ok = true; break end end
-      if not ok then
+    if rule.enum then -- the allowed values say more than the kind (1 for "pause" or "rollback")
+      local allowed = false
+      for _, x in ipairs(rule.enum) do if x == v then allowed = true; break end end
+      if not allowed then
         local names = {}
         for _, x in ipairs(rule.enum) do names[#names + 1] = shown(x) end
+        local got = type(v) == "table" and "a table" or tostring(v)
         report(errs, path, (#names == 2 and ("must be " .. names[1] .. " or " .. names[2])
-          or ("must be one of " .. table.concat(names, ", "))) .. ", got " .. tostring(v))
+          or ("must be one of " .. table.concat(names, ", "))) .. ", got " .. got)
         return nil
       end
+    else
+      report(errs, path, kind(v, rule))
+      if #errs > n then return nil end
     end
-    if type(v) == "number" and (rule.min or rule.max) then
-      if (rule.min and v < rule.min) or (rule.max and v > rule.max) then
+    local x = v -- a kind may accept a number written as a string ("10"): its bounds still hold
+    if type(x) == "string" and (rule.kind == "number" or rule.kind == "integer") then x = tonumber(x) end
+    if type(x) == "number" and (rule.min or rule.max) then
+      if (rule.min and x < rule.min) or (rule.max and x > rule.max) then
         if rule.min and rule.max then
           report(errs, path, string.format("must be between %s and %s, got %s", rule.min, rule.max, tostring(v)))
         elseif rule.min then
