@@ -282,8 +282,9 @@ walk = function(v, rule, path, opts, errs, parent)
         local names = {}
         for _, x in ipairs(rule.enum) do names[#names + 1] = shown(x) end
         local got = type(v) == "table" and "a table" or tostring(v)
-        report(errs, path, (#names == 2 and ("must be " .. names[1] .. " or " .. names[2])
-          or ("must be one of " .. table.concat(names, ", "))) .. ", got " .. got)
+        local want = #names == 1 and names[1] or #names == 2 and (names[1] .. " or " .. names[2])
+          or ("one of " .. table.concat(names, ", "))
+        report(errs, path, "must be " .. want .. ", got " .. got)
         return nil
       end
     else
