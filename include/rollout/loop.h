@@ -3,7 +3,7 @@
  *
  * How a C binding waits without blocking (the model of OpenResty and Envoy's Lua filter):
  *
- *     static int http_request(lua_State *L) {            // runs inside a task
+ *     static int l_http_request(lua_State *L) {          // runs inside a task
  *         struct req *r = ...start the operation...;
  *         r->task = loop_park(L, req_cancel, r);          // raises if L is not a task
  *         return lua_yield(L, 0);
