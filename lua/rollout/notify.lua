@@ -18,6 +18,7 @@
 --   local n = notify.new(pb, { who = user })      -- always an object; no-op when unconfigured
 --   emit = chain(printer, journal, n.emit)         -- the engine's env.emit
 --   ...; n:close(10)                               -- after the outcome, before the journal closes
+--   n:drop()                                       -- or: let go at once, no events (the rollout is not ours)
 --
 -- Error policy: validate()/check() return configuration errors; new() raises on a config
 -- that did not pass validation (a programming error); delivery failures are events.
@@ -524,6 +525,20 @@ function Set:close(timeout)
     end
   end
   return lost
+end
+
+--- drop(): stop at once; queued and in-flight notifications are let go with no event (the
+--- rollout is no longer this process's to journal: a fleet agent lost it). Returns how many.
+function Set:drop()
+  if self.closed then return 0 end
+  self.closed = true
+  local n_left = 0
+  for _, n in ipairs(self.notifiers) do
+    if n.task then n.task:cancel("dropped") end
+    n_left = n_left + #n.queue + (n.current and 1 or 0)
+    n.queue, n.current, n.busy = {}, nil, false
+  end
+  return n_left
 end
 
 return M

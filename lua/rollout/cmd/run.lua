@@ -37,8 +37,9 @@
 -- an unexpected error (a router or a source that raises) ends the run `failed`, with the
 -- error journaled (`engine_error`) and traffic sent to the baseline where the router still
 -- answers; an error outside the engine is journaled too (exit 3). Either way close_all,
--- the one cleanup, closes the socket, sources, notifier, metrics and journal and releases
--- the lock.
+-- the one cleanup, closes the socket and the sources, drains the notifications
+-- (rollout.assemble's sinks), closes the journal, releases the lock, and lets /metrics
+-- linger and close.
 --
 -- --observe (or `observe = true` in the playbook): observe-only (rollout.observe): stages,
 -- gates and triggers run against the router's current split; weights and hooks are never
@@ -58,7 +59,6 @@ local fingerprint = require("rollout.fingerprint")
 local fs = require("rollout.fs")
 local assemble = require("rollout.assemble")
 local redact = require("rollout.redact")
-local notify = require("rollout.notify")
 local metrics_endpoint = require("rollout.metrics_endpoint")
 local json = require("rollout.json")
 local units = require("rollout.units")
@@ -249,17 +249,11 @@ end
 local function close_all(res)
   if res.ctl then pcall(res.ctl.close, res.ctl) end
   assemble.close(res.sources)
-  if res.notifier then pcall(res.notifier.close, res.notifier, 10) end -- queued notifications get 10 s
+  if res.sinks then res.sinks:drain(10) end -- queued notifications get 10 s, their events journaled
   -- a start refused before its first event leaves no journal behind to block the next run
   if res.writer then pcall(res.started and res.writer.close or res.writer.discard, res.writer) end
   if res.lock then pcall(res.lock.release, res.lock) end
-  if res.metrics then
-    if res.linger and res.linger > 0 then -- after an outcome: one more scrape sees it
-      io.stderr:write(string.format("rollout: /metrics stays up %gs for a last scrape\n", res.linger))
-      pcall(res.metrics.linger, res.metrics, res.linger)
-    end
-    pcall(res.metrics.close, res.metrics)
-  end
+  if res.sinks then res.sinks:close(res.linger, function(msg) io.stderr:write("rollout: ", msg, "\n") end) end
 end
 
 -- The run itself, once the lock is held. Returns the exit code.
@@ -277,33 +271,24 @@ local function run_locked(res, pb, opts, pos, dir)
   opts.observe = (opts.observe or pb.observe) and true or nil
   local fp = fingerprint.of(pb, { observe = opts.observe })
 
-  local printer = output.printer({ json = opts.json, verbose = opts.verbose })
-  local ctl, metrics
-  -- observability (docs/observability.md): /metrics and notifications, behind the journal
-  local notifier = notify.new(pb, { who = who() })
-  res.notifier = notifier
-  if opts.metrics_listen then
-    local merr
-    metrics, merr = metrics_endpoint.start(opts.metrics_listen)
-    if not metrics then return fail(merr) end
-    res.metrics = metrics
-    io.stderr:write("rollout: metrics ", metrics.url, "\n")
-  end
-  for _, p in ipairs(notifier:problems()) do io.stderr:write("warning: notifications: ", p, "\n") end
-  local sink = writer:sink(function(ev, eng)
-    printer(ev, eng)
-    if ctl then ctl:record(ev) end
-    if metrics then metrics.emit(ev, eng) end
-    notifier.emit(ev, eng)
-  end)
+  local ctl
+  -- the events' way out (docs/observability.md): journal first, then the printer, the
+  -- control socket, /metrics and notifications
+  local sinks, serr = assemble.sinks(pb, { who = who(), metrics_listen = opts.metrics_listen,
+    journal = function(after) return writer:sink(after) end,
+    before = { output.printer({ json = opts.json, verbose = opts.verbose }), function(ev) if ctl then ctl:record(ev) end end } })
+  if not sinks then return fail(serr) end
+  res.sinks = sinks
+  if sinks.metrics_url then io.stderr:write("rollout: metrics ", sinks.metrics_url, "\n") end
+  for _, w in ipairs(sinks.warnings) do io.stderr:write("warning: ", w, "\n") end
   local e
   local router, sources = assemble.build(pb, function(kind, fields) if e then e:emit(kind, fields) end end)
   if not router then return fail(sources) end
   res.sources = sources
-  e = engine.new(pb, { router = router, sources = sources, emit = sink, interactive = true, who = who(),
+  e = engine.new(pb, { router = router, sources = sources, emit = sinks.emit, interactive = true, who = who(),
     resume = resume, observe = opts.observe })
   res.engine = e
-  if metrics then metrics:bind(e) end
+  sinks:bind(e)
 
   local socket
   if not opts.no_control then

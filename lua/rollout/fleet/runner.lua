@@ -1,6 +1,7 @@
 -- rollout.fleet.runner: one rollout an agent owns — build it from its bundle, replay its
 -- journal from etcd, run the engine with every router action fenced by the owner's token,
--- replicate each event in a guarded transaction, and let go of it at the end.
+-- replicate each event in a guarded transaction, send the playbook's notifications
+-- (rollout.assemble's sinks, as `rollout run` does), and let go of it at the end.
 -- Error policy: etcd failures inside a rollout pause it (traffic stays where it is) and are
 -- retried; losing ownership raises "fleet: ... not the owner" to stop the engine where it
 -- stands; a bundle that does not load or build ends the rollout as failed, journaled.
@@ -196,9 +197,17 @@ function R:mark_lost(why)
   self:close()
 end
 
+-- Let go of everything. Notifications still queued are dropped, with no event: only a
+-- rollout that ended and is released drains them (R:release), while it is still ours.
 function R:close()
   assemble.close(self.sources)
   self.sources = {}
+  if self.sinks then
+    local dropped = self.sinks:drop()
+    if dropped > 0 then self.agent:say(self.id .. ": " .. dropped .. " notification(s) not sent (" .. tostring(self.lost) .. ")") end
+    self.sinks:close()
+    self.sinks = nil
+  end
   if self.writer then self.writer:close(); self.writer = nil end
 end
 
@@ -302,9 +311,20 @@ function R:start()
   end
   self.sources = sources
   self.router = self:fenced(router)
+  -- every event recorded (locally and to etcd) first, then to the playbook's notifications
+  local sinks = assemble.sinks(pb, { who = agent.name, journal = function(after)
+    return function(ev, eng)
+      local ok, err = self:sink(ev)
+      after(ev, eng)
+      return ok, err
+    end
+  end })
+  self.sinks = sinks
+  for _, w in ipairs(sinks.warnings) do agent:say(id .. ": warning: " .. w) end
   local e = engine.new(pb, { router = self.router, sources = sources, interactive = true,
-    who = agent.name, resume = resume, emit = function(ev) return self:sink(ev) end })
+    who = agent.name, resume = resume, emit = sinks.emit })
   self.engine = e
+  sinks:bind(e)
   self:fleet_event_sync("owner_acquired", { fence = self.token, lease = agent.session and agent.session.lease,
     previous = previous, events = #events,
     resume = resume and { phase = resume.phase, stage_index = resume.stage_index, held = resume.held, paused = resume.paused } or nil })
@@ -327,6 +347,9 @@ end
 function R:release(why)
   if self.lost then return end
   self:close_sources_only()
+  -- queued notifications get their time, their notification_sent/failed events journaled
+  if self.sinks then self.sinks:drain(10) end
+  if self.lost then return end
   self:fleet_event_sync("owner_released", { why = why }, {
     { request_delete_range = { key = self.K.owner(self.id) } },
     { request_delete_range = { key = self.K.owners .. self.id } } })

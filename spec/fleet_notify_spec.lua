@@ -1,0 +1,151 @@
+-- A fleet rollout sends its playbook's notifications, as `rollout run` does: a real etcd
+-- (spec/fixtures/fleet/harness.lua, on spec/support/servers.lua), one `rollout agent`
+-- process, two rollouts submitted with webhook and deployment_api notifiers pointing at an
+-- HTTP receiver written here on net.listen_tcp. The agent posts the start, every stage and
+-- the outcome (and the deployment API's start and rollback), and journals each delivery
+-- (notification_sent) to etcd before it lets the rollout go.
+local rollout = require("rollout")
+local fs = require("rollout.fs")
+local json = require("rollout.json")
+local net = require("rollout.net")
+local H = require("spec.fixtures.fleet.harness")
+
+local PB = "spec/fixtures/fleet/playbooks/canary.lua"
+local HEALTHY = "spec/fixtures/fleet/scenarios/healthy.lua"
+local FAILS = "spec/fixtures/fleet/scenarios/fails-late.lua"
+
+-- A receiver: records every request {method, path, body, json}; answers 200 {}.
+local function receiver()
+  local srv = assert(net.listen_tcp("127.0.0.1", 0))
+  local r = { port = srv:port(), requests = {}, conns = {} }
+  r.url = "http://127.0.0.1:" .. r.port
+  local function serve(c)
+    while true do
+      local line = c:receive("l", 30)
+      if not line then break end
+      local method, path = line:match("^(%u+) (%S+) HTTP")
+      local headers = {}
+      while true do
+        local h = c:receive("l", 5)
+        if not h or h == "" then break end
+        local k, v = h:match("^([^:]+):%s*(.-)%s*$")
+        if k then headers[k:lower()] = v end
+      end
+      local n = tonumber(headers["content-length"] or 0)
+      local body = n > 0 and c:receive(n, 5) or ""
+      r.requests[#r.requests + 1] = { method = method, path = path, body = body, json = json.decode(body) }
+      c:send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+    end
+    c:close()
+  end
+  r.task = rollout.spawn(function()
+    while true do
+      local c = srv:accept()
+      if not c then return end
+      r.conns[#r.conns + 1] = rollout.spawn(serve, c)
+    end
+  end)
+  function r.close()
+    srv:close()
+    r.task:cancel()
+    for _, t in ipairs(r.conns) do t:cancel() end
+  end
+  function r.on(path)
+    local out = {}
+    for _, q in ipairs(r.requests) do if q.path == path then out[#out + 1] = q end end
+    return out
+  end
+  return r
+end
+
+local function count(events, kind)
+  local n = 0
+  for _, ev in ipairs(events) do if ev.event == kind then n = n + 1 end end
+  return n
+end
+
+describe("fleet notifications", function()
+  local E, rx, agent, dir
+
+  setup(function()
+    E = assert(H.etcd())
+    dir = assert(fs.mkdtemp("fleet-notify-spec"))
+    rx = receiver()
+  end)
+
+  teardown(function()
+    if agent then pcall(agent.stop) end
+    if rx then rx.close() end
+    if E then E.stop() end
+    if dir then fs.rmtree(dir) end
+  end)
+
+  it("an agent posts the playbook's webhook and deployment API notifications and journals each delivery", function()
+    local prefix = "/fn/"
+    -- a long lease: this spec is about notifications, not takeovers
+    agent = H.agent({ name = "n1", etcd = E.url, prefix = prefix, ttl = 10, dir = dir })
+    local c = E.client()
+    H.wait(function()
+      local kvs = require("rollout.fleet").range(c, prefix .. "agents/", { keys_only = true })
+      return kvs and #kvs >= 1
+    end, 15, "the agent to join")
+    H.submit(E.url, prefix, "good", PB, { "--simulated-router", "--scenario", HEALTHY,
+      "--set", "notifications[1].type=webhook", "--set", "notifications[1].url=" .. rx.url .. "/good" })
+    H.submit(E.url, prefix, "bad", PB, { "--simulated-router", "--scenario", FAILS, "--set", "stages[3].hold=3s",
+      "--set", "notifications[1].type=webhook", "--set", "notifications[1].url=" .. rx.url .. "/bad",
+      "--set", "notifications[2].type=deployment_api", "--set", "notifications[2].url=" .. rx.url .. "/deployments" })
+    -- the owner lets a rollout go (owner_released) only after its notifications went out
+    local function released(id)
+      return H.first(H.events(c, prefix, id), function(ev) return ev.event == "owner_released" end)
+    end
+    H.wait(function() return released("good") and released("bad") end, 40, "both rollouts to end and be released")
+
+    -- the promoted rollout: started, every stage, the outcome, in order
+    local kinds, stages = {}, {}
+    for _, q in ipairs(rx.on("/good")) do
+      kinds[#kinds + 1] = q.json.event
+      if q.json.event == "stage_entered" then stages[#stages + 1] = q.json.stage end
+    end
+    assert.equals("rollout_started", kinds[1], json.encode(kinds))
+    assert.equals("outcome", kinds[#kinds], json.encode(kinds))
+    assert.equals("s1,s2,s3,s4", table.concat(stages, ","))
+    local last = rx.on("/good")[#kinds].json
+    assert.equals("promoted", last.decision)
+    assert.equals("promoted", last.data.outcome)
+    assert.equals("svc", last.rollout.service)
+    assert.equals("v1", last.rollout.baseline)
+    assert.equals("v2", last.rollout.canary)
+    assert.equals("n1", last.rollout.started_by, "the agent that drove it")
+
+    -- the rolled-back rollout: the webhook's outcome and the runbook's deployment calls
+    local bad = rx.on("/bad")
+    assert.equals("rollout_started", bad[1].json.event)
+    assert.equals("outcome", bad[#bad].json.event)
+    assert.equals("rolled_back", bad[#bad].json.data.outcome)
+    assert.equals("trigger:error_rate", bad[#bad].json.reason)
+    local start = assert(rx.on("/deployments")[1], "the deployment API's start call").json
+    assert.equals("svc", start.service)
+    assert.equals("v1", start.from_version)
+    assert.equals("v2", start.to_version)
+    local rb = assert(rx.on("/deployments/rollback")[1], "the deployment API's rollback call").json
+    assert.equals(start.deployment_id, rb.deployment_id)
+    assert.equals("trigger:error_rate", rb.reason_code)
+    assert.is_true(rb.automatic)
+
+    -- each delivery is in the rollout's journal in etcd, written by its owner, before the release
+    for _, id in ipairs({ "good", "bad" }) do
+      local events = H.events(c, prefix, id)
+      assert(H.check_journal(events))
+      local want = #rx.on("/" .. id) + (id == "bad" and (#rx.on("/deployments") + #rx.on("/deployments/rollback")) or 0)
+      assert.equals(want, count(events, "notification_sent"), id)
+      assert.equals(0, count(events, "notification_failed"), id)
+      local rel = released(id)
+      for _, ev in ipairs(events) do
+        if ev.event == "notification_sent" then
+          assert.equals("n1", ev.agent)
+          assert.truthy(ev.seq < rel.seq, id .. ": journaled before the release")
+        end
+      end
+    end
+  end, { timeout = 90 })
+end)
