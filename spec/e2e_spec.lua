@@ -80,7 +80,10 @@ describe("end to end on loopback (HAProxy, sample-service, loadgen)", function()
 
   it("promotes a healthy canary through all five stages", function()
     s = assert(demo_stack.start({ rps = 200 }))
-    local res = assert(s:run({ timeout = 150 }))
+    -- the demo's stages with shorter holds (5/5/5/3/3 s, not 5/10/15/15/10): each still long
+    -- enough for its gate's evidence (health checks, min_samples); make demo runs them in full
+    local sets = s:sets({ extra = { "stages[2].hold=5s", "stages[3].hold=5s", "stages[4].hold=3s", "stages[5].hold=3s" } })
+    local res = assert(s:run({ timeout = 150, sets = sets }))
     assert.equals(0, res.code, dump(res))
     assert.equals("promoted", res.outcome, dump(res))
     assert.equals(100, s:canary_weight())
