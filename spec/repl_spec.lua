@@ -118,7 +118,10 @@ describe("budget.run", function()
     assert.is_false(ok)
     assert.matches("budget exceeded: ran for more than 0.3 s", err)
     assert.near(0.3, took, 0.1)
-    assert.truthy(ticks >= 15, "other tasks ran " .. ticks .. " times during the 0.3 s")
+    -- 30 ticks were due; a loop that never yielded would let at most one through. On a
+    -- loaded machine (spec files run side by side) this process gets a share of a core,
+    -- so expect a quarter of them, not a half.
+    assert.truthy(ticks >= 8, "other tasks ran " .. ticks .. " times during the 0.3 s")
   end)
 
   it("charges coroutines created inside and leaves no hook behind", function()

@@ -90,7 +90,11 @@ local function spawn_run(dir, playbook)
   return child, out
 end
 
-local function journal_events(dir) return demo_stack.read_events(demo_stack.journal_file(dir .. "/journal")) end
+-- The run's events so far (none before its journal file exists: the directory comes first).
+local function journal_events(dir)
+  local file = demo_stack.journal_file(dir .. "/journal")
+  return file and demo_stack.read_events(file) or {}
+end
 
 describe("header override through NGINX", function()
   local b, ng, dir
