@@ -22,10 +22,10 @@ end
 function M.client_cert(dir, cn)
   local ca, cakey = dir .. "/client-ca.pem", dir .. "/client-ca.key"
   if not fs.stat(ca) then
-    sh(string.format("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=contract-client-ca -keyout '%s' -out '%s'", cakey, ca))
+    sh(string.format("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=contract-client-ca -keyout '%s' -out '%s'", cakey, ca))
   end
   local key, csr, cert = dir .. "/" .. cn .. ".key", dir .. "/" .. cn .. ".csr", dir .. "/" .. cn .. ".pem"
-  sh(string.format("openssl req -newkey rsa:2048 -nodes -subj /CN=%s -keyout '%s' -out '%s'", cn, key, csr))
+  sh(string.format("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=%s -keyout '%s' -out '%s'", cn, key, csr))
   sh(string.format("openssl x509 -req -in '%s' -CA '%s' -CAkey '%s' -CAcreateserial -days 2 -out '%s'", csr, ca, cakey, cert))
   return cert, key, ca
 end
