@@ -78,19 +78,16 @@ end
 
 -- ---- kinds --------------------------------------------------------------------------
 
--- A number or an integer may be written as a string ("10"), as --set once wrote them.
+-- A number or an integer may be written as a string ("10"), as playbooks always could
+-- (schema.PARSE makes it a number); an integer may be written 5.0.
 local KINDS = schema.kinds()
 function KINDS.number(v)
   local n = tonumber(v)
-  if type(v) == "table" or type(v) == "boolean" or n == nil then return "expected a number, got " .. schema.type_name(v) end
+  if n == nil then return "expected a number, got " .. schema.type_name(v) end
   if n ~= n then return "must be a number, not NaN" end
 end
 function KINDS.integer(v)
-  if type(v) == "string" or type(v) == "number" then
-    local n = tonumber(v)
-    if n and math.tointeger(n) then return nil end
-  end
-  return "expected an integer, got " .. schema.type_name(v)
+  if not math.tointeger(tonumber(v)) then return "expected an integer, got " .. schema.type_name(v) end
 end
 
 -- ---- thresholds ---------------------------------------------------------------------
@@ -337,7 +334,8 @@ local TOP = {
   strategy = STRATEGY,
   blue_green = BLUE_GREEN, -- rollout.strategies.blue_green: two phases and a delay
 }
-local PLAYBOOK = { kind = "table", fields = TOP }
+function KINDS.playbook(v) if type(v) ~= "table" then return "a playbook must return a table, got " .. schema.type_name(v) end end
+local PLAYBOOK = { kind = "playbook", fields = TOP }
 
 -- ---- cross-field rules --------------------------------------------------------------
 -- Checked on what the schema could read, also when some of it is wrong, so every error
@@ -413,12 +411,9 @@ end
 function M.validate(raw, opts)
   opts = opts or {}
   local ctx = new_ctx(opts.file, opts.map, opts.lines_for)
-  if type(raw) ~= "table" then
-    ctx:err({}, "a playbook must return a table, got " .. schema.type_name(raw))
-    return nil, ctx.errors
-  end
   local pb, errs = schema.normalise(raw, PLAYBOOK, { kinds = KINDS, known = true })
   for _, e in ipairs(errs) do ctx:err(e.path, e.message) end
+  if not pb then return nil, ctx.errors end -- not a table
   check_strategy(ctx, raw, pb)
   if pb.stages then check_stages_order(ctx, pb.stages) end
   check_minimums(ctx, pb)
