@@ -9,7 +9,8 @@ CC        ?= cc
 PKGS      := lua5.4 libcurl yaml-0.1 libcjson libedit
 WARN      := -Wall -Wextra -Werror
 CFLAGS    ?= -O2 -g
-JOBS      ?= 6
+JOBS      ?= 10
+ASAN_JOBS ?= 6
 
 # Evaluated at their first use (a recipe), then kept: VAR = $(eval VAR := $$(shell ...))$(VAR).
 PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
@@ -105,7 +106,8 @@ build/main.o build-asan/main.o: ALL_CFLAGS += -DROLLOUT_VERSION='"$(VERSION)"'
 # The targets that install packages run the build in a second make, so that the build
 # reads pkg-config after the packages are there, and never in parallel with apt-get.
 # Every test: the Lua specs inside the real binary (they start real servers themselves),
-# spec files in parallel (JOBS at once; the suite mostly waits on servers and clocks).
+# spec files in parallel (JOBS at once; most files mostly wait on servers and clocks). The
+# sanitizer build costs several times the CPU, so make asan runs fewer at once (ASAN_JOBS).
 test: deps-test
 	$(MAKE) all rollout-bench
 	./rollout test -j $(JOBS) spec
@@ -125,7 +127,7 @@ build-asan/%.o: src/%.c $(HDR)
 asan: deps-asan
 	$(MAKE) all rollout-bench rollout-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ./rollout-asan test -j $(JOBS) spec
+	  ./rollout-asan test -j $(ASAN_JOBS) spec
 
 bench: deps-bench
 	$(MAKE) all rollout-bench
