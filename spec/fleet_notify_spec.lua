@@ -14,7 +14,8 @@ local PB = "spec/fixtures/fleet/playbooks/canary.lua"
 local HEALTHY = "spec/fixtures/fleet/scenarios/healthy.lua"
 local FAILS = "spec/fixtures/fleet/scenarios/fails-late.lua"
 
--- A receiver: records every request {method, path, body, json}; answers 200 {}.
+-- A receiver: records every request {method, path, body, json}; answers 200 {}, except on
+-- /hang, which never answers.
 local function receiver()
   local srv = assert(net.listen_tcp("127.0.0.1", 0))
   local r = { port = srv:port(), requests = {}, conns = {} }
@@ -34,6 +35,7 @@ local function receiver()
       local n = tonumber(headers["content-length"] or 0)
       local body = n > 0 and c:receive(n, 5) or ""
       r.requests[#r.requests + 1] = { method = method, path = path, body = body, json = json.decode(body) }
+      if path == "/hang" then rollout.sleep(3600) end -- an endpoint that never answers
       c:send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
     end
     c:close()
@@ -148,4 +150,76 @@ describe("fleet notifications", function()
       end
     end
   end, { timeout = 90 })
+
+  it("after a handover the new owner goes on notifying, with the same deployment id", function()
+    local prefix = "/fn2/"
+    local agents = {}
+    for _, name in ipairs({ "m1", "m2" }) do
+      agents[name] = H.agent({ name = name, etcd = E.url, prefix = prefix, ttl = 10, dir = dir })
+    end
+    finally(function() for _, a in pairs(agents) do pcall(a.stop) end end)
+    local c = E.client()
+    H.wait(function()
+      local kvs = require("rollout.fleet").range(c, prefix .. "agents/", { keys_only = true })
+      return kvs and #kvs >= 2
+    end, 15, "the agents to join")
+    H.submit(E.url, prefix, "moved", PB, { "--simulated-router", "--scenario", HEALTHY, "--set", "stages[2].hold=3s",
+      "--set", "notifications[1].type=webhook", "--set", "notifications[1].url=" .. rx.url .. "/moved" })
+    H.wait(function()
+      local st = H.status(c, prefix, "moved").status
+      return st.stage == "s2" and st.event == "evaluation" and (st.held or 0) >= 0.5
+    end, 20, "the rollout in the middle of stage s2")
+    local first = H.owner(c, prefix, "moved")
+    agents[first].stop() -- SIGTERM: hands the rollout back at once
+    local events
+    H.wait(function()
+      events = H.events(c, prefix, "moved")
+      return H.first(events, function(ev) return ev.event == "owner_released" and ev.agent ~= first end)
+    end, 30, "the other agent to finish and release it")
+    assert(H.check_journal(events))
+    local second = H.first(events, function(ev) return ev.event == "owner_acquired" and ev.agent ~= first end).agent
+
+    local reqs = rx.on("/moved")
+    local stages = {}
+    for _, q in ipairs(reqs) do if q.json.event == "stage_entered" then stages[#stages + 1] = q.json.stage end end
+    assert.equals("rollout_started", reqs[1].json.event)
+    assert.equals("s1,s2,s3,s4", table.concat(stages, ","), "each stage once: s1 and s2 by " .. first .. ", s3 and s4 by " .. second)
+    local last = reqs[#reqs].json
+    assert.equals("outcome", last.event)
+    assert.equals("promoted", last.data.outcome)
+    assert.equals(reqs[1].json.rollout.deployment_id, last.rollout.deployment_id, "one deployment across the handover")
+    -- every delivery journaled, by the agent that made it
+    local by = {}
+    for _, ev in ipairs(events) do
+      if ev.event == "notification_sent" then by[ev.agent] = (by[ev.agent] or 0) + 1 end
+    end
+    assert.equals(#reqs, (by[first] or 0) + (by[second] or 0))
+    assert.truthy((by[first] or 0) >= 3 and (by[second] or 0) >= 3,
+      "the start, s1 and s2 by the first owner; s3, s4 and the outcome by the second: " .. json.encode(by))
+  end, { timeout = 90 })
+
+  it("an agent that hands a rollout back lets its undelivered notifications go at once and says so", function()
+    local prefix = "/fn3/"
+    local a = H.agent({ name = "h1", etcd = E.url, prefix = prefix, ttl = 10, dir = dir })
+    finally(function() pcall(a.stop) end)
+    local c = E.client()
+    H.wait(function()
+      local kvs = require("rollout.fleet").range(c, prefix .. "agents/", { keys_only = true })
+      return kvs and #kvs >= 1
+    end, 15, "the agent to join")
+    H.submit(E.url, prefix, "stuck", PB, { "--simulated-router", "--scenario", HEALTHY,
+      "--set", "notifications[1].type=webhook", "--set", "notifications[1].url=" .. rx.url .. "/hang" })
+    H.wait(function()
+      local st = H.status(c, prefix, "stuck").status
+      return st.stage == "s1" and st.event == "evaluation"
+    end, 20, "the rollout in stage s1")
+    H.wait(function() return #rx.on("/hang") >= 1 end, 10, "the first notification to hang")
+    a.stop()
+    local events = H.events(c, prefix, "stuck")
+    assert.truthy(H.first(events, function(ev) return ev.event == "owner_released" and ev.why == "agent stopping" end))
+    local n = tonumber(a.stderr():match("stuck: (%d+) notification%(s%) not sent %(agent stopping%)"))
+    assert.truthy(n and n >= 2, "the hanging start and the queued s1 were let go: " .. a.stderr())
+    assert.equals(0, #H.events(c, prefix, "stuck") - #events, "nothing written after the hand-back")
+    assert.is_nil(H.first(events, function(ev) return ev.event == "notification_sent" end))
+  end, { timeout = 60 })
 end)

@@ -147,8 +147,7 @@ function Sinks:drain(timeout)
   pcall(self.notifier.close, self.notifier, timeout or 10)
 end
 
-function Sinks:drop()
-  if self.drained then return 0 end
+function Sinks:drop() -- also while a drain waits (the rollout was lost meanwhile): the drain ends
   self.drained = true
   local ok, n = pcall(self.notifier.drop, self.notifier)
   return ok and n or 0
