@@ -36,7 +36,6 @@ M.options = {
   { "--verbose", "also print the events that have no line of their own" },
 }
 M.exit = "0 stopped by a signal, 2 usage error"
-  .. " [--no-journal] [--max N] [--json] [--verbose]"
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
