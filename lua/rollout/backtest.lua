@@ -35,6 +35,7 @@ local fs = require("rollout.fs")
 local playbook = require("rollout.playbook")
 local analysis = require("rollout.analysis")
 local proportion = require("rollout.proportion")
+local compare = require("rollout.engine.triggers").compare
 
 local M = {}
 
@@ -55,12 +56,6 @@ function M.files(dir)
   walk(dir)
   table.sort(out)
   return out
-end
-
-local function compare(v, op, x)
-  if op == ">" then return v > x elseif op == ">=" then return v >= x
-  elseif op == "<" then return v < x elseif op == "<=" then return v <= x
-  elseif op == "==" then return v == x else return v ~= x end
 end
 
 local function stage_of(pb, name, index)

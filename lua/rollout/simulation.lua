@@ -32,13 +32,7 @@ function M.run(pb, sc, opts)
   local src = sim_source.new(sc, { router = router, interval = pb.interval,
     history = math.max(pb.gate_window, pb.trigger_window), reservoir = keep })
   -- the source lives on scenario time (t = 0 at the start); the clock may be past 0
-  local source = {
-    provides = src.provides,
-    tick = function(_, now) return src:tick(now - t0) end,
-    signals = function(_, now, win) return src:signals(now - t0, win) end,
-    alerts = function(_, now) return src:alerts(now - t0) end,
-    samples = function(_, now, win, o) return src:samples(now - t0, win, o) end,
-  }
+  local source = src:from(t0)
   local _, sources = assemble.build(pb, nil, { router = router, sources = { source }, extra_sources = opts.extra_sources })
   local e = engine.new(pb, { router = router, sources = sources, emit = opts.emit, simulate = true,
     run_hooks = opts.run_hooks, preflight = sc.preflight, interactive = opts.interactive, who = "simulation" })

@@ -30,11 +30,14 @@ function E:reset_triggers(why)
   end
 end
 
+--- compare(v, op, x): whether `v op x` holds for a trigger condition's operator
+--- (">", ">=", "<", "<=", "==", "~="). rollout.backtest decides with it too.
 local function compare(v, op, x)
   if op == ">" then return v > x elseif op == ">=" then return v >= x
   elseif op == "<" then return v < x elseif op == "<=" then return v <= x
   elseif op == "==" then return v == x else return v ~= x end
 end
+M.compare = compare
 
 local function alert_matches(alert, matchers)
   for k, want in pairs(matchers) do

@@ -171,4 +171,16 @@ function M:alerts(now)
   return out
 end
 
+--- src:from(t0): this source as the engine sees it, on the clock that read t0 when the
+--- scenario began (the scenario's t = 0): every call's `now` is shifted by t0.
+function M:from(t0)
+  return {
+    provides = self.provides,
+    tick = function(_, now) return self:tick(now - t0) end,
+    signals = function(_, now, win) return self:signals(now - t0, win) end,
+    alerts = function(_, now) return self:alerts(now - t0) end,
+    samples = function(_, now, win, o) return self:samples(now - t0, win, o) end,
+  }
+end
+
 return M
