@@ -182,7 +182,9 @@ print("GOT " + s.recv(4096).decode())
     assert.is_false(r.ok)
     assert.matches("budget exceeded: more than 100000000 instructions", r.error)
     assert.truthy(answers >= 5, "status answered " .. answers .. " times during " .. spun .. " s")
-    assert.truthy(worst < 0.5, "slowest status during the runaway: " .. worst .. " s")
+    -- a loop the runaway blocked would answer once, after the whole spin; under load a status
+    -- may wait for the scheduler, so the bound is a third of the spin (at least 0.5 s)
+    assert.truthy(worst < math.max(0.5, spun / 3), "slowest status during the runaway: " .. worst .. " s of " .. spun)
     assert.truthy(live.count(live.events(env), "evaluation") > evals_before, "the engine kept evaluating meanwhile")
     -- the spinning session is fine afterwards
     assert.equals(3, spinner:request("1 + 2").value)
