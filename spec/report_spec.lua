@@ -1,14 +1,13 @@
--- rollout-test: serial (a real-clock rollout whose evaluation count is read back)
 -- rollout report: a rollout's record (a journal, or a `rollout simulate --json` capture) as
 -- Markdown in the runbook's deployment-log format, JSON for pipelines, and one
 -- self-contained HTML page with inline SVG charts that headless Chromium renders without a
--- network and without console errors.
+-- network and without console errors. The report of a journal written during a real-clock
+-- rollout is in spec/report_realclock_spec.lua, which runs alone.
 local rollout = require("rollout")
 local fs = require("rollout.fs")
 local json = require("rollout.json")
 local proc = require("rollout.proc")
 local report = require("rollout.report")
-local journal = require("rollout.journal")
 local obs = require("spec.support.observability")
 
 local PB = "playbooks/canary.lua"
@@ -319,31 +318,6 @@ print(w, h, nonwhite / float(w * h))
       assert.matches("No such file", r.stderr)
       assert.equals(2, cli().code)
       assert.equals(2, cli(spike, "--bogus").code)
-    end)
-
-    it("reads a journal written by rollout.journal during a real-clock rollout, torn last line and all", function()
-      local path = dir .. "/real.jsonl"
-      local w = assert(journal.open(path))
-      local pb = obs.playbook({ stages = { { name = "Initial", weight = 10, hold = "1.5s" },
-        { name = "Full", weight = 100, hold = "1s" } } })
-      local outcome = obs.run(pb, obs.scenario({ canary = { error_rate = 0.003,
-        latency = { p50 = "42ms", p99 = "190ms" }, changes = { { at = "0.1s", error_rate = 0.9 } } } }), { emit = w:sink() })
-      w:close()
-      assert.equals("rolled_back", outcome.outcome)
-      local h = assert(io.open(path, "a"))
-      h:write('{"event":"evalu') -- a crash mid-write
-      h:close()
-      local m = report.analyze(assert(report.load(path)))
-      assert.is_true(m.torn)
-      assert.equals("rolled_back", m.outcome.outcome)
-      assert.matches("^obs%-demo%-canary%-%d+%-%d+$", m.deployment_id)
-      assert.is_number(m.started_ts)
-      assert.equals("spec", m.who)
-      assert.gt(m.counts.evaluations, 2)
-      assert.gt(m.rollbacks[1].restore, -1e-9)
-      assert.matches("^Rolled back at [%d%.]+s during Initial %(canary at 10%%%): trigger error_rate fired", m.why)
-      local html = report.html(m)
-      assert.truthy(html:find("torn line", 1, true))
     end)
   end)
 end)
