@@ -81,6 +81,54 @@ describe("rollout test -j", function()
     assert.matches("Failures:\n  [^\n]*b_spec%.lua: b > fails", r.stdout)
   end)
 
+  it("runs the files marked serial after the others, two at a time (ROLLOUT_TEST_SERIAL_JOBS=1: alone)", function()
+    local dir = assert(fs.mkdtemp("runner"))
+    finally(function() fs.rmtree(dir) end)
+    local function file(name, serial)
+      assert(fs.write_atomic(dir .. "/" .. name .. "_spec.lua", (serial and "-- rollout-test: serial (a test)\n" or "")
+        .. ([[
+describe("%s", function()
+  it("sleeps", function()
+    local t0 = rollout.time()
+    rollout.sleep(0.5)
+    print(("SPAN %s %%.3f %%.3f"):format(t0, rollout.time()))
+  end)
+end)
+]]):format(name, name)))
+    end
+    file("p1"); file("p2"); file("s1", true); file("s2", true); file("s3", true)
+    local function spans(env)
+      local r = assert(proc.run({ argv = { rollout.exe, "test", "-j", "4", dir }, timeout = 60, env = env }))
+      assert.equals(0, r.code, r.stdout .. r.stderr)
+      local out = {}
+      for name, a, b in r.stdout:gmatch("SPAN (%w+) ([%d.]+) ([%d.]+)") do out[name] = { tonumber(a), tonumber(b) } end
+      return out, r.stdout
+    end
+    local function overlap(x, y) return x[1] < y[2] and y[1] < x[2] end
+    for _, lanes in ipairs({ 2, 1 }) do
+      local sp, out = spans({ ROLLOUT_TEST_SERIAL_JOBS = tostring(lanes) })
+      for _, s in ipairs({ "s1", "s2", "s3" }) do
+        assert.truthy(sp[s], s .. " ran:\n" .. out)
+        for _, p in ipairs({ "p1", "p2" }) do
+          assert.truthy(sp[s][1] >= sp[p][2], s .. " started after " .. p .. " ended:\n" .. out)
+        end
+      end
+      assert.truthy(overlap(sp.p1, sp.p2), "the parallel files ran side by side")
+      local pairs_overlapping = 0
+      for _, x in ipairs({ { "s1", "s2" }, { "s1", "s3" }, { "s2", "s3" } }) do
+        if overlap(sp[x[1]], sp[x[2]]) then pairs_overlapping = pairs_overlapping + 1 end
+      end
+      -- two lanes: two of the three overlap, the third follows one of them; one lane: none
+      if lanes == 2 then
+        assert.truthy(pairs_overlapping >= 1, "two serial files side by side:\n" .. out)
+        assert.is_false(overlap(sp.s1, sp.s2) and overlap(sp.s1, sp.s3) and overlap(sp.s2, sp.s3),
+          "never three serial files at once:\n" .. out)
+      else
+        assert.equals(0, pairs_overlapping, "each serial file alone:\n" .. out)
+      end
+    end
+  end)
+
   it("rejects a bad -j", function()
     local r = assert(proc.run({ argv = { rollout.exe, "test", "-j", "x", "spec/units_spec.lua" }, timeout = 30 }))
     assert.equals(2, r.code)

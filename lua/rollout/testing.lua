@@ -310,8 +310,11 @@ end
 -- time's, else the largest) start first, so the last one to finish started early.
 -- A spec file that measures real time on this machine (request rates, latency
 -- distributions, reload costs) says so in its first lines with `-- rollout-test: serial`:
--- it runs after the parallel ones, alone, so its bounds measure the code, not the
--- neighbours. Everything else runs `jobs` at a time.
+-- it runs after the parallel ones, beside at most SERIAL_JOBS - 1 other such files (they
+-- wait on clocks and sockets and use little CPU; the parallel batch uses a core or more),
+-- so its bounds measure the code, not the neighbours. Everything else runs `jobs` at a
+-- time. ROLLOUT_TEST_SERIAL_JOBS=1 runs each serial file alone.
+M.SERIAL_JOBS = 2
 local function is_serial(file)
   local head = (fs.read(file) or ""):sub(1, 2000)
   return head:find("%-%- rollout%-test: serial") ~= nil
@@ -329,7 +332,7 @@ local function run_parallel(files, jobs, filter, opts, stats)
   end
   local function slowest_first(a, b) if a.weight ~= b.weight then return a.weight > b.weight end return a.file < b.file end
   table.sort(order, slowest_first)
-  table.sort(serial, function(a, b) return a.file < b.file end)
+  table.sort(serial, slowest_first)
   local root = assert(fs.mkdtemp("rollouttest")) -- no pattern characters: specs match paths
   assert(fs.chmod(root, tonumber("755", 8))) -- others may reach what specs open to them
   local span = (M.PORTS[2] - M.PORTS[1] + 1) // jobs
@@ -396,8 +399,9 @@ local function run_parallel(files, jobs, filter, opts, stats)
   end
   batch(jobs)
   stats.parallel_wall = rollout.now() - t0
-  for _, item in ipairs(serial) do order[#order + 1] = item end -- then the serial ones, alone
-  batch(1)
+  for _, item in ipairs(serial) do order[#order + 1] = item end -- then the serial ones
+  local serial_jobs = math.tointeger(tonumber(os.getenv("ROLLOUT_TEST_SERIAL_JOBS") or "")) or M.SERIAL_JOBS
+  batch(math.max(1, math.min(jobs, serial_jobs)))
   fs.rmtree(root)
   if not filter then save_times(took) end -- a filtered run says little about a file
   return done
