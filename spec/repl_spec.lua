@@ -118,10 +118,11 @@ describe("budget.run", function()
     assert.is_false(ok)
     assert.matches("budget exceeded: ran for more than 0.3 s", err)
     assert.near(0.3, took, 0.1)
-    -- 30 ticks were due; a loop that never yielded would let at most one through. On a
-    -- loaded machine (spec files run side by side) this process gets a share of a core,
-    -- so expect a quarter of them, not a half.
-    assert.truthy(ticks >= 8, "other tasks ran " .. ticks .. " times during the 0.3 s")
+    -- 30 ticks were due; a loop that never yielded would let none through (the ticker is
+    -- cancelled as soon as the budget stops it). How many run depends on this process's
+    -- share of a core (spec files run side by side; 3 under -j 10 on a busy machine), so
+    -- the check is that the loop let the ticker run more than once, not how often.
+    assert.truthy(ticks >= 2, "other tasks ran " .. ticks .. " times during the 0.3 s")
   end)
 
   it("charges coroutines created inside and leaves no hook behind", function()
