@@ -23,7 +23,7 @@
 --
 -- Error policy: a bad scenario raises from source(); during the scenario's source_errors
 -- tick and signals return nil, "simulated source error".
-local scenario_mod = require("rollout.sim.scenario")
+local sim_source = require("rollout.sim.source")
 
 local M = {}
 
@@ -42,7 +42,7 @@ local PROVIDES = { requests = true, rps = true, error_rate = true, p50 = true, p
 -- {at, error_rate, health, cpu, memory, disk, mu, sigma}, sorted by `at`.
 local function version_timeline(base)
   local function snap(st, at)
-    local mu, sigma = scenario_mod.latency_params(st.latency)
+    local mu, sigma = sim_source.latency_params(st.latency)
     return { at = at, error_rate = st.error_rate or 0, health = st.health or 1, cpu = st.cpu,
       memory = st.memory, disk = st.disk, p50 = exp(mu), p95 = exp(mu + Z95 * sigma), p99 = exp(mu + Z99 * sigma) }
   end

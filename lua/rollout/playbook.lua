@@ -25,7 +25,7 @@ local fs = require("rollout.fs")
 local json = require("rollout.json")
 local judge = require("rollout.judge")
 local k8s_runbook = require("rollout.k8s.runbook")
-local notify = require("rollout.notify")
+local notify_options = require("rollout.notify_options")
 local redact = require("rollout.redact")
 local routers = require("rollout.routers")
 local sandbox = require("rollout.sandbox")
@@ -33,7 +33,6 @@ local schema = require("rollout.schema")
 local sources = require("rollout.sources")
 local srcmap = require("rollout.srcmap")
 local units = require("rollout.units")
-local blue_green = require("rollout.strategies.blue_green")
 
 local M = {}
 
@@ -232,6 +231,8 @@ local STAGE = { kind = "table", fields = STAGE_FIELDS }
 local STAGES = { kind = "list", item = STAGE, required = function(pb) return pb.strategy ~= "blue_green" end }
 
 -- blue_green's two phases are stages whose weight and name the strategy sets
+-- (rollout.strategies.blue_green runs them)
+local BG_PHASES = { pre_promotion = { name = "preview", weight = 0 }, post_promotion = { name = "active", weight = 100 } }
 local function phase(name)
   return { kind = "table", fields = STAGE_FIELDS, required = true, prepare = function(x)
     if type(x) ~= "table" then return x end
@@ -239,7 +240,10 @@ local function phase(name)
     for _, k in ipairs({ "weight", "name", "pause" }) do
       if x[k] ~= nil then problems[#problems + 1] = schema.at(k, "not used: blue-green's " .. name:gsub("_", "-") .. " phase sets it") end
     end
-    return blue_green.phase(name, x), problems
+    local st = {}
+    for k, v in pairs(x) do st[k] = v end
+    st.name, st.weight = BG_PHASES[name].name, BG_PHASES[name].weight
+    return st, problems
   end }
 end
 local BLUE_GREEN = { kind = "table", required = function(pb) return pb.strategy == "blue_green" end, fields = {
@@ -296,8 +300,8 @@ local HOOK_BUDGET = { kind = "table", fields = { -- what one hook may spend (rol
 local ROUTER = { kind = "table", check = function(v) return nested(routers.check(v)) end }
 local SOURCES = { kind = "list", item = { kind = "table", check = function(v) return nested(sources.check(v)) end },
   prepare = function(v) if type(v) == "table" and v.type then return { v } end return v end } -- one source alone
--- notifications: rollout.notify checks them (types, urls and secrets from *_env/*_file).
-local NOTIFICATIONS = { check = function(v) return nested(notify.check(v)) end }
+-- notifications: rollout.notify_options checks them (types, urls and secrets from *_env/*_file).
+local NOTIFICATIONS = { check = function(v) return nested(notify_options.check(v)) end }
 -- params: free-form, but params.kubernetes is rollout.k8s.runbook's configuration
 local PARAMS = { kind = "table", check = function(v)
   if v.kubernetes ~= nil then return nested(k8s_runbook.check_config(v.kubernetes), { "kubernetes" }) end
@@ -398,7 +402,7 @@ local function check_strategy(ctx, raw, pb)
       ctx:err({ "stages" }, "not used with strategy \"blue_green\" (blue_green.pre_promotion and post_promotion are its phases)")
     end
     local bg = pb.blue_green
-    pb.stages = bg and bg.pre_promotion and bg.post_promotion and blue_green.stages(bg) or nil
+    pb.stages = bg and bg.pre_promotion and bg.post_promotion and { bg.pre_promotion, bg.post_promotion } or nil
   elseif raw.blue_green ~= nil then
     ctx:err({ "blue_green" }, "used only with strategy = \"blue_green\"")
   end

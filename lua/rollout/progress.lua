@@ -28,6 +28,7 @@
 -- not the terminal, is the record, and a failed write to the terminal is not checked.
 local rollout = require("rollout")
 local term = require("rollout.term")
+local playbook = require("rollout.playbook")
 
 local M = {}
 
@@ -104,10 +105,7 @@ function V:learn(engine)
     self.triggers[tr.name] = { state = "ok", ["for"] = tr.duration, signal = tr.condition and tr.condition.signal,
       version = tr.condition and tr.condition.version or "canary", kind = tr.kind }
   end
-  -- lazy: rollout.playbook checks notifiers with rollout.notify, which requires
-  -- rollout.output, which requires this module: at the top it would close a require cycle
-  local ok, playbook = pcall(require, "rollout.playbook")
-  if ok then self.stage_thresholds = function(stage) return playbook.stage_thresholds(pb, stage) end end
+  self.stage_thresholds = function(stage) return playbook.stage_thresholds(pb, stage) end
 end
 
 local HANDLERS = {}

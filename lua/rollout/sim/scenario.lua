@@ -11,15 +11,6 @@ local schema = require("rollout.schema")
 
 local M = {}
 
-local function latency_params(lat)
-  local p50 = lat.p50
-  local p99 = lat.p99 or p50
-  local mu = math.log(p50)
-  local sigma = p99 > p50 and (math.log(p99) - mu) / 2.3263478740408408 or 0
-  return mu, sigma
-end
-M.latency_params = latency_params
-
 -- ---- the format, declared (rollout.schema) ------------------------------------------------
 
 -- Times since t = 0 may be 0; a latency or a health-check period must be > 0.

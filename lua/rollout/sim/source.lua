@@ -16,11 +16,20 @@
 local rngs = require("rollout.rng")
 local histogram = require("rollout.histogram")
 local window = require("rollout.window")
-local scenario_mod = require("rollout.sim.scenario")
 local reservoir = require("rollout.reservoir")
 local analysis = require("rollout.analysis")
 
 local M = {}
+
+--- latency_params(latency) -> mu, sigma: the log-normal of a scenario state's p50/p99
+local function latency_params(lat)
+  local p50 = lat.p50
+  local p99 = lat.p99 or p50
+  local mu = math.log(p50)
+  local sigma = p99 > p50 and (math.log(p99) - mu) / 2.3263478740408408 or 0
+  return mu, sigma
+end
+M.latency_params = latency_params
 M.__index = M
 
 local function state_at(base, t)
@@ -93,7 +102,7 @@ function M:generate(t0, t1, weights, preview)
       local st, r, k = state_at(sc[v], a), rec[v], counts[v]
       r.requests = r.requests + k
       r.errors = r.errors + rng:binomial(k, st.error_rate)
-      local mu, sigma = scenario_mod.latency_params(st.latency)
+      local mu, sigma = latency_params(st.latency)
       if keep > 0 then
         local p = parts[v]
         p[#p + 1] = { values = rng:lognormal_sample(r.latency, k, mu, sigma, keep), n = k }

@@ -17,11 +17,12 @@
 --
 -- The two phases are ordinary engine stages (named "preview" and "active"), so holds,
 -- gates, "too little evidence extends a hold", pauses, operator commands, the journal and
--- resume work as for a canary. This module builds those stages from the playbook and runs
--- the promotion; rollout.engine dispatches to promote() when the strategy is blue_green.
+-- resume work as for a canary. rollout.playbook builds those stages from the playbook's
+-- blue_green section; this module runs the promotion (rollout.engine dispatches to
+-- promote() when the strategy is blue_green).
 --
--- Error policy: stages() is pure (the playbook validated its input); promote() returns an
--- outcome like the engine's own promote and raises nothing for an operational failure.
+-- Error policy: promote() returns an outcome like the engine's own promote and raises
+-- nothing for an operational failure.
 local rollout = require("rollout")
 local no_return = require("rollout.no_return")
 local safety = require("rollout.safety")
@@ -29,21 +30,6 @@ local safety = require("rollout.safety")
 local M = {}
 
 M.SCALE_DOWN_DELAY = 30
-M.PHASES = { pre_promotion = { name = "preview", weight = 0 }, post_promotion = { name = "active", weight = 100 } }
-
---- phase(name, v) -> the raw stage table for one phase (weight and name set here; a
---- `weight` or `name` in the playbook's phase is refused by the validator, not here)
-function M.phase(name, v)
-  local st = {}
-  for k, x in pairs(v or {}) do st[k] = x end
-  st.name, st.weight = M.PHASES[name].name, M.PHASES[name].weight
-  return st
-end
-
---- stages(bg) -> {preview, active}: the validated phases in order
-function M.stages(bg)
-  return { bg.pre_promotion, bg.post_promotion }
-end
 
 --- promote(e) -> outcome: on_promote, the scale-down delay (triggers armed: a failure switches
 --- back), the scale_down hook, finalize.
