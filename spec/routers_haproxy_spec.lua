@@ -76,7 +76,8 @@ describe("routers.haproxy", function()
       local r = new()
       for _, p in ipairs({ 5, 25, 50, 75, 100 }) do
         assert(r:set_weights{ baseline = 100 - p, canary = p })
-        local s = support.load(hx.url .. "/", { rps = 2500, duration = 1 })
+        -- 3,000 due: a busy neighbour (spec files run side by side) may delay a few
+        local s = support.load(hx.url .. "/", { rps = 2500, duration = 1.2 })
         local got, n = share(s)
         print(string.format("      haproxy %3d %%: canary share %6.2f %% of %d requests, %d failed", p, got, n, s.failed))
         assert.ge(n, 2000, "requests at " .. p .. " %")
