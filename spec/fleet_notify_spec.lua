@@ -1,64 +1,17 @@
 -- A fleet rollout sends its playbook's notifications, as `rollout run` does: a real etcd
 -- (spec/fixtures/fleet/harness.lua, on spec/support/servers.lua), one `rollout agent`
 -- process, two rollouts submitted with webhook and deployment_api notifiers pointing at an
--- HTTP receiver written here on net.listen_tcp. The agent posts the start, every stage and
+-- HTTP receiver (spec/support/receiver.lua). The agent posts the start, every stage and
 -- the outcome (and the deployment API's start and rollback), and journals each delivery
 -- (notification_sent) to etcd before it lets the rollout go.
-local rollout = require("rollout")
 local fs = require("rollout.fs")
 local json = require("rollout.json")
-local net = require("rollout.net")
 local H = require("spec.fixtures.fleet.harness")
+local receiver = require("spec.support.receiver")
 
 local PB = "spec/fixtures/fleet/playbooks/canary.lua"
 local HEALTHY = "spec/fixtures/fleet/scenarios/healthy.lua"
 local FAILS = "spec/fixtures/fleet/scenarios/fails-late.lua"
-
--- A receiver: records every request {method, path, body, json}; answers 200 {}, except on
--- /hang, which never answers.
-local function receiver()
-  local srv = assert(net.listen_tcp("127.0.0.1", 0))
-  local r = { port = srv:port(), requests = {}, conns = {} }
-  r.url = "http://127.0.0.1:" .. r.port
-  local function serve(c)
-    while true do
-      local line = c:receive("l", 30)
-      if not line then break end
-      local method, path = line:match("^(%u+) (%S+) HTTP")
-      local headers = {}
-      while true do
-        local h = c:receive("l", 5)
-        if not h or h == "" then break end
-        local k, v = h:match("^([^:]+):%s*(.-)%s*$")
-        if k then headers[k:lower()] = v end
-      end
-      local n = tonumber(headers["content-length"] or 0)
-      local body = n > 0 and c:receive(n, 5) or ""
-      r.requests[#r.requests + 1] = { method = method, path = path, body = body, json = json.decode(body) }
-      if path == "/hang" then rollout.sleep(3600) end -- an endpoint that never answers
-      c:send("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
-    end
-    c:close()
-  end
-  r.task = rollout.spawn(function()
-    while true do
-      local c = srv:accept()
-      if not c then return end
-      r.conns[#r.conns + 1] = rollout.spawn(serve, c)
-    end
-  end)
-  function r.close()
-    srv:close()
-    r.task:cancel()
-    for _, t in ipairs(r.conns) do t:cancel() end
-  end
-  function r.on(path)
-    local out = {}
-    for _, q in ipairs(r.requests) do if q.path == path then out[#out + 1] = q end end
-    return out
-  end
-  return r
-end
 
 local function count(events, kind)
   local n = 0
@@ -72,7 +25,7 @@ describe("fleet notifications", function()
   setup(function()
     E = assert(H.etcd())
     dir = assert(fs.mkdtemp("fleet-notify-spec"))
-    rx = receiver()
+    rx = receiver({ ["/hang"] = { "hang" } }) -- /hang never answers
   end)
 
   teardown(function()

@@ -1,5 +1,5 @@
 -- Notifications: webhook, Slack-compatible and the runbook's deployment-tracking calls,
--- delivered to a real HTTP receiver (written here on net.listen_tcp) while a rollout runs on
+-- delivered to a real HTTP receiver (spec/support/receiver.lua) while a rollout runs on
 -- the real clock. Retries with backoff; a failing or hanging endpoint becomes an event and
 -- does not slow the rollout.
 local rollout = require("rollout")
@@ -9,56 +9,7 @@ local net = require("rollout.net")
 local notify = require("rollout.notify")
 local playbook = require("rollout.playbook")
 local obs = require("spec.support.observability")
-
--- A receiver: records every request {method, path, headers, body, json, at}; `plan[path]` is
--- a list of statuses answered in turn (the last one repeats), or "hang" to never answer.
-local function receiver(plan)
-  local srv = assert(net.listen_tcp("127.0.0.1", 0))
-  local r = { port = srv:port(), requests = {}, plan = plan or {}, counts = {}, conns = {} }
-  r.url = "http://127.0.0.1:" .. r.port
-  local function serve(c)
-    while true do
-      local line = c:receive("l", 30)
-      if not line then break end
-      local method, path = line:match("^(%u+) (%S+) HTTP")
-      local headers = {}
-      while true do
-        local h = c:receive("l", 5)
-        if not h or h == "" then break end
-        local k, v = h:match("^([^:]+):%s*(.-)%s*$")
-        if k then headers[k:lower()] = v end
-      end
-      local n = tonumber(headers["content-length"] or 0)
-      local body = n > 0 and c:receive(n, 5) or ""
-      local req = { method = method, path = path, headers = headers, body = body, json = json.decode(body), at = rollout.now() }
-      r.requests[#r.requests + 1] = req
-      r.counts[path] = (r.counts[path] or 0) + 1
-      local p = r.plan[path] or { 200 }
-      local status = p[math.min(r.counts[path], #p)]
-      if status == "hang" then rollout.sleep(3600) end
-      c:send(string.format("HTTP/1.1 %d X\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}", status))
-    end
-    c:close()
-  end
-  r.task = rollout.spawn(function()
-    while true do
-      local c = srv:accept()
-      if not c then return end
-      r.conns[#r.conns + 1] = rollout.spawn(serve, c)
-    end
-  end)
-  function r.close()
-    srv:close()
-    r.task:cancel()
-    for _, t in ipairs(r.conns) do t:cancel() end
-  end
-  function r.on(path)
-    local out = {}
-    for _, q in ipairs(r.requests) do if q.path == path then out[#out + 1] = q end end
-    return out
-  end
-  return r
-end
+local receiver = require("spec.support.receiver")
 
 local function with_notifications(list, over)
   local o = over or {}

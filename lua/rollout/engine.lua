@@ -597,8 +597,10 @@ function E:run_resumed(r)
   -- t runs on the engine's clock: seconds some engine was running this rollout. The time no
   -- engine ran (a crash until --resume) is not in t; it is `down` here (wall clock).
   local down = (not self.env.simulate and r.last_ts) and math.max(0, rollout.time() - r.last_ts) or nil
+  -- started/deployment_id: the rollout keeps the identity it started with (notifications
+  -- after a resume or a takeover name the same deployment)
   self:emit("rollout_resumed", { phase = r.phase, stage_index = r.stage_index, held = r.held, who = self.env.who,
-    down = down })
+    down = down, started = r.started_ts, deployment_id = r.deployment_id })
   if r.phase == "rolling_back" then
     self.stage = r.stage_index and pb.stages[r.stage_index] or nil
     return self:rollback({ reason = r.reason or "resumed rollback" })

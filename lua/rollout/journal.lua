@@ -155,7 +155,8 @@ end
 --- The `resume` table engine.run_resumed expects, from a journal's events:
 ---   {stage_index=, stage_confirmed=bool, held=seconds held (pauses excluded),
 ---    elapsed=, baseline_snapshot=, phase = "stage"|"rolling_back"|"promoting",
----    reason=, last_confirmed = {baseline=, canary=}, paused = reason|nil}
+---    reason=, last_confirmed = {baseline=, canary=}, paused = reason|nil,
+---    started_ts = the wall clock of its rollout_started, deployment_id = the one it gave}
 --- or nil, why: "finished: <outcome>", or "start" when no stage was entered yet (the
 --- rollout starts over, pre-flight included).
 function M.replay(events)
@@ -166,7 +167,7 @@ function M.replay(events)
   for _, ev in ipairs(events) do
     local k = ev.event
     if k == "rollout_started" then
-      r = { phase = "start", held = 0 }
+      r = { phase = "start", held = 0, started_ts = ev.ts, deployment_id = ev.deployment_id }
       stage_start, awaiting, paused_at, paused_total, finished = nil, false, nil, 0, nil
     elseif k == "rollout_resumed" then
       paused_at, finished = nil, nil

@@ -343,7 +343,9 @@ function Set:remember(ev)
     r.service = ev.service or r.service
     r.baseline, r.canary, r.playbook = ev.baseline or r.baseline, ev.canary or r.canary, ev.playbook or r.playbook
     r.who = ev.who or r.who
-    r.ts0 = ev.ts and (ev.ts - (ev.t or 0)) or r.ts0 or rollout.time()
+    -- a resumed rollout names the start it continues (`started`); the engine's t leaves out
+    -- the time no engine ran, so ts - t is not the start after a resume
+    r.ts0 = ev.started or (ev.ts and (ev.ts - (ev.t or 0))) or r.ts0 or rollout.time()
     r.deployment_id = M.deployment_id(r.service, r.ts0, ev.deployment_id or r.deployment_id)
   elseif k == "command" and ev.command == "abort" then
     self.abort_by, self.abort_detail = ev.who, ev.arg

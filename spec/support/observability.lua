@@ -1,7 +1,8 @@
 -- spec/support/observability.lua: helpers for the /metrics, notification and report specs.
 --
 --   obs.playbook{...overrides} -> a validated playbook with short real-time stages
---   obs.run(pb, scenario_table, {emit=, on_engine=, simulate=false}) -> outcome, engine, events
+--   obs.run(pb, scenario_table, {emit=, on_engine=, simulate=false, resume=}) -> outcome, engine, events
+--       (resume: journal.replay's table, to continue a rollout as `rollout run --resume` does)
 --       runs the engine on the *real* clock (the spec runner's) with the simulated router and
 --       the scenario's synthetic traffic, so a rollout takes seconds of wall time and its
 --       events carry wall-clock `ts` as in `rollout run`.
@@ -57,19 +58,14 @@ function M.run(pb, sc, opts)
   local router = require("rollout.sim.router").new({ faults = sc.router_faults, now = function() return rollout.now() - t0 end })
   local src = require("rollout.sim.source").new(sc, { router = router, interval = pb.interval,
     history = math.max(pb.gate_window, pb.trigger_window) })
-  local source = {
-    provides = src.provides,
-    tick = function(_, now) return src:tick(now - t0) end,
-    signals = function(_, now, win) return src:signals(now - t0, win) end,
-    alerts = function(_, now) return src:alerts(now - t0) end,
-  }
+  local source = src:from(t0)
   local events = {}
   local function emit(ev, e)
     events[#events + 1] = ev
     if opts.emit then opts.emit(ev, e) end
   end
   local e = engine.new(pb, { router = router, sources = { source }, emit = emit, simulate = opts.simulate or false,
-    interactive = opts.interactive, who = opts.who or "spec" })
+    interactive = opts.interactive, who = opts.who or "spec", resume = opts.resume })
   if opts.on_engine then opts.on_engine(e) end
   local outcome = e:run()
   return outcome, e, events
