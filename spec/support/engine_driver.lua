@@ -3,14 +3,14 @@
 -- Prints the events and the summary as JSON lines, like `rollout simulate --json`.
 local playbook = require("rollout.playbook")
 local scenario = require("rollout.sim.scenario")
-local simulate = require("rollout.cmd.simulate")
+local simulation = require("rollout.simulation")
 local output = require("rollout.output")
 local units = require("rollout.units")
 
 local pb = assert(playbook.load(arg[1]))
 local sc = assert(scenario.load(arg[2]))
 local emit = output.printer({ json = true })
-local outcome = simulate.simulate(pb, sc, {
+local outcome = simulation.run(pb, sc, {
   emit = emit, interactive = true, run_hooks = os.getenv("RUN_HOOKS") == "1",
   on_engine = function(e)
     for i = 3, #arg do

@@ -34,10 +34,6 @@ M.options = {
 }
 M.exit = "0 promoted, 1 rolled back, 2 usage or configuration error (nothing was done), 3 paused, aborted or failed"
 
---- simulate(pb, sc, opts) -> outcome, engine: rollout.simulation.run, kept here for callers that
---- know it by this name (spec/support/engine_driver.lua); new code requires rollout.simulation
-M.simulate = simulation.run
-
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
   if not opts then return args.usage_error("simulate", pos, M.usage) end
