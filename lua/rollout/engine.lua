@@ -33,6 +33,7 @@
 -- hooks (and budgeted playbook code), preflight, gate (gates, baseline capture), traffic
 -- (shift, read-back, set weight, share). The parts never require rollout.engine.
 local rollout = require("rollout")
+local datetime = require("rollout.datetime")
 local observe = require("rollout.observe")
 local no_return = require("rollout.no_return")
 local strategies = { blue_green = require("rollout.strategies.blue_green") } -- canary is this file
@@ -88,6 +89,12 @@ function E:emit(kind, fields)
     elseif ok == true then self.journal_error = nil end
   end
   return ev
+end
+
+--- deployment_id() -> the rollout's id (the playbook's deployment_id, else
+--- "<service>-canary-<UTC start>"): the one its notifications name, kept across a resume.
+function E:deployment_id()
+  return datetime.deployment_id(self.pb.service, self.started_ts or rollout.time(), self.pb.deployment_id)
 end
 
 --- status() -> a table for operators: state, stage, weights, time left, triggers, signals.
@@ -541,10 +548,11 @@ function E:run()
   self.t0 = rollout.now()
   if self.env.resume then return self:run_resumed(self.env.resume) end
   local pb = self.pb
-  self:emit("rollout_started", { playbook = pb.file, service = pb.service, who = self.env.who,
+  local started = self:emit("rollout_started", { playbook = pb.file, service = pb.service, who = self.env.who,
     baseline = pb.versions.baseline.version, canary = pb.versions.canary.version, stages = #pb.stages,
     simulate = self.env.simulate or nil, commit_time = pb.commit_time, deployment_id = pb.deployment_id,
     observe = self.observe, strategy = pb.strategy })
+  self.started_ts = started.ts or rollout.time() -- the wall clock the deployment id is made of
   if self.observe then observe.read(self, "start") end
   local failed = self:preflight()
   if failed and self.observe then
@@ -591,6 +599,7 @@ function E:run_resumed(r)
   local pb = self.pb
   self.t0 = rollout.now() - (r.elapsed or 0)
   self.baseline_snapshot = r.baseline_snapshot
+  self.started_ts = r.started_ts or (rollout.time() - (r.elapsed or 0)) -- the start it continues
   if r.last_confirmed then -- what the journal says traffic is at, until a read-back says more
     self.weights = { baseline = r.last_confirmed.baseline, canary = r.last_confirmed.canary }
   end

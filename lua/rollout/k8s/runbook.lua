@@ -135,11 +135,13 @@ end
 
 local function selector(cfg, version) return { app = cfg.app, version = version } end
 
+-- The engine's deployment id (rollout.datetime's, of the rollout's start: the one its
+-- notifications name, kept across a resume); without an engine, one of now.
 local function deploy_id(ctx)
-  local e = ctx.engine or {}
-  local id = e.deployment_id or (e.pb and e.pb.deployment_id)
+  local e = ctx.engine
+  local id = e and e.deployment_id and e:deployment_id()
   if type(id) ~= "string" or id == "" or id:find("${", 1, true) then
-    id = (e.pb and e.pb.service or "rollout") .. "-canary-" .. os.date("!%Y%m%d-%H%M%S")
+    id = (e and e.pb and e.pb.service or "rollout") .. "-canary-" .. os.date("!%Y%m%d-%H%M%S", math.floor(e and e.started_ts or os.time()))
   end
   return id
 end
