@@ -51,7 +51,11 @@ local M = {}
 local E = {}
 E.__index = E
 
-M.EXIT = { promoted = 0, rolled_back = 1, paused = 3, aborted = 3, failed = 3 }
+-- Every outcome a rollout ends in (the summary's and the journal's `outcome`), the one list:
+-- EXIT, rollout.verify's expect.outcome and rollout.journal's TERMINAL derive from it.
+M.OUTCOMES = { "promoted", "rolled_back", "paused", "aborted", "failed" }
+M.EXIT = {} -- the process exit code of each: 0 promoted, 1 rolled back, 3 otherwise
+for _, o in ipairs(M.OUTCOMES) do M.EXIT[o] = ({ promoted = 0, rolled_back = 1 })[o] or 3 end
 M.HOOK_BUDGET = hooks.HOOK_BUDGET -- what a hook may spend (rollout.engine.hooks)
 M.CHECK_BUDGET = triggers.CHECK_BUDGET -- what a trigger's check may spend per evaluation
 M.TRIGGER_ERROR_LIMIT = triggers.TRIGGER_ERROR_LIMIT -- check errors in a row: no gate passes

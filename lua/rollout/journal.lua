@@ -39,7 +39,8 @@ local fs = require("rollout.fs")
 
 local M = {}
 
---- Outcomes that end a rollout for good (a journal ending in one is finished).
+--- Outcomes that end a rollout for good (a journal ending in one is finished): rollout.engine's
+--- OUTCOMES but paused (spec/outcomes_spec.lua holds them to it).
 M.TERMINAL = { promoted = true, rolled_back = true, aborted = true, failed = true }
 M.RETRY = 1 -- seconds between retries of a backlog
 M.EXIT_INCOMPLETE = 4 -- `rollout run`'s exit code when events could not be journaled at all

@@ -12,10 +12,12 @@ local srcmap = require("rollout.srcmap")
 local scenario = require("rollout.sim.scenario")
 local output = require("rollout.output")
 local simulate = require("rollout.simulation").run
+local engine = require("rollout.engine")
 
 local M = {}
 
-M.OUTCOMES = { promoted = true, rolled_back = true, paused = true, aborted = true, failed = true }
+M.OUTCOMES = {} -- rollout.engine's outcomes, as a set
+for _, o in ipairs(engine.OUTCOMES) do M.OUTCOMES[o] = true end
 
 local function clock(t)
   return output.clock(t)
@@ -36,7 +38,7 @@ local function expect_errors(sc, path)
     return errs
   end
   if not M.OUTCOMES[e.outcome] then
-    err("expect.outcome", "expected one of promoted, rolled_back, paused, aborted, failed; got " .. tostring(e.outcome))
+    err("expect.outcome", "expected one of " .. table.concat(engine.OUTCOMES, ", ") .. "; got " .. tostring(e.outcome))
   end
   if e.reason ~= nil and type(e.reason) ~= "string" then err("expect.reason", "expected a string (a prefix of the reason)") end
   if e.at and e.at[1] and e.at[2] and e.at[1] > e.at[2] then err("expect.at", "the lower bound is above the upper bound") end
