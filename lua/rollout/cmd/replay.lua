@@ -18,7 +18,7 @@ local playbook = require("rollout.playbook")
 local engine = require("rollout.engine")
 local output = require("rollout.output")
 local datetime = require("rollout.datetime")
-local sources_mod = require("rollout.sources")
+local assemble = require("rollout.assemble")
 local sim_router = require("rollout.sim.router")
 
 local M = {}
@@ -61,14 +61,24 @@ function M.main(argv)
     for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
     return 2
   end
-  local list = {}
+  -- the playbook's prometheus sources (--prometheus in place of their url), built by
+  -- rollout.assemble with the replay's parts: the simulated router, these sources
+  local rpb = setmetatable({ sources = {} }, { __index = pb })
   for _, cfg in ipairs(pb.sources) do
+    local c = {}
+    for k, v in pairs(cfg) do c[k] = v end
+    if c.type == "prometheus" and opts.prometheus then c.url = opts.prometheus end
+    rpb.sources[#rpb.sources + 1] = c
+  end
+  local list = {}
+  for i, cfg in ipairs(rpb.sources) do
     if cfg.type == "prometheus" then
-      local c = {}
-      for k, v in pairs(cfg) do c[k] = v end
-      if opts.prometheus then c.url = opts.prometheus end
-      local ok, src = pcall(sources_mod.new, c, { versions = pb.versions, service = pb.service })
-      if not ok then io.stderr:write("rollout replay: ", tostring(src), "\n"); return 2 end
+      local src, serr = assemble.source(rpb, i)
+      if not src then
+        assemble.close(list)
+        io.stderr:write("rollout replay: ", serr, "\n")
+        return 2
+      end
       list[#list + 1] = src
     else
       io.stderr:write("rollout replay: source ", tostring(cfg.type), " cannot be replayed and is left out\n")
@@ -78,12 +88,12 @@ function M.main(argv)
     io.stderr:write("rollout replay: the playbook has no prometheus source to replay\n")
     return 2
   end
+  local router, sources = assemble.build(rpb, nil, { router = sim_router.new({}), sources = list })
   rollout.clock("virtual")
   local t0 = rollout.now()
-  for _, src in ipairs(list) do src.time_of = function(now) return from + (now - t0) end end
-  local router = sim_router.new({})
+  for _, src in ipairs(sources) do src.time_of = function(now) return from + (now - t0) end end
   local printer = output.printer({ json = opts.json, verbose = opts.verbose })
-  local e = engine.new(pb, { router = router, sources = list, emit = printer, simulate = true, who = "replay",
+  local e = engine.new(pb, { router = router, sources = sources, emit = printer, simulate = true, who = "replay",
     preflight = {} })
   local stopper = rollout.spawn(function()
     rollout.sleep(to - from)
@@ -91,6 +101,7 @@ function M.main(argv)
   end)
   local outcome = e:run()
   stopper:cancel()
+  assemble.close(sources)
   output.summary(outcome, { json = opts.json })
   return engine.EXIT[outcome.outcome] or 3
 end
