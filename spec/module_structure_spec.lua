@@ -21,7 +21,7 @@ local LAYERS = { "foundation", "statistics", "adapters", "policy input", "engine
 local LAYER_OF = {}
 for layer, names in ipairs({
   { "rollout", "rollout.schema", "rollout.srcmap", "rollout.redact", "rollout.args", "rollout.term",
-    "rollout.pretty", "rollout.sandbox", "rollout.datetime", "rollout.window" },
+    "rollout.pretty", "rollout.sandbox", "rollout.datetime", "rollout.window", "rollout.exit" },
   { "rollout.analysis", "rollout.judge", "rollout.proportion", "rollout.reservoir" },
   { "rollout.routers", "rollout.sources", "rollout.sim.router", "rollout.sim.source", "rollout.etcd", "rollout.k8s" },
   { "rollout.playbook", "rollout.config", "rollout.sim.scenario", "rollout.notify_options" },

@@ -27,7 +27,8 @@
 -- `set weight N`: requested, confirmed and journaled like any shift.
 --
 -- Error policy: serve() returns nil, err when the socket cannot be made; a connection's
--- problems end that connection only.
+-- problems end that connection only. The client side (connect) returns nil, err, reason:
+-- "not_found" when nothing is at the path (no such rollout), "unreachable" otherwise.
 local rollout = require("rollout")
 local net = require("rollout.net")
 local fs = require("rollout.fs")
@@ -459,10 +460,12 @@ end
 
 -- ---- the client side (ctl, attach) -------------------------------------------------------
 
---- connect(path [, timeout]) -> client | nil, err: a machine-mode connection.
+--- connect(path [, timeout]) -> client | nil, err, reason: a machine-mode connection. The
+-- reason (rollout.exit.REASON) is "not_found" when nothing is at the path (no rollout runs
+-- there), "unreachable" when something is but does not answer (a stale socket, no rights).
 function M.connect(path, timeout)
   local conn, err = net.connect_unix(path, timeout or 5)
-  if not conn then return nil, err end
+  if not conn then return nil, err, fs.stat(path) and "unreachable" or "not_found" end
   return { conn = conn,
     --- request(text [, timeout]) -> response table | nil, err
     request = function(self, text, t)

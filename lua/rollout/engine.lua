@@ -44,6 +44,7 @@ local hooks = require("rollout.engine.hooks")
 local preflight = require("rollout.engine.preflight")
 local gate = require("rollout.engine.gate")
 local traffic = require("rollout.engine.traffic")
+local exit = require("rollout.exit")
 
 local compact = signals.compact
 
@@ -54,8 +55,8 @@ E.__index = E
 -- Every outcome a rollout ends in (the summary's and the journal's `outcome`), the one list:
 -- EXIT, rollout.verify's expect.outcome and rollout.journal's TERMINAL derive from it.
 M.OUTCOMES = { "promoted", "rolled_back", "paused", "aborted", "failed" }
-M.EXIT = {} -- the process exit code of each: 0 promoted, 1 rolled back, 3 otherwise
-for _, o in ipairs(M.OUTCOMES) do M.EXIT[o] = ({ promoted = 0, rolled_back = 1 })[o] or 3 end
+M.EXIT = {} -- the process exit code of each, from rollout.exit: 0 promoted, 1 rolled back, 3 otherwise
+for _, o in ipairs(M.OUTCOMES) do M.EXIT[o] = exit.OUTCOME[o] end
 M.HOOK_BUDGET = hooks.HOOK_BUDGET -- what a hook may spend (rollout.engine.hooks)
 M.CHECK_BUDGET = triggers.CHECK_BUDGET -- what a trigger's check may spend per evaluation
 M.TRIGGER_ERROR_LIMIT = triggers.TRIGGER_ERROR_LIMIT -- check errors in a row: no gate passes

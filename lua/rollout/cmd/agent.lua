@@ -14,6 +14,7 @@
 local args = require("rollout.args")
 local units = require("rollout.units")
 local fleet = require("rollout.fleet")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "fleet mode: an engine that drives many rollouts, coordinated through etcd"
@@ -35,7 +36,7 @@ M.options = {
   { "--json", "print every event as a JSON line" },
   { "--verbose", "also print the events that have no line of their own" },
 }
-M.exit = "0 stopped by a signal, 2 usage error"
+M.exit = exit.describe({ { "OK", "stopped by a signal" }, { "USAGE", "usage error" } })
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)

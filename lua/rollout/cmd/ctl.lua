@@ -8,12 +8,14 @@
 --   rollout ctl dwcp-v3 set weight 10
 --   rollout ctl dwcp-v3 --json signals
 --
--- Exit codes, the same with a socket and with --etcd (fleet mode): 0 the rollout did it (or
--- answered), 1 it refused the command (or the Lua failed, or the rollout has ended), 2 usage
--- error (or no such rollout), 3 the socket or etcd cannot be reached, or the owner did not
--- acknowledge the command within --wait (it stays queued for the owner).
--- Error policy: failures are exit codes as above with the reason on stderr; nothing
--- raises (an unexpected error reaches main.c: printed, exit 3).
+-- Exit codes (rollout.exit), the same with a socket and with --etcd (fleet mode): OK 0 the
+-- rollout did it (or answered), REFUSED 1 it refused the command (or the Lua failed, or the
+-- rollout has ended), USAGE 2 usage error, NOT_FOUND 2 no such rollout (no socket at the
+-- path, no such id in etcd), UNREACHABLE 3 the socket or etcd cannot be reached, or the owner
+-- did not acknowledge the command within --wait (it stays queued for the owner).
+-- Error policy: failures are exit codes as above with the reason on stderr, the code picked
+-- from the reason word the client returns; nothing raises (an unexpected error reaches
+-- main.c: printed, exit 3).
 local args = require("rollout.args")
 local control = require("rollout.control")
 local json = require("rollout.json")
@@ -22,6 +24,7 @@ local rollout = require("rollout")
 local etcd = require("rollout.etcd")
 local fleet_keys = require("rollout.fleet.keys")
 local fleet_client = require("rollout.fleet.client")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "send one command (or one line of Lua) to a running rollout"
@@ -44,9 +47,13 @@ M.options = {
   { "--wait DURATION", "fleet mode: how long to wait for the owner's acknowledgement (default 10s)" },
   { "--who NAME", "fleet mode: who sends the command, for the journal (default $SUDO_USER, $USER)" },
 }
-M.exit = "0 the rollout did it (or answered), 1 it refused the command, the Lua failed or the rollout has ended, "
-  .. "2 usage error or no such rollout, 3 the socket or etcd cannot be reached, or (fleet mode) the owner did not "
-  .. "acknowledge in time"
+M.exit = exit.describe({
+  { "OK", "the rollout did it (or answered)" },
+  { "REFUSED", "it refused the command, the Lua failed or the rollout has ended" },
+  { "USAGE", "usage error" },
+  { "NOT_FOUND", "no such rollout" },
+  { "UNREACHABLE", "the socket or etcd cannot be reached, or (fleet mode) the owner did not acknowledge in time" },
+})
 
 -- --json and --timeout are ours; every other word (`promote --full`) belongs to the command.
 local function parse(argv)
@@ -101,19 +108,19 @@ local function fleet_main(argv)
   if not FLEET_COMMANDS[name] then return args.usage_error("ctl", "unknown command '" .. name .. "'", M.usage) end
   local c = etcd.new({ url = opts.etcd, timeout = 5 })
   local K = fleet_keys.keys(opts.prefix)
-  local s, err = fleet_client.status(c, K, id)
-  if not s then io.stderr:write("rollout ctl: ", err, "\n"); return err:match("^no rollout") and 2 or 3 end
+  local s, err, why = fleet_client.status(c, K, id)
+  if not s then io.stderr:write("rollout ctl: ", err, "\n"); return exit.for_reason(why) end
   if name == "status" then
     if opts.json then print(json.encode(s, { non_finite = "null" })) else print(status_line(id, s)) end
-    return 0
+    return exit.OK
   end
   if s.done then
     io.stderr:write("rollout ctl: ", id, " has ended (", tostring(s.done.outcome), ")\n")
-    return 1
+    return exit.REFUSED
   end
   local who = opts.who or os.getenv("SUDO_USER") or os.getenv("USER") or "operator"
-  local ack_key, cerr = fleet_client.command(c, K, id, name, arg, who)
-  if not ack_key then io.stderr:write("rollout ctl: ", cerr, "\n"); return cerr:match("^no rollout") and 2 or 3 end
+  local ack_key, cerr, cwhy = fleet_client.command(c, K, id, name, arg, who)
+  if not ack_key then io.stderr:write("rollout ctl: ", cerr, "\n"); return exit.for_reason(cwhy) end
   local wait = units.duration(opts.wait or 10)
   local deadline = rollout.now() + wait
   while rollout.now() < deadline do
@@ -123,17 +130,17 @@ local function fleet_main(argv)
       if opts.json then print(json.encode(ack, { non_finite = "null" })) end
       if ack.ok then
         if not opts.json then print(string.format("%s: %s acknowledged by %s", id, name, tostring(ack.agent))) end
-        return 0
+        return exit.OK
       end
       io.stderr:write(string.format("rollout ctl: %s: %s refused by %s: %s\n", id, name, tostring(ack.agent), tostring(ack.error)))
-      return 1
+      return exit.REFUSED
     end
     rollout.sleep(0.1)
   end
   io.stderr:write(string.format("rollout ctl: %s: %s queued, not acknowledged within %s s (owner: %s); "
     .. "the owner applies it when it reads it\n",
     id, name, tostring(wait), s.owner and s.owner.agent or "none"))
-  return 3
+  return exit.UNREACHABLE
 end
 
 function M.main(argv)
@@ -150,20 +157,20 @@ function M.main(argv)
   local path = control.resolve(pos[1])
   local words = {}
   for i = 2, #pos do words[#words + 1] = pos[i] end
-  local client, err = control.connect(path, 5)
+  local client, err, why = control.connect(path, 5)
   if not client then
     io.stderr:write("rollout ctl: ", tostring(err), "\n")
-    return 3
+    return exit.for_reason(why)
   end
   local res, rerr = client:request(table.concat(words, " "), timeout)
   client:close()
   if not res then
     io.stderr:write("rollout ctl: ", path, ": ", tostring(rerr), "\n")
-    return 3
+    return exit.UNREACHABLE
   end
   if res.incomplete then
     io.stderr:write("rollout ctl: incomplete statement (send it on one line)\n")
-    return 1
+    return exit.REFUSED
   end
   if opts.json then
     local v = res.value
@@ -174,9 +181,9 @@ function M.main(argv)
   end
   if not res.ok then
     io.stderr:write("rollout ctl: ", tostring(res.error or res.text), "\n")
-    return 1
+    return exit.REFUSED
   end
-  return 0
+  return exit.OK
 end
 
 return M

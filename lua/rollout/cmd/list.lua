@@ -1,13 +1,14 @@
 -- rollout list --etcd URL [--prefix P] [--json]
 -- Every rollout in etcd with its owner, state, stage and weights, then the live agents.
 -- An owner "-" means nobody holds the rollout now (waiting for an agent, or ended).
--- Exit 0, or 1 when etcd cannot be read.
+-- Exit (rollout.exit) OK 0, USAGE 2, UNREACHABLE 3 when etcd cannot be reached or read.
 -- Error policy: usage errors return 2; an etcd that cannot be read is printed and returns
--- 1; nothing raises.
+-- the code of the client's reason (3); nothing raises.
 local args = require("rollout.args")
 local json = require("rollout.json")
 local fleet = require("rollout.fleet")
 local etcd = require("rollout.etcd")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "fleet mode: every rollout in etcd with its owner, state, stage and weights"
@@ -19,7 +20,8 @@ M.options = {
   { "--prefix P", "the key prefix the fleet uses (default /rollout/)" },
   { "--json", "print the rollouts and agents as one JSON object" },
 }
-M.exit = "0, 1 etcd cannot be read, 2 usage error"
+M.exit = exit.describe({ { "OK", "listed" }, { "USAGE", "usage error" },
+  { "UNREACHABLE", "etcd cannot be reached or read" } })
 
 local function age(ts)
   if not ts then return "-" end
@@ -35,11 +37,11 @@ function M.main(argv)
   if #pos > 0 then return args.usage_error("list", "unexpected argument '" .. pos[1] .. "'", M.usage) end
   if not opts.etcd then return args.usage_error("list", "--etcd URL is required", M.usage) end
   local c = etcd.new({ url = opts.etcd, timeout = 5 })
-  local rows, agents = fleet.list(c, fleet.keys(opts.prefix))
-  if not rows then io.stderr:write("rollout list: ", agents, "\n"); return 1 end
+  local rows, agents, why = fleet.list(c, fleet.keys(opts.prefix))
+  if not rows then io.stderr:write("rollout list: ", agents, "\n"); return exit.for_reason(why) end
   if opts.json then
     print(json.encode({ rollouts = json.array(rows), agents = json.array(agents) }, { non_finite = "null" }))
-    return 0
+    return exit.OK
   end
   local fmt = "%-36s %-16s %-14s %-22s %-16s %-8s %s\n"
   io.stdout:write(string.format(fmt, "ROLLOUT", "SERVICE", "OWNER", "STATE", "STAGE", "CANARY", "UPDATED"))
@@ -55,7 +57,7 @@ function M.main(argv)
   if #agents == 0 then io.stdout:write(" none") end
   for _, a in ipairs(agents) do io.stdout:write(string.format(" %s (%d)", a.name, a.rollouts)) end
   io.stdout:write("\n")
-  return 0
+  return exit.OK
 end
 
 return M

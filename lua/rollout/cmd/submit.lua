@@ -5,16 +5,18 @@
 -- (nothing is stored when the playbook has errors). --scenario FILE replaces the
 -- playbook's sources with synthetic traffic from a scenario (docs/semantics.md format, on the
 -- real clock; rollout.fleet_sim); --simulated-router replaces its router likewise.
--- Prints the rollout's id. Exit 0 stored, 2 usage or playbook error, 1 etcd error.
+-- Prints the rollout's id. Exit (rollout.exit) OK 0 stored, USAGE 2 usage or playbook error
+-- (or the id exists already, or is invalid), UNREACHABLE 3 etcd cannot be reached or read.
 -- Error policy: usage and playbook errors (file:line: key: problem) return 2 with nothing
--- stored; an etcd failure is printed and returns 1 (2 when the id exists already). Nothing
--- raises.
+-- stored; a failure to store is printed and returns the code of the client's reason word
+-- (unreachable 3, exists/invalid 2). Nothing raises.
 local args = require("rollout.args")
 local json = require("rollout.json")
 local playbook = require("rollout.playbook")
 local fleet = require("rollout.fleet")
 local etcd = require("rollout.etcd")
 local scenario = require("rollout.sim.scenario")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "fleet mode: validate a rollout and store it in etcd for the agents"
@@ -35,8 +37,8 @@ M.options = {
   { "--prefix P", "the key prefix the fleet uses (default /rollout/)" },
   { "--json", "print {id, ...} as JSON" },
 }
-M.exit = "0 stored, 1 etcd error, 2 usage or playbook error"
-  .. " [--simulated-router] [--id ID] [--prefix P] [--json]"
+M.exit = exit.describe({ { "OK", "stored" }, { "USAGE", "usage or playbook error, or the id exists already" },
+  { "UNREACHABLE", "etcd cannot be reached or read" } })
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
@@ -67,13 +69,13 @@ function M.main(argv)
     simulated_router = opts.simulated_router, who = who })
   if not b then io.stderr:write("rollout submit: ", berr, "\n"); return 2 end
   local c = etcd.new({ url = opts.etcd, timeout = 5 })
-  local id, err = fleet.submit(c, fleet.keys(opts.prefix), b, { id = opts.id, service = pb.service })
+  local id, err, why = fleet.submit(c, fleet.keys(opts.prefix), b, { id = opts.id, service = pb.service })
   if not id then
     io.stderr:write("rollout submit: ", err, "\n")
-    return err:match("exists already") and 2 or 1
+    return exit.for_reason(why)
   end
   if opts.json then print(json.encode({ id = id, service = pb.service })) else print(id) end
-  return 0
+  return exit.OK
 end
 
 return M

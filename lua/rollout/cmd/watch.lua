@@ -6,12 +6,13 @@
 -- terminal the view is redrawn in place; otherwise one line per change. NO_COLOR turns
 -- colour off. SOCKET is the control socket's path or a service name (as for rollout ctl).
 --
--- Exit codes: the rollout's own when it ends (0 promoted, 1 rolled back, 3 paused, aborted
--- or failed), 2 usage, 3 the rollout cannot be reached or went away before it ended.
+-- Exit codes (rollout.exit): the rollout's own when it ends (0 promoted, 1 rolled back, 3
+-- paused, aborted or failed), 2 usage, 3 the rollout cannot be reached or went away before
+-- it ended.
 -- Error policy: the exit codes above, the reason on stderr; nothing raises.
 local args = require("rollout.args")
 local control = require("rollout.control")
-local engine = require("rollout.engine")
+local exit = require("rollout.exit")
 local watch = require("rollout.watch")
 
 local M = {}
@@ -25,8 +26,9 @@ M.options = {
   { "--etcd URL", "fleet mode: follow ROLLOUT through this etcd instead of a control socket" },
   { "--prefix P", "fleet mode: the key prefix the fleet uses (default /rollout/)" },
 }
-M.exit = "the rollout's own when it ends (0 promoted, 1 rolled back, 3 paused, aborted or failed), 2 usage "
-  .. "error, 3 the rollout cannot be reached or went away before it ended"
+M.exit = exit.describe({ { "PROMOTED", "the rollout was promoted" }, { "ROLLED_BACK", "it was rolled back" },
+  { "USAGE", "usage error" }, { "PAUSED", "it paused, was aborted or failed (its own code when it ends)" },
+  { "UNREACHABLE", "the rollout cannot be reached or went away before it ended" } })
 M.docs = "[operations](operations.md#rollout-watch-a-live-view-from-another-terminal)"   -- for docs/cli.md
 
 function M.main(argv)
@@ -38,14 +40,14 @@ function M.main(argv)
   else src, err = watch.socket(control.resolve(pos[1])) end
   if not src then
     io.stderr:write("rollout watch: ", pos[1], ": ", tostring(err), "\n")
-    return 3
+    return exit.UNREACHABLE
   end
   local outcome, werr = watch.run(src)
   if not outcome then
     io.stderr:write("rollout watch: ", tostring(werr), "\n")
-    return 3
+    return exit.UNREACHABLE
   end
-  return engine.EXIT[outcome.outcome] or 3
+  return exit.OUTCOME[outcome.outcome] or exit.FAILED
 end
 
 return M

@@ -1,7 +1,10 @@
 -- rollout.fleet.client: what `rollout submit`, `list`, `ctl --etcd` and `watch --etcd` do
 -- to the fleet's keys: store a rollout, list rollouts and agents, queue a command for a
 -- rollout's owner, read a rollout's status.
--- Error policy: bad arguments raise; etcd failures and unknown rollouts return nil, err.
+-- Error policy: bad arguments raise; failures return nil, err, reason, the reason a word of
+-- rollout.exit.REASON the command turns into its exit code: "unreachable" (etcd cannot be
+-- reached or read), "not_found" (no such rollout), "exists" (submit: the id is taken),
+-- "invalid" (submit: a bad id).
 local rollout = require("rollout")
 local json = require("rollout.json")
 local layout = require("rollout.fleet.keys")
@@ -13,11 +16,13 @@ local function new_id(service)
   return string.format("%s-%s-%04x", s, os.date("!%Y%m%dT%H%M%S"), math.random(0, 0xffff))
 end
 
---- submit(client, K, bundle, {id=, service=}) -> id | nil, err
+--- submit(client, K, bundle, {id=, service=}) -> id | nil, err, reason
 function M.submit(c, K, b, opts)
   opts = opts or {}
   local id = opts.id or new_id(opts.service)
-  if not layout.valid_id(id) then return nil, "invalid rollout id '" .. tostring(id) .. "' (letters, digits, . _ -)" end
+  if not layout.valid_id(id) then
+    return nil, "invalid rollout id '" .. tostring(id) .. "' (letters, digits, . _ -)", "invalid"
+  end
   local now = rollout.time()
   local ok, resp = c:txn({
     compare = { { key = K.spec(id), target = "CREATE", result = "EQUAL", create_revision = "0" } },
@@ -29,8 +34,8 @@ function M.submit(c, K, b, opts)
         value = json.encode({ service = opts.service, submitted_at = now, submitted_by = b.submitted_by }) } },
     },
   })
-  if ok == nil then return nil, resp end
-  if not ok then return nil, "rollout '" .. id .. "' exists already" end
+  if ok == nil then return nil, resp, "unreachable" end
+  if not ok then return nil, "rollout '" .. id .. "' exists already", "exists" end
   return id
 end
 
@@ -41,7 +46,7 @@ local function get_many(c, keys)
     local reqs = {}
     for j = i, math.min(#keys, i + 63) do reqs[#reqs + 1] = { request_range = { key = keys[j] } } end
     local ok, resp = c:txn({ success = reqs })
-    if ok == nil then return nil, resp end
+    if ok == nil then return nil, resp, "unreachable" end
     for j, r in ipairs(resp) do
       local kv = r.kvs and r.kvs[1]
       if kv then out[keys[i + j - 1]] = kv.value end
@@ -50,10 +55,11 @@ local function get_many(c, keys)
   return out
 end
 
---- list(client, K) -> {{id=, service=, owner=, state=, stage=, weights=, outcome=, ...}}, agents | nil, err
+--- list(client, K) -> {{id=, service=, owner=, state=, stage=, weights=, outcome=, ...}}, agents
+---   | nil, err, "unreachable"
 function M.list(c, K)
   local index, err = layout.ids_under(c, K.index, true)
-  if not index then return nil, err end
+  if not index then return nil, err, "unreachable" end
   local owners = layout.ids_under(c, K.owners, true) or {}
   local agents = layout.ids_under(c, K.agents, true) or {}
   local ids = {}
@@ -61,8 +67,8 @@ function M.list(c, K)
   table.sort(ids)
   local keys = {}
   for _, id in ipairs(ids) do keys[#keys + 1] = K.status(id); keys[#keys + 1] = K.done(id) end
-  local vals, gerr = get_many(c, keys)
-  if not vals then return nil, gerr end
+  local vals, gerr, greason = get_many(c, keys)
+  if not vals then return nil, gerr, greason end
   local rows = {}
   for _, id in ipairs(ids) do
     local st = layout.decode(vals[K.status(id)] or "") or {}
@@ -85,7 +91,7 @@ function M.list(c, K)
   return rows, alist
 end
 
---- command(client, K, id, name, arg, who) -> ack key | nil, err   (queues it in etcd)
+--- command(client, K, id, name, arg, who) -> ack key | nil, err, reason   (queues it in etcd)
 function M.command(c, K, id, name, arg, who)
   local key = string.format("%016d-%04x", math.floor(rollout.time() * 1000), math.random(0, 0xffff))
   local ok, resp = c:txn({
@@ -96,16 +102,16 @@ function M.command(c, K, id, name, arg, who)
       { request_put = { key = K.inbox .. id, value = key } },
     },
   })
-  if ok == nil then return nil, resp end
-  if not ok then return nil, "no rollout '" .. id .. "'" end
+  if ok == nil then return nil, resp, "unreachable" end
+  if not ok then return nil, "no rollout '" .. id .. "'", "not_found" end
   return K.acks(id) .. key
 end
 
---- status(client, K, id) -> {status=, owner=, done=} | nil, err
+--- status(client, K, id) -> {status=, owner=, done=} | nil, err, reason
 function M.status(c, K, id)
-  local vals, err = get_many(c, { K.spec(id), K.status(id), K.owner(id), K.done(id) })
-  if not vals then return nil, err end
-  if not vals[K.spec(id)] then return nil, "no rollout '" .. id .. "'" end
+  local vals, err, reason = get_many(c, { K.spec(id), K.status(id), K.owner(id), K.done(id) })
+  if not vals then return nil, err, reason end
+  if not vals[K.spec(id)] then return nil, "no rollout '" .. id .. "'", "not_found" end
   return { status = layout.decode(vals[K.status(id)] or "") or {}, owner = layout.decode(vals[K.owner(id)] or ""),
     done = layout.decode(vals[K.done(id)] or "") }
 end
