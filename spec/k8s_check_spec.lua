@@ -103,7 +103,7 @@ describe("rollout check: Kubernetes permissions", function()
       "--set", "router.token_file=" .. k8s.token_file, "--set", "router.ca_file=" .. k8s.ca,
       "--set", "params.kubernetes.ready_timeout=soon", "--journal", k8s.dir .. "/journal-bad" } }))
     assert.equals(2, run.code, run.stdout .. run.stderr)
-    assert.matches("params%.kubernetes%.ready_timeout: expected a duration", run.stderr)
+    assert.matches("params%.kubernetes%.ready_timeout: malformed duration %(want e%.g%. 250ms", run.stderr)
     assert.equals(before, api_requests(), "nothing was asked of the API server")
   end)
 

@@ -42,7 +42,7 @@ describe("routers.nginx", function()
       assert.same({
         "canary[2]: expected an address (\"host:port\" or \"unix:/path\"), got 5",
         "include: required string (path of the file the router writes)",
-        "reload_timeout: expected a duration (seconds or \"2s\"), got boolean",
+        "reload_timeout: expected a duration (seconds or \"250ms\", \"5m\", \"1h30m\"), got boolean",
         "status: expected \"host:port\", got \"8080\"",
         "upstream: must be letters, digits, '_', '.' or '-'",
       }, nginx.validate{ type = "nginx", upstream = "a b", baseline = "127.0.0.1:1", canary = { "127.0.0.1:2", 5 },

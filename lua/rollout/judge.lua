@@ -99,8 +99,7 @@ local function signal_of(m)
 end
 M.signal_of = signal_of
 
-local KINDS = schema.kinds()
-function KINDS.boolean(v) if type(v) ~= "boolean" then return "expected a boolean, got " .. type(v) end end
+local KINDS = schema.kinds() -- the base kinds, and the judge's own below
 function KINDS.probability(v) -- a confidence or a significance
   local x = as_number(v)
   if not x or x <= 0 or x >= 1 then return "expected a number between 0 and 1 (exclusive), got " .. tostring(v) end

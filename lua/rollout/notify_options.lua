@@ -7,7 +7,6 @@
 --
 -- Error policy: check() and validate() return the configuration errors they find (never
 -- raise); nothing here acts.
-local units = require("rollout.units")
 local schema = require("rollout.schema")
 
 local M = {}
@@ -21,24 +20,9 @@ M.DEFAULT_EVENTS = {
   deployment_api = { "rollout_started", "rolled_back", "outcome" },
 }
 
--- The notifiers' kinds: counts are integers >= 0; durations must be > 0.
+-- rollout.schema's base kinds (durations > 0, `headers` refuse CR/LF); counts are
+-- integers >= 0; `events` is the notifiers' own kind.
 local KINDS = schema.kinds()
-function KINDS.integer(v)
-  if math.type(v) ~= "integer" or v < 0 then return "expected an integer >= 0, got " .. tostring(v) end
-end
-function KINDS.duration(v)
-  if type(v) ~= "number" and type(v) ~= "string" then return "expected a duration (\"5s\"), got " .. type(v) end
-  local d, err = units.parse("duration", v)
-  if not d then return err end
-  if d <= 0 then return "must be greater than 0" end
-end
-function KINDS.headers(v)
-  if type(v) ~= "table" then return "expected a table of header = value, got " .. type(v) end
-  for k, x in pairs(v) do
-    if type(k) ~= "string" or type(x) ~= "string" then return "header names and values must be strings" end
-    if (k .. x):find("[\r\n]") then return "header " .. k .. " contains a line break" end
-  end
-end
 function KINDS.events(v)
   if type(v) ~= "table" then return "expected a list of event names, got " .. type(v) end
   for i, x in pairs(v) do
@@ -50,8 +34,8 @@ local function http_url(v) if not v:match("^https?://") then return "must start 
 
 local COMMON = {
   type = { kind = "string" }, name = { kind = "string" }, events = { kind = "events" },
-  timeout = { kind = "duration" }, retries = { kind = "integer" }, backoff = { kind = "duration" },
-  max_backoff = { kind = "duration" }, headers = { kind = "headers" }, queue_limit = { kind = "integer" },
+  timeout = { kind = "duration" }, retries = { kind = "integer", min = 0 }, backoff = { kind = "duration" },
+  max_backoff = { kind = "duration" }, headers = { kind = "headers" }, queue_limit = { kind = "integer", min = 0 },
   url = { kind = "string", check = http_url }, url_env = { kind = "string" }, url_file = { kind = "string" },
   token = { kind = "string" }, token_env = { kind = "string" }, token_file = { kind = "string" },
 }

@@ -35,14 +35,19 @@
 --   parse(v, parent) -> value | nil, msg    normalise() only: the value the program uses
 --   default   normalise() only: the value (or function(parent) -> value) of an absent key
 --   zero      a duration / size kind that also accepts 0
+--   nonempty  a string kind that refuses ""
+-- The base kinds (string, number, positive, integer, boolean, table, duration, bytes,
+-- ratio, url, headers, list, ...) are the only ones: a module adds kinds of its own
+-- (schema.kinds{...}) but states its differences from these as rule options, never by
+-- redefining them, so one value means the same in a source, a router and a notifier.
+-- `headers` refuses CR and LF in names and values (a header injection) for everyone.
 -- A problem is nil when the value is fine, a message, a schema.at(key, message) for a
 -- problem inside the value (an argv's 3rd element), or a list of those. Keys of a table
 -- are checked in sorted order, then unknown keys (each an error at its own full path).
 --
 -- check() reports; normalise() also builds the normalised value (units parsed, defaults
 -- filled, lists and maps rebuilt) so a module validates and normalises in one walk.
--- Modules keep their own message wording by passing kinds that override schema.KINDS
--- (schema.kinds{...}); schema.strings(errs) gives the "key: message" lines their
+-- Modules add their own kinds with schema.kinds{...}; schema.strings(errs) gives the "key: message" lines their
 -- validate() functions always returned.
 --
 -- Error policy: check() and normalise() never raise on bad input (that is what they
@@ -66,7 +71,9 @@ function M.path_string(path)
   for i, k in ipairs(path) do
     if type(k) == "number" then out[#out + 1] = "[" .. k .. "]"
     elseif type(k) == "string" and k:match("^[%a_][%w_]*$") then out[#out + 1] = (i > 1 and "." or "") .. k
-    else out[#out + 1] = "[" .. string.format("%q", tostring(k)) .. "]" end
+    else -- %q writes a line break as "\" and the break itself: keep the path on one line
+      out[#out + 1] = "[" .. string.format("%q", tostring(k)):gsub("\\\n", "\\n") .. "]"
+    end
   end
   return table.concat(out)
 end
@@ -101,13 +108,29 @@ function M.strings(errs, sort)
   return out
 end
 
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  local rank = { number = 1, string = 2 }
+  table.sort(keys, function(a, b) -- numbers, then strings, then the rest by their text
+    local ra, rb = rank[type(a)] or 3, rank[type(b)] or 3
+    if ra ~= rb then return ra < rb end
+    if ra < 3 then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  return keys
+end
+
 -- ---- kinds --------------------------------------------------------------------------
 
 local KINDS = {}
 M.KINDS = KINDS
 
 function KINDS.any() end
-function KINDS.string(v) if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end end
+function KINDS.string(v, rule) -- `nonempty = true`: "" is refused
+  if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end
+  if v == "" and rule and rule.nonempty then return "must not be empty" end
+end
 function KINDS.nonempty(v) -- a string that says something
   if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end
   if v == "" then return "must not be empty" end
@@ -115,6 +138,11 @@ end
 function KINDS.number(v)
   if type(v) ~= "number" then return "expected a number, got " .. type_name(v) end
   if v ~= v then return "must be a number, not NaN" end
+end
+function KINDS.positive(v) -- a finite number > 0 (a rate, a limit)
+  local e = KINDS.number(v)
+  if e then return e end
+  if v <= 0 or v == math.huge then return "must be a finite number > 0" end
 end
 function KINDS.integer(v) if math.type(v) ~= "integer" then return "expected an integer, got " .. type_name(v) end end
 function KINDS.boolean(v) if type(v) ~= "boolean" then return "expected a boolean, got " .. type_name(v) end end
@@ -143,6 +171,19 @@ KINDS.bytes = M.unit_kind("bytes", "a size (bytes or \"2Gi\")", true)
 function KINDS.url(v)
   if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end
   if not v:match("^https?://[^/]") then return "expected an http:// or https:// URL, got \"" .. v .. "\"" end
+end
+-- HTTP headers {name = value}: strings, and no CR or LF anywhere (a line break in a name
+-- or value would let a config inject a header or a request).
+function KINDS.headers(v)
+  if type(v) ~= "table" then return "expected a table of header = value, got " .. type_name(v) end
+  for _, k in ipairs(sorted_keys(v)) do
+    local x = v[k]
+    if type(k) ~= "string" or type(x) ~= "string" then
+      return M.at(k, "expected string header names and values, got " .. type_name(k) .. " = " .. type_name(x))
+    end
+    if k:find("[\r\n]") then return M.at(k, "header name contains a line break (CR or LF)") end
+    if x:find("[\r\n]") then return M.at(k, "header value contains a line break (CR or LF)") end
+  end
 end
 function KINDS.list(v) -- a list of anything (item = rule checks the elements)
   if type(v) ~= "table" then return "expected a list, got " .. type_name(v) end
@@ -176,18 +217,6 @@ end
 
 local function shown(x) return type(x) == "string" and ("\"" .. x .. "\"") or tostring(x) end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  local rank = { number = 1, string = 2 }
-  table.sort(keys, function(a, b) -- numbers, then strings, then the rest by their text
-    local ra, rb = rank[type(a)] or 3, rank[type(b)] or 3
-    if ra ~= rb then return ra < rb end
-    if ra < 3 then return a < b end
-    return tostring(a) < tostring(b)
-  end)
-  return keys
-end
 
 local function record(t, fields, path, opts, errs, rule)
   local out = {}

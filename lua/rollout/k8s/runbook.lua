@@ -34,7 +34,8 @@ local function dur(v, default, key)
   return d
 end
 
--- params.kubernetes, declared (rollout.schema) with the runbook's own kinds and wording.
+-- params.kubernetes, declared (rollout.schema): its base kinds (strings `nonempty`,
+-- durations may be 0) and the runbook's own kinds below.
 local KINDS = schema.kinds()
 function KINDS.name(v) if not res.name_ok(v) then return "must be a Kubernetes name (lower-case letters, digits, '-', '.')" end end
 function KINDS.label(v)
@@ -45,12 +46,6 @@ end
 function KINDS.replicas(v) if math.type(v) ~= "integer" or v < 1 then return "expected an integer >= 1" end end
 function KINDS.replicas0(v) if math.type(v) ~= "integer" or v < 0 then return "expected an integer >= 0" end end
 function KINDS.port(v) if math.type(v) ~= "integer" or v < 1 or v > 65535 then return "expected a port number" end end
-function KINDS.string(v) if type(v) ~= "string" or v == "" then return "expected a non-empty string" end end
-function KINDS.table(v) if type(v) ~= "table" then return "expected a table" end end
-function KINDS.duration(v)
-  local d = (type(v) == "number" or type(v) == "string") and units.parse("duration", v)
-  if not d or d < 0 then return "expected a duration (\"30s\", \"5m\")" end
-end
 
 local FIELDS = {}
 for key, kind in pairs({
@@ -59,7 +54,7 @@ for key, kind in pairs({
   canary_virtualservice = "name", feature_flags = "name", monitoring = "table", destination_rule = "name",
   container = "name", port = "port", resources = "table", manifest_vars = "table", client = "table",
   ready_timeout = "duration", gone_timeout = "duration", baseline_timeout = "duration", interval = "duration",
-}) do FIELDS[key] = { kind = kind } end
+}) do FIELDS[key] = { kind = kind, nonempty = kind == "string" or nil, zero = kind == "duration" or nil } end
 FIELDS.monitoring.check = function(m)
   local out = {}
   if m.namespace ~= nil and not res.name_ok(m.namespace) then out[#out + 1] = schema.at("namespace", "must be a Kubernetes name") end

@@ -19,23 +19,12 @@ local schema = require("rollout.schema")
 local M = {}
 
 -- ---- config validation ---------------------------------------------------------------
--- rollout.schema walks the tables; these kinds keep the routers' wording (a string must
--- not be empty; a duration may be 0).
+-- rollout.schema walks the tables with its base kinds (strings here are `nonempty`,
+-- durations may be 0: `zero = true`); argv and hostport are the routers' own kinds.
 
 local type_name = schema.type_name
 
 local KINDS = schema.kinds()
-function KINDS.string(v) if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end
-  if v == "" then return "must not be empty" end end
-function KINDS.number(v) if type(v) ~= "number" then return "expected a number, got " .. type_name(v) end end
-function KINDS.duration(v)
-  if type(v) ~= "number" and type(v) ~= "string" then
-    return "expected a duration (seconds or \"2s\"), got " .. type_name(v)
-  end
-  local d, err = units.parse("duration", v)
-  if not d then return err end
-  if d < 0 then return "must not be negative" end
-end
 function KINDS.argv(v) -- a command as a list of strings, never a shell line
   if type(v) ~= "table" then return "expected a list of strings (argv), got " .. type_name(v) end
   if #v == 0 then return "must not be empty" end
@@ -49,7 +38,7 @@ function KINDS.argv(v) -- a command as a list of strings, never a shell line
   end
 end
 function KINDS.hostport(v)
-  local e = KINDS.string(v)
+  local e = KINDS.nonempty(v)
   if e then return e end
   local host, port = M.split_hostport(v)
   if not host then return "expected \"host:port\", got \"" .. v .. "\"" end
@@ -74,7 +63,7 @@ function M.strings(errs) return schema.strings(errs, true) end
 
 --- The `type` key every router accepts: absent, or its own name.
 function M.type_rule(name)
-  return { kind = "string", check = function(v)
+  return { kind = "string", nonempty = true, check = function(v)
     if v ~= name then return "expected \"" .. name .. "\", got \"" .. v .. "\"" end
   end }
 end

@@ -38,14 +38,14 @@ end
 
 local SCHEMA = {
   type = common.type_rule("exec"),
-  name = { kind = "string" },
+  name = { kind = "string", nonempty = true },
   set = { kind = "argv", required = true, what = "argv list",
     check = placeholder_check({ baseline = true, canary = true }) },
   get = { kind = "argv", required = true, what = "argv list", check = placeholder_check({}) },
   check = { kind = "argv", check = placeholder_check({}) },
   override = { kind = "argv", check = placeholder_check({ name = true, value = true }) },
   override_get = { kind = "argv", check = placeholder_check({}) },
-  timeout = { kind = "duration" },
+  timeout = { kind = "duration", zero = true },
   env = { kind = "table" },
 }
 

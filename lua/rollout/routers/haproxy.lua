@@ -32,14 +32,14 @@ end
 
 local SCHEMA = {
   type = common.type_rule("haproxy"),
-  name = { kind = "string" },
-  socket = { kind = "string", required = true, what = "string (path of the admin stats socket, or tcp:host:port)" },
-  backend = { kind = "string", required = true, check = name_check },
-  baseline = { kind = "string", required = true, what = "string (server name)", check = name_check },
-  canary = { kind = "string", required = true, what = "string (server name)", check = name_check },
-  timeout = { kind = "duration" },
-  override_acl = { kind = "string" },
-  override_header = { kind = "string" },
+  name = { kind = "string", nonempty = true },
+  socket = { kind = "string", nonempty = true, required = true, what = "string (path of the admin stats socket, or tcp:host:port)" },
+  backend = { kind = "string", nonempty = true, required = true, check = name_check },
+  baseline = { kind = "string", nonempty = true, required = true, what = "string (server name)", check = name_check },
+  canary = { kind = "string", nonempty = true, required = true, what = "string (server name)", check = name_check },
+  timeout = { kind = "duration", zero = true },
+  override_acl = { kind = "string", nonempty = true },
+  override_header = { kind = "string", nonempty = true },
 }
 
 --- Problems with cfg as rollout.schema errors {path =, message =}; empty when fine.

@@ -33,7 +33,7 @@ local resources = require("rollout.k8s.resources")
 local M = {}
 
 local DEST_FIELDS = {
-  host = { kind = "string", required = true }, subset = { kind = "string" }, port = { kind = "integer" },
+  host = { kind = "string", nonempty = true, required = true }, subset = { kind = "string", nonempty = true }, port = { kind = "integer" },
 }
 
 local function name_check(v)
@@ -44,23 +44,23 @@ end
 
 local SCHEMA = {
   type = common.type_rule("istio"),
-  name = { kind = "string" },
-  api = { kind = "string", check = function(v)
+  name = { kind = "string", nonempty = true },
+  api = { kind = "string", nonempty = true, check = function(v)
     if not v:match("^https?://") then return "expected an http(s) URL" end end },
-  namespace = { kind = "string", required = true, check = name_check },
-  virtualservice = { kind = "string", required = true, check = name_check },
+  namespace = { kind = "string", nonempty = true, required = true, check = name_check },
+  virtualservice = { kind = "string", nonempty = true, required = true, check = name_check },
   baseline = { kind = "table", required = true, what = "destination (host string or {host=, subset=, port=})" },
   canary = { kind = "table", required = true, what = "destination (host string or {host=, subset=, port=})" },
-  route = { kind = "string" },
-  token_file = { kind = "string" },
-  ca_file = { kind = "string" },
-  kubeconfig = { kind = "string" },
-  context = { kind = "string" },
-  token_refresh = { kind = "duration" },
-  api_version = { kind = "string", check = function(v) if not v:match("^networking%.istio%.io/v[%w]+$") then
+  route = { kind = "string", nonempty = true },
+  token_file = { kind = "string", nonempty = true },
+  ca_file = { kind = "string", nonempty = true },
+  kubeconfig = { kind = "string", nonempty = true },
+  context = { kind = "string", nonempty = true },
+  token_refresh = { kind = "duration", zero = true },
+  api_version = { kind = "string", nonempty = true, check = function(v) if not v:match("^networking%.istio%.io/v[%w]+$") then
     return "expected networking.istio.io/<version>" end end },
-  timeout = { kind = "duration" },
-  poll_interval = { kind = "duration" },
+  timeout = { kind = "duration", zero = true },
+  poll_interval = { kind = "duration", zero = true },
 }
 
 --- Problems with cfg as rollout.schema errors {path =, message =}; empty when fine.

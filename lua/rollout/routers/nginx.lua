@@ -50,26 +50,26 @@ end
 
 local SCHEMA = {
   type = common.type_rule("nginx"),
-  name = { kind = "string" },
-  upstream = { kind = "string", required = true, what = "string (the upstream name)", check = ident_check },
+  name = { kind = "string", nonempty = true },
+  upstream = { kind = "string", nonempty = true, required = true, what = "string (the upstream name)", check = ident_check },
   -- a string or a list of addresses: validate() checks them by hand
   baseline = { kind = "table", required = true, what = "address (\"host:port\" or a list)" },
   canary = { kind = "table", required = true, what = "address (\"host:port\" or a list)" },
-  include = { kind = "string", required = true, what = "string (path of the file the router writes)" },
+  include = { kind = "string", nonempty = true, required = true, what = "string (path of the file the router writes)" },
   status = { kind = "hostport", required = true, what = "\"host:port\" (where the router's status location listens)" },
   nginx = { kind = "argv" },
-  prefix = { kind = "string" },
-  conf = { kind = "string" },
-  pid_file = { kind = "string" },
-  header = { kind = "string", check = function(v)
+  prefix = { kind = "string", nonempty = true },
+  conf = { kind = "string", nonempty = true },
+  pid_file = { kind = "string", nonempty = true },
+  header = { kind = "string", nonempty = true, check = function(v)
     if not v:match("^[%w-]+$") then return "must be a header name (letters, digits, '-')" end end },
-  variable = { kind = "string", check = function(v)
+  variable = { kind = "string", nonempty = true, check = function(v)
     if not v:match("^[%a_][%w_]*$") then return "must be a variable name (letters, digits, '_')" end end },
-  server_options = { kind = "string", check = function(v)
+  server_options = { kind = "string", nonempty = true, check = function(v)
     if v:find("[;{}]") then return "must not contain ';' or braces" end end },
   upstream_directives = { kind = "table" },
-  reload_timeout = { kind = "duration" },
-  timeout = { kind = "duration" },
+  reload_timeout = { kind = "duration", zero = true },
+  timeout = { kind = "duration", zero = true },
 }
 
 --- Problems with cfg as rollout.schema errors {path =, message =}; empty when fine.

@@ -49,7 +49,7 @@ for k, rule in pairs({
   matchers = { kind = "table", check = check_matchers },
   timeout = { kind = "duration" },
   headers = { kind = "headers" },
-  bearer = { kind = "string" },
+  bearer = { kind = "string", nonempty = true },
 }) do SCHEMA[k] = rule end
 
 --- Problems with cfg as "key: message" strings; empty when fine. No side effects.

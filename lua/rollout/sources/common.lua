@@ -5,7 +5,6 @@
 -- Error policy: a malformed configuration raises from new() with every problem listed
 -- (validate() returns them without raising); operational failures return nil, err.
 local rollout = require("rollout")
-local units = require("rollout.units")
 local schema = require("rollout.schema")
 
 local M = {}
@@ -13,45 +12,13 @@ local M = {}
 M.VERSIONS = { "baseline", "canary" }
 
 -- ---- config checking -----------------------------------------------------------------
--- rollout.schema walks the tables; these kinds keep the sources' wording (a string must
--- not be empty; durations and sizes must be > 0).
+-- rollout.schema walks the tables with its base kinds (strings here are `nonempty`,
+-- durations and sizes > 0, `headers` refuse CR/LF); the kinds below are the sources' own.
 
 local type_name = schema.type_name
 M.type_name = type_name
 
 local KINDS = schema.kinds()
-function KINDS.string(v)
-  if type(v) ~= "string" then return "expected a string, got " .. type_name(v) end
-  if v == "" then return "must not be empty" end
-end
-function KINDS.number(v)
-  if type(v) ~= "number" then return "expected a number, got " .. type_name(v) end
-  if v ~= v then return "must be a number, not NaN" end
-end
-function KINDS.positive(v)
-  local e = KINDS.number(v)
-  if e then return e end
-  if v <= 0 or v == math.huge then return "must be a finite number > 0" end
-end
-function KINDS.boolean(v) if type(v) ~= "boolean" then return "expected a boolean, got " .. type_name(v) end end
-function KINDS.table(v) if type(v) ~= "table" then return "expected a table, got " .. type_name(v) end end
-local function unit_kind(kind, what)
-  return function(v)
-    if type(v) ~= "number" and type(v) ~= "string" then
-      return "expected " .. what .. ", got " .. type_name(v)
-    end
-    local x, err = units.parse(kind, v)
-    if not x then return err end
-    if x <= 0 then return "must be > 0" end
-  end
-end
-KINDS.duration = unit_kind("duration", "a duration (seconds or \"5s\")")
-KINDS.bytes = unit_kind("bytes", "a size (bytes or \"2Gi\")")
-function KINDS.url(v)
-  local e = KINDS.string(v)
-  if e then return e end
-  if not v:match("^https?://[^/]") then return "expected an http:// or https:// URL, got \"" .. v .. "\"" end
-end
 -- A metric name, or false to switch that signal off.
 function KINDS.metric(v)
   if v == false then return nil end
@@ -62,12 +29,6 @@ end
 function KINDS.matchers(v) -- 'code=~"5..",method="GET"' or {code = "500"} / {code = {re = "5.."}}
   local _, err = M.parse_matchers(v)
   return err
-end
-function KINDS.headers(v)
-  if type(v) ~= "table" then return "expected a table of header = value, got " .. type_name(v) end
-  for k, x in pairs(v) do
-    if type(k) ~= "string" or type(x) ~= "string" then return "expected string header names and values" end
-  end
 end
 function KINDS.versions(v) -- {baseline = x, canary = y}
   if type(v) ~= "table" then return "expected a table {baseline = ..., canary = ...}, got " .. type_name(v) end
@@ -104,10 +65,10 @@ end
 --- The fields every source accepts.
 function M.base_schema(type_name_)
   return {
-    type = { kind = "string", required = true, check = function(v)
+    type = { kind = "string", nonempty = true, required = true, check = function(v)
       if v ~= type_name_ then return "expected \"" .. type_name_ .. "\"" end
     end },
-    name = { kind = "string" },
+    name = { kind = "string", nonempty = true },
   }
 end
 

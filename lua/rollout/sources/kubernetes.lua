@@ -40,10 +40,10 @@ end
 
 local SCHEMA = common.base_schema("kubernetes")
 for k, rule in pairs({
-  namespace = { kind = "string", required = true, check = check_name },
+  namespace = { kind = "string", nonempty = true, required = true, check = check_name },
   selectors = { kind = "versions", check = check_selectors },
-  api = { kind = "url" }, token_file = { kind = "string" }, ca_file = { kind = "string" },
-  kubeconfig = { kind = "string" }, context = { kind = "string" },
+  api = { kind = "url" }, token_file = { kind = "string", nonempty = true }, ca_file = { kind = "string", nonempty = true },
+  kubeconfig = { kind = "string", nonempty = true }, context = { kind = "string", nonempty = true },
   timeout = { kind = "duration" }, keep = { kind = "duration" },
 }) do SCHEMA[k] = rule end
 

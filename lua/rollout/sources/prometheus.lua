@@ -76,22 +76,22 @@ local SCHEMA = common.base_schema("prometheus")
 for k, rule in pairs({
   url = { kind = "url", required = true, what = "URL of Prometheus (http://host:9090)" },
   queries = { kind = "table", check = check_queries },
-  selector = { kind = "string", check = function(v) return common.check_template(v, KNOWN_VARS) end },
-  errors = { kind = "string" },
+  selector = { kind = "string", nonempty = true, check = function(v) return common.check_template(v, KNOWN_VARS) end },
+  errors = { kind = "string", nonempty = true },
   requests = { kind = "metric" },
   latency = { kind = "metric" },
-  saturation = { kind = "string", check = function(v)
+  saturation = { kind = "string", nonempty = true, check = function(v)
     if v ~= "auto" and v ~= "kubernetes" and v ~= "node" and v ~= "process" then
       return "expected \"auto\", \"kubernetes\", \"node\" or \"process\", got \"" .. tostring(v) .. "\""
     end
   end },
-  pods = { kind = "string", check = function(v) return common.check_template(v, KNOWN_VARS) end },
+  pods = { kind = "string", nonempty = true, check = function(v) return common.check_template(v, KNOWN_VARS) end },
   cpu_limit = { kind = "positive" },
   memory_limit = { kind = "bytes" },
   disk_limit = { kind = "positive" },
   timeout = { kind = "duration" },
   headers = { kind = "headers" },
-  bearer = { kind = "string" },
+  bearer = { kind = "string", nonempty = true },
 }) do SCHEMA[k] = rule end
 
 --- Problems with cfg as "key: message" strings; empty when fine. No side effects.

@@ -95,7 +95,7 @@ end
 
 local function each_string(v)
   for k, s in pairs(v) do
-    local e = common.KINDS.string(s)
+    local e = common.KINDS.nonempty(s)
     if e then return schema.at(k, e) end
   end
 end
@@ -104,13 +104,13 @@ local SCHEMA = common.base_schema("scrape")
 for k, rule in pairs({
   url = { kind = "url" },
   targets = { kind = "versions", check = each_url },
-  version_label = { kind = "string" },
+  version_label = { kind = "string", nonempty = true },
   version_values = { kind = "versions", check = each_string },
   labels = { kind = "matchers" },
-  preset = { kind = "string", check = function(v)
+  preset = { kind = "string", nonempty = true, check = function(v)
     if not PRESETS[v] then return "unknown preset \"" .. v .. "\" (haproxy)" end
   end },
-  backend = { kind = "string" },
+  backend = { kind = "string", nonempty = true },
   requests = { kind = "metric" },
   errors = { kind = "matchers" },
   latency = { kind = "metric" },
