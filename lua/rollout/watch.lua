@@ -15,7 +15,9 @@
 -- one line per change (each event a person needs, as rollout.output prints it). It returns
 -- when the rollout ends, with its outcome.
 --
--- Error policy: connect problems return nil, err (the command exits 3); a source that goes
+-- Error policy: connect problems return nil, err, reason (rollout.exit.REASON: "not_found"
+-- for no socket at the path or no such id in etcd, "unreachable" otherwise; the command
+-- exits with its code); a source that goes
 -- away before the outcome is known returns nil, err the same way. Nothing here raises for an
 -- operational failure.
 local rollout = require("rollout")
@@ -34,11 +36,11 @@ local M = {}
 
 -- ---- sources --------------------------------------------------------------------------------
 
---- socket(path) -> source | nil, err. source:poll() -> {events=, status=, stages=, triggers=} |
+--- socket(path) -> source | nil, err, reason. source:poll() -> {events=, status=, stages=, triggers=} |
 --- nil, "ended" (then source.rest holds the journal's remaining events) | nil, err
 function M.socket(path)
-  local client, err = control.connect(path, 5)
-  if not client then return nil, err end
+  local client, err, why = control.connect(path, 5)
+  if not client then return nil, err, why end
   local src = { client = client, seq = 0, path = path }
   function src.poll(self)
     local res, rerr = self.client:request("watch " .. self.seq .. " 1", 15)
@@ -74,12 +76,12 @@ function M.socket(path)
   return src
 end
 
---- etcd(url, id, prefix) -> source | nil, err
+--- etcd(url, id, prefix) -> source | nil, err, reason
 function M.etcd(url, id, prefix)
   local c = etcd.new({ url = url, timeout = 5 })
   local K = fleet.keys(prefix)
-  local s, err = fleet.status(c, K, id)
-  if not s then return nil, err end
+  local s, err, why = fleet.status(c, K, id)
+  if not s then return nil, err, why end
   local src = { seq = 0, first = true }
   -- the playbook's shape from the submitted bundle (a copy in a temp dir, loaded, removed)
   local function shape()

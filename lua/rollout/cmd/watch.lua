@@ -7,8 +7,8 @@
 -- colour off. SOCKET is the control socket's path or a service name (as for rollout ctl).
 --
 -- Exit codes (rollout.exit): the rollout's own when it ends (0 promoted, 1 rolled back, 3
--- paused, aborted or failed), 2 usage, 3 the rollout cannot be reached or went away before
--- it ended.
+-- paused, aborted or failed), 2 usage or no such rollout (no socket at the path, no such id
+-- in etcd), 3 the rollout cannot be reached or went away before it ended.
 -- Error policy: the exit codes above, the reason on stderr; nothing raises.
 local args = require("rollout.args")
 local control = require("rollout.control")
@@ -27,7 +27,7 @@ M.options = {
   { "--prefix P", "fleet mode: the key prefix the fleet uses (default /rollout/)" },
 }
 M.exit = exit.describe({ { "PROMOTED", "the rollout was promoted" }, { "ROLLED_BACK", "it was rolled back" },
-  { "USAGE", "usage error" }, { "PAUSED", "it paused, was aborted or failed (its own code when it ends)" },
+  { "USAGE", "usage error" }, { "NOT_FOUND", "no such rollout" }, { "PAUSED", "it paused, was aborted or failed (its own code when it ends)" },
   { "UNREACHABLE", "the rollout cannot be reached or went away before it ended" } })
 M.docs = "[operations](operations.md#rollout-watch-a-live-view-from-another-terminal)"   -- for docs/cli.md
 
@@ -35,12 +35,12 @@ function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
   if not opts then return args.usage_error("watch", pos, M.usage) end
   if #pos ~= 1 then return args.usage_error("watch", opts.etcd and "expected one rollout id" or "expected one control socket", M.usage) end
-  local src, err
-  if opts.etcd then src, err = watch.etcd(opts.etcd, pos[1], opts.prefix)
-  else src, err = watch.socket(control.resolve(pos[1])) end
+  local src, err, why
+  if opts.etcd then src, err, why = watch.etcd(opts.etcd, pos[1], opts.prefix)
+  else src, err, why = watch.socket(control.resolve(pos[1])) end
   if not src then
     io.stderr:write("rollout watch: ", pos[1], ": ", tostring(err), "\n")
-    return exit.UNREACHABLE
+    return exit.for_reason(why or "unreachable")
   end
   local outcome, werr = watch.run(src)
   if not outcome then
