@@ -21,6 +21,12 @@ local rollout = require("rollout")
 local fs = require("rollout.fs")
 local json = require("rollout.json")
 local proc = require("rollout.proc")
+local playbook = require("rollout.playbook")
+local engine = require("rollout.engine")
+local fleet = require("rollout.fleet")
+local fleet_sim = require("rollout.fleet_sim")
+local scenario = require("rollout.sim.scenario")
+local etcd = require("rollout.etcd")
 
 local ROOT = (arg and arg[0] or "bench/fleet_bench.lua"):match("^(.*)/bench/[^/]*$") or "."
 local PLAYBOOK = ROOT .. "/spec/fixtures/fleet/bench/playbook.lua"
@@ -49,21 +55,17 @@ end)()
 -- ---- the child: N rollouts in this process -------------------------------------------------
 
 local function child(n, warmup, measure, etcd_url, etcd_pid)
-  local playbook = require("rollout.playbook")
-  local engine = require("rollout.engine")
-  local fleet = require("rollout.fleet")
-  local fleet_sim = require("rollout.fleet_sim")
   collectgarbage("collect")
   local rss0, heap0 = vm("VmRSS"), collectgarbage("count")
   local pb = assert(playbook.load(PLAYBOOK))
-  local sc = assert(require("rollout.sim.scenario").load(SCENARIO))
+  local sc = assert(scenario.load(SCENARIO))
   fleet_sim.prepare(sc)
   local events, evaluations = 0, 0
   local stub = { name = "bench", K = fleet.keys("/bench-" .. n .. "/"), owned = {}, say = function() end,
     print = function(_, ev) events = events + 1; if ev.event == "evaluation" then evaluations = evaluations + 1 end end }
   local c, lease
   if etcd_url then -- replicate every event, fenced, as the agent does
-    c = require("rollout.etcd").new({ url = etcd_url, timeout = 10 })
+    c = etcd.new({ url = etcd_url, timeout = 10 })
     stub.c = c
     lease = assert(c:grant(60))
     rollout.spawn(function() while true do rollout.sleep(15); c:keepalive(lease) end end)
@@ -129,6 +131,7 @@ end
 local QUERY = [[{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.0,"0.0012"]}]}}]]
 
 local function anchor()
+  -- lazy: the spec support's server starter, only for the anchor (spec/ is on the path from the repository root)
   local servers = require("spec.support.servers")
   local ng, err = servers.nginx({ files = { ["query.json"] = QUERY } })
   if not ng then return { error = "nginx: " .. tostring(err) } end

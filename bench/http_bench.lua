@@ -23,6 +23,7 @@ end
 
 local function wrk(url)
   local argv = { "wrk", "-t1", "-c" .. concurrency, "-d" .. math.ceil(seconds) .. "s", url }
+  -- lazy: optional, the rollout binary's host API (absent under a plain lua interpreter)
   local ok, proc = pcall(require, "rollout.proc")
   local out
   if ok and proc.run then

@@ -20,6 +20,7 @@ end
 local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local function run(argv, timeout)
+  -- lazy: optional, the rollout binary's host API (absent under a plain lua interpreter)
   local ok, proc = pcall(require, "rollout.proc")
   if ok then return proc.run { argv = argv, timeout = timeout } end
   local quoted = {}

@@ -22,6 +22,7 @@ if #files == 0 then
 end
 
 local function run_one(path)
+  -- lazy: optional, the rollout binary's host API (absent under a plain lua interpreter)
   local ok, proc = pcall(require, "rollout.proc")
   if ok and proc.run then -- the loop keeps running while the benchmark does
     local res, err = proc.run({ argv = { exe, path }, timeout = 600, max_output = "16Mi" })

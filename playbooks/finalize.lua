@@ -80,6 +80,7 @@ end
 -- no rollback after it, and the router reading back canary 100 %.
 -- lock, router | nil, message
 local function preconditions(pb, dir)
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local journal = require("rollout.journal")
   local path, events = journal.latest(dir)
   if not path then return nil, "no journal of " .. tostring(pb.service) .. " in " .. dir .. ": no promotion to finalize" end
@@ -103,6 +104,7 @@ local function preconditions(pb, dir)
       s.outcome and ("`" .. s.outcome .. "`") or "not written yet (it has not ended)",
       s.observe and " (an observe-only run: it moved no traffic)" or "")
   end
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local okr, router = pcall(require("rollout.routers").new, pb.router, {})
   if not okr then lock:release(); return nil, "router: " .. tostring(router), 2 end
   local got, gerr = router:get_weights()
@@ -117,9 +119,11 @@ local function preconditions(pb, dir)
 end
 
 function M.manual(argv)
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local pb, opts = require("rollout.playbook").load_from_args(argv, { journal = "value" },
     "rollout playbooks/finalize.lua PLAYBOOK [--journal DIR] [--set key=value ...]")
   if not pb then return opts end
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local journal = require("rollout.journal")
   local dir = opts.journal or journal.default_dir(pb.service)
   local lock, router, code = preconditions(pb, dir)
@@ -131,6 +135,7 @@ function M.manual(argv)
   if (pb.params or {}).kubernetes then
     local ctx = { engine = { pb = pb, router = router, deployment_id = pb.deployment_id },
       weights = { baseline = 0, canary = 100 }, promotion_confirmed = true, log = print }
+    -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
     local ok, err = pcall(require("rollout.k8s.runbook").finalize, ctx)
     if not ok then io.stderr:write("finalize: ", tostring(err), "\n"); return done(3) end
     print("finalized")

@@ -78,6 +78,7 @@ local function who() return os.getenv("SUDO_USER") or os.getenv("USER") or "unkn
 -- The socket is <run dir>/<service>.sock (the playbook's service), whatever the cwd and
 -- whether or not a journal directory was found here.
 local function live_engine(pb, opts)
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local control = require("rollout.control")
   local sock = control.socket_path(opts.run_dir or control.default_run_dir(), pb.service)
   local c = control.connect(sock, 2)
@@ -114,7 +115,9 @@ local function through_engine(c, sock, st, pb, reason, log)
   if err then io.stderr:write("rollback: ", err, "\n"); return 3 end
   local s = {}
   if st.journal then
+    -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
     local events = require("rollout.journal").read(st.journal)
+    -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
     s = events and require("rollout.journal").summary(events) or {}
   end
   if s.outcome == nil then s.outcome = out.outcome end -- the engine's own answer, when its journal was not readable
@@ -131,10 +134,12 @@ end
 --- (abort: its verdict is journaled), waits for it to release the journal's lock, and then
 --- rolls back itself, journaled in that journal (an operator who asks for a rollback gets one).
 function M.manual(argv)
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local pb, opts = require("rollout.playbook").load_from_args(argv, { reason = "value", journal = "value",
     run_dir = "value" }, "rollout playbooks/rollback.lua PLAYBOOK [--reason TEXT] [--set key=value ...]"
     .. " [--journal DIR] [--run-dir DIR]")
   if not pb then return opts end
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local fs, journal = require("rollout.fs"), require("rollout.journal")
   local t0 = rollout.now()
   local function log(msg) print(string.format("[%6.1fs] %s", rollout.now() - t0, msg)) end
@@ -200,6 +205,7 @@ function M.manual(argv)
     if lock then lock:release() end
     return code
   end
+  -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
   local routers = require("rollout.routers")
   local ok, router = pcall(routers.new, pb.router, { emit = function(kind, f)
     if kind == "router_error" then log("router error: " .. tostring(f.error)) end
@@ -221,6 +227,7 @@ function M.manual(argv)
   local aok, aerr
   if (pb.params or {}).kubernetes then -- a Kubernetes playbook: scale the canary to 0, natively
     aok, aerr = pcall(function()
+      -- lazy: the manual command's (included as a hook, this file runs in the sandbox: no require)
       require("rollout.k8s.runbook").on_rollback({ engine = { pb = pb, router = router }, log = log })
       log_event(pb, pb.deployment_id, reason, log)
     end)

@@ -240,6 +240,18 @@ describe("module structure: requires at the top", function()
     assert(#bad == 0, #bad .. " requires inside functions without a -- lazy: reason:\n  " .. table.concat(bad, "\n  "))
   end)
 
+  it("so does every file under playbooks/, tools/, bench/ and spec/support/", function()
+    local bad, files = {}, 0
+    for _, dir in ipairs({ "playbooks", "tools", "bench", "spec/support" }) do
+      for _, path in ipairs(lua_files(dir, {})) do
+        files = files + 1
+        for _, b in ipairs(unexplained(path, fs.read(path))) do bad[#bad + 1] = b end
+      end
+    end
+    assert(#bad == 0, #bad .. " requires inside functions without a -- lazy: reason:\n  " .. table.concat(bad, "\n  "))
+    assert.truthy(files > 20, "the check saw " .. files .. " files")
+  end)
+
   it("the top-level requires of the modules under lua/rollout form no cycle", function()
     local edges, files = {}, {}
     for _, path in ipairs(lua_files("lua/rollout", {})) do

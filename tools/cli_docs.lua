@@ -68,7 +68,7 @@ function M.markdown(names)
   add("|---------|--------------|")
   local mods = {}
   for _, n in ipairs(names) do
-    mods[n] = require("rollout.cmd." .. n)
+    mods[n] = require("rollout.cmd." .. n) -- lazy: each command's module, by name
     add(string.format("| [`%s`](#rollout-%s) | %s |", n, n, md_cell(mods[n].summary or "")))
   end
   add("")
@@ -127,7 +127,7 @@ function M.man(names)
   assert(before, "man/rollout.1.in has no @COMMANDS@ line")
   add((before:gsub("\n$", "")))
   for _, n in ipairs(names) do
-    local mod = require("rollout.cmd." .. n)
+    local mod = require("rollout.cmd." .. n) -- lazy: each command's module, by name
     add(".SS " .. n)
     for i, u in ipairs(usages(mod)) do
       if i > 1 then add(".br") end

@@ -30,6 +30,8 @@ local scenario = require("rollout.sim.scenario")
 local generate = require("tools.eval_scenarios.generate")
 local labels = require("tools.eval_scenarios.labels")
 local calibration = require("tools.eval_scenarios.calibration")
+local simulation = require("rollout.simulation")
+local proc = require("rollout.proc")
 
 local CONFIGS = {
   { key = "static", title = "(a) static", playbook = "playbooks/canary.lua", sets = { "ab_test.gate=false" } },
@@ -85,7 +87,6 @@ local function load_scenario(c)
 end
 
 local function run_cases(cases, configs, emit)
-  local simulation = require("rollout.simulation")
   local pbs = {}
   for _, cfg in ipairs(configs) do
     local pb, errs = playbook.load(cfg.playbook, { sets = cfg.sets })
@@ -140,7 +141,6 @@ local function worker(spec, opts)
 end
 
 local function run_parallel(jobs, opts)
-  local proc = require("rollout.proc")
   local tasks = {}
   for w = 1, jobs do
     local argv = { rollout.exe, "--clock=virtual", "tools/eval.lua", "--worker", w .. "/" .. jobs }

@@ -14,6 +14,8 @@ local rollout = require("rollout")
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
 local journal = require("rollout.journal")
+local routers = require("rollout.routers")
+local control = require("rollout.control")
 local support = require("spec.support.routers_support")
 local servers = require("spec.support.servers")
 
@@ -61,7 +63,7 @@ end
 
 --- The router as the specs see it (its weights in percent).
 function M.router(env)
-  return require("rollout.routers").new{ type = "haproxy", socket = env.hx.socket, backend = "be",
+  return routers.new{ type = "haproxy", socket = env.hx.socket, backend = "be",
     baseline = "baseline", canary = "canary" }
 end
 
@@ -152,7 +154,6 @@ end
 
 --- Wait until the control socket answers.
 function M.wait_socket(env, timeout)
-  local control = require("rollout.control")
   local deadline = rollout.now() + (timeout or 15)
   while rollout.now() < deadline do
     local c = control.connect(env.socket, 1)
@@ -168,7 +169,6 @@ end
 
 --- One command over the control socket (machine mode): the response table.
 function M.ctl(env, line, timeout)
-  local control = require("rollout.control")
   local c = assert(control.connect(env.socket, 5))
   local r, err = c:request(line, timeout or 30)
   c:close()

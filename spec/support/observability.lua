@@ -15,6 +15,8 @@ local proc = require("rollout.proc")
 local playbook = require("rollout.playbook")
 local engine = require("rollout.engine")
 local scenario = require("rollout.sim.scenario")
+local sim_router = require("rollout.sim.router")
+local sim_source = require("rollout.sim.source")
 
 local M = {}
 
@@ -55,8 +57,8 @@ end
 function M.run(pb, sc, opts)
   opts = opts or {}
   local t0 = rollout.now()
-  local router = require("rollout.sim.router").new({ faults = sc.router_faults, now = function() return rollout.now() - t0 end })
-  local src = require("rollout.sim.source").new(sc, { router = router, interval = pb.interval,
+  local router = sim_router.new({ faults = sc.router_faults, now = function() return rollout.now() - t0 end })
+  local src = sim_source.new(sc, { router = router, interval = pb.interval,
     history = math.max(pb.gate_window, pb.trigger_window) })
   local source = src:from(t0)
   local events = {}

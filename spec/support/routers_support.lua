@@ -7,6 +7,7 @@ local fs = require("rollout.fs")
 local http = require("rollout.http")
 local json = require("rollout.json")
 local proc = require("rollout.proc")
+local routers_nginx = require("rollout.routers.nginx")
 local servers = require("spec.support.servers")
 
 local M = { servers = servers }
@@ -108,7 +109,6 @@ function M.nginx_proxy(b, extra)
   assert(fs.chmod(dir, 493))
   assert(fs.mkdir(dir .. "/tmp"))
   local status_port = servers.free_port()
-  local routers_nginx = require("rollout.routers.nginx")
   local cfg = {
     type = "nginx", upstream = "app", baseline = b.v1, canary = b.v2,
     include = dir .. "/rollout-app.conf", status = "127.0.0.1:" .. status_port,

@@ -143,6 +143,7 @@ local function launch_sh(argv, dir, log, env)
 end
 
 local function launch(argv, dir, log, env)
+  -- lazy: optional, the rollout binary's host API (absent under a plain lua interpreter)
   local ok, proc = pcall(require, "rollout.proc")
   if ok and type(proc) == "table" and proc.spawn then return launch_proc(proc, argv, dir, log, env) end
   return launch_sh(argv, dir, log, env)

@@ -20,6 +20,7 @@
 --                        (errors 2.2-3.5 %, p99 620-900 ms or p50 210-260 ms), from 0 or later
 --   low_traffic (10)     15-90 req/s in total, a good canary
 local rng = require("rollout.rng")
+local fs = require("rollout.fs")
 local labels = require("tools.eval_scenarios.labels")
 
 local M = {}
@@ -231,7 +232,6 @@ end
 M.literal = literal
 
 function M.write(dir)
-  local fs = require("rollout.fs")
   assert(fs.mkdir(dir, 493, true))
   for _, c in ipairs(M.generate()) do
     local text = "-- " .. c.scenario.description .. (c.fault_at and string.format("; fault at %gs", c.fault_at) or "") ..
