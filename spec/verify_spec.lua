@@ -145,7 +145,7 @@ describe("rollout verify", function()
     r = verify({ "playbooks/canary.lua", noexp, badout })
     assert.equals(2, r.code)
     assert.matches("noexpect%.lua:%d+: expect: required", r.stderr)
-    assert.matches("badout%.lua:%d+: expect%.outcome: expected one of promoted, rolled_back, paused, aborted, failed; got rollback", r.stderr)
+    assert.matches('badout%.lua:%d+: expect%.outcome: must be one of "promoted", "rolled_back", "paused", "aborted", "failed", got rollback', r.stderr)
     local empty = tmp .. "/empty"
     fs.mkdir(empty)
     r = verify({ "playbooks/canary.lua", empty })

@@ -3,12 +3,11 @@
 -- `expect`: the outcome, a prefix of the reason, and bounds for the summary's `at`.
 --
 -- Error policy: bad input (a path that does not exist, a directory without scenarios, a
--- scenario that does not load or has no `expect`, an unknown expected outcome) is collected
+-- scenario that does not load, or whose `expect` rollout.sim.scenario refuses) is collected
 -- for every argument before anything runs, each {file=, line=, path=, msg=}; load() returns
 -- nil, errors. run() never raises for a mismatch: a mismatch is a result.
 local fs = require("rollout.fs")
 local json = require("rollout.json")
-local srcmap = require("rollout.srcmap")
 local scenario = require("rollout.sim.scenario")
 local output = require("rollout.output")
 local simulate = require("rollout.simulation").run
@@ -21,28 +20,6 @@ for _, o in ipairs(engine.OUTCOMES) do M.OUTCOMES[o] = true end
 
 local function clock(t)
   return output.clock(t)
-end
-
-local function expect_errors(sc, path)
-  local errs = {}
-  local map
-  local function err(keypath, msg)
-    map = map or srcmap.load(path)
-    local p = {}
-    for part in keypath:gmatch("[^%.%[%]]+") do p[#p + 1] = tonumber(part) or part end
-    errs[#errs + 1] = { file = path, line = map:line(p), path = keypath, msg = msg }
-  end
-  local e = sc.expect
-  if not e then
-    err("expect", "required: what the playbook should decide, e.g. expect = { outcome = \"rolled_back\", reason = \"trigger:error_rate\", at = { \"14m\", \"16m\" } }")
-    return errs
-  end
-  if not M.OUTCOMES[e.outcome] then
-    err("expect.outcome", "expected one of " .. table.concat(engine.OUTCOMES, ", ") .. "; got " .. tostring(e.outcome))
-  end
-  if e.reason ~= nil and type(e.reason) ~= "string" then err("expect.reason", "expected a string (a prefix of the reason)") end
-  if e.at and e.at[1] and e.at[2] and e.at[1] > e.at[2] then err("expect.at", "the lower bound is above the upper bound") end
-  return errs
 end
 
 --- expand(args) -> list of scenario files | nil, errors. A directory stands for its *.lua
@@ -74,11 +51,10 @@ function M.load(args)
   local list = {}
   errs = {}
   for _, f in ipairs(files) do
-    local sc, serrs = scenario.load(f)
+    local sc, serrs = scenario.load(f, { outcomes = engine.OUTCOMES }) -- `expect` required, checked
     if not sc then
       for _, e in ipairs(serrs) do errs[#errs + 1] = e end
     else
-      for _, e in ipairs(expect_errors(sc, f)) do errs[#errs + 1] = e end
       list[#list + 1] = sc
     end
   end

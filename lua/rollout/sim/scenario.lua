@@ -61,9 +61,26 @@ local FIELDS = {
   preview = { kind = "table", fields = { rps = { kind = "rate", required = true,
     what = "number: preview requests per second (>= 0)" } } },
   health_every = { kind = "duration" },
-  expect = { kind = "table", fields = { outcome = { kind = "string" }, reason = { kind = "string" },
-    at = { kind = "list", item = { kind = "time" } } } },
 }
+
+--- expect_rule([outcomes]) -> the rule of a scenario's `expect` (what `rollout verify`
+--- compares the run with). With outcomes (verify passes rollout.engine's, a layer above
+--- this one) `expect` and its outcome are required and the outcome is one of them.
+local function expect_rule(outcomes)
+  local WHAT = "(what the playbook should decide, e.g. expect = { outcome = \"rolled_back\", "
+    .. "reason = \"trigger:error_rate\", at = { \"14m\", \"16m\" } })"
+  return { kind = "table", required = outcomes ~= nil, what = WHAT, fields = {
+    outcome = { kind = "string", enum = outcomes, required = outcomes ~= nil,
+      what = outcomes and ("(one of " .. table.concat(outcomes, ", ") .. ")") },
+    reason = { kind = "string" }, -- a prefix of the reason
+    at = { kind = "list", item = { kind = "time" }, check = function(v)
+      if #v ~= 2 then return "expected the bounds {lower, upper}, got " .. #v .. " value" .. (#v == 1 and "" or "s") end
+      local lo, hi = units.parse("duration", v[1]), units.parse("duration", v[2])
+      if lo > hi then return "the lower bound is above the upper bound" end
+    end },
+  } }
+end
+FIELDS.expect = expect_rule()
 
 -- ---- normalising a checked scenario ----------------------------------------------------------
 
@@ -89,11 +106,17 @@ local function version_state(v)
   return out
 end
 
---- check(raw) -> scenario | nil, errors ({path = "key.path", msg =, keys = {...}}: the
---- path as text and as the list of keys rollout.schema reported)
-function M.check(raw)
+--- check(raw [, {outcomes = list}]) -> scenario | nil, errors ({path = "key.path", msg =,
+--- keys = {...}}: the path as text and as the list of keys rollout.schema reported).
+--- With outcomes, `expect` is required and its outcome must be one of them (expect_rule).
+function M.check(raw, opts)
   if type(raw) ~= "table" then return nil, { { path = "", keys = {}, msg = "a scenario must return a table" } } end
-  local found = schema.check(raw, FIELDS, { kinds = KINDS })
+  local fields = FIELDS
+  if opts and opts.outcomes then
+    fields = { expect = expect_rule(opts.outcomes) }
+    for k, r in pairs(FIELDS) do if k ~= "expect" then fields[k] = r end end
+  end
+  local found = schema.check(raw, fields, { kinds = KINDS })
   if #found > 0 then
     local errs = {}
     for _, e in ipairs(found) do errs[#errs + 1] = { path = schema.path_string(e.path), keys = e.path, msg = e.message } end
@@ -130,13 +153,14 @@ function M.check(raw)
   return s
 end
 
---- load(path) -> scenario | nil, errors (each {file=, line=, path=, msg=})
-function M.load(path)
+--- load(path [, opts]) -> scenario | nil, errors (each {file=, line=, path=, msg=});
+--- opts as check's.
+function M.load(path, opts)
   local chunk, lerr = loadfile(path, "t", setmetatable({}, { __index = _G }))
   if not chunk then return nil, { { file = path, path = "", msg = lerr } } end
   local ok, raw = pcall(chunk)
   if not ok then return nil, { { file = path, path = "", msg = tostring(raw) } } end
-  local s, errs = M.check(raw)
+  local s, errs = M.check(raw, opts)
   if not s then
     local map = srcmap.load(path)
     for _, e in ipairs(errs) do e.file, e.line = path, map:line(e.keys) end
