@@ -1,7 +1,7 @@
 -- One exit-code table for every operator command (rollout.exit): `list`, `submit` and
 -- `ctl --etcd` exit 3 when etcd cannot be reached, 2 for no such rollout (a socket that is
 -- not there, an id etcd does not hold) and for an id that exists already or is invalid; the
--- code comes from the client's reason word, and each command's help text from the table.
+-- code comes from the client's reason word, and every command's help text from the table.
 -- Against a real etcd (spec/fixtures/fleet/harness.lua) and real unix sockets.
 local fs = require("rollout.fs")
 local proc = require("rollout.proc")
@@ -108,8 +108,18 @@ describe("exit codes: a control socket", function()
 end)
 
 describe("exit codes: one table", function()
-  it("every operator command's help text is made from rollout.exit, and --help prints it", function()
-    for _, name in ipairs(OPERATOR) do
+  it("every command's help text is made from rollout.exit, and --help prints it", function()
+    local names = {}
+    for _, f in ipairs(assert(fs.list("lua/rollout/cmd"))) do
+      local name = f:match("^([%w_]+)%.lua$")
+      if name then names[#names + 1] = name end
+    end
+    table.sort(names)
+    for _, n in ipairs(OPERATOR) do
+      assert.truthy(table.concat(names, " "):find(n, 1, true), n .. " is not among " .. table.concat(names, " "))
+    end
+    assert.truthy(#names >= 17, "commands found: " .. table.concat(names, " "))
+    for _, name in ipairs(names) do
       local cmd = require("rollout.cmd." .. name)
       assert.is_string(cmd.exit, name)
       assert.is_true(exit.generated(cmd.exit), name .. ": M.exit is not made by rollout.exit.describe")
@@ -124,6 +134,8 @@ describe("exit codes: one table", function()
     assert.same({ promoted = 0, rolled_back = 1, paused = 3, aborted = 3, failed = 3 }, exit.OUTCOME)
     assert.same(exit.OUTCOME, require("rollout.engine").EXIT)
     assert.same({ 0, 1, 2, 2, 3 }, { exit.OK, exit.REFUSED, exit.USAGE, exit.NOT_FOUND, exit.UNREACHABLE })
+    assert.equals(1, exit.UNMET)
+    assert.equals(require("rollout.journal").EXIT_INCOMPLETE, exit.INCOMPLETE)
     assert.equals(2, exit.for_reason("not_found"))
     assert.equals(3, exit.for_reason("unreachable"))
     assert.equals(1, exit.for_reason("refused"))

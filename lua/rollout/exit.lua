@@ -3,7 +3,8 @@
 -- PROMOTED 0, ROLLED_BACK 1, USAGE 2, PAUSED/ABORTED/FAILED 3. An operator command's
 -- result (`ctl`, `list`, `submit`, `watch`, `attach`, `agent`): OK 0, REFUSED 1, USAGE 2,
 -- NOT_FOUND 2, UNREACHABLE 3 (the socket or etcd cannot be reached or read, or the owner
--- did not acknowledge in time). Operational failures carry a reason word ("not_found",
+-- did not acknowledge in time). The checking commands (test, verify, repl) use UNMET 1 for
+-- "the answer is no"; `run` alone uses INCOMPLETE 4. Operational failures carry a reason word ("not_found",
 -- "unreachable", "refused", "exists", "invalid"); for_reason turns it into a code, so no
 -- command picks its code by matching message text.
 -- Error policy: pure data; an unknown code name or reason word raises (a programming error).
@@ -11,6 +12,10 @@ local M = {}
 
 M.PROMOTED, M.ROLLED_BACK, M.USAGE, M.PAUSED, M.ABORTED, M.FAILED = 0, 1, 2, 3, 3, 3
 M.OK, M.REFUSED, M.NOT_FOUND, M.UNREACHABLE = 0, 1, 2, 3
+-- The answer is no (test, verify, repl on a pipe): a test failed, a scenario does not match.
+M.UNMET = 1
+-- `run` only: the rollout ended but its journal is incomplete (rollout.journal.EXIT_INCOMPLETE).
+M.INCOMPLETE = 4
 
 --- OUTCOME[outcome] -> the exit code of a rollout that ended with that outcome
 M.OUTCOME = { promoted = M.PROMOTED, rolled_back = M.ROLLED_BACK, paused = M.PAUSED, aborted = M.ABORTED,

@@ -11,6 +11,7 @@ local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local json = require("rollout.json")
 local backtest = require("rollout.backtest")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "re-decide past rollouts from their journals under another playbook"
@@ -26,7 +27,7 @@ M.options = {
     .. "repeatable", list = true },
   { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook" },
 }
-M.exit = "0 done (changes or not), 2 bad input"
+M.exit = exit.describe({ { "OK", "done (changes or not)" }, { "USAGE", "bad input" } })
 M.docs = "[back-testing a playbook](semantics.md#back-testing-a-playbook-rollout-backtest)"
 
 function M.main(argv)

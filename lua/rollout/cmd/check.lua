@@ -15,6 +15,7 @@ local json = require("rollout.json")
 local safety = require("rollout.safety")
 local assemble = require("rollout.assemble")
 local access = require("rollout.k8s.access")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "validate a playbook, then check its router and sources without moving traffic"
@@ -35,7 +36,8 @@ M.options = {
   { "--json", "print {ok, checks = [{name, ok, detail}]} as one JSON object" },
   { "--offline", "validate only: skip the live checks of the router and the sources, and the permission reviews" },
 }
-M.exit = "0 everything is fine, 2 the playbook is invalid, 3 a live check failed"
+M.exit = exit.describe({ { "OK", "everything is fine" }, { "USAGE", "the playbook is invalid" },
+  { "FAILED", "a live check failed" } })
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)

@@ -23,6 +23,7 @@ local assemble = require("rollout.assemble")
 local http = require("rollout.http")
 local promtext = require("rollout.promtext")
 local engine = require("rollout.engine")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "a local Lua REPL with the host API and a playbook's router and sources"
@@ -44,7 +45,8 @@ M.options = {
   { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
     .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
 }
-M.exit = "0 at end of input, 1 a line failed (reading a pipe), 2 usage or playbook error"
+M.exit = exit.describe({ { "OK", "at end of input" }, { "UNMET", "a line failed (reading a pipe)" },
+  { "USAGE", "usage or playbook error" } })
 
 --- env(pb) -> the REPL's environment for a playbook (or none). Raises on a bad router.
 function M.env(pb)

@@ -20,6 +20,7 @@ local output = require("rollout.output")
 local datetime = require("rollout.datetime")
 local assemble = require("rollout.assemble")
 local sim_router = require("rollout.sim.router")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "run a playbook's decisions against what a real Prometheus recorded"
@@ -41,7 +42,8 @@ M.options = {
   { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
     .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
 }
-M.exit = "0 promoted, 1 rolled back, 2 usage or configuration error (nothing was done), 3 paused, aborted or failed"
+M.exit = exit.describe({ { "PROMOTED", "promoted" }, { "ROLLED_BACK", "rolled back" },
+  { "USAGE", "usage or configuration error (nothing was done)" }, { "PAUSED", "paused, aborted or failed" } })
 
 --- parse_time(s, now) -> epoch seconds | nil, err   (rollout.datetime: every form it reads)
 M.parse_time = datetime.parse

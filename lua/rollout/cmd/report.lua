@@ -15,6 +15,7 @@ local args = require("rollout.args")
 local fs = require("rollout.fs")
 local json = require("rollout.json")
 local report = require("rollout.report")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "render a journal as HTML, Markdown or JSON; DORA figures over a directory"
@@ -31,7 +32,7 @@ M.options = {
   { "--dora DIR", "with a journal: deployment frequency from DIR's journals; alone: the DORA figures "
     .. "over every journal under DIR" },
 }
-M.exit = "0, or 2 for a usage error or a file that is not a journal"
+M.exit = exit.describe({ { "OK", "done" }, { "USAGE", "usage error or a file that is not a journal" } })
 
 local function fail(msg)
   io.stderr:write("rollout report: ", msg, "\n")

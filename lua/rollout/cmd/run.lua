@@ -62,6 +62,7 @@ local redact = require("rollout.redact")
 local metrics_endpoint = require("rollout.metrics_endpoint")
 local json = require("rollout.json")
 local units = require("rollout.units")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "run a playbook for real: its router moves traffic, its sources read real metrics"
@@ -108,9 +109,11 @@ M.options = {
     .. "one the rollout started with (journaled as playbook_changed)" },
 }
 M.docs = "[operations](operations.md), [observe-only runs](operations.md#observe-only-runs)"   -- for docs/cli.md
-M.exit = "0 promoted, 1 rolled back, 2 usage, configuration, lock or journal problem before anything was "
-  .. "done (a changed playbook on --resume), 3 paused, aborted or failed, 4 the rollout ended but its journal is incomplete (the events that "
-  .. "could not be written are on stderr as JSON lines)"
+M.exit = exit.describe({ { "PROMOTED", "promoted" }, { "ROLLED_BACK", "rolled back" },
+  { "USAGE", "usage, configuration, lock or journal problem before anything was done (a changed playbook on --resume)" },
+  { "PAUSED", "paused, aborted or failed" },
+  { "INCOMPLETE", "the rollout ended but its journal is incomplete (the events that could not be written are on "
+    .. "stderr as JSON lines)" } })
 
 local function who()
   return os.getenv("SUDO_USER") or os.getenv("USER") or os.getenv("LOGNAME") or "unknown"

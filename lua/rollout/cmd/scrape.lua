@@ -17,6 +17,7 @@ local http = require("rollout.http")
 local json = require("rollout.json")
 local promtext = require("rollout.promtext")
 local units = require("rollout.units")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "print what a /metrics target exposes (families, samples, labels, values)"
@@ -29,7 +30,8 @@ M.options = {
     .. "NaN and infinities are strings" },
   { "--timeout DURATION", "how long the request may take (default 10s)" },
 }
-M.exit = "0 read and printed, 2 usage error, 3 the target cannot be read (the message says why)"
+M.exit = exit.describe({ { "OK", "read and printed" }, { "USAGE", "usage error" },
+  { "UNREACHABLE", "the target cannot be read (the message says why)" } })
 
 local function read_target(target, timeout)
   if target:match("^https?://") then

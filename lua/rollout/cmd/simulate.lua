@@ -12,6 +12,7 @@ local scenario = require("rollout.sim.scenario")
 local engine = require("rollout.engine")
 local output = require("rollout.output")
 local simulation = require("rollout.simulation")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "run a playbook in virtual time against a scenario's synthetic traffic"
@@ -32,7 +33,8 @@ M.options = {
   { "--verbose", "also print the events that have no line of their own (per-interval evaluations)" },
   { "--run-hooks", "run the playbook's hooks too (they may touch real systems)" },
 }
-M.exit = "0 promoted, 1 rolled back, 2 usage or configuration error (nothing was done), 3 paused, aborted or failed"
+M.exit = exit.describe({ { "PROMOTED", "promoted" }, { "ROLLED_BACK", "rolled back" },
+  { "USAGE", "usage or configuration error (nothing was done)" }, { "PAUSED", "paused, aborted or failed" } })
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)

@@ -5,6 +5,7 @@
 -- rollout.testing with its file and message.
 local args = require("rollout.args")
 local testing = require("rollout.testing")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "run the specs (spec/*_spec.lua) inside the real binary"
@@ -20,7 +21,7 @@ M.options = {
   { "--timings", "end with where the time went: each file's wall and CPU seconds, the slowest "
     .. "files and tests, and the sums" },
 }
-M.exit = "0 every test passed, 1 a test failed, 2 usage error"
+M.exit = exit.describe({ { "OK", "every test passed" }, { "UNMET", "a test failed" }, { "USAGE", "usage error" } })
 
 function M.main(argv)
   local norm = {} -- -j N and -jN are --jobs N

@@ -11,6 +11,7 @@ local args = require("rollout.args")
 local playbook = require("rollout.playbook")
 local fs = require("rollout.fs")
 local verify = require("rollout.verify")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "policy tests: run a playbook against labelled scenarios and compare with their expect"
@@ -27,7 +28,7 @@ M.options = {
   { "--config FILE", "map a runbook CanaryDeployment YAML onto the playbook (stages, golden signals, "
     .. "rollback triggers, feature flags, abTest); keys rollout cannot use are warned about with file and line" },
 }
-M.exit = "0 every scenario matches, 1 one does not, 2 bad input"
+M.exit = exit.describe({ { "OK", "every scenario matches" }, { "UNMET", "one does not" }, { "USAGE", "bad input" } })
 M.docs = "[policy tests](simulation.md#policy-tests-rollout-verify)"   -- for docs/cli.md
 
 function M.main(argv)

@@ -2,13 +2,14 @@
 -- Error policy: a usage error (an argument) returns 2; nothing else can fail.
 local rollout = require("rollout")
 local args = require("rollout.args")
+local exit = require("rollout.exit")
 
 local M = {}
 M.summary = "print the version"
 M.usage = "rollout version"
 M.description = "Prints `rollout VERSION`, as `rollout --version` does."
 M.options = {}
-M.exit = "0, or 2 for a usage error"
+M.exit = exit.describe({ { "OK", "done" }, { "USAGE", "usage error" } })
 
 function M.main(argv)
   local opts, pos = args.parse(argv, M.options)
