@@ -38,6 +38,7 @@ local json = require("rollout.json")
 local output = require("rollout.output")
 local engine_mod = require("rollout.engine")
 local sandbox = require("rollout.sandbox")
+local playbook = require("rollout.playbook")
 
 local M = {}
 local C = {}
@@ -378,7 +379,7 @@ end
 --- os.exit; the host API) plus the engine's objects.
 function C:env(who)
   local e = self.engine
-  local env = sandbox.new(e.pb and e.pb.file and e.pb.file:match("^(.*)/[^/]*$") or ".")
+  local env = sandbox.new(e.pb and e.pb.file and e.pb.file:match("^(.*)/[^/]*$") or ".", playbook.HOST)
   local rv = router_view(e, who)
   local ev = engine_view(e, rv)
   local fields = {

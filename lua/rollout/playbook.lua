@@ -17,6 +17,7 @@
 -- including an error or an exhausted budget while it runs; apply_set() and
 -- expand_secrets() return nil, err for a bad --set; nothing raises on bad input, only on
 -- programming errors in this module.
+local rollout = require("rollout")
 local alloc = require("rollout.alloc")
 local args = require("rollout.args")
 local budget = require("rollout.budget")
@@ -33,8 +34,20 @@ local schema = require("rollout.schema")
 local sources = require("rollout.sources")
 local srcmap = require("rollout.srcmap")
 local units = require("rollout.units")
+local http = require("rollout.http")
+local proc = require("rollout.proc")
+local net = require("rollout.net")
+local yaml = require("rollout.yaml")
+local stats = require("rollout.stats")
+local histogram = require("rollout.histogram")
+local promtext = require("rollout.promtext")
+local k8s = require("rollout.k8s")
 
 local M = {}
+
+-- The host API a playbook's code sees, as rollout.sandbox's read-only views (sandbox.MODULES).
+M.HOST = { rollout = rollout, http = http, proc = proc, fs = fs, net = net, json = json, yaml = yaml,
+  units = units, stats = stats, histogram = histogram, promtext = promtext, k8s = k8s }
 
 -- ---- errors -------------------------------------------------------------------------
 
@@ -606,7 +619,7 @@ function M.load(path, opts)
   opts = opts or {}
   local limits = opts.budget or M.LOAD_BUDGET
   local dir = path:match("^(.*)/[^/]*$") or "."
-  local env, state = sandbox.new(dir)
+  local env, state = sandbox.new(dir, M.HOST)
   local chunk, err = loadfile(path, "t", env)
   if not chunk then
     local line, msg = err:match(":(%d+): (.*)$")

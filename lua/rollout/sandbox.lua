@@ -10,7 +10,8 @@
 --   include(relpath), PLAYBOOK_DIR, playbook{...},
 --   the host API: rollout, http, proc, fs, net, json, yaml, units, stats, histogram, promtext,
 --   k8s (rollout.k8s: none of its functions while loading) (read-only views; require("rollout.json") etc. gives the same views, other modules are
---   not available).
+--   not available). The modules themselves come from the caller (new's `host`: rollout.playbook's
+--   HOST), so this foundation module requires nothing above it.
 -- Nothing in it blocks the engine's loop: commands run through proc (asynchronous, argv,
 -- never a shell), HTTP through http, files through fs. There is no os.execute, io.popen,
 -- io.open or os.exit to freeze or end the engine.
@@ -82,8 +83,10 @@ local function view(name, mod, state)
   })
 end
 
---- new(dir) -> env, state   env: the playbook's _ENV; state.loading gates side effects.
-function M.new(dir)
+--- new(dir, host) -> env, state   env: the playbook's _ENV; state.loading gates side effects.
+--- host = {rollout = module, http = module, ...}: the host API modules of M.MODULES (one
+--- missing from it is left out of the environment).
+function M.new(dir, host)
   local state = { loading = false }
   local env = {}
   for _, k in ipairs(BASE) do env[k] = _G[k] end
@@ -96,9 +99,8 @@ function M.new(dir)
   end
   local views = {}
   for _, name in ipairs(M.MODULES) do
-    -- lazy: each host API module the sandbox offers, by name (a missing one is left out)
-    local ok, mod = pcall(require, name == "rollout" and "rollout" or ("rollout." .. name))
-    if ok then
+    local mod = (host or {})[name]
+    if mod then
       views[name] = view(name, mod, state)
       env[name] = views[name]
     end
