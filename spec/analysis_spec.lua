@@ -323,8 +323,8 @@ return {
     for _, want in ipairs({
       p .. ":5: stages[1].judge.stages: only at the playbook's top-level judge",
       p .. ":6: stages[2].judge: expected true, false or a table, got string",
-      p .. ":9: judge.metrics[1].direction: must be one of decrease, either, increase, got up",
-      p .. ":10: judge.pass: expected a score between 0 and 100, got 120",
+      p .. ':9: judge.metrics[1].direction: must be one of "increase", "decrease", "either", got up',
+      p .. ":10: judge.pass: must be between 0 and 100, got 120",
       p .. ":12: ab_test.metric: unknown metric 'colour'",
       p .. ":12: ab_test.significance: expected a number between 0 and 1",
     }) do

@@ -203,14 +203,14 @@ describe("routers and sources on rollout.schema", function()
   it("the judge: key paths inside metric lists and maps, and the abTest", function()
     local errs = judge.check({ metrics = { { name = "latency", direction = "up", groups = { "a", 3 } } }, groups = { a = 100 } })
     assert.same({
-      { path = { "metrics", 1, "direction" }, message = "must be one of decrease, either, increase, got up" },
-      { path = { "metrics", 1, "groups", 2 }, message = "expected a string" },
+      { path = { "metrics", 1, "direction" }, message = 'must be one of "increase", "decrease", "either", got up' },
+      { path = { "metrics", 1, "groups", 2 }, message = "expected a string, got integer" },
     }, errs)
     assert.same({ "metrics.tail.colour: unknown key (known: allowed_decrease, allowed_increase, confidence, "
       .. "critical, critical_decrease, critical_increase, description, direction, effect, group, groups, "
       .. "min_samples, must_have_data, name, nan, outlier_factor, outliers, signal, significance, tolerance)" },
       judge.validate({ metrics = { tail = { signal = "p99", colour = "red" } } }))
-    assert.same({ { path = { "gate", 2 }, message = "expected a stage name" } }, judge.check_ab_test({ gate = { "Half", 5 } }))
+    assert.same({ { path = { "gate", 2 }, message = "expected a stage name, got integer" } }, judge.check_ab_test({ gate = { "Half", 5 } }))
   end)
 
   it("reach the playbook's file:line mapping with their full key paths", function()

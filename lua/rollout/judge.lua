@@ -108,23 +108,22 @@ function KINDS.tolerance(v)
   local x = as_number(v)
   if not x or x < 0 then return "expected a number >= 0, got " .. tostring(v) end
 end
-function KINDS.count(v)
-  if math.type(v) ~= "integer" or v < 0 then return "expected an integer >= 0, got " .. tostring(v) end
+function KINDS.stage(v) -- a stage's name
+  if type(v) ~= "string" then return "expected a stage name, got " .. schema.type_name(v) end
 end
-function KINDS.score(v)
-  if type(v) ~= "number" or v < 0 or v > 100 then return "expected a score between 0 and 100, got " .. tostring(v) end
+function KINDS.window(v) -- "gate", "hold" or a duration > 0
+  if v == "gate" or v == "hold" then return end
+  local d = units.parse("duration", v)
+  if not d or d <= 0 then return "expected \"gate\", \"hold\" or a duration, got " .. tostring(v) end
 end
 
-local function rule(check) return { kind = "any", check = check } end
-local function one_of(...)
-  local allowed = {}
-  for _, x in ipairs({ ... }) do allowed[x] = true end
-  return rule(function(v) if not allowed[v] then return "must be one of " .. known_list(allowed) .. ", got " .. tostring(v) end end)
-end
+local COUNT = { kind = "integer", min = 0 }
+local SCORE = { kind = "number", min = 0, max = 100 }
+local ANY = { kind = "any" } -- checked by a cross-field rule below (thresholds with the effect)
 
 -- What the top level and a metric share: confidence/significance, tolerance, min_samples.
 local STATS = { confidence = { kind = "probability" }, significance = { kind = "probability" },
-  tolerance = { kind = "tolerance" }, min_samples = { kind = "count" } }
+  tolerance = { kind = "tolerance" }, min_samples = COUNT }
 local function with_stats(fields)
   for k, r in pairs(STATS) do fields[k] = r end
   return fields
@@ -133,38 +132,33 @@ end
 local THRESHOLDS = { "allowed_increase", "allowed_decrease", "critical_increase", "critical_decrease" }
 
 local METRIC = with_stats({
-  name = rule(), description = rule(),
-  signal = rule(function(v) if type(v) ~= "string" then return "expected a string" end end),
-  direction = one_of("increase", "decrease", "either"), effect = one_of("mean_ratio", "cles"),
-  nan = one_of("remove", "replace"), outliers = one_of("keep", "remove"),
+  name = { kind = "string", nonempty = true, required = true }, description = { kind = "string" },
+  signal = { kind = "string" },
+  direction = { kind = "string", enum = { "increase", "decrease", "either" } },
+  effect = { kind = "string", enum = { "mean_ratio", "cles" } },
+  nan = { kind = "string", enum = { "remove", "replace" } }, outliers = { kind = "string", enum = { "keep", "remove" } },
   critical = { kind = "boolean" }, must_have_data = { kind = "boolean" },
-  outlier_factor = rule(function(v) if type(v) ~= "number" or v <= 0 then return "expected a number > 0" end end),
-  group = rule(function(v) if type(v) ~= "string" or v == "" then return "expected a string" end end),
-  groups = rule(function(v)
-    if type(v) ~= "table" or #v == 0 then return "expected a non-empty list of group names" end
-    for i, g in ipairs(v) do if type(g) ~= "string" then return schema.at(i, "expected a string") end end
-  end),
+  outlier_factor = { kind = "positive" },
+  group = { kind = "string", nonempty = true },
+  groups = { kind = "list", item = { kind = "string", nonempty = true },
+    check = function(v) if #v == 0 then return "expected a non-empty list of group names" end end },
 })
-for _, k in ipairs(THRESHOLDS) do METRIC[k] = rule() end -- checked with the effect below
+for _, k in ipairs(THRESHOLDS) do METRIC[k] = ANY end
 
 local TOP = with_stats({
-  description = rule(), metrics = rule(), groups = rule(), -- checked as a whole below
-  stages = rule(function(v)
-    if v == true or v == false or v == "all" then return end
-    if type(v) ~= "table" then return "expected true, \"all\" or a list of stage names" end
-    for i, st in ipairs(v) do if type(st) ~= "string" then return schema.at(i, "expected a stage name") end end
-  end),
-  window = rule(function(v)
-    if v == "gate" or v == "hold" then return end
-    local d = units.parse("duration", v)
-    if not d or d <= 0 then return "expected \"gate\", \"hold\" or a duration, got " .. tostring(v) end
-  end),
-  pass = { kind = "score" }, marginal = { kind = "score" },
-  on_marginal = rule(function(v)
-    if v ~= "pass" and v ~= "fail" and v ~= "inconclusive" then return "must be pass, fail or inconclusive, got " .. tostring(v) end
-  end),
-  max_samples = rule(function(v) if math.type(v) ~= "integer" or v < 10 then return "expected an integer >= 10" end end),
-  nodata_limit = rule(function(v) if type(v) ~= "number" or v <= 0 or v > 1 then return "expected a fraction in (0, 1]" end end),
+  description = { kind = "string" }, metrics = ANY, -- a list or a map of metrics, checked one by one below
+  groups = { kind = "table", keys = { kind = "string" }, map = SCORE }, -- group = weight; their sum below
+  stages = { one_of = {
+    { when = function(v) return type(v) == "boolean" end, kind = "boolean" },
+    { when = function(v) return type(v) == "string" end, enum = { "all" } },
+    { when = function(v) return type(v) == "table" end, kind = "list", item = { kind = "stage" } },
+  }, expected = "true, \"all\" or a list of stage names" },
+  window = { kind = "window" },
+  pass = SCORE, marginal = SCORE,
+  on_marginal = { kind = "string", enum = { "pass", "fail", "inconclusive" } },
+  max_samples = { kind = "integer", min = 10 },
+  nodata_limit = { kind = "number", max = 1,
+    check = function(v) if v <= 0 then return "must be a fraction in (0, 1], got " .. tostring(v) end end },
 })
 
 local function check_fields(t, fields, path, errs)
@@ -178,7 +172,6 @@ local function check_metric(m, path, errs)
   if type(m) ~= "table" then errs[#errs + 1] = { path = path, message = "expected a metric table, got " .. type(m) }; return end
   check_fields(m, METRIC, path, errs)
   if m.confidence ~= nil and m.significance ~= nil then e("significance", "set confidence or significance, not both") end
-  if type(m.name) ~= "string" or m.name == "" then e("name", "required string") end
   local sig = signal_of(m)
   if sig and not M.SIGNALS[sig] then
     e(m.signal and "signal" or "name", "unknown signal '" .. tostring(m.signal or m.name) .. "' (" .. known_list(M.SIGNALS) ..
@@ -266,18 +259,16 @@ function M.check(cfg, opts)
     end
   end
   if cfg.groups ~= nil then
-    if type(cfg.groups) ~= "table" then e("groups", "expected a table group = weight")
-    else
-      local sum, all = 0, true
+    if type(cfg.groups) == "table" then
+      local sum, all, summable = 0, true, true
       for _, g in ipairs(sorted_keys(cfg.groups)) do
-        local w = cfg.groups[g]
-        if type(g) ~= "string" then e("groups", "group names must be strings")
-        elseif type(w) ~= "number" or w < 0 or w > 100 then e({ "groups", g }, "expected a weight between 0 and 100")
-        else sum = sum + w end
+        local w = cfg.groups[g] -- names and weights are declared (TOP.groups); here: their sum
+        if type(g) == "string" and type(w) == "number" and w >= 0 and w <= 100 then sum = sum + w else summable = false end
         if cfg.metrics ~= nil and type(g) == "string" and not used[g] then e({ "groups", g }, "no metric belongs to this group") end
       end
-      if sum > 100 + 1e-9 then e("groups", string.format("weights add up to %g; at most 100", sum)) end
-      if cfg.metrics ~= nil then
+      -- a sum over weights that are not all valid says nothing: their own errors do
+      if summable and sum > 100 + 1e-9 then e("groups", string.format("weights add up to %g; at most 100", sum)) end
+      if summable and cfg.metrics ~= nil then
         for g in pairs(used) do if cfg.groups[g] == nil then all = false end end
         if all and next(used) and math.abs(sum - 100) > 1e-9 then
           e("groups", string.format("every group has a weight, so they must add up to 100 (they add up to %g)", sum))
@@ -292,27 +283,23 @@ end
 function M.validate(cfg, opts) return schema.strings(M.check(cfg, opts)) end
 
 local AB_TEST = {
-  enabled = { kind = "boolean" }, description = rule(),
-  metric = rule(function(v)
+  enabled = { kind = "boolean" }, description = { kind = "string" },
+  metric = { kind = "any", check = function(v)
     local sig = type(v) == "string" and (M.ALIASES[v] or v)
     if not (sig and M.SIGNALS[sig]) then
       return "unknown metric '" .. tostring(v) .. "' (" .. known_list(M.SIGNALS) .. ", latency_p99, ...)"
     end
-  end),
-  significance = rule(function(v)
+  end },
+  significance = { kind = "probability" },
+  min_samples = COUNT,
+  gate = { one_of = {
+    { when = function(v) return type(v) == "boolean" end, kind = "boolean" },
+    { when = function(v) return type(v) == "table" end, kind = "list", item = { kind = "stage" } },
+  }, expected = "true, false or a list of stage names" },
+  allowed_increase = { kind = "any", check = function(v)
     local x = as_number(v)
-    if not x or x <= 0 or x >= 1 then return "expected a number between 0 and 1 (exclusive)" end
-  end),
-  min_samples = rule(function(v) if math.type(v) ~= "integer" or v < 0 then return "expected an integer >= 0" end end),
-  gate = rule(function(v)
-    if type(v) == "boolean" then return end
-    if type(v) ~= "table" then return "expected true, false or a list of stage names" end
-    for i, g in ipairs(v) do if type(g) ~= "string" then return schema.at(i, "expected a stage name") end end
-  end),
-  allowed_increase = rule(function(v)
-    local x = as_number(v)
-    if not x or x < 1 then return "expected a ratio >= 1" end
-  end),
+    if not x or x < 1 then return "expected a ratio >= 1, got " .. tostring(v) end
+  end },
 }
 
 --- check_ab_test(ab) -> rollout.schema errors: the runbook's abTest (enabled, metricName,
