@@ -61,18 +61,7 @@ describe("the runbook's canary manifest", function()
       return true
     end })
     local n1 = notify.new(pb, { who = "spec" })
-    local events, half = {}, false
-    local task = rollout.spawn(function()
-      obs.run(pb, obs.scenario(), { emit = function(ev, e)
-        events[#events + 1] = ev
-        if ev.event == "weight_confirmed" and ev.canary == 50 then half = true end
-        return n1.emit(ev, e)
-      end })
-    end)
-    local deadline = rollout.now() + 20
-    while not half and rollout.now() < deadline do rollout.sleep(0.02) end
-    assert.truthy(half, "the first run reached the second stage")
-    task:cancel()
+    local events = obs.crash_at(pb, obs.scenario(), 50, n1.emit)
     n1:close(2)
     local first = #seen
     assert.truthy(first >= 2, "before_stage ran in the first run")

@@ -39,19 +39,7 @@ describe("a resumed rollout's notifications", function()
     local pb = playbook(rx.url)
     -- the first run: stopped (as by kill -9: no more events) once the second stage is under way
     local n1 = notify.new(pb, { who = "spec" })
-    local events, half = {}, false
-    local task = rollout.spawn(function()
-      obs.run(pb, obs.scenario(), { emit = function(ev, e)
-        events[#events + 1] = ev
-        if ev.event == "weight_confirmed" and ev.canary == 50 then half = true end
-        return n1.emit(ev, e)
-      end })
-    end)
-    local deadline = rollout.now() + 20
-    while not half and rollout.now() < deadline do rollout.sleep(0.02) end
-    assert.truthy(half, "the first run reached the second stage")
-    rollout.sleep(0.2)
-    task:cancel()
+    local events = obs.crash_at(pb, obs.scenario(), 50, n1.emit, 0.2)
     n1:close(2)
     local start = rx.on("/deployments")[1]
     assert(start, "the deployment API heard the start")

@@ -6,6 +6,8 @@
 --       runs the engine on the *real* clock (the spec runner's) with the simulated router and
 --       the scenario's synthetic traffic, so a rollout takes seconds of wall time and its
 --       events carry wall-clock `ts` as in `rollout run`.
+--   obs.crash_at(pb, scenario_table, weight, emit [, settle]) -> events: a run stopped (as by
+--       kill -9) once the canary's weight is confirmed: the journal a resume reads
 --   obs.capture(playbook_path, scenario_path) -> path of a `rollout simulate --json` capture
 --   obs.journalize(src, dst, ts0) -> a copy with `ts` = ts0 + t on every event (a real run's shape)
 local rollout = require("rollout")
@@ -71,6 +73,26 @@ function M.run(pb, sc, opts)
   if opts.on_engine then opts.on_engine(e) end
   local outcome = e:run()
   return outcome, e, events
+end
+
+--- crash_at(pb, sc, weight, emit [, settle]) -> events: run as M.run does, and stop the
+--- engine (as kill -9 would: no more events) `settle` seconds after the router confirmed
+--- `weight` % for the canary. The events are the journal a `--resume` would read.
+function M.crash_at(pb, sc, weight, emit, settle)
+  local events, reached = {}, false
+  local task = rollout.spawn(function()
+    M.run(pb, sc, { emit = function(ev, e)
+      events[#events + 1] = ev
+      if ev.event == "weight_confirmed" and ev.canary == weight then reached = true end
+      if emit then return emit(ev, e) end
+    end })
+  end)
+  local deadline = rollout.now() + 20
+  while not reached and rollout.now() < deadline do rollout.sleep(0.02) end
+  assert(reached, "the run never reached " .. weight .. " %")
+  rollout.sleep(settle or 0)
+  task:cancel()
+  return events
 end
 
 function M.capture(pb_path, sc_path, dst)
