@@ -554,6 +554,13 @@ function M.apply_set(raw, assignment)
   return true
 end
 
+--- print_errors(errs) -> 2: each error on stderr as `file:line: key: message`, the answer
+--- of every command to a playbook that did not load (exit 2, nothing done)
+function M.print_errors(errs)
+  for _, e in ipairs(errs) do io.stderr:write(M.format_error(e), "\n") end
+  return 2
+end
+
 --- For scripts that take `PLAYBOOK [--set k=v ...] [flags]`: parse argv with the extra flag
 --- spec, load and validate the playbook, print what is wrong. Returns pb, opts, or nil and
 --- the exit code (2).
@@ -566,10 +573,7 @@ function M.load_from_args(argv, spec, usage)
     return nil, 2
   end
   local pb, errs = M.load(pos[1], { sets = opts.set, config = opts.config })
-  if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(M.format_error(e), "\n") end
-    return nil, 2
-  end
+  if not pb then return nil, M.print_errors(errs) end
   return pb, opts
 end
 

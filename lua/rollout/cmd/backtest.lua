@@ -37,8 +37,7 @@ function M.main(argv)
   if not opts.journals then return args.usage_error("backtest", "--journals DIR is required", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
+    return playbook.print_errors(errs)
   end
   local files = backtest.files(opts.journals)
   if #files == 0 then

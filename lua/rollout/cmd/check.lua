@@ -48,7 +48,7 @@ function M.main(argv)
     if opts.json then
       print(json.encode({ ok = false, errors = errs }, { sort = true }))
     else
-      for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
+      playbook.print_errors(errs)
       io.stderr:write(string.format("%d error%s in %s\n", #errs, #errs == 1 and "" or "s", pos[1]))
     end
     return 2

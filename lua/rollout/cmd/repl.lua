@@ -97,8 +97,7 @@ function M.main(argv)
     local errs
     pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
     if not pb then
-      for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-      return 2
+      return playbook.print_errors(errs)
     end
   end
   local ok, env = pcall(M.env, pb)

@@ -60,8 +60,7 @@ function M.main(argv)
   local sets = opts.set or {}
   local pb, errs = playbook.load(pos[1], { sets = sets, config = opts.config })
   if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
+    return playbook.print_errors(errs)
   end
   -- the playbook's prometheus sources (--prometheus in place of their url), built by
   -- rollout.assemble with the replay's parts: the simulated router, these sources

@@ -189,10 +189,7 @@ end
 
 local function load(path, sets, config)
   local pb, errs = playbook.load(path, { sets = sets, config = config })
-  if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return nil
-  end
+  if not pb then playbook.print_errors(errs); return nil end
   return pb
 end
 

@@ -42,8 +42,7 @@ function M.main(argv)
   if #pos ~= 1 or not opts.scenario then return args.usage_error("simulate", "expected a playbook and --scenario FILE", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
+    return playbook.print_errors(errs)
   end
   for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
   local sc, serrs = scenario.load(opts.scenario)

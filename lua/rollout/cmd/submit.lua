@@ -47,15 +47,11 @@ function M.main(argv)
   if not opts.etcd then return args.usage_error("submit", "--etcd URL is required", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
+    return playbook.print_errors(errs)
   end
   if opts.scenario then
     local sc, serrs = scenario.load(opts.scenario)
-    if not sc then
-      for _, e in ipairs(serrs) do io.stderr:write(playbook.format_error(e), "\n") end
-      return 2
-    end
+    if not sc then return playbook.print_errors(serrs) end
   elseif #pb.sources == 0 then
     io.stderr:write("rollout submit: the playbook has no metric source (or pass --scenario FILE)\n")
     return 2

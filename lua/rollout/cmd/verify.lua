@@ -37,15 +37,11 @@ function M.main(argv)
   if #pos < 2 then return args.usage_error("verify", "expected a playbook and at least one scenario (file or directory)", M.usage) end
   local pb, errs = playbook.load(pos[1], { sets = opts.set, config = opts.config })
   if not pb then
-    for _, e in ipairs(errs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
+    return playbook.print_errors(errs)
   end
   for _, w in ipairs(pb.warnings or {}) do io.stderr:write("warning: ", playbook.format_error(w), "\n") end
   local list, serrs = verify.load(table.move(pos, 2, #pos, 1, {}))
-  if not list then
-    for _, e in ipairs(serrs) do io.stderr:write(playbook.format_error(e), "\n") end
-    return 2
-  end
+  if not list then return playbook.print_errors(serrs) end
   local results = verify.run(pb, list)
   if opts.junit then
     local ok, werr = fs.write_atomic(opts.junit, verify.junit(results, pos[1]))
